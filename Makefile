@@ -1,0 +1,34 @@
+# Everything installs into .venv/ from uv.lock; only python3 and make are needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+STAMP := $(VENV)/.synced
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): uv.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	# --inexact keeps uv itself in the venv; --frozen installs exactly the lock.
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --quiet
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -f out/demo.report.csv out/demo.sqlite*
+	$(BIN)/dialer run campaigns/demo.toml --sandbox
+
+test: $(STAMP) lint
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check dialer tests bench
+	$(BIN)/mypy dialer
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,1 @@
+"""dialer: a bulk campaign dialer for Synthflow AI agents."""

@@ -1,0 +1,251 @@
+"""The campaign file: a TOML document validated into pydantic models at load.
+
+Every setting is checked here, before any file is read or request sent, so a
+bad rate or a missing model_id fails with one line naming the key.
+Relative paths are resolved against the campaign file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dialer.errors import CampaignError
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class _Strict(BaseModel):
+    # A misspelt key is a mistake the user wants to hear about, not a silent default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Api(_Strict):
+    base_url: str = "https://api.synthflow.ai"
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"must be an http(s) URL, not {value!r}")
+        return value.rstrip("/")
+
+
+class Call(_Strict):
+    model_id: Annotated[str, Field(min_length=1)]
+    prompt: str | None = None
+    greeting: str | None = None
+
+
+class Template(_Strict):
+    content_sid: Annotated[str, Field(min_length=1)]
+    variables: dict[str, str] = {}
+
+
+class Chat(_Strict):
+    agent_id: Annotated[str, Field(min_length=1)]
+    channel: Literal["whatsapp", "sms"]
+    initial_message: str | None = None
+    template: Template | None = None
+
+
+class Columns(_Strict):
+    phone: str | None = None
+    name: str | list[str] | None = None
+    timezone: str | None = None
+    email: str | None = None
+    variables: list[str] | None = None
+
+
+class Numbers(_Strict):
+    pool: list[str] = []
+    strategy: Literal["local", "round_robin", "least_used"] = "local"
+    daily_cap: Annotated[int, Field(gt=0)] | None = None
+
+    @field_validator("pool")
+    @classmethod
+    def _e164(cls, pool: list[str]) -> list[str]:
+        for number in pool:
+            if not E164.match(number):
+                raise ValueError(f"{number!r} is not an E.164 number like +14155550100")
+        if len(set(pool)) != len(pool):
+            raise ValueError("lists a number twice")
+        return pool
+
+
+class Limits(_Strict):
+    rate_per_second: Annotated[float, Field(gt=0)] = 5.0
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 10
+    max_attempts: Annotated[int, Field(ge=1)] = 4
+    # How long after an unanswered request a look-up that finds no call is
+    # trusted to mean "not placed" (the API may still be creating it).
+    settle_after_seconds: Annotated[float, Field(ge=0)] = 60.0
+    # Full-jitter exponential backoff for retryable answers (503, refused connection).
+    backoff_base_seconds: Annotated[float, Field(ge=0)] = 1.0
+    backoff_max_seconds: Annotated[float, Field(ge=0)] = 60.0
+    # On SIGINT/SIGTERM, how long in-flight requests may take to finish.
+    drain_seconds: Annotated[float, Field(ge=0)] = 30.0
+    # Adaptive pacing lowers the rate on 429s; it never goes below this.
+    min_rate_per_second: Annotated[float, Field(gt=0)] = 0.2
+
+
+def _parse_clock(value: str) -> time | None:
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
+    if not match:
+        return None
+    hour, minute = int(match[1]), int(match[2])
+    if (hour, minute) == (24, 0):
+        return time.max
+    if hour > 23 or minute > 59:
+        return None
+    return time(hour, minute)
+
+
+class Hours(_Strict):
+    start: str = "08:00"
+    end: str = "21:00"
+    days: list[str] = list(DAYS[:6])
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if _parse_clock(value) is None:
+            raise ValueError(f"{value!r} is not a time of day like \"08:00\" (24:00 is the end of day)")
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, days: list[str]) -> list[str]:
+        days = [d.strip().lower()[:3] for d in days]
+        for day in days:
+            if day not in DAYS:
+                raise ValueError(f"{day!r} is not a day; use {', '.join(DAYS)}")
+        return days
+
+    @model_validator(mode="after")
+    def _order(self) -> Hours:
+        if self.start_time >= self.end_time:
+            raise ValueError(f"start {self.start} must be before end {self.end}")
+        return self
+
+    @property
+    def start_time(self) -> time:
+        parsed = _parse_clock(self.start)
+        assert parsed is not None
+        return parsed
+
+    @property
+    def end_time(self) -> time:
+        parsed = _parse_clock(self.end)
+        assert parsed is not None
+        return parsed
+
+
+class Campaign(_Strict):
+    """A whole campaign file. `path` is the file itself; other paths are absolute."""
+
+    path: Path
+    name: Annotated[str, Field(min_length=1)]
+    mode: Literal["call", "chat"]
+    leads: Path
+    report: Path | None = None
+    journal: Path | None = None
+    default_region: str = "US"
+    suppress: list[Path] = []
+    encoding: str | None = None
+    sheet: str | None = None
+    api: Api = Api()
+    call: Call | None = None
+    chat: Chat | None = None
+    columns: Columns = Columns()
+    numbers: Numbers = Numbers()
+    limits: Limits = Limits()
+    hours: Hours = Hours()
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z]{2}", value):
+            raise ValueError(f"{value!r} is not a two-letter region code like \"US\"")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _mode_section(self) -> Campaign:
+        if self.mode == "call" and self.call is None:
+            raise ValueError("mode = \"call\" needs a [call] table with model_id")
+        if self.mode == "chat":
+            if self.chat is None:
+                raise ValueError("mode = \"chat\" needs a [chat] table with agent_id and channel")
+            if not self.numbers.pool:
+                raise ValueError("mode = \"chat\" needs [numbers] pool: from_number is required")
+        return self
+
+    @property
+    def report_path(self) -> Path:
+        return self.report or self.path.parent / "out" / f"{self.name}.report.csv"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal or self.report_path.with_name(f"{self.name}.sqlite")
+
+
+def _locate(error: dict[str, Any]) -> str:
+    """`('limits', 'rate_per_second')` -> `[limits] rate_per_second`."""
+    loc = [str(part) for part in error["loc"] if not str(part).startswith(("function-", "str"))]
+    loc = [part for part in loc if not part.isdigit() or True]
+    if not loc:
+        return "campaign"
+    if len(loc) == 1:
+        return loc[0]
+    return f"[{loc[0]}] {'.'.join(loc[1:])}"
+
+
+def _message(error: dict[str, Any]) -> str:
+    msg = str(error["msg"])
+    msg = msg.removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return "is missing"
+    if error["type"] == "extra_forbidden":
+        return "is not a known key"
+    return msg[0].lower() + msg[1:] if msg else msg
+
+
+def load_campaign(path: Path | str) -> Campaign:
+    """Read and validate a campaign file; raise CampaignError with one line on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CampaignError(f"{path}: campaign file not found") from None
+    except IsADirectoryError:
+        raise CampaignError(f"{path}: is a folder, not a campaign file") from None
+    except UnicodeDecodeError:
+        raise CampaignError(f"{path}: not a text file (expected TOML)") from None
+    except OSError as exc:
+        raise CampaignError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignError(f"{path}: TOML syntax error: {exc}") from None
+    if "path" in data:
+        raise CampaignError(f"{path}: path: is not a known key")
+    base = path.resolve().parent
+    for key in ("leads", "report", "journal"):
+        if isinstance(data.get(key), str):
+            data[key] = base / data[key]
+    if isinstance(data.get("suppress"), str):
+        data["suppress"] = [data["suppress"]]
+    if isinstance(data.get("suppress"), list):
+        data["suppress"] = [base / p if isinstance(p, str) else p for p in data["suppress"]]
+    try:
+        return Campaign(path=path.resolve(), **data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CampaignError(f"{path}: {_locate(first)}: {_message(first)}") from None
