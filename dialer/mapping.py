@@ -29,7 +29,7 @@ class ColumnMap:
 
 @dataclass(frozen=True, slots=True)
 class Lead:
-    """One data row of the leads file, mapped. `row` is 1-based (the first data row is 1)."""
+    """One data row of the leads file, mapped. `row` is the spreadsheet row number: the header is row 1, so the first data row is 2 (what Excel shows; used in every message)."""
 
     row: int
     values: tuple[str, ...]        # the original cells, in header order, as read
