@@ -11,9 +11,10 @@ import re
 import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from dialer.errors import CampaignError
 
@@ -196,10 +197,9 @@ class Campaign(_Strict):
         return self.journal or self.report_path.with_name(f"{self.name}.sqlite")
 
 
-def _locate(error: dict[str, Any]) -> str:
+def _locate(error: ErrorDetails) -> str:
     """`('limits', 'rate_per_second')` -> `[limits] rate_per_second`."""
     loc = [str(part) for part in error["loc"] if not str(part).startswith(("function-", "str"))]
-    loc = [part for part in loc if not part.isdigit() or True]
     if not loc:
         return "campaign"
     if len(loc) == 1:
@@ -207,7 +207,7 @@ def _locate(error: dict[str, Any]) -> str:
     return f"[{loc[0]}] {'.'.join(loc[1:])}"
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: ErrorDetails) -> str:
     msg = str(error["msg"])
     msg = msg.removeprefix("Value error, ")
     if error["type"] == "missing":

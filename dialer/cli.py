@@ -1,0 +1,450 @@
+"""The command line: parse, configure logging, call the library, map errors to exit codes.
+
+Exit codes (../shared/interface.md): 0 nothing left · 75 rows remain for a later run,
+or another run holds the lock · 1 an error the run could not get past · 2 bad input,
+nothing sent · 130/143 stopped by SIGINT/SIGTERM after saving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import structlog
+from dotenv import dotenv_values
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from dialer import dispatch
+from dialer.config import Campaign, load_campaign
+from dialer.errors import DialerError, SetupError
+from dialer.journal import CampaignLock, Journal
+from dialer.run import (
+    RunOptions,
+    RunResult,
+    campaign_status,
+    run_campaign,
+    validate_campaign,
+    write_campaign_report,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+STATUSES = ("pending", "deferred", "sent", "failed", "invalid", "duplicate", "suppressed", "unknown")
+KEY_VARIABLE = "SYNTHFLOW_API_KEY"
+
+out = Console(highlight=False)
+
+
+# -- logging ---------------------------------------------------------------------
+
+
+class _StderrLogger:
+    """Writes each rendered line to whatever sys.stderr is now (rich redirects it under a bar)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _redact(secret: str | None) -> Callable[..., Any]:
+    def processor(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        if secret:
+            for key, value in event.items():
+                if isinstance(value, str) and secret in value:
+                    event[key] = value.replace(secret, "[redacted]")
+        return event
+
+    return processor
+
+
+def configure_logging(fmt: str, secret: str | None = None, verbose: bool = False) -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact(secret),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if verbose else logging.INFO
+        ),
+        logger_factory=lambda *_: _StderrLogger(),
+        cache_logger_on_first_use=False,
+    )
+
+
+# -- errors -> exit codes ------------------------------------------------------------
+
+
+def _fail(line: str, code: int) -> None:
+    click.echo(f"dialer: {line}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except DialerError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except (SystemExit, click.exceptions.Exit, click.ClickException):
+        raise
+    except Exception as exc:
+        fd, name = tempfile.mkstemp(prefix="dialer-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as handle:
+            traceback.print_exc(file=handle)
+        _fail(f"internal error ({type(exc).__name__}: {exc}); the traceback is in {name}", 1)
+
+
+def _campaign(path: str) -> Campaign:
+    return load_campaign(Path(path))
+
+
+def _api_key(campaign: Campaign) -> str | None:
+    key = os.environ.get(KEY_VARIABLE)
+    if key:
+        return key
+    env_file = campaign.path.parent / ".env"
+    if env_file.is_file():
+        value = dotenv_values(env_file).get(KEY_VARIABLE)
+        if value:
+            return value
+    return None
+
+
+def _when(moment: datetime | None) -> str:
+    return dispatch.iso(moment) if moment else "never (no rows waiting for their hours)"
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dialer")
+def main() -> None:
+    """Dial a spreadsheet of leads with a Synthflow AI agent, politely and exactly once.
+
+    \b
+    Quick start:
+      dialer validate campaigns/demo.toml       # what would be sent; sends nothing
+      dialer run campaigns/demo.toml --sandbox  # dial against the built-in sandbox
+      dialer status campaigns/demo.toml         # counts per status, what is due
+      dialer report campaigns/demo.toml --out out/demo.xlsx
+
+    The API key comes from SYNTHFLOW_API_KEY (or a .env beside the campaign file).
+    """
+
+
+def _log_option(func: F) -> F:
+    return click.option(
+        "--log-format",
+        type=click.Choice(["console", "json"]),
+        default="console",
+        show_default=True,
+        help="json: one JSON object per line on stderr.",
+    )(func)
+
+
+class _Bar(dispatch.Progress):
+    """A live bar on a terminal: done/total, rate, ETA and counts per status."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.progress = Progress(
+            TextColumn("[bold]dialing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[counts]}"),
+            console=out,
+            transient=False,
+        )
+        self.task = self.progress.add_task("dial", total=None, rate="0.0", counts="")
+
+    def start(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+        self.progress.start()
+
+    def advance(self, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        task = self.progress.tasks[0]
+        rate = task.completed / task.elapsed if task.elapsed else 0.0
+        counts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        self.progress.update(self.task, advance=1, rate=f"{rate:.1f}", counts=counts)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+class _LogProgress(dispatch.Progress):
+    """Without a terminal (cron): a plain log line every 10 seconds instead of a bar."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.total = 0
+        self.last = 0.0
+        self.counts: dict[str, int] = {}
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.last = __import__("time").monotonic()
+
+    def advance(self, status: str) -> None:
+        self.done += 1
+        self.counts[status] = self.counts.get(status, 0) + 1
+        now = __import__("time").monotonic()
+        if now - self.last >= 10:
+            self.last = now
+            structlog.get_logger("dialer").info(
+                "run.progress", done=self.done, total=self.total, **self.counts
+            )
+
+
+@main.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.option("--base-url", help="API base URL (overrides [api].base_url).")
+@click.option("--sandbox", is_flag=True,
+              help="Start the built-in sandbox on a free loopback port and use it.")
+@click.option("--leads", type=click.Path(dir_okay=False), help="Leads file (overrides `leads`).")
+@click.option("--report", type=click.Path(dir_okay=False), help="Report file (overrides `report`).")
+@click.option("--limit", type=click.IntRange(min=0), help="Dial at most N rows this run.")
+@click.option("--retry-failed", is_flag=True, help="Dial `failed` rows again.")
+@click.option("--retry-unknown", is_flag=True,
+              help="Send `unknown` rows again, accepting that some may ring twice.")
+@_log_option
+@click.option("-v", "--verbose", is_flag=True, help="Log every row, sent ones too.")
+def run(
+    campaign_file: str,
+    base_url: str | None,
+    sandbox: bool,
+    leads: str | None,
+    report: str | None,
+    limit: int | None,
+    retry_failed: bool,
+    retry_unknown: bool,
+    log_format: str,
+    verbose: bool,
+) -> None:
+    """Import the leads (first run) and dial every row that is due.
+
+    A second run continues where the first stopped: rows already settled are
+    never sent again. Exit 0 when nothing is left, 75 while rows remain for a
+    later run (cron), 1 on an error such as a refused key, 2 on bad input.
+
+    \b
+    Examples:
+      dialer run campaigns/demo.toml --sandbox
+      SYNTHFLOW_API_KEY=sk-... dialer run spring.toml --limit 500
+      dialer run spring.toml --retry-failed --log-format json
+    """
+    configure_logging(log_format, verbose=verbose)
+    with _errors():
+        campaign = _campaign(campaign_file)
+        structlog.contextvars.bind_contextvars(campaign=campaign.name)
+        running = None
+        key = _api_key(campaign)
+        if sandbox:
+            from dialer.sandbox import SandboxOptions, spawn_process
+
+            key = secrets.token_hex(16)
+            running = spawn_process(SandboxOptions(api_key=key))
+            base_url = running.url
+        if not key:
+            raise SetupError(
+                f"{KEY_VARIABLE} is not set: export {KEY_VARIABLE}=<your key>, or put"
+                f" {KEY_VARIABLE}=<your key> in {campaign.path.parent / '.env'}"
+                " (or use --sandbox to try it out)"
+            )
+        configure_logging(log_format, secret=key, verbose=verbose)
+        bar: dispatch.Progress
+        bar = _Bar() if log_format == "console" and out.is_terminal else _LogProgress()
+        options = RunOptions(
+            api_key=key,
+            base_url=base_url,
+            leads=Path(leads) if leads else None,
+            report=Path(report) if report else None,
+            limit=limit,
+            retry_failed=retry_failed,
+            retry_unknown=retry_unknown,
+            progress=bar,
+            handle_signals=True,
+        )
+        try:
+            result = run_campaign(campaign, options)
+        finally:
+            if isinstance(bar, _Bar):
+                bar.stop()
+            if running is not None:
+                running.stop()
+        _summary(campaign, result)
+        sys.exit(result.exit_code)
+
+
+def _summary(campaign: Campaign, result: RunResult) -> None:
+    stats = result.stats
+    table = Table(title=f"campaign {campaign.name}", show_edge=False)
+    table.add_column("status")
+    table.add_column("rows", justify="right")
+    table.add_column("this run", justify="right")
+    for status in STATUSES:
+        if result.counts.get(status) or stats.outcomes.get(status):
+            table.add_row(status, str(result.counts.get(status, 0)),
+                          str(stats.outcomes.get(status, 0)))
+    out.print(table)
+    if stats.by_number:
+        numbers = Table(show_edge=False)
+        numbers.add_column("caller id")
+        numbers.add_column("requests this run", justify="right")
+        for number, n in stats.by_number.most_common():
+            numbers.add_row(number, str(n))
+        out.print(numbers)
+    out.print(
+        f"{stats.requests} requests in {stats.elapsed:.1f}s ({stats.rate:.1f}/s),"
+        f" {stats.throttled} answered 429, {stats.lookups} look-ups"
+    )
+    if result.imported and not result.imported.first_import:
+        imp = result.imported
+        out.print(
+            f"leads file changed: {imp.added} new rows added, {imp.matched} matched to earlier"
+            f" rows, {imp.removed} rows no longer in the file (kept in the journal)"
+        )
+    if result.counts.get("deferred") or result.counts.get("pending"):
+        out.print(f"next rows due: {_when(result.next_due)}")
+    if stats.stopped_by:
+        out.print(f"stopped by {stats.stopped_by}; state saved, run again to continue")
+    out.print(f"report: {result.report}")
+
+
+@main.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.option("--leads", type=click.Path(dir_okay=False), help="Leads file (overrides `leads`).")
+@_log_option
+def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
+    """Read and map every row; print counts, the column mapping, example bodies. Sends nothing.
+
+    \b
+    Example:
+      dialer validate campaigns/demo.toml
+    """
+    configure_logging(log_format)
+    with _errors():
+        campaign = _campaign(campaign_file)
+        found = validate_campaign(campaign, leads=Path(leads) if leads else None)
+        out.print(f"leads: {found.path}")
+        out.print("columns:")
+        for fieldname, column in found.columns.describe():
+            out.print(f"  {fieldname:<10} {column}")
+        out.print("rows:")
+        for status in STATUSES:
+            if found.counts.get(status):
+                out.print(f"  {status:<10} {found.counts[status]}")
+        if found.reasons:
+            out.print("not dialed, by reason:")
+            for reason, n in found.reasons.most_common():
+                out.print(f"  {n:>7}  {reason}")
+            out.print("first rows not dialed:")
+            for row, status, error in found.problems:
+                out.print(f"  row {row}: {status}: {error}")
+        out.print(f"due now: {found.due_now}; next due: "
+                  f"{_when(found.next_due) if found.next_due else 'all due now'}")
+        endpoint = "POST /v2/calls" if campaign.mode == "call" else "POST /v2/chat/outbound"
+        out.print(f"example request bodies ({endpoint}):")
+        for body in found.examples:
+            click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+
+
+@main.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@_log_option
+def status(campaign_file: str, log_format: str) -> None:
+    """Counts per dialer_status from the journal, what is due now and when the rest is due.
+
+    \b
+    Example:
+      dialer status campaigns/demo.toml
+    """
+    configure_logging(log_format)
+    with _errors():
+        campaign = _campaign(campaign_file)
+        found = campaign_status(campaign)
+        if found is None:
+            out.print(f"{campaign.name}: not started (no journal at {campaign.journal_path})")
+            return
+        out.print(f"campaign {campaign.name} ({campaign.journal_path})")
+        for status_name in STATUSES:
+            if found.counts.get(status_name):
+                out.print(f"  {status_name:<10} {found.counts[status_name]}")
+        out.print(f"  total      {sum(found.counts.values())}")
+        if found.removed:
+            out.print(f"  ({found.removed} rows in the journal are no longer in the leads file)")
+        out.print(f"due now: {found.due_now}")
+        out.print(f"next due: {_when(found.next_due)}")
+
+
+@main.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Where to write (default: the campaign's report). .xlsx writes Excel.")
+@_log_option
+def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
+    """Write the per-row report again from the journal (CSV, or XLSX for a .xlsx name).
+
+    \b
+    Examples:
+      dialer report campaigns/demo.toml
+      dialer report campaigns/demo.toml --out out/demo.xlsx
+    """
+    configure_logging(log_format)
+    with _errors():
+        campaign = _campaign(campaign_file)
+        if not campaign.journal_path.exists():
+            raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
+        target = Path(out_path) if out_path else campaign.report_path
+        journal = Journal(campaign.journal_path, campaign.name)
+        try:
+            rows = write_campaign_report(journal, target)
+        finally:
+            journal.close()
+        out.print(f"report: {target} ({rows} rows)")
+
+
+def _add_simulate() -> None:
+    from dialer.sandbox.command import simulate
+
+    main.add_command(simulate)
+
+
+_add_simulate()
+
+__all__ = ["main", "CampaignLock"]

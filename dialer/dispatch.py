@@ -1,0 +1,406 @@
+"""The worker pool: rows from the journal, through calling hours, the number pool and the
+pacer, to the API, and every outcome back to the journal.
+
+One row's life in a run (`Dispatcher.dial`):
+
+    hours closed? -> `deferred`          every caller id capped? -> `deferred`, stop feeding
+    intent committed (`unknown`) -> pacer slot -> POST
+        accepted  -> `sent` (call_id)    refused -> `failed` (the API's message)
+        throttled -> the pacer slows down; sent again (not an attempt)
+        retry     -> `pending`, backoff (full jitter, Retry-After as the floor), up to max_attempts
+        unknown   -> `unknown`; after settle_after_seconds a look-up decides: found -> `sent`,
+                     not found -> dialed again; no look-up possible -> stays `unknown`
+        auth      -> the row is restored as it was and the whole run stops
+
+Nothing here sleeps to pace: waiting is the pacer's job, so stopping is quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from dialer import journal as j
+from dialer.client import CALLS, CHATS, Answer, LookupError_, SynthflowClient, call_body, chat_body
+from dialer.config import Campaign
+from dialer.errors import AuthError
+from dialer.hours import CallingHours
+from dialer.journal import Journal, JournalRow, JournalWriter
+from dialer.numbers import NumberPool, PoolExhausted
+from dialer.pacing import Pacer
+
+log = structlog.get_logger("dialer")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def mask(phone: str) -> str:
+    """Logs show the last 4 digits only; the report keeps the whole number."""
+    return f"***{phone[-4:]}" if phone else ""
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="minutes").replace("+00:00", "Z")
+
+
+@dataclass
+class RunStats:
+    """What this run did, for the summary."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    by_number: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    throttled: int = 0
+    lookups: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    pool_exhausted: bool = False
+    stopped_by: str | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class Progress:
+    """Told of each row that reached an outcome this run; the CLI draws a bar from it."""
+
+    def start(self, total: int) -> None:
+        """`total` rows are due in this run."""
+
+    def advance(self, status: str) -> None:
+        """One row reached `status`."""
+
+
+@dataclass
+class DispatchOptions:
+    limit: int | None = None
+    clock: Clock = utc_now
+    progress: Progress = field(default_factory=Progress)
+
+
+class Dispatcher:
+    """Dials every due row of the journal once, within rate, hours and caps."""
+
+    def __init__(
+        self,
+        campaign: Campaign,
+        journal: Journal,
+        client: SynthflowClient,
+        options: DispatchOptions,
+    ) -> None:
+        self.campaign = campaign
+        self.journal = journal
+        self.client = client
+        self.options = options
+        self.limits = campaign.limits
+        self.hours = CallingHours(campaign.hours)
+        self.pool = NumberPool(campaign.numbers, journal.number_usage())
+        self.pacer = Pacer(self.limits.rate_per_second, self.limits.min_rate_per_second)
+        self.writer = JournalWriter(journal.path)
+        self.stats = RunStats()
+        self.stop = asyncio.Event()
+        self.fatal: BaseException | None = None
+        self._queue: asyncio.Queue[JournalRow] = asyncio.Queue(self.limits.concurrency * 2)
+        # Rows queued, in flight or being settled: the feeder skips them, so none is queued twice.
+        self._owned: set[int] = set()
+        self._redials: Counter[int] = Counter()
+        self._feeding = True
+        self._idle = asyncio.Event()
+        self._settlers: set[asyncio.Task[None]] = set()
+        self._path = CALLS if campaign.mode == "call" else CHATS
+        self._body = call_body if campaign.mode == "call" else chat_body
+
+    # -- the run ----------------------------------------------------------------
+
+    async def run(self) -> RunStats:
+        """Settle what earlier runs left `unknown`, then dial every due row."""
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.limits.concurrency)]
+        feeder = asyncio.create_task(self._feed())
+        try:
+            done_waiter = asyncio.create_task(self._idle.wait())
+            stop_waiter = asyncio.create_task(self.stop.wait())
+            await asyncio.wait({done_waiter, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            done_waiter.cancel()
+            stop_waiter.cancel()
+            self.stop.set()
+            feeder.cancel()
+            # In-flight requests may finish (bounded), so their answers are saved.
+            _, late = await asyncio.wait(workers, timeout=self.limits.drain_seconds)
+            for task in late:
+                task.cancel()
+            for task in list(self._settlers):
+                task.cancel()
+            await asyncio.gather(*workers, feeder, *self._settlers, return_exceptions=True)
+        finally:
+            await self.writer.close()
+            self.stats.finished = time.monotonic()
+            self.stats.throttled = self.pacer.throttled
+        if self.stats.pool_exhausted:
+            self.journal.defer_dialable("every caller id has reached its daily cap")
+        if self.fatal is not None:
+            raise self.fatal
+        return self.stats
+
+    def _enter(self, row: JournalRow) -> None:
+        self._owned.add(row.id)
+
+    def _leave(self, row: JournalRow) -> None:
+        self._owned.discard(row.id)
+        if not self._owned and not self._feeding:
+            self._idle.set()
+
+    async def _feed(self) -> None:
+        try:
+            await self._settle_earlier_runs()
+            queued = 0
+            deferred: list[j.Write] = []
+            for row in self.journal.rows_with_status(j.DIALABLE):
+                if self.stop.is_set() or self.stats.pool_exhausted:
+                    break
+                if self.options.limit is not None and queued >= self.options.limit:
+                    break
+                if row.id in self._owned:
+                    continue
+                now = self.options.clock()
+                if not self.hours.is_open(row.timezones, now):
+                    deferred += j.outcome(row.id, "deferred", error=self._closed_reason(row, now))
+                    self._count("deferred", row, log_it=False)
+                    if len(deferred) >= 2000:
+                        await self.writer.commit(deferred)
+                        deferred = []
+                    continue
+                self._enter(row)
+                queued += 1
+                await self._queue.put(row)
+            if deferred:
+                await self.writer.commit(deferred)
+        finally:
+            self._feeding = False
+            if not self._owned:
+                self._idle.set()
+
+    async def _worker(self) -> None:
+        while True:
+            row = await self._queue.get()
+            requeued = False
+            try:
+                if self.stop.is_set():
+                    continue  # never started: the row stays as the journal has it
+                requeued = await self.dial(row)
+            except AuthError as exc:
+                self.fatal = exc
+                self.stop.set()
+            except Exception as exc:  # an internal error must stop the run, not hang it
+                self.fatal = exc
+                self.stop.set()
+            finally:
+                if not requeued:
+                    self._leave(row)
+
+    # -- one row ----------------------------------------------------------------
+
+    async def dial(self, row: JournalRow) -> bool:
+        """Dial one row to an outcome: sent, failed, deferred, pending (stopped) or unknown.
+
+        Returns True when the row was handed to a look-up, which now owns it.
+        """
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.limits.max_attempts),
+            wait=self._backoff,
+            retry=retry_if_result(lambda answer: answer is not None and answer.kind == "retry"),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            sleep=self._sleep,
+        )
+        answer: Answer | None = await retrying(self._attempt, row)
+        if answer is None:
+            return False  # deferred, capped or stopped: already recorded
+        if answer.kind == "accepted":
+            await self.writer.commit(j.outcome(row.id, "sent", call_id=answer.id, error=answer.error))
+            self._count("sent", row, answer)
+        elif answer.kind == "refused":
+            await self.writer.commit(j.outcome(row.id, "failed", error=answer.error))
+            self._count("failed", row, answer)
+        elif answer.kind == "retry":
+            error = f"gave up after {self.limits.max_attempts} attempts: {answer.error}"
+            await self.writer.commit(j.outcome(row.id, "failed", error=error))
+            self._count("failed", row, answer)
+        elif answer.kind == "unknown":
+            await self.writer.commit(j.outcome(row.id, "unknown", error=answer.error))
+            if self.campaign.mode == "call":
+                self._redials[row.id] += 1
+                self._settle_later(row, time.time())
+                return True
+            self._count("unknown", row, answer)
+        return False
+
+    async def _attempt(self, row: JournalRow) -> Answer | None:
+        if self.stop.is_set():
+            return None
+        now = self.options.clock()
+        if not self.hours.is_open(row.timezones, now):
+            await self.writer.commit(
+                j.outcome(row.id, "deferred", error=self._closed_reason(row, now))
+            )
+            self._count("deferred", row)
+            return None
+        try:
+            number = self.pool.choose(row.phone, row.timezones, now) or ""
+        except PoolExhausted:
+            self.stats.pool_exhausted = True
+            await self.writer.commit(
+                j.outcome(row.id, "deferred", error="every caller id has reached its daily cap")
+            )
+            self._count("deferred", row)
+            return None
+        day = self.pool.day_of(number, now) if number else None
+        body = self._body(self.campaign, row, number)
+        await self.writer.commit(j.intent(row.id, number, day))
+        sent = False
+        try:
+            throttles = 0
+            while True:
+                sent_at = await self.pacer.wait()
+                sent = True
+                self.stats.requests += 1
+                answer = await self.client.post(self._path, body)
+                if answer.kind != "throttled":
+                    self.pacer.accepted(sent_at)
+                    break
+                self.pacer.throttle(sent_at, answer.retry_after)
+                throttles += 1
+                log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
+                if self.stop.is_set() or throttles >= 100:
+                    # 429 means not placed: the row goes back untouched for a later run.
+                    sent = False
+                    self.writer.submit(j.restore(row, day))
+                    return None
+                sent = False
+        except asyncio.CancelledError:
+            if not sent:
+                self.writer.submit(j.restore(row, day))
+            raise
+        if number:
+            self.stats.by_number[number] += 1
+        if answer.kind == "auth":
+            await self.writer.commit(j.restore(row, day))
+            raise AuthError(
+                f"the API refused the key ({answer.error}); stopped, every row left as it was"
+            )
+        if answer.kind == "retry":
+            await self.writer.commit(j.outcome(row.id, "pending", error=answer.error))
+            log.info("lead.retry", row=row.position, phone=mask(row.phone), error=answer.error)
+        return answer
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Full jitter, never shorter than the API's Retry-After."""
+        jitter = wait_random_exponential(
+            multiplier=self.limits.backoff_base_seconds, max=self.limits.backoff_max_seconds
+        )(state)
+        answer = state.outcome.result() if state.outcome else None
+        floor = answer.retry_after if isinstance(answer, Answer) and answer.retry_after else 0.0
+        return max(jitter, floor)
+
+    async def _sleep(self, seconds: float) -> None:
+        """A backoff that ends early when the run stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+    # -- settling requests that got no answer -------------------------------------
+
+    def _settle_later(self, row: JournalRow, intent_at: float) -> None:
+        self._enter(row)
+        task = asyncio.create_task(self._settle(row, intent_at))
+        self._settlers.add(task)
+        task.add_done_callback(self._settlers.discard)
+
+    async def _settle(self, row: JournalRow, intent_at: float) -> None:
+        requeued = False
+        try:
+            wait = intent_at + self.limits.settle_after_seconds - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            assert self.campaign.call is not None
+            self.stats.lookups += 1
+            try:
+                call_id = await self.client.find_call(
+                    self.campaign.call.model_id, row.phone, intent_at
+                )
+            except LookupError_ as exc:
+                await self.writer.commit(
+                    j.outcome(row.id, "unknown", error=f"unsettled: {exc}")
+                )
+                self._count("unknown", row)
+                return
+            if call_id:
+                await self.writer.commit(
+                    j.outcome(row.id, "sent", call_id=call_id, error="")
+                )
+                self._count("sent", row)
+                log.info("lead.settled", row=row.position, found=True)
+                return
+            log.info("lead.settled", row=row.position, found=False)
+            if self._redials[row.id] >= self.limits.max_attempts:
+                error = f"no answer to {self._redials[row.id]} attempts, and no call was placed"
+                await self.writer.commit(j.outcome(row.id, "failed", error=error))
+                self._count("failed", row)
+                return
+            # Not placed: dial it again, still owned, so the feeder cannot queue it a second time.
+            await self.writer.commit(
+                j.outcome(row.id, "pending", error="no answer, and no call was placed")
+            )
+            await self._queue.put(self.journal.row(row.id))
+            requeued = True
+        finally:
+            if not requeued:
+                self._leave(row)
+
+    async def _settle_earlier_runs(self) -> None:
+        """Rows an earlier run left `unknown` (it crashed, or got no answer): look them up."""
+        if self.campaign.mode != "call":
+            return
+        for row in list(self.journal.rows_with_status(("unknown",))):
+            if self.stop.is_set():
+                return
+            self._settle_later(row, row.intent_at or 0.0)
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _closed_reason(self, row: JournalRow, now: datetime) -> str:
+        due = self.hours.next_open(row.timezones, now)
+        zones = ", ".join(row.timezones)
+        return f"outside calling hours in {zones}" + (f"; due {iso(due)}" if due else "")
+
+    def _count(self, status: str, row: JournalRow, answer: Answer | None = None,
+               log_it: bool = True) -> None:
+        self.stats.outcomes[status] += 1
+        self.options.progress.advance(status)
+        if not log_it:
+            return
+        fields: dict[str, Any] = {"row": row.position, "phone": mask(row.phone)}
+        if answer is not None and answer.id:
+            fields["id"] = answer.id
+        if answer is not None and answer.error:
+            fields["error"] = answer.error
+        if status == "sent":
+            log.debug("lead.sent", **fields)
+        else:
+            log.info(f"lead.{status}", **fields)

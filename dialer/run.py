@@ -1,0 +1,304 @@
+"""A campaign from end to end, as a library: `run_campaign`, `validate_campaign`, `campaign_status`.
+
+The CLI is a thin shell over these; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import signal
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from dialer import client as api
+from dialer.config import Campaign
+from dialer.dispatch import Clock, Dispatcher, DispatchOptions, Progress, RunStats, utc_now
+from dialer.hours import CallingHours
+from dialer.journal import CampaignLock, ImportSummary, Journal, JournalRow, file_signature
+from dialer.load import open_leads
+from dialer.mapping import ColumnMap, Lead, map_leads, resolve_columns
+from dialer.report import write_report
+
+log = structlog.get_logger("dialer")
+
+# Statuses a later run still has work for (exit 75 while any remain).
+REMAINING = ("pending", "deferred", "unknown")
+
+
+@dataclass
+class RunOptions:
+    api_key: str
+    base_url: str | None = None
+    leads: Path | None = None
+    report: Path | None = None
+    limit: int | None = None
+    retry_failed: bool = False
+    retry_unknown: bool = False
+    clock: Clock = utc_now
+    progress: Progress = field(default_factory=Progress)
+    transport: httpx.AsyncBaseTransport | None = None
+    # SIGINT/SIGTERM stop the run gracefully (the CLI turns this on; tests may too).
+    handle_signals: bool = False
+
+
+@dataclass
+class RunResult:
+    stats: RunStats
+    counts: dict[str, int]
+    imported: ImportSummary | None
+    report: Path
+    next_due: datetime | None
+
+    @property
+    def exit_code(self) -> int:
+        if self.stats.stopped_by == "SIGINT":
+            return 130
+        if self.stats.stopped_by == "SIGTERM":
+            return 143
+        return 75 if any(self.counts.get(s, 0) for s in REMAINING) else 0
+
+
+def leads_path(campaign: Campaign, override: Path | None) -> Path:
+    return override or campaign.leads
+
+
+def import_if_needed(
+    campaign: Campaign, journal: Journal, path: Path
+) -> ImportSummary | None:
+    """Import the leads file the first time, and again (matching by content) when it changed."""
+    previous = journal.signature()
+    if previous is not None:
+        stat = path.stat() if path.exists() else None
+        # The journal alone is enough to continue, even if the file is gone.
+        if stat is None:
+            return None
+        if (stat.st_size, stat.st_mtime_ns) == (previous["size"], previous["mtime_ns"]):
+            return None
+    leads = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
+    signature = file_signature(path)
+    if previous is not None and signature["sha256"] == previous["sha256"]:
+        journal.set_meta("signature", json.dumps(signature))
+        return None
+    columns = resolve_columns(campaign, leads.headers)
+    summary = journal.import_leads(
+        leads.headers, columns, map_leads(campaign, leads, columns), signature
+    )
+    if summary.first_import:
+        log.info("leads.imported", file=str(path), rows=summary.added)
+    else:
+        log.info(
+            "leads.changed",
+            file=str(path),
+            added=summary.added,
+            matched=summary.matched,
+            no_longer_in_file=summary.removed,
+        )
+    return summary
+
+
+def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime | None:
+    """When the first row waiting for its calling hours becomes due."""
+    moments = [
+        hours.next_open(zones, now)
+        for zones in journal.zone_sets(("pending", "deferred"))
+        if zones and not hours.is_open(zones, now)
+    ]
+    found = [m for m in moments if m is not None]
+    return min(found) if found else None
+
+
+def write_campaign_report(journal: Journal, path: Path) -> int:
+    return write_report(path, journal.headers, journal.report_rows())
+
+
+async def _dispatch(campaign: Campaign, journal: Journal, options: RunOptions) -> RunStats:
+    client = api.SynthflowClient(
+        options.base_url or campaign.api.base_url,
+        options.api_key,
+        timeout=campaign.api.timeout_seconds,
+        connections=campaign.limits.concurrency,
+        transport=options.transport,
+    )
+    dispatcher = Dispatcher(
+        campaign,
+        journal,
+        client,
+        DispatchOptions(limit=options.limit, clock=options.clock, progress=options.progress),
+    )
+    loop = asyncio.get_running_loop()
+    if options.handle_signals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, _stopper(dispatcher, signum))
+    try:
+        return await dispatcher.run()
+    finally:
+        if options.handle_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        await client.aclose()
+
+
+def _stopper(dispatcher: Dispatcher, signum: int) -> Callable[[], None]:
+    def stop() -> None:
+        if dispatcher.stats.stopped_by is None:
+            dispatcher.stats.stopped_by = signal.Signals(signum).name
+            log.warning("run.stopping", signal=dispatcher.stats.stopped_by)
+        dispatcher.stop.set()
+
+    return stop
+
+
+def run_campaign(
+    campaign: Campaign, options: RunOptions, *, stop: asyncio.Event | None = None
+) -> RunResult:
+    """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
+    with CampaignLock(campaign.journal_path):
+        journal = Journal(campaign.journal_path, campaign.name)
+        try:
+            imported = import_if_needed(campaign, journal, leads_path(campaign, options.leads))
+            if options.retry_failed:
+                journal.requeue("failed", "retried with --retry-failed")
+            if options.retry_unknown:
+                journal.requeue("unknown", "sent again with --retry-unknown")
+            counts = journal.counts()
+            options.progress.start(sum(counts.get(s, 0) for s in REMAINING))
+            stats = asyncio.run(_dispatch(campaign, journal, options))
+            report = options.report or campaign.report_path
+            write_campaign_report(journal, report)
+            now = options.clock()
+            return RunResult(
+                stats=stats,
+                counts=journal.counts(),
+                imported=imported,
+                report=report,
+                next_due=next_due(journal, CallingHours(campaign.hours), now),
+            )
+        finally:
+            journal.close()
+
+
+@dataclass
+class Validation:
+    """What `validate` found: the mapping, outcomes per row, examples of what would be sent."""
+
+    path: Path
+    columns: ColumnMap
+    counts: Counter[str]
+    reasons: Counter[str]
+    examples: list[dict[str, Any]]
+    problems: list[tuple[int, str, str]]   # (row, status, error), the first few
+    next_due: datetime | None
+    due_now: int
+
+
+def _reason_kind(error: str) -> str:
+    """Group similar errors: 'invalid phone number "12"' -> 'invalid phone number'."""
+    head = error.split('"')[0].split("'")[0].split(":")[0]
+    return head.strip().rstrip(",;") or error
+
+
+def validate_campaign(
+    campaign: Campaign, *, leads: Path | None = None, clock: Clock = utc_now
+) -> Validation:
+    """Read and map every row as `run` would; send nothing."""
+    path = leads_path(campaign, leads)
+    opened = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
+    columns = resolve_columns(campaign, opened.headers)
+    hours = CallingHours(campaign.hours)
+    now = clock()
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    examples: list[dict[str, Any]] = []
+    problems: list[tuple[int, str, str]] = []
+    zones_open: dict[tuple[str, ...], bool] = {}
+    zones_seen: set[tuple[str, ...]] = set()
+    due_now = 0
+    body = api.call_body if campaign.mode == "call" else api.chat_body
+    pool = campaign.numbers.pool
+    cycle = itertools.cycle(pool) if pool else None
+    for lead in map_leads(campaign, opened, columns):
+        counts[lead.status] += 1
+        if lead.status != "pending":
+            reasons[f"{lead.status}: {_reason_kind(lead.error)}"] += 1
+            if len(problems) < 10:
+                problems.append((lead.row, lead.status, lead.error))
+            continue
+        is_open = zones_open.get(lead.timezones)
+        if is_open is None:
+            is_open = zones_open[lead.timezones] = hours.is_open(lead.timezones, now)
+            zones_seen.add(lead.timezones)
+        if is_open:
+            due_now += 1
+        if len(examples) < 3:
+            examples.append(body(campaign, _as_row(lead), next(cycle) if cycle else ""))
+    moments = [hours.next_open(z, now) for z in zones_seen if not zones_open[z]]
+    found = [m for m in moments if m is not None]
+    return Validation(
+        path=path,
+        columns=columns,
+        counts=counts,
+        reasons=reasons,
+        examples=examples,
+        problems=problems,
+        next_due=min(found) if found else None,
+        due_now=due_now,
+    )
+
+
+def _as_row(lead: Lead) -> JournalRow:
+    return JournalRow(
+        id=0,
+        position=lead.row,
+        phone=lead.phone,
+        name=lead.name,
+        email=lead.email,
+        timezones=lead.timezones,
+        variables=lead.variables,
+        status=lead.status,
+        attempts=0,
+        intent_at=None,
+        from_number="",
+        call_id="",
+        error=lead.error,
+    )
+
+
+@dataclass
+class Status:
+    counts: dict[str, int]
+    due_now: int
+    next_due: datetime | None
+    removed: int
+
+
+def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> Status | None:
+    """Counts per status from the journal, what is due now and when the rest becomes due."""
+    if not campaign.journal_path.exists():
+        return None
+    journal = Journal(campaign.journal_path, campaign.name)
+    try:
+        hours = CallingHours(campaign.hours)
+        now = clock()
+        due_now = sum(
+            n
+            for zones, n in journal.zone_sets(("pending", "deferred"))
+            .items()
+            if zones and hours.is_open(zones, now)
+        )
+        return Status(
+            counts=journal.counts(),
+            due_now=due_now,
+            next_due=next_due(journal, hours, now),
+            removed=journal.count_removed(),
+        )
+    finally:
+        journal.close()
