@@ -291,17 +291,17 @@ class Dispatcher:
                 if self.stop.is_set() or throttles >= 100:
                     # 429 means not placed: the row goes back untouched for a later run.
                     sent = False
-                    self.writer.submit(j.restore(row, day))
+                    self._restore(row, number, day, now)
                     return None
                 sent = False
         except asyncio.CancelledError:
             if not sent:
-                self.writer.submit(j.restore(row, day))
+                self._restore(row, number, day, now)
             raise
         if number:
             self.stats.by_number[number] += 1
         if answer.kind == "auth":
-            await self.writer.commit(j.restore(row, day))
+            self._restore(row, number, day, now)
             raise AuthError(
                 f"the API refused the key ({answer.error}); stopped, every row left as it was"
             )
@@ -309,6 +309,12 @@ class Dispatcher:
             await self.writer.commit(j.outcome(row.id, "pending", error=answer.error))
             log.info("lead.retry", row=row.position, phone=mask(row.phone), error=answer.error)
         return answer
+
+    def _restore(self, row: JournalRow, number: str, day: str | None, now: datetime) -> None:
+        """No call was placed: the row, and its caller id's daily count, go back as they were."""
+        self.writer.submit(j.restore(row, day))
+        if number:
+            self.pool.release(number, now)
 
     def _backoff(self, state: RetryCallState) -> float:
         """Full jitter, never shorter than the API's Retry-After."""

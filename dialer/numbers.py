@@ -1,14 +1,121 @@
-"""The caller-id pool: which of the campaign's numbers dials this lead, within each number's daily cap."""
+"""The caller-id pool: which of the campaign's numbers dials a lead, within each number's daily cap.
+
+For strategy "local" each number is described once by where it is: its NANP
+area code (or geographic area code elsewhere), its place (a US state or
+Canadian province as "US-CA", "CA-ON"; elsewhere the region code, "GB"), and
+its time zones. A lead is matched tier by tier: same area code, same place,
+a shared time zone, then any number; within a tier the least used today wins,
+ties going to pool order.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from phonenumbers import timezone as pn_timezone
 
 from dialer.config import Numbers
 
 
 class PoolExhausted(Exception):
     """Every number in the pool has reached its daily cap for today."""
+
+
+# What geocoder.description_for_number(n, "en") says for NANP numbers: either
+# "City, XX" with a state or province abbreviation, or the whole name, with a
+# few oddities of its data ("Washington State", "British Colombia", combined
+# Canadian regions). Names map to their postal abbreviations.
+_US_STATES = {
+    "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
+    "Colorado": "CO", "Connecticut": "CT", "Delaware": "DE", "Florida": "FL", "Georgia": "GA",
+    "Hawaii": "HI", "Idaho": "ID", "Illinois": "IL", "Indiana": "IN", "Iowa": "IA",
+    "Kansas": "KS", "Kentucky": "KY", "Louisiana": "LA", "Maine": "ME", "Maryland": "MD",
+    "Massachusetts": "MA", "Michigan": "MI", "Minnesota": "MN", "Mississippi": "MS",
+    "Missouri": "MO", "Montana": "MT", "Nebraska": "NE", "Nevada": "NV", "New Hampshire": "NH",
+    "New Jersey": "NJ", "New Mexico": "NM", "New York": "NY", "North Carolina": "NC",
+    "North Dakota": "ND", "Ohio": "OH", "Oklahoma": "OK", "Oregon": "OR", "Pennsylvania": "PA",
+    "Rhode Island": "RI", "South Carolina": "SC", "South Dakota": "SD", "Tennessee": "TN",
+    "Texas": "TX", "Utah": "UT", "Vermont": "VT", "Virginia": "VA", "Washington": "WA",
+    "Washington State": "WA", "West Virginia": "WV", "Wisconsin": "WI", "Wyoming": "WY",
+    "Washington D.C.": "DC", "District of Columbia": "DC",
+}
+_CA_PROVINCES = {
+    "Alberta": "AB", "British Columbia": "BC", "British Colombia": "BC", "Manitoba": "MB",
+    "New Brunswick": "NB", "Newfoundland and Labrador": "NL", "Nova Scotia": "NS",
+    "Ontario": "ON", "Prince Edward Island": "PE", "Quebec": "QC", "Saskatchewan": "SK",
+    "Northwest Territories": "NT", "Nunavut": "NU", "Yukon": "YT",
+}
+_CITY_STATE = re.compile(r",\s*([A-Z]{2})$")
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """Where a number is, as far as matching callers to leads goes."""
+
+    area: tuple[int, str] | None  # (country code, area code)
+    places: frozenset[str]        # "US-CA", "CA-ON", "GB", ...
+    zones: tuple[str, ...]        # IANA names; () when unknown
+
+
+def _places(number: phonenumbers.PhoneNumber, region: str | None) -> frozenset[str]:
+    """The state/province (US, Canada) or the region code (anywhere else) of a number."""
+    if region is None:
+        return frozenset()
+    if region not in ("US", "CA"):
+        return frozenset({region})
+    # Imported on first use: loading the geocoding data takes seconds, and
+    # only the "local" strategy with a US or Canadian number needs it.
+    from phonenumbers import geocoder
+
+    description = geocoder.description_for_number(number, "en")
+    names = _US_STATES if region == "US" else _CA_PROVINCES
+    match = _CITY_STATE.search(description)
+    if match:
+        return frozenset({f"{region}-{match[1]}"})
+    # "Nova Scotia/Prince Edward Island" covers two provinces: either matches.
+    codes = {names.get(part.strip()) for part in description.split("/")}
+    found = frozenset(f"{region}-{code}" for code in codes if code)
+    if found:
+        return found
+    # An overlay or non-geographic code ("", "Canada"): no place is better than a wrong one.
+    return frozenset()
+
+
+def _where(e164: str, *, places: bool = True) -> _Where:
+    """Describe a number: area code, place and time zones (about 40 µs, so callers cache).
+
+    With places=False the place is left empty, sparing the geocoder.
+    """
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return _Where(None, frozenset(), ())
+    national = phonenumbers.national_significant_number(number)
+    area: tuple[int, str] | None = None
+    country = number.country_code or 0
+    if country == 1:
+        if len(national) == 10:
+            area = (1, national[:3])
+    else:
+        length = phonenumbers.length_of_geographical_area_code(number)
+        if length:
+            area = (country, national[:length])
+    region = phonenumbers.region_code_for_number(number)
+    zones = tuple(
+        zone for zone in pn_timezone.time_zones_for_number(number) if zone != "Etc/Unknown"
+    )
+    return _Where(area, _places(number, region) if places else frozenset(), zones)
+
+
+# phonenumbers' geocoding and time-zone data for +1 go at most 7 digits deep
+# (country code, area code, exchange: "1201200"), so every NANP number
+# sharing its first 8 characters of E.164 is described alike.
+_NANP_KEY = 8
+_LEAD_CACHE_SIZE = 200_000
 
 
 class NumberPool:
@@ -19,15 +126,152 @@ class NumberPool:
     """
 
     def __init__(self, numbers: Numbers, usage: dict[tuple[str, str], int]) -> None:
-        raise NotImplementedError
+        self.pool: tuple[str, ...] = tuple(numbers.pool)
+        self.strategy = numbers.strategy
+        self.daily_cap = numbers.daily_cap
+        self._usage: dict[tuple[str, str], int] = dict(usage)
+        local = self.strategy == "local"
+        self._where = [_where(number, places=local) for number in self.pool]
+        # A number's day counts in its first zone (phonenumbers' order), UTC if unknown.
+        self._tz: list[tzinfo] = [
+            ZoneInfo(where.zones[0]) if where.zones else UTC for where in self._where
+        ]
+        self._cursor = 0  # round_robin: the next pool index to try
+        self._days_minute = -1
+        self._days: list[str] = []
+        self._tiers: dict[tuple[_Where, tuple[str, ...]], tuple[tuple[int, ...], ...]] = {}
+        self._leads: dict[str, _Where] = {}
 
     def day_of(self, number: str, now: datetime) -> str:
         """The ISO date of `now` in the number's own time zone: the day its cap counts."""
-        raise NotImplementedError
+        try:
+            index = self.pool.index(number)
+        except ValueError:
+            zones = _where(number, places=False).zones
+            zone: tzinfo = ZoneInfo(zones[0]) if zones else UTC
+        else:
+            zone = self._tz[index]
+        return now.astimezone(zone).date().isoformat()
+
+    def _current_days(self, now: datetime) -> list[str]:
+        """Each pool number's current day, recomputed once a minute.
+
+        A local date cannot change inside a UTC minute (every current UTC
+        offset is a whole number of minutes), so this is exact.
+        """
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        minute = int(now.timestamp() // 60)
+        if minute != self._days_minute:
+            self._days_minute = minute
+            self._days = [now.astimezone(zone).date().isoformat() for zone in self._tz]
+        return self._days
+
+    def usage_today(self, now: datetime) -> dict[str, int]:
+        """Uses of each pool number in its own current day, journal counts included."""
+        days = self._current_days(now)
+        return {n: self._usage.get((n, d), 0) for n, d in zip(self.pool, days, strict=True)}
+
+    def next_reset(self, now: datetime) -> datetime | None:
+        """When the earliest capped number's day ends (UTC): when deferred rows may go again.
+
+        None when no number is capped (or there is no cap).
+        """
+        if self.daily_cap is None:
+            return None
+        days = self._current_days(now)
+        resets: list[datetime] = []
+        for index, number in enumerate(self.pool):
+            if self._usage.get((number, days[index]), 0) < self.daily_cap:
+                continue
+            zone = self._tz[index]
+            local = now.astimezone(zone)
+            midnight = datetime.combine(
+                local.date() + timedelta(days=1), datetime.min.time(), tzinfo=zone
+            )
+            resets.append(midnight.astimezone(UTC))
+        return min(resets) if resets else None
 
     def choose(self, phone: str, timezones: tuple[str, ...], now: datetime) -> str | None:
         """A caller id for the lead at E.164 `phone`; None when the pool is empty. Counts the use.
 
         Raises PoolExhausted when every number is capped for its current day.
         """
-        raise NotImplementedError
+        if not self.pool:
+            return None
+        days = self._current_days(now)
+        counts = [self._usage.get((n, d), 0) for n, d in zip(self.pool, days, strict=True)]
+        cap = self.daily_cap
+        if self.strategy == "round_robin":
+            index = self._round_robin(counts, cap)
+        elif self.strategy == "least_used":
+            index = self._least_used(range(len(self.pool)), counts, cap)
+        else:
+            index = None
+            for tier in self._local_tiers(phone, timezones):
+                index = self._least_used(tier, counts, cap)
+                if index is not None:
+                    break
+        if index is None:
+            raise PoolExhausted(f"all {len(self.pool)} numbers reached their daily cap of {cap}")
+        key = (self.pool[index], days[index])
+        self._usage[key] = self._usage.get(key, 0) + 1
+        return self.pool[index]
+
+    def release(self, number: str, now: datetime) -> None:
+        """Take back one use of `number` counted by choose(), e.g. when no call was placed."""
+        key = (number, self.day_of(number, now))
+        if self._usage.get(key, 0) > 0:
+            self._usage[key] -= 1
+
+    def _round_robin(self, counts: list[int], cap: int | None) -> int | None:
+        size = len(self.pool)
+        for step in range(size):
+            index = (self._cursor + step) % size
+            if cap is None or counts[index] < cap:
+                self._cursor = (index + 1) % size
+                return index
+        return None
+
+    @staticmethod
+    def _least_used(
+        indexes: range | tuple[int, ...], counts: list[int], cap: int | None
+    ) -> int | None:
+        """The uncapped index used least; `indexes` are in pool order, so ties go to the first."""
+        best: int | None = None
+        for index in indexes:
+            count = counts[index]
+            if cap is not None and count >= cap:
+                continue
+            if best is None or count < counts[best]:
+                best = index
+        return best
+
+    def _local_tiers(self, phone: str, timezones: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+        """Pool indexes by closeness to the lead: area code, place, time zone, everyone.
+
+        Cached per (where the lead is, its zones): caps and usage change with
+        every choice, so only the candidate lists are cached, never the choice.
+        """
+        lead = self._where_lead(phone)
+        key = (lead, timezones)
+        tiers = self._tiers.get(key)
+        if tiers is None:
+            zones = set(timezones or lead.zones)
+            area = tuple(
+                i for i, w in enumerate(self._where) if lead.area and w.area == lead.area
+            )
+            place = tuple(i for i, w in enumerate(self._where) if lead.places & w.places)
+            zone = tuple(i for i, w in enumerate(self._where) if zones.intersection(w.zones))
+            tiers = self._tiers[key] = (area, place, zone, tuple(range(len(self.pool))))
+        return tiers
+
+    def _where_lead(self, phone: str) -> _Where:
+        """Describe a lead's number, cached by NPA-NXX for NANP (a million leads, few prefixes)."""
+        key = phone[:_NANP_KEY] if phone.startswith("+1") and len(phone) == 12 else phone
+        where = self._leads.get(key)
+        if where is None:
+            if len(self._leads) >= _LEAD_CACHE_SIZE:
+                self._leads.clear()  # unique non-NANP numbers would otherwise grow it forever
+            where = self._leads[key] = _where(phone)
+        return where

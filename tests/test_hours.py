@@ -1,0 +1,218 @@
+"""Calling hours, always at an injected `now`: never the real time of day."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dialer.config import Hours
+from dialer.hours import CallingHours
+
+NY = ("America/New_York",)
+LA = ("America/Los_Angeles",)
+
+
+def at(zone: str, y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
+    """A local wall-clock time in `zone`, as an aware datetime."""
+    return datetime(y, mo, d, h, mi, s, tzinfo=ZoneInfo(zone))
+
+
+def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, tzinfo=UTC)
+
+
+@pytest.fixture
+def default() -> CallingHours:
+    return CallingHours(Hours())
+
+
+# 2024-06-03 is a Monday, 2024-06-09 a Sunday.
+@pytest.mark.parametrize(
+    ("local", "expected"),
+    [
+        pytest.param((2024, 6, 3, 7, 59), False, id="before-start"),
+        pytest.param((2024, 6, 3, 8, 0), True, id="at-start"),
+        pytest.param((2024, 6, 3, 20, 59, 59), True, id="last-second"),
+        pytest.param((2024, 6, 3, 21, 0), False, id="at-end-closed"),
+        pytest.param((2024, 6, 8, 12, 0), True, id="saturday"),
+        pytest.param((2024, 6, 9, 12, 0), False, id="sunday-closed-by-default"),
+    ],
+)
+def test_default_window(default: CallingHours, local: tuple[int, ...], expected: bool) -> None:
+    now = at("America/New_York", *local)
+    assert default.is_open(NY, now) is expected
+    # The answer depends on the lead's zone, not on the zone `now` is expressed in.
+    assert default.is_open(NY, now.astimezone(UTC)) is expected
+
+
+def test_same_instant_differs_by_zone(default: CallingHours) -> None:
+    now = utc(2024, 6, 3, 13, 0)  # 09:00 in New York, 06:00 in Los Angeles
+    assert default.is_open(NY, now)
+    assert not default.is_open(LA, now)
+
+
+def test_zone_ahead_of_utc(default: CallingHours) -> None:
+    # 13:00 UTC is 22:00 in Tokyo: past 21:00.
+    assert not default.is_open(("Asia/Tokyo",), utc(2024, 6, 3, 13, 0))
+    assert default.is_open(("Asia/Tokyo",), utc(2024, 6, 3, 11, 59))
+
+
+def test_multi_zone_needs_every_zone_open(default: CallingHours) -> None:
+    both = ("America/New_York", "America/Los_Angeles")
+    assert not default.is_open(both, at("America/New_York", 2024, 6, 3, 10, 59))
+    assert default.is_open(both, at("America/New_York", 2024, 6, 3, 11, 0))
+    assert default.is_open(both, at("America/New_York", 2024, 6, 3, 20, 59))
+    assert not default.is_open(both, at("America/New_York", 2024, 6, 3, 21, 0))
+
+
+def test_empty_zones_and_naive_now_are_errors(default: CallingHours) -> None:
+    with pytest.raises(ValueError):
+        default.is_open((), utc(2024, 6, 3, 12))
+    with pytest.raises(ValueError):
+        default.is_open(NY, datetime(2024, 6, 3, 12))
+
+
+def test_end_of_day_24_00() -> None:
+    hours = CallingHours(Hours(start="20:00", end="24:00", days=["mon"]))
+    assert hours.is_open(NY, at("America/New_York", 2024, 6, 3, 23, 59, 59))
+    assert not hours.is_open(NY, at("America/New_York", 2024, 6, 4, 0, 0))  # Tuesday
+    assert not hours.is_open(NY, at("America/New_York", 2024, 6, 3, 19, 59))
+
+
+def test_custom_days() -> None:
+    hours = CallingHours(Hours(days=["sun"]))
+    assert hours.is_open(NY, at("America/New_York", 2024, 6, 9, 12))
+    assert not hours.is_open(NY, at("America/New_York", 2024, 6, 3, 12))
+
+
+def test_cache_does_not_leak_between_minutes(default: CallingHours) -> None:
+    # Same zones asked at alternating minutes either side of the opening.
+    before = at("America/New_York", 2024, 6, 3, 7, 59, 30)
+    after = at("America/New_York", 2024, 6, 3, 8, 0, 0)
+    for _ in range(3):
+        assert not default.is_open(NY, before)
+        assert default.is_open(NY, after)
+
+
+# next_open
+
+
+def test_next_open_now_when_open(default: CallingHours) -> None:
+    now = at("America/New_York", 2024, 6, 3, 12, 30, 15)
+    result = default.next_open(NY, now)
+    assert result == now
+    assert result is not None and result.tzinfo is UTC
+
+
+def test_next_open_later_today(default: CallingHours) -> None:
+    now = at("America/New_York", 2024, 6, 3, 6, 12, 40)
+    assert default.next_open(NY, now) == at("America/New_York", 2024, 6, 3, 8, 0)
+
+
+def test_next_open_skips_sunday(default: CallingHours) -> None:
+    now = at("America/New_York", 2024, 6, 8, 21, 0)  # Saturday 21:00
+    assert default.next_open(NY, now) == at("America/New_York", 2024, 6, 10, 8, 0)
+
+
+def test_next_open_several_zones_partial_overlap(default: CallingHours) -> None:
+    both = ("America/New_York", "America/Los_Angeles")
+    now = at("America/New_York", 2024, 6, 3, 9, 0)  # open in NY, 06:00 in LA
+    expected = at("America/New_York", 2024, 6, 3, 11, 0)  # = 08:00 in LA
+    assert default.next_open(both, now) == expected
+    assert default.is_open(both, expected)
+    assert not default.is_open(both, expected - timedelta(seconds=1))
+    # Past the overlap on a Saturday: Monday 11:00 ET, not Sunday.
+    late = at("America/New_York", 2024, 6, 8, 21, 30)
+    assert default.next_open(both, late) == at("America/New_York", 2024, 6, 10, 11, 0)
+
+
+def test_next_open_dst_spring_forward() -> None:
+    # 2024-03-10: New York goes 01:59:59 EST -> 03:00:00 EDT (07:00 UTC).
+    hours = CallingHours(Hours(start="02:30", end="10:00", days=["sun"]))
+    now = at("America/New_York", 2024, 3, 10, 0, 0)
+    # 02:30 does not exist that night; the window opens when the clock jumps to 03:00.
+    assert hours.next_open(NY, now) == utc(2024, 3, 10, 7, 0)
+
+
+def test_next_open_dst_fall_back_repeated_hour() -> None:
+    # 2024-11-03: New York goes 01:59:59 EDT -> 01:00:00 EST (06:00 UTC); 01:00-02:00 twice.
+    hours = CallingHours(Hours(start="01:30", end="01:45", days=["sun"]))
+    first = utc(2024, 11, 3, 5, 30)  # 01:30 EDT
+    second = utc(2024, 11, 3, 6, 30)  # 01:30 EST
+    assert hours.next_open(NY, utc(2024, 11, 3, 0, 0)) == first
+    assert hours.next_open(NY, utc(2024, 11, 3, 5, 50)) == second
+
+
+def test_next_open_default_window_on_dst_day(default: CallingHours) -> None:
+    # The spring-forward Sunday is closed; Monday opens at 08:00 EDT = 12:00 UTC, not 13:00.
+    now = at("America/New_York", 2024, 3, 9, 22, 0)
+    assert default.next_open(NY, now) == utc(2024, 3, 11, 12, 0)
+    # Europe changes on a different date: London 08:00 BST on Monday 1 April = 07:00 UTC.
+    london = ("Europe/London",)
+    assert default.next_open(london, utc(2024, 3, 30, 21, 0)) == utc(2024, 4, 1, 7, 0)
+
+
+def test_next_open_zones_across_dst_gap() -> None:
+    # Between 2024-03-10 and 2024-03-31 New York is on EDT but London still on GMT:
+    # the zones are 4 hours apart instead of 5.
+    hours = CallingHours(Hours())
+    pair = ("America/New_York", "Europe/London")
+    now = utc(2024, 3, 18, 0, 0)  # Monday
+    result = hours.next_open(pair, now)
+    assert result == utc(2024, 3, 18, 12, 0)  # 08:00 EDT, 12:00 GMT
+    later = hours.next_open(pair, utc(2024, 4, 1, 0, 0))
+    assert later == utc(2024, 4, 1, 12, 0)  # 08:00 EDT, 13:00 BST
+
+
+def test_next_open_with_no_overlap_is_none() -> None:
+    # 12 hours apart in June (UTC-4 and UTC+8): a 2-hour window never coincides.
+    hours = CallingHours(Hours(start="09:00", end="11:00"))
+    far = ("America/New_York", "Asia/Shanghai")
+    assert hours.next_open(far, utc(2024, 6, 3, 0, 0)) is None
+
+
+def test_next_open_no_days_is_none() -> None:
+    hours = CallingHours(Hours(days=[]))
+    assert not hours.is_open(NY, utc(2024, 6, 3, 15))
+    assert hours.next_open(NY, utc(2024, 6, 3, 15)) is None
+
+
+def test_next_open_cached_within_minute_is_still_right(default: CallingHours) -> None:
+    first = at("America/New_York", 2024, 6, 3, 7, 59, 0)
+    second = at("America/New_York", 2024, 6, 3, 7, 59, 59)
+    expected = at("America/New_York", 2024, 6, 3, 8, 0)
+    assert default.next_open(NY, first) == expected
+    assert default.next_open(NY, second) == expected
+
+
+def test_next_open_matches_brute_force() -> None:
+    """Minute by minute over a DST week, next_open agrees with scanning is_open."""
+    hours = CallingHours(Hours(start="08:00", end="21:00", days=["mon", "wed", "sun"]))
+    zones = ("America/New_York", "Europe/London", "America/Los_Angeles")
+    scan = CallingHours(Hours(start="08:00", end="21:00", days=["mon", "wed", "sun"]))
+    start = utc(2024, 3, 9, 0, 0)
+    minutes = 9 * 24 * 60
+    opens = [scan.is_open(zones, start + timedelta(minutes=m)) for m in range(minutes)]
+    next_index: list[int | None] = [None] * minutes
+    following: int | None = None
+    for m in range(minutes - 1, -1, -1):
+        if opens[m]:
+            following = m
+        next_index[m] = following
+    for m in range(0, 4 * 24 * 60, 37):
+        expected_m = next_index[m]
+        assert expected_m is not None
+        got = hours.next_open(zones, start + timedelta(minutes=m))
+        assert got == start + timedelta(minutes=expected_m), m
+
+
+def test_next_open_across_the_date_line() -> None:
+    # Kiritimati (UTC+14) and Pago Pago (UTC-11) share one hour of a 09:00-11:00 window,
+    # on different calendar days: Tuesday 10:00 and Monday 09:00.
+    hours = CallingHours(Hours(start="09:00", end="11:00"))
+    pair = ("Pacific/Kiritimati", "Pacific/Pago_Pago")
+    assert hours.next_open(pair, utc(2024, 6, 3, 0, 0)) == utc(2024, 6, 3, 20, 0)
+    # Saturday 10:00 in Kiritimati is Friday 09:00 in Pago Pago: open; the Sunday is not.
+    assert hours.next_open(pair, utc(2024, 6, 7, 21, 0)) == utc(2024, 6, 10, 20, 0)

@@ -1,0 +1,184 @@
+"""The caller-id pool: strategies, daily caps per local day, usage from the journal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import phonenumbers
+import pytest
+
+from dialer.config import Numbers
+from dialer.numbers import NumberPool, PoolExhausted
+
+SF = "+14155550100"  # San Francisco, CA
+NYC = "+12125550100"  # New York, NY
+CHI = "+13125550100"  # Chicago, IL
+UK = "+447400123456"  # UK mobile (+447700900xxx is Ofcom's drama range: invalid to phonenumbers)
+POOL = [SF, NYC, CHI, UK]
+
+PACIFIC = ("America/Los_Angeles",)
+EASTERN = ("America/New_York",)
+# Monday 2024-06-03, 16:00 UTC: the same date in every pool number's zone.
+NOON = datetime(2024, 6, 3, 16, 0, tzinfo=UTC)
+
+
+def pool(
+    strategy: Literal["local", "round_robin", "least_used"] = "local",
+    cap: int | None = None,
+    numbers: list[str] = POOL,
+    usage: dict[tuple[str, str], int] | None = None,
+) -> NumberPool:
+    config = Numbers(pool=numbers, strategy=strategy, daily_cap=cap)
+    return NumberPool(config, usage or {})
+
+
+def test_fixture_numbers_are_valid() -> None:
+    for number in [*POOL, "+15105550123", "+17025550123", "+13055550123", "+442079460000"]:
+        assert phonenumbers.is_valid_number(phonenumbers.parse(number)), number
+
+
+@pytest.mark.parametrize(
+    ("lead", "zones", "expected"),
+    [
+        pytest.param("+14155550199", PACIFIC, SF, id="same-area-code"),
+        pytest.param("+12125550199", EASTERN, NYC, id="same-area-code-ny"),
+        pytest.param("+15105550123", PACIFIC, SF, id="same-state-other-area-code"),
+        pytest.param("+12135550123", PACIFIC, SF, id="same-state-la"),
+        pytest.param("+16465550123", EASTERN, NYC, id="same-state-ny-overlay"),
+        pytest.param("+17025550123", PACIFIC, SF, id="same-zone-nevada"),
+        pytest.param("+13055550123", EASTERN, NYC, id="same-zone-florida"),
+        pytest.param("+442079460000", ("Europe/London",), UK, id="same-country-uk"),
+        pytest.param("+61291234567", ("Australia/Sydney",), SF, id="nothing-shared-least-used"),
+    ],
+)
+def test_local_tiers(lead: str, zones: tuple[str, ...], expected: str) -> None:
+    assert pool().choose(lead, zones, NOON) == expected
+
+
+def test_local_zone_tier_uses_the_leads_zones() -> None:
+    # A Nevada number with a lead whose row says it lives in Chicago time.
+    assert pool().choose("+17025550123", ("America/Chicago",), NOON) == CHI
+
+
+def test_local_ties_go_to_least_used_then_pool_order() -> None:
+    numbers = [NYC, SF, "+14155550101", "+14155550102"]
+    p = pool(numbers=numbers)
+    picks = [p.choose("+14155550199", PACIFIC, NOON) for _ in range(6)]
+    assert picks == [SF, "+14155550101", "+14155550102"] * 2
+
+
+def test_local_falls_through_tiers_as_numbers_cap() -> None:
+    p = pool(cap=1, numbers=[NYC, SF, "+15105550100", CHI])
+    lead = "+14155550199"
+    # Area code, then same state, then (no other Pacific number) least used overall.
+    assert p.choose(lead, PACIFIC, NOON) == SF
+    assert p.choose(lead, PACIFIC, NOON) == "+15105550100"
+    assert p.choose(lead, PACIFIC, NOON) == NYC
+    assert p.choose(lead, PACIFIC, NOON) == CHI
+    with pytest.raises(PoolExhausted):
+        p.choose(lead, PACIFIC, NOON)
+
+
+def test_round_robin_cycles_in_pool_order() -> None:
+    p = pool("round_robin")
+    picks = [p.choose("+14155550199", PACIFIC, NOON) for _ in range(6)]
+    assert picks == [SF, NYC, CHI, UK, SF, NYC]
+
+
+def test_round_robin_skips_capped_numbers() -> None:
+    p = pool("round_robin", cap=2, usage={(NYC, "2024-06-03"): 2})
+    picks = [p.choose("+14155550199", PACIFIC, NOON) for _ in range(6)]
+    assert picks == [SF, CHI, UK, SF, CHI, UK]
+    with pytest.raises(PoolExhausted):
+        p.choose("+14155550199", PACIFIC, NOON)
+
+
+def test_least_used_counts_journal_usage() -> None:
+    usage = {(SF, "2024-06-03"): 3, (NYC, "2024-06-03"): 1, (CHI, "2024-06-03"): 1}
+    p = pool("least_used", usage=usage)
+    picks = [p.choose("+14155550199", PACIFIC, NOON) for _ in range(5)]
+    # UK (0) first; then NYC, CHI, UK each at 1 -> pool order; then all at 2 but SF at 3.
+    assert picks == [UK, NYC, CHI, UK, NYC]
+    assert p.usage_today(NOON) == {SF: 3, NYC: 3, CHI: 2, UK: 2}
+
+
+def test_usage_from_other_days_does_not_count() -> None:
+    p = pool("least_used", cap=1, usage={(SF, "2024-06-02"): 50})
+    assert p.choose("+14155550199", PACIFIC, NOON) == SF
+
+
+def test_every_number_capped_raises() -> None:
+    usage = {(n, "2024-06-03"): 10 for n in POOL}
+    strategies: list[Literal["local", "round_robin", "least_used"]] = [
+        "local", "round_robin", "least_used",
+    ]
+    for strategy in strategies:
+        p = pool(strategy, cap=10, usage=usage)
+        with pytest.raises(PoolExhausted):
+            p.choose("+14155550199", PACIFIC, NOON)
+
+
+def test_cap_counts_per_number_local_day() -> None:
+    # 06:30 UTC on 4 June is 23:30 on 3 June in San Francisco but 4 June in London.
+    before = datetime(2024, 6, 4, 6, 30, tzinfo=UTC)
+    after = datetime(2024, 6, 4, 7, 0, tzinfo=UTC)  # midnight in San Francisco
+    p = pool(cap=1, numbers=[SF, UK], usage={(SF, "2024-06-03"): 1})
+    assert p.day_of(SF, before) == "2024-06-03"
+    assert p.day_of(UK, before) == "2024-06-04"
+    assert p.choose("+14155550199", PACIFIC, before) == UK
+    with pytest.raises(PoolExhausted):
+        p.choose("+14155550199", PACIFIC, before)
+    assert p.next_reset(before) == after
+    # The San Francisco number's own day rolls over; London's has not.
+    assert p.choose("+14155550199", PACIFIC, after) == SF
+    assert p.usage_today(after) == {SF: 1, UK: 1}
+
+
+def test_day_of_unknown_zone_is_utc() -> None:
+    p = pool()
+    late = datetime(2024, 6, 3, 23, 30, tzinfo=UTC)
+    assert p.day_of("+999123", late) == "2024-06-03"
+    assert p.day_of(NYC, late) == "2024-06-03"
+    assert p.day_of(UK, late) == "2024-06-04"
+
+
+def test_choose_counts_under_the_numbers_day() -> None:
+    p = pool("round_robin", numbers=[UK])
+    late = datetime(2024, 6, 3, 23, 30, tzinfo=UTC)  # already 4 June in London
+    p.choose("+14155550199", PACIFIC, late)
+    assert p.usage_today(late) == {UK: 1}
+    assert p.usage_today(datetime(2024, 6, 3, 12, tzinfo=UTC)) == {UK: 0}
+
+
+def test_empty_pool_returns_none() -> None:
+    p = pool(numbers=[])
+    assert p.choose("+14155550199", PACIFIC, NOON) is None
+    assert p.usage_today(NOON) == {}
+
+
+def test_no_cap_never_exhausts() -> None:
+    p = pool("least_used", numbers=[SF], usage={(SF, "2024-06-03"): 10_000})
+    assert p.choose("+14155550199", PACIFIC, NOON) == SF
+    assert p.next_reset(NOON) is None
+
+
+def test_journal_usage_is_not_mutated() -> None:
+    usage = {(SF, "2024-06-03"): 1}
+    p = NumberPool(Numbers(pool=[SF]), usage)
+    p.choose("+14155550199", PACIFIC, NOON)
+    assert usage == {(SF, "2024-06-03"): 1}
+
+
+def test_naive_now_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        pool().choose("+14155550199", PACIFIC, datetime(2024, 6, 3, 12))
+
+
+def test_release_gives_a_use_back() -> None:
+    p = pool("least_used", cap=1, numbers=[SF])
+    assert p.choose("+14155550199", PACIFIC, NOON) == SF
+    p.release(SF, NOON)
+    assert p.choose("+14155550199", PACIFIC, NOON) == SF
+    with pytest.raises(PoolExhausted):
+        p.choose("+14155550199", PACIFIC, NOON)

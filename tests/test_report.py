@@ -1,0 +1,199 @@
+"""The report: CSV and XLSX, every input row in order, formula-safe, written atomically."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+
+from dialer.report import DIALER_COLUMNS, Outcome, report_headers, safe_cell, write_report
+
+HEADERS = ["Name", "Phone", "Company", "Note"]
+ROWS: list[tuple[list[str], Outcome]] = [
+    (
+        ["José Müller", "+14155550132", "Café Ñandú", "=HYPERLINK(\"http://x\")"],
+        Outcome("sent", "call-1", "+14155550100", 1, "", "2024-06-03T16:00:00Z"),
+    ),
+    (
+        ["Zoë", "+1 (212) 555-0133", "@SUM(A1)", "-2+3"],
+        Outcome("failed", "", "+12125550100", 4, "=1+1 from API", "2024-06-03T16:00:01Z"),
+    ),
+    (
+        ["Åsa, \"quoted\"", "", "line\nbreak", "0042"],
+        Outcome("invalid", error="bad phone: ''"),
+    ),
+]
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        return list(csv.reader(file))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("+14155550132", "+14155550132", id="e164-phone"),
+        pytest.param("+1 (415) 555-0132", "+1 (415) 555-0132", id="formatted-phone"),
+        pytest.param("-12.5", "-12.5", id="negative-number"),
+        pytest.param("=1+1", "'=1+1", id="equals"),
+        pytest.param("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0", id="plus-dde"),
+        pytest.param("-2+3", "'-2+3", id="minus-arithmetic"),
+        pytest.param("@SUM(A1)", "'@SUM(A1)", id="at"),
+        pytest.param("\t=1", "'\t=1", id="tab"),
+        pytest.param("\r=1", "'\r=1", id="carriage-return"),
+        pytest.param("\uff1d1+1", "'\uff1d1+1", id="full-width-equals"),
+        pytest.param("+", "'+", id="lone-plus"),
+        pytest.param("a=1", "a=1", id="equals-inside"),
+        pytest.param("", "", id="empty"),
+        pytest.param("José", "José", id="accents"),
+    ],
+)
+def test_safe_cell(value: str, expected: str) -> None:
+    assert safe_cell(value) == expected
+
+
+def test_csv_round_trip_with_csv_module(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    assert write_report(path, HEADERS, iter(ROWS)) == 3
+    assert path.read_bytes().startswith(b"\xef\xbb\xbfName,Phone,")
+    rows = read_csv(path)
+    assert rows[0] == [*HEADERS, *DIALER_COLUMNS]
+    assert rows[1] == [
+        "José Müller", "+14155550132", "Café Ñandú", "'=HYPERLINK(\"http://x\")",
+        "sent", "call-1", "+14155550100", "1", "", "2024-06-03T16:00:00Z",
+    ]
+    assert rows[2] == [
+        "Zoë", "+1 (212) 555-0133", "'@SUM(A1)", "'-2+3",
+        "failed", "", "+12125550100", "4", "'=1+1 from API", "2024-06-03T16:00:01Z",
+    ]
+    assert rows[3][:4] == ["Åsa, \"quoted\"", "", "line\nbreak", "0042"]
+    assert rows[3][4:] == ["invalid", "", "", "0", "bad phone: ''", ""]
+
+
+def test_csv_round_trip_with_pandas(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    write_report(path, HEADERS, iter(ROWS))
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    assert list(frame.columns) == [*HEADERS, *DIALER_COLUMNS]
+    assert frame["Phone"].tolist() == ["+14155550132", "+1 (212) 555-0133", ""]
+    assert frame["Name"].tolist() == ["José Müller", "Zoë", "Åsa, \"quoted\""]
+    assert frame["Note"].tolist()[2] == "0042"
+    assert frame["dialer_status"].tolist() == ["sent", "failed", "invalid"]
+
+
+def test_no_cell_starts_a_formula(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    write_report(path, HEADERS, iter(ROWS))
+    risky = [cell for row in read_csv(path) for cell in row if cell and cell[0] in "=+-@\t\r"]
+    # Only plain phone numbers start that way; every other such cell got its "'".
+    assert risky == ["+14155550132", "+14155550100", "+1 (212) 555-0133", "+12125550100"]
+
+
+def test_header_collision_renames_input_column(tmp_path: Path) -> None:
+    headers = ["Phone", "dialer_status", "dialer_status (input)", "=cmd"]
+    path = tmp_path / "r.csv"
+    write_report(path, headers, iter([(["+14155550132", "old", "older", "x"], Outcome("sent"))]))
+    rows = read_csv(path)
+    assert rows[0] == [
+        "Phone", "dialer_status (input 2)", "dialer_status (input)", "'=cmd", *DIALER_COLUMNS,
+    ]
+    assert len(set(rows[0])) == len(rows[0])
+    assert rows[1][:5] == ["+14155550132", "old", "older", "x", "sent"]
+
+
+def test_report_headers_simple_collision() -> None:
+    assert report_headers(["dialer_id", "Phone"])[:2] == ["dialer_id (input)", "Phone"]
+
+
+def test_short_rows_are_padded(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    write_report(path, ["A", "B", "C"], iter([(["1"], Outcome("pending"))]))
+    assert read_csv(path)[1] == ["1", "", "", "pending", "", "", "0", "", ""]
+
+
+def test_empty_input_gives_header_only(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    assert write_report(path, HEADERS, iter([])) == 0
+    assert read_csv(path) == [[*HEADERS, *DIALER_COLUMNS]]
+
+
+def test_creates_missing_folder(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "deeper" / "r.csv"
+    assert write_report(path, HEADERS, iter(ROWS[:1])) == 1
+    assert path.exists()
+
+
+def test_xlsx_keeps_phones_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "r.xlsx"
+    assert write_report(path, HEADERS, iter(ROWS)) == 3
+    sheet = openpyxl.load_workbook(path).active
+    assert sheet is not None
+    rows = list(sheet.iter_rows())
+    assert [c.value for c in rows[0]] == [*HEADERS, *DIALER_COLUMNS]
+    phone = rows[1][1]
+    assert phone.value == "+14155550132" and phone.data_type == "s"
+    assert rows[1][0].value == "José Müller"
+    assert rows[1][3].value == "'=HYPERLINK(\"http://x\")" and rows[1][3].data_type == "s"
+    assert rows[2][8].value == "'=1+1 from API"
+    assert rows[1][7].value == 1  # dialer_attempts stays a number
+    assert rows[3][3].value == "0042"
+    assert rows[2][5].value is None  # empty dialer_id: an empty cell
+    for row in rows:
+        for cell in row:
+            assert cell.value is None or cell.data_type in ("s", "n"), cell.coordinate
+
+
+def test_xlsx_drops_characters_xml_cannot_hold(tmp_path: Path) -> None:
+    path = tmp_path / "r.xlsx"
+    write_report(path, ["A"], iter([(["bell\x07here"], Outcome("pending"))]))
+    sheet = openpyxl.load_workbook(path).active
+    assert sheet is not None
+    assert sheet["A2"].value == "bellhere"
+
+
+def exploding(rows: Sequence[tuple[list[str], Outcome]], after: int) -> Iterator[
+    tuple[list[str], Outcome]
+]:
+    for index, row in enumerate(rows):
+        if index == after:
+            raise RuntimeError("journal went away")
+        yield row
+
+
+@pytest.mark.parametrize("name", ["r.csv", "r.xlsx"])
+def test_failure_mid_write_leaves_old_report_and_no_temp(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    write_report(path, HEADERS, iter(ROWS[:1]))
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="journal went away"):
+        write_report(path, HEADERS, exploding(ROWS, after=2))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_rewrite_replaces_and_keeps_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    write_report(path, HEADERS, iter(ROWS))
+    path.chmod(0o640)
+    assert write_report(path, HEADERS, iter(ROWS[:1])) == 1
+    assert len(read_csv(path)) == 2
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
+
+
+def test_rows_are_consumed_lazily(tmp_path: Path) -> None:
+    # A generator, read once: nothing forces the whole input into a list first.
+    seen: list[int] = []
+
+    def rows() -> Iterator[tuple[list[str], Outcome]]:
+        for n in range(1000):
+            seen.append(n)
+            yield [str(n), "+14155550132", "", ""], Outcome("pending")
+
+    assert write_report(tmp_path / "r.csv", HEADERS, rows()) == 1000
+    assert seen == list(range(1000))
