@@ -312,7 +312,7 @@ class Dispatcher:
 
     def _restore(self, row: JournalRow, number: str, day: str | None, now: datetime) -> None:
         """No call was placed: the row, and its caller id's daily count, go back as they were."""
-        self.writer.submit(j.restore(row, day))
+        self.writer.submit(j.restore(row, number, day))
         if number:
             self.pool.release(number, now)
 

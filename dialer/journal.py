@@ -482,7 +482,7 @@ def outcome(row_id: int, status: str, *, call_id: str = "", error: str = "") -> 
     ]
 
 
-def restore(row: JournalRow, usage_day: str | None) -> list[Write]:
+def restore(row: JournalRow, number: str, usage_day: str | None) -> list[Write]:
     """Undo an intent whose request was never sent (the key was refused, the run stopped)."""
     writes = [
         Write(
@@ -499,11 +499,11 @@ def restore(row: JournalRow, usage_day: str | None) -> list[Write]:
             ),
         )
     ]
-    if usage_day:
+    if number and usage_day:
         writes.append(
             Write(
                 "UPDATE number_usage SET calls = max(calls - 1, 0) WHERE number = ? AND day = ?",
-                (row.from_number, usage_day),
+                (number, usage_day),
             )
         )
     return writes

@@ -1,0 +1,132 @@
+"""The journal: a real SQLite file, imports matched by content, durable group commits, the lock."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dialer import journal as j
+from dialer.errors import JournalError, LockedError
+from dialer.journal import CampaignLock, Journal, JournalWriter
+from dialer.mapping import ColumnMap, Lead
+
+COLUMNS = ColumnMap(phone="Phone", name=("Name",), timezone=None, email=None, variables=())
+HEADERS = ["Name", "Phone"]
+
+
+def _lead(row: int, name: str, phone: str, status: str = "pending", error: str = "") -> Lead:
+    return Lead(row=row, values=(name, phone), status=status, error=error,  # type: ignore[arg-type]
+                phone=phone, name=name, timezones=("America/New_York",))
+
+
+def _import(journal: Journal, leads: list[Lead], sha: str) -> j.ImportSummary:
+    return journal.import_leads(HEADERS, COLUMNS, leads, {"size": 1, "mtime_ns": 1, "sha256": sha})
+
+
+def test_first_import_keeps_every_row_in_order(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "c.sqlite", "c")
+    summary = _import(journal, [_lead(2, "Ann", "+12125550101"),
+                                _lead(3, "Bob", "", "invalid", "missing phone number")], "a")
+    assert (summary.added, summary.first_import) == (2, True)
+    rows = list(journal.report_rows())
+    assert [values for values, _ in rows] == [["Ann", "+12125550101"], ["Bob", ""]]
+    assert [o.status for _, o in rows] == ["pending", "invalid"]
+    assert journal.counts() == {"pending": 1, "invalid": 1}
+    mode = journal.conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_a_changed_file_is_matched_by_content(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "c.sqlite", "c")
+    _import(journal, [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102"),
+                      _lead(4, "Cy", "+12125550103")], "a")
+    journal.conn.execute("UPDATE leads SET status = 'sent', call_id = 'c-ann' WHERE name = 'Ann'")
+    # New order, Bob's name corrected (same number), Cy gone, Dee new, Eve new with Ann's number.
+    summary = _import(journal, [
+        _lead(2, "Dee", "+12125550104"),
+        _lead(3, "Ann", "+12125550101"),
+        _lead(4, "Robert", "+12125550102"),
+        _lead(5, "Eve", "+12125550101"),
+    ], "b")
+    assert (summary.added, summary.matched, summary.removed) == (2, 2, 1)
+    rows = {values[0]: outcome for values, outcome in journal.report_rows()}
+    assert list(rows) == ["Dee", "Ann", "Robert", "Eve"]
+    assert rows["Ann"].status == "sent" and rows["Ann"].id == "c-ann"
+    assert rows["Robert"].status == "pending"
+    assert rows["Eve"].status == "duplicate"
+    assert rows["Eve"].error == "same number as row 3"
+    assert journal.count_removed() == 1
+
+
+def test_a_journal_of_another_campaign_is_refused(tmp_path: Path) -> None:
+    Journal(tmp_path / "c.sqlite", "spring").close()
+    with pytest.raises(JournalError, match="belongs to campaign 'spring'"):
+        Journal(tmp_path / "c.sqlite", "autumn")
+
+
+def test_group_commits_are_durable_and_fewer_than_the_writes(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    journal = Journal(path, "c")
+    _import(journal, [_lead(i + 2, f"L{i}", f"+1212555{i:04d}") for i in range(200)], "a")
+    ids = [row.id for row in journal.rows_with_status(("pending",))]
+
+    async def go() -> int:
+        writer = JournalWriter(path)
+        await asyncio.gather(*(writer.commit(j.intent(i, "+14155550100", "2026-11-21"))
+                               for i in ids))
+        await asyncio.gather(*(writer.commit(j.outcome(i, "sent", call_id=f"c{i}")) for i in ids))
+        await writer.close()
+        return writer.commits
+
+    commits = asyncio.run(go())
+    assert commits < 2 * len(ids)
+    # A second connection (another process, after a crash) sees every write.
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT count(*) FROM leads WHERE status = 'sent'").fetchone()[0] == 200
+    assert other.execute("SELECT sum(attempts) FROM leads").fetchone()[0] == 200
+    assert other.execute("SELECT calls FROM number_usage").fetchone()[0] == 200
+
+
+def test_restore_undoes_an_intent(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    journal = Journal(path, "c")
+    _import(journal, [_lead(2, "Ann", "+12125550101")], "a")
+    row = next(journal.rows_with_status(("pending",)))
+
+    async def go() -> None:
+        writer = JournalWriter(path)
+        await writer.commit(j.intent(row.id, "+14155550100", "2026-11-21"))
+        await writer.commit(j.restore(row, "+14155550100", "2026-11-21"))
+        await writer.close()
+
+    asyncio.run(go())
+    again = journal.row(row.id)
+    assert (again.status, again.attempts, again.from_number) == ("pending", 0, "")
+    assert journal.number_usage() == {("+14155550100", "2026-11-21"): 0}
+
+
+def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    with CampaignLock(path), pytest.raises(LockedError, match="another run"):
+        CampaignLock(path).acquire()
+    # A holder killed with SIGKILL leaves the file behind but never blocks the next run.
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from dialer.journal import CampaignLock;"
+         f"CampaignLock(Path({str(path)!r})).acquire(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(LockedError):
+        CampaignLock(path).acquire()
+    holder.kill()
+    holder.wait()
+    assert os.path.exists(str(path) + ".lock")
+    with CampaignLock(path):
+        pass
