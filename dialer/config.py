@@ -7,6 +7,7 @@ Relative paths are resolved against the campaign file's folder.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from datetime import time
@@ -237,13 +238,19 @@ def load_campaign(path: Path | str) -> Campaign:
     if "path" in data:
         raise CampaignError(f"{path}: path: is not a known key")
     base = path.resolve().parent
+
+    def beside(value: object) -> object:
+        # normpath, not resolve(): "../out" reads better in messages, and symlinks stay as given.
+        return Path(os.path.normpath(base / value)) if isinstance(value, str) else value
+
     for key in ("leads", "report", "journal"):
-        if isinstance(data.get(key), str):
-            data[key] = base / data[key]
+        data[key] = beside(data.get(key)) if key in data else None
+        if data[key] is None:
+            del data[key]
     if isinstance(data.get("suppress"), str):
         data["suppress"] = [data["suppress"]]
     if isinstance(data.get("suppress"), list):
-        data["suppress"] = [base / p if isinstance(p, str) else p for p in data["suppress"]]
+        data["suppress"] = [beside(p) for p in data["suppress"]]
     try:
         return Campaign(path=path.resolve(), **data)
     except ValidationError as exc:

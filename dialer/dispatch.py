@@ -124,6 +124,7 @@ class Dispatcher:
         self._owned: set[int] = set()
         self._redials: Counter[int] = Counter()
         self._feeding = True
+        self._busy: set[asyncio.Task[Any]] = set()  # workers with a row in hand
         self._idle = asyncio.Event()
         self._settlers: set[asyncio.Task[None]] = set()
         self._path = CALLS if campaign.mode == "call" else CHATS
@@ -143,7 +144,11 @@ class Dispatcher:
             stop_waiter.cancel()
             self.stop.set()
             feeder.cancel()
-            # In-flight requests may finish (bounded), so their answers are saved.
+            # Idle workers go at once; in-flight requests may finish (bounded), so their
+            # answers are saved.
+            for task in workers:
+                if task not in self._busy:
+                    task.cancel()
             _, late = await asyncio.wait(workers, timeout=self.limits.drain_seconds)
             for task in late:
                 task.cancel()
@@ -199,8 +204,11 @@ class Dispatcher:
                 self._idle.set()
 
     async def _worker(self) -> None:
-        while True:
+        me = asyncio.current_task()
+        assert me is not None
+        while not self.stop.is_set():
             row = await self._queue.get()
+            self._busy.add(me)
             requeued = False
             try:
                 if self.stop.is_set():
@@ -213,6 +221,7 @@ class Dispatcher:
                 self.fatal = exc
                 self.stop.set()
             finally:
+                self._busy.discard(me)
                 if not requeued:
                     self._leave(row)
 
