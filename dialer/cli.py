@@ -13,12 +13,14 @@ import os
 import secrets
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import structlog
@@ -35,7 +37,7 @@ from rich.progress import (
 from rich.table import Table
 
 from dialer import dispatch
-from dialer.config import Campaign, load_campaign
+from dialer.config import Api, Campaign, load_campaign
 from dialer.errors import DialerError, SetupError
 from dialer.journal import CampaignLock, Journal
 from dialer.run import (
@@ -51,10 +53,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("pending", "deferred", "sent", "failed", "invalid", "duplicate", "suppressed", "unknown")
 KEY_VARIABLE = "SYNTHFLOW_API_KEY"
 
-out = Console(highlight=False)
+# Plain text: file names, headers and cell values may hold "[...]" or ":name:", which rich
+# would otherwise read as markup or emoji (and "[/]" would crash it); soft wrap keeps one
+# message on one line when stdout is a file or a pipe.
+out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
+log = structlog.get_logger("dialer")
 
 
 # -- logging ---------------------------------------------------------------------
+
+
+@dataclass
+class _Session:
+    """How this command speaks: the log format, and the key no line may show."""
+
+    fmt: str = "console"
+    secret: str | None = None
+
+
+_session = _Session()
+
+
+def _scrub(text: str) -> str:
+    secret = _session.secret
+    return text.replace(secret, "[redacted]") if secret else text
 
 
 class _StderrLogger:
@@ -78,6 +100,10 @@ def _redact(secret: str | None) -> Callable[..., Any]:
 
 
 def configure_logging(fmt: str, secret: str | None = None, verbose: bool = False) -> None:
+    """Log lines to stderr: JSON objects (`fmt="json"`) or console lines; `secret` never shown."""
+    _session.fmt = fmt
+    _session.secret = secret
+    structlog.contextvars.clear_contextvars()
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -102,8 +128,15 @@ def configure_logging(fmt: str, secret: str | None = None, verbose: bool = False
 # -- errors -> exit codes ------------------------------------------------------------
 
 
-def _fail(line: str, code: int) -> None:
-    click.echo(f"dialer: {line}", err=True)
+def _fail(line: str, code: int, **fields: Any) -> NoReturn:
+    """The one line a failed command leaves on stderr (a JSON object with --log-format json)."""
+    line = _scrub(" ".join(line.split()))
+    if _session.fmt == "json":
+        context = click.get_current_context(silent=True)
+        command = context.info_name if context and context.info_name else "dialer"
+        log.error(f"{command}.failed", error=line, exit_code=code, **fields)
+    else:
+        click.echo(f"dialer: {line}", err=True)
     sys.exit(code)
 
 
@@ -120,8 +153,14 @@ def _errors() -> Iterator[None]:
     except Exception as exc:
         fd, name = tempfile.mkstemp(prefix="dialer-crash-", suffix=".log")
         with os.fdopen(fd, "w") as handle:
-            traceback.print_exc(file=handle)
-        _fail(f"internal error ({type(exc).__name__}: {exc}); the traceback is in {name}", 1)
+            handle.write(_scrub(traceback.format_exc()))
+        first = next(iter(str(exc).strip().splitlines()), "")[:200]
+        _fail(
+            f"internal error, a bug in the dialer ({type(exc).__name__}: {first});"
+            f" the traceback is in {name}",
+            1,
+            traceback_file=name,
+        )
 
 
 def _campaign(path: str) -> Campaign:
@@ -138,6 +177,16 @@ def _api_key(campaign: Campaign) -> str | None:
         if value:
             return value
     return None
+
+
+def _checked_url(url: str) -> str:
+    """--base-url, checked like [api].base_url: a typo is a bad command line, not 60 s of retries."""
+    try:
+        return Api(base_url=url).base_url
+    except ValueError:  # pydantic's ValidationError
+        raise SetupError(
+            f"--base-url {url!r}: must be an http(s) URL like https://api.synthflow.ai"
+        ) from None
 
 
 def _when(moment: datetime | None) -> str:
@@ -208,27 +257,38 @@ class _Bar(dispatch.Progress):
 
 
 class _LogProgress(dispatch.Progress):
-    """Without a terminal (cron): a plain log line every 10 seconds instead of a bar."""
+    """Without a terminal (cron), or with JSON logs: plain log lines instead of a bar.
 
-    def __init__(self) -> None:
+    `run.started` with the rows due, then `run.progress` every `every` seconds: done/total,
+    the rate, the ETA and counts per status.
+    """
+
+    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
         self.done = 0
         self.total = 0
-        self.last = 0.0
+        self.began = self.last = 0.0
         self.counts: dict[str, int] = {}
 
     def start(self, total: int) -> None:
         self.total = total
-        self.last = __import__("time").monotonic()
+        self.began = self.last = self.clock()
+        log.info("run.started", due=total)
 
     def advance(self, status: str) -> None:
         self.done += 1
         self.counts[status] = self.counts.get(status, 0) + 1
-        now = __import__("time").monotonic()
-        if now - self.last >= 10:
-            self.last = now
-            structlog.get_logger("dialer").info(
-                "run.progress", done=self.done, total=self.total, **self.counts
-            )
+        now = self.clock()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        rate = self.done / (now - self.began) if now > self.began else 0.0
+        left = max(self.total - self.done, 0)
+        fields: dict[str, Any] = {"done": self.done, "total": self.total, "rate": round(rate, 2)}
+        if rate and left:
+            fields["eta_seconds"] = round(left / rate)
+        log.info("run.progress", **fields, **self.counts)
 
 
 @main.command()
@@ -272,6 +332,8 @@ def run(
     with _errors():
         campaign = _campaign(campaign_file)
         structlog.contextvars.bind_contextvars(campaign=campaign.name)
+        if base_url is not None:
+            base_url = _checked_url(base_url)
         running = None
         key = _api_key(campaign)
         if sandbox:
@@ -287,6 +349,7 @@ def run(
                 " (or use --sandbox to try it out)"
             )
         configure_logging(log_format, secret=key, verbose=verbose)
+        structlog.contextvars.bind_contextvars(campaign=campaign.name)
         bar: dispatch.Progress
         bar = _Bar() if log_format == "console" and out.is_terminal else _LogProgress()
         options = RunOptions(
@@ -300,6 +363,7 @@ def run(
             progress=bar,
             handle_signals=True,
         )
+        began = time.monotonic()
         try:
             result = run_campaign(campaign, options)
         finally:
@@ -307,11 +371,23 @@ def run(
                 bar.stop()
             if running is not None:
                 running.stop()
-        _summary(campaign, result)
+        took = time.monotonic() - began
+        if not isinstance(bar, _Bar):
+            log.info(
+                "run.finished",
+                exit_code=result.exit_code,
+                seconds=round(took, 2),
+                requests=result.stats.requests,
+                rate=round(result.stats.rate, 2),
+                this_run=dict(result.stats.outcomes),
+                statuses=result.counts,
+            )
+        _summary(campaign, result, took)
         sys.exit(result.exit_code)
 
 
-def _summary(campaign: Campaign, result: RunResult) -> None:
+def _summary(campaign: Campaign, result: RunResult, took: float) -> None:
+    """The human summary on stdout: rows per status, requests per caller id, time and rate."""
     stats = result.stats
     table = Table(title=f"campaign {campaign.name}", show_edge=False)
     table.add_column("status")
@@ -321,17 +397,18 @@ def _summary(campaign: Campaign, result: RunResult) -> None:
         if result.counts.get(status) or stats.outcomes.get(status):
             table.add_row(status, str(result.counts.get(status, 0)),
                           str(stats.outcomes.get(status, 0)))
-    out.print(table)
+    out.print(table, soft_wrap=False)
     if stats.by_number:
         numbers = Table(show_edge=False)
         numbers.add_column("caller id")
         numbers.add_column("requests this run", justify="right")
         for number, n in stats.by_number.most_common():
             numbers.add_row(number, str(n))
-        out.print(numbers)
+        out.print(numbers, soft_wrap=False)
     out.print(
-        f"{stats.requests} requests in {stats.elapsed:.1f}s ({stats.rate:.1f}/s),"
-        f" {stats.throttled} answered 429, {stats.lookups} look-ups"
+        f"time taken {took:.1f}s (dialing {stats.elapsed:.1f}s); {stats.requests} requests,"
+        f" achieved {stats.rate:.1f}/s (limit {campaign.limits.rate_per_second:g}/s);"
+        f" {stats.throttled} answered 429; {stats.lookups} look-ups"
     )
     if result.imported and not result.imported.first_import:
         imp = result.imported
@@ -353,9 +430,15 @@ def _summary(campaign: Campaign, result: RunResult) -> None:
 def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
     """Read and map every row; print counts, the column mapping, example bodies. Sends nothing.
 
+    Prints which column feeds which field, the rows per outcome (pending, invalid,
+    duplicate, suppressed) with the reasons and the first rows not dialed, how many
+    are due now and when the rest become due, and three request bodies exactly as
+    `run` would send them. No request is made and no journal is written.
+
     \b
-    Example:
+    Examples:
       dialer validate campaigns/demo.toml
+      dialer validate spring.toml --leads leads-v2.xlsx
     """
     configure_logging(log_format)
     with _errors():
@@ -390,6 +473,8 @@ def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
 def status(campaign_file: str, log_format: str) -> None:
     """Counts per dialer_status from the journal, what is due now and when the rest is due.
 
+    Reads the journal only: no request is made and the leads file is not read.
+
     \b
     Example:
       dialer status campaigns/demo.toml
@@ -402,6 +487,9 @@ def status(campaign_file: str, log_format: str) -> None:
             out.print(f"{campaign.name}: not started (no journal at {campaign.journal_path})")
             return
         out.print(f"campaign {campaign.name} ({campaign.journal_path})")
+        if not found.counts and not found.removed:
+            out.print("no rows yet: the first `dialer run` imports the leads file")
+            return
         for status_name in STATUSES:
             if found.counts.get(status_name):
                 out.print(f"  {status_name:<10} {found.counts[status_name]}")

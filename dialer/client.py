@@ -17,6 +17,7 @@ import email.utils
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +44,10 @@ class Answer:
 
 class LookupError_(Exception):
     """A look-up could not be made or understood; the row stays `unknown`."""
+
+
+class LookupRefused(LookupError_):
+    """The look-up was answered 401/403: the key is refused, as a POST's would be."""
 
 
 def fill_placeholders(text: str, lead: JournalRow) -> str:
@@ -210,10 +215,21 @@ class SynthflowClient:
             transport=transport,
         )
 
-    async def post(self, path: str, body: dict[str, Any]) -> Answer:
+    async def post(
+        self, path: str, body: dict[str, Any], on_sent: Callable[[], None] | None = None
+    ) -> Answer:
+        """POST one lead; `on_sent` is called as the request's first bytes go out."""
         id_key = "call_id" if path == CALLS else "conversation_id"
+        extensions: dict[str, Any] = {}
+        if on_sent is not None:
+
+            async def trace(event: str, _: dict[str, Any]) -> None:
+                if event == "http11.send_request_headers.started":
+                    on_sent()
+
+            extensions["trace"] = trace
         try:
-            response = await self._http.post(path, json=body)
+            response = await self._http.post(path, json=body, extensions=extensions)
         except httpx.HTTPError as exc:
             return classify_exception(exc)
         return classify(response, id_key)
@@ -231,6 +247,8 @@ class SynthflowClient:
             response = await self._http.get(CALLS, params=params)
         except httpx.HTTPError as exc:
             raise LookupError_(f"look-up failed: {type(exc).__name__}") from None
+        if response.status_code in (401, 403):
+            raise LookupRefused(error_text(response))
         if response.status_code != 200:
             raise LookupError_(f"look-up failed: {error_text(response)}")
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,7 +32,16 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 from tenacity.wait import wait_random_exponential
 
 from dialer import journal as j
-from dialer.client import CALLS, CHATS, Answer, LookupError_, SynthflowClient, call_body, chat_body
+from dialer.client import (
+    CALLS,
+    CHATS,
+    Answer,
+    LookupError_,
+    LookupRefused,
+    SynthflowClient,
+    call_body,
+    chat_body,
+)
 from dialer.config import Campaign
 from dialer.errors import AuthError
 from dialer.hours import CallingHours
@@ -114,7 +124,12 @@ class Dispatcher:
         self.limits = campaign.limits
         self.hours = CallingHours(campaign.hours)
         self.pool = NumberPool(campaign.numbers, journal.number_usage())
-        self.pacer = Pacer(self.limits.rate_per_second, self.limits.min_rate_per_second)
+        self.pacer = Pacer(
+            self.limits.rate_per_second,
+            self.limits.min_rate_per_second,
+            # A restart keeps the window of the run before it: no burst right after a crash.
+            recent=journal.recent_sends(),
+        )
         self.writer = JournalWriter(journal.path)
         self.stats = RunStats()
         self.stop = asyncio.Event()
@@ -125,6 +140,7 @@ class Dispatcher:
         self._redials: Counter[int] = Counter()
         self._feeding = True
         self._busy: set[asyncio.Task[Any]] = set()  # workers with a row in hand
+        self._pacing: set[asyncio.Task[Any]] = set()  # ... of which waiting for a send slot
         self._idle = asyncio.Event()
         self._settlers: set[asyncio.Task[None]] = set()
         self._path = CALLS if campaign.mode == "call" else CHATS
@@ -144,10 +160,11 @@ class Dispatcher:
             stop_waiter.cancel()
             self.stop.set()
             feeder.cancel()
-            # Idle workers go at once; in-flight requests may finish (bounded), so their
+            # Idle workers go at once, and so do those still waiting for a send slot (their
+            # rows go back as they were); in-flight requests may finish (bounded), so their
             # answers are saved.
             for task in workers:
-                if task not in self._busy:
+                if task not in self._busy or task in self._pacing:
                     task.cancel()
             _, late = await asyncio.wait(workers, timeout=self.limits.drain_seconds)
             for task in late:
@@ -283,18 +300,35 @@ class Dispatcher:
         day = self.pool.day_of(number, now) if number else None
         body = self._body(self.campaign, row, number)
         await self.writer.commit(j.intent(row.id, number, day))
+        me = asyncio.current_task()
+        assert me is not None
         sent = False
         try:
             throttles = 0
             while True:
-                sent_at = await self.pacer.wait()
+                # Waiting for a slot is not being in flight: on a stop (a signal, a refused
+                # key) `run` cancels this wait rather than drain it, and a row whose slot
+                # comes after the stop is not sent either; either way it goes back.
+                self._pacing.add(me)
+                try:
+                    ticket = await self.pacer.wait()
+                finally:
+                    self._pacing.discard(me)
+                if self.stop.is_set():
+                    ticket.left()  # counted as sent: the window stays conservative
+                    self._restore(row, number, day, now)
+                    return None
                 sent = True
                 self.stats.requests += 1
-                answer = await self.client.post(self._path, body)
+                try:
+                    # The window counts the moment the request really leaves (after connecting).
+                    answer = await self.client.post(self._path, body, on_sent=ticket.left)
+                finally:
+                    ticket.left()
                 if answer.kind != "throttled":
-                    self.pacer.accepted(sent_at)
+                    self.pacer.accepted(ticket)
                     break
-                self.pacer.throttle(sent_at, answer.retry_after)
+                self.pacer.throttle(ticket, answer.retry_after)
                 throttles += 1
                 log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
                 if self.stop.is_set() or throttles >= 100:
@@ -316,7 +350,8 @@ class Dispatcher:
             )
         if answer.kind == "retry":
             await self.writer.commit(j.outcome(row.id, "pending", error=answer.error))
-            log.info("lead.retry", row=row.position, phone=mask(row.phone), error=answer.error)
+            log.info("lead.retry", row=row.position, attempt=self.journal.row(row.id).attempts,
+                     phone=mask(row.phone), error=answer.error)
         return answer
 
     def _restore(self, row: JournalRow, number: str, day: str | None, now: datetime) -> None:
@@ -359,6 +394,14 @@ class Dispatcher:
                 call_id = await self.client.find_call(
                     self.campaign.call.model_id, row.phone, intent_at
                 )
+            except LookupRefused as exc:
+                # As for a POST: the whole run stops, and the row stays as it was.
+                if self.fatal is None:
+                    self.fatal = AuthError(
+                        f"the API refused the key ({exc}); stopped, every row left as it was"
+                    )
+                self.stop.set()
+                return
             except LookupError_ as exc:
                 await self.writer.commit(
                     j.outcome(row.id, "unknown", error=f"unsettled: {exc}")
@@ -408,9 +451,13 @@ class Dispatcher:
                log_it: bool = True) -> None:
         self.stats.outcomes[status] += 1
         self.options.progress.advance(status)
-        if not log_it:
-            return
-        fields: dict[str, Any] = {"row": row.position, "phone": mask(row.phone)}
+        level = logging.DEBUG if status == "sent" else logging.INFO
+        if not log_it or not log.is_enabled_for(level):
+            return  # sent rows are the hot path: no journal read unless someone listens
+        # `row` may predate this run's attempts; the journal has the count (the report's
+        # dialer_attempts).
+        attempt = self.journal.row(row.id).attempts
+        fields: dict[str, Any] = {"row": row.position, "attempt": attempt, "phone": mask(row.phone)}
         if answer is not None and answer.id:
             fields["id"] = answer.id
         if answer is not None and answer.error:

@@ -398,6 +398,25 @@ class Journal:
         )
         return {tuple(str(zones).split()): int(n) for zones, n in rows}
 
+    def recent_sends(self, seconds: float = 5.0) -> list[float]:
+        """Monotonic times at which an earlier run may have sent its last requests.
+
+        A row still `unknown` may have left right up to now; one with an outcome left
+        before its update (kept to the second, so a second later at the latest).
+        """
+        wall, mono = time.time(), time.monotonic()
+        rows = self.conn.execute(
+            "SELECT status, updated_at FROM leads WHERE intent_at > ?", (wall - seconds,)
+        )
+        times = []
+        for status, updated_at in rows:
+            at = wall
+            if status != "unknown":
+                stamp = datetime.fromisoformat(updated_at.replace("Z", "+00:00")).timestamp()
+                at = min(wall, stamp + 1.0)
+            times.append(mono - (wall - at))
+        return times
+
     def number_usage(self) -> dict[tuple[str, str], int]:
         rows = self.conn.execute("SELECT number, day, calls FROM number_usage")
         return {(str(number), str(day)): int(calls) for number, day, calls in rows}

@@ -1,33 +1,40 @@
-"""Pacing: never faster than the configured rate, and slower when the account says so.
+"""Pacing: never more than the configured rate in any 1-second window, and slower when the
+account says so.
 
-Two gates, passed in turn right before each request leaves:
+Three gates, passed in turn right before each request leaves:
 
-1. the ceiling, an aiolimiter bucket of capacity 1 that drains at the
-   configured rate. Capacity 1 means no burst at start or after a restart:
-   requests leave at least 1/rate apart, so no 1-second window ever holds
-   more than `rate_per_second` of them;
-2. the adaptive gate, which spaces requests at the current rate when the
-   account's real limit turned out lower (429s without Retry-After). On a
-   429 it drops the rate to what the account accepted in the second before
-   (or by a factor when that is unclear), then probes back up a little every
-   second without one: multiplicative decrease, additive increase, with a
-   memory of where the last 429 came. Retry-After, when sent, holds every
+1. the window: at most R requests (R = the configured rate, rounded down) in any
+   window of W seconds (W = 1, or R / rate for a rate under one per second).
+   It counts the moments requests really left, read from httpx's trace hook
+   once the connection is up, not the moments they were allowed to: the first
+   requests of a run wait for a connection, and counting their slots instead
+   would let later requests bunch up behind them at the far end;
+2. the spacing: an aiolimiter bucket of capacity 1, so there is no burst at
+   the start of a run, only requests spaced out at a hair above the rate
+   (the window, not the spacing, is what holds the promise);
+3. the adaptive gate: when the account's real limit turns out lower (429s
+   without Retry-After), requests are spaced at the current, lower rate. On a
+   429 the rate drops to what the account accepted in the second before (or
+   by a factor when that is unclear), then probes back up a little every
+   second without one: multiplicative decrease, additive-like increase, with
+   a memory of where the limit was. Retry-After, when sent, holds every
    request back at least that long.
-
-A small headroom (1%) keeps the spacing a hair wider than 1/rate, so the
-jitter of a busy machine cannot squeeze rate + 1 requests into a second at
-the other end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 
 from aiolimiter import AsyncLimiter
 
-HEADROOM = 1.01
+# Slack on each window for the jitter between leaving here and arriving there.
+WINDOW_MARGIN = 0.005
+# The spacing gate runs a little faster than the rate, so oversleeping a few
+# milliseconds now and then never drags the achieved rate below the window's.
+SPACING_SLACK = 1.05
 # After a cut, wait this long before probing up, and probe by this much per second.
 HOLD_SECONDS = 2.0
 PROBE_FRACTION = 0.02
@@ -35,48 +42,94 @@ PROBE_FRACTION = 0.02
 CUT_COOLDOWN = 1.0
 
 
+class Ticket:
+    """One request's place in the window; `left()` says when it really went out."""
+
+    __slots__ = ("_known", "sent_at")
+
+    def __init__(self) -> None:
+        self.sent_at: float | None = None
+        self._known: asyncio.Event | None = None
+
+    def left(self, at: float | None = None) -> None:
+        """The request's first bytes went out at monotonic time `at` (now if None)."""
+        if self.sent_at is None:
+            self.sent_at = time.monotonic() if at is None else at
+            if self._known is not None:
+                self._known.set()
+
+    async def known(self) -> float:
+        if self.sent_at is None:
+            self._known = self._known or asyncio.Event()
+            await self._known.wait()
+        assert self.sent_at is not None
+        return self.sent_at
+
+
 class Pacer:
     """Hands out send slots; call `await wait()` immediately before each request."""
 
-    def __init__(self, rate_per_second: float, min_rate: float = 0.2) -> None:
+    def __init__(
+        self, rate_per_second: float, min_rate: float = 0.2, recent: list[float] | None = None
+    ) -> None:
+        """`recent`: monotonic times an earlier run may have sent at, so a restart keeps the window."""
         self.configured = rate_per_second
         self.rate = rate_per_second
         self.min_rate = min(min_rate, rate_per_second)
-        self._ceiling = AsyncLimiter(1, HEADROOM / rate_per_second)
+        self.window_count = max(1, math.floor(rate_per_second + 1e-9))
+        self.window_seconds = max(1.0, self.window_count / rate_per_second)
+        self._spacing = AsyncLimiter(1, 1 / (rate_per_second * SPACING_SLACK))
         self._lock = asyncio.Lock()
-        self._next_slot = 0.0        # monotonic time of the adaptive gate's next slot
+        self._window: deque[Ticket] = deque(maxlen=self.window_count)
+        for at in sorted(recent or [])[-self.window_count :]:
+            earlier = Ticket()
+            earlier.left(at)
+            self._window.append(earlier)
+        self._next_slot = 0.0        # the adaptive gate's next slot (monotonic)
         self._paused_until = 0.0     # Retry-After
         self._last_cut = -1e9
         self._last_probe = 0.0
-        self._accepted: deque[float] = deque()  # send times of requests the API accepted
+        self._accepted: deque[float] = deque()  # send times of requests the API took
         self.throttled = 0
         self.sent = 0
 
-    async def wait(self) -> float:
-        """Wait for the next slot; returns the monotonic time the request may leave."""
-        async with self._lock:  # one waiter at a time keeps the order first come, first served
-            now = time.monotonic()
-            self._probe(now)
-            slot = max(now, self._paused_until)
-            if self.rate < self.configured:
-                slot = max(slot, self._next_slot)
-            if slot > now:
-                await asyncio.sleep(slot - now)
-            await self._ceiling.acquire()
-            sent_at = time.monotonic()
-            self._next_slot = sent_at + HEADROOM / self.rate
+    async def wait(self) -> Ticket:
+        """Wait for the next slot; the caller sends at once and calls `ticket.left()`."""
+        async with self._lock:  # one waiter at a time: first come, first served
+            while True:
+                now = time.monotonic()
+                self._probe(now)
+                slot = max(now, self._paused_until)
+                if self.rate < self.configured:
+                    slot = max(slot, self._next_slot)
+                if len(self._window) == self.window_count:
+                    oldest = await self._window[0].known()
+                    slot = max(slot, oldest + self.window_seconds + WINDOW_MARGIN)
+                if slot <= time.monotonic():
+                    break
+                await asyncio.sleep(slot - time.monotonic())
+            await self._spacing.acquire()
+            ticket = Ticket()
+            self._window.append(ticket)
+            # From the slot, not from when we woke: oversleeping must not slow the rate.
+            self._next_slot = slot + 1 / self.rate
             self.sent += 1
-            return sent_at
+            return ticket
 
-    def accepted(self, sent_at: float) -> None:
-        """The request sent at `sent_at` was taken (not a 429)."""
-        self._accepted.append(sent_at)
+    def accepted(self, ticket: Ticket) -> None:
+        """The request of `ticket` was taken (not a 429)."""
+        ticket.left()
+        assert ticket.sent_at is not None
+        self._accepted.append(ticket.sent_at)
         cutoff = time.monotonic() - 2.0
         while self._accepted and self._accepted[0] < cutoff:
             self._accepted.popleft()
 
-    def throttle(self, sent_at: float, retry_after: float | None) -> None:
-        """The request sent at `sent_at` got a 429."""
+    def throttle(self, ticket: Ticket, retry_after: float | None) -> None:
+        """The request of `ticket` got a 429."""
+        ticket.left()
+        assert ticket.sent_at is not None
+        sent_at = ticket.sent_at
         self.throttled += 1
         now = time.monotonic()
         if retry_after is not None:

@@ -22,6 +22,7 @@ import structlog
 from dialer import client as api
 from dialer.config import Campaign
 from dialer.dispatch import Clock, Dispatcher, DispatchOptions, Progress, RunStats, utc_now
+from dialer.errors import DialerError
 from dialer.hours import CallingHours
 from dialer.journal import CampaignLock, ImportSummary, Journal, JournalRow, file_signature
 from dialer.load import open_leads
@@ -171,8 +172,14 @@ def run_campaign(
                 journal.requeue("unknown", "sent again with --retry-unknown")
             counts = journal.counts()
             options.progress.start(sum(counts.get(s, 0) for s in REMAINING))
-            stats = asyncio.run(_dispatch(campaign, journal, options))
             report = options.report or campaign.report_path
+            try:
+                stats = asyncio.run(_dispatch(campaign, journal, options))
+            except DialerError:
+                # Stopped (a refused key): the journal has every row as it was left, and
+                # the report says so too, as after any run.
+                write_campaign_report(journal, report)
+                raise
             write_campaign_report(journal, report)
             now = options.clock()
             return RunResult(
