@@ -4,7 +4,7 @@ pacer, to the API, and every outcome back to the journal.
 One row's life in a run (`Dispatcher.dial`):
 
     hours closed? -> `deferred`          every caller id capped? -> `deferred`, stop feeding
-    intent committed (`unknown`) -> pacer slot -> POST
+    pacer slot -> intent committed (`unknown`) -> POST
         accepted  -> `sent` (call_id)    refused -> `failed` (the API's message)
         throttled -> the pacer slows down; sent again (not an attempt)
         retry     -> `pending`, backoff (full jitter, Retry-After as the floor), up to max_attempts
@@ -299,16 +299,17 @@ class Dispatcher:
             return None
         day = self.pool.day_of(number, now) if number else None
         body = self._body(self.campaign, row, number)
-        await self.writer.commit(j.intent(row.id, number, day))
         me = asyncio.current_task()
         assert me is not None
-        sent = False
+        throttles = 0
+        intent_committed = False
+        sending = False
+        answer: Answer | None = None
         try:
-            throttles = 0
             while True:
                 # Waiting for a slot is not being in flight: on a stop (a signal, a refused
                 # key) `run` cancels this wait rather than drain it, and a row whose slot
-                # comes after the stop is not sent either; either way it goes back.
+                # comes after the stop is not sent either.
                 self._pacing.add(me)
                 try:
                     ticket = await self.pacer.wait()
@@ -316,15 +317,20 @@ class Dispatcher:
                     self._pacing.discard(me)
                 if self.stop.is_set():
                     ticket.left()  # counted as sent: the window stays conservative
-                    self._restore(row, number, day, now)
-                    return None
-                sent = True
+                    break
+                # The intent is committed after the slot, right before the request: a crash
+                # leaves `unknown` only rows that may really have left. The window counts
+                # real send times, so the commit's few milliseconds cannot bunch requests.
+                if not intent_committed:
+                    await self.writer.commit(j.intent(row.id, number, day))
+                    intent_committed = True
+                sending = True
                 self.stats.requests += 1
                 try:
-                    # The window counts the moment the request really leaves (after connecting).
                     answer = await self.client.post(self._path, body, on_sent=ticket.left)
                 finally:
                     ticket.left()
+                sending = False
                 if answer.kind != "throttled":
                     self.pacer.accepted(ticket)
                     break
@@ -332,15 +338,15 @@ class Dispatcher:
                 throttles += 1
                 log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
                 if self.stop.is_set() or throttles >= 100:
-                    # 429 means not placed: the row goes back untouched for a later run.
-                    sent = False
-                    self._restore(row, number, day, now)
-                    return None
-                sent = False
+                    break  # a 429 means not placed: the row goes back untouched
         except asyncio.CancelledError:
-            if not sent:
-                self._restore(row, number, day, now)
+            if not sending:
+                self._restore(row, number, day, now, intent_committed)
             raise
+        if answer is None or answer.kind == "throttled":
+            # Stopped before sending, or only ever answered 429: nothing was placed.
+            self._restore(row, number, day, now, intent_committed)
+            return None
         if number:
             self.stats.by_number[number] += 1
         if answer.kind == "auth":
@@ -354,9 +360,12 @@ class Dispatcher:
                      phone=mask(row.phone), error=answer.error)
         return answer
 
-    def _restore(self, row: JournalRow, number: str, day: str | None, now: datetime) -> None:
+    def _restore(
+        self, row: JournalRow, number: str, day: str | None, now: datetime, committed: bool = True
+    ) -> None:
         """No call was placed: the row, and its caller id's daily count, go back as they were."""
-        self.writer.submit(j.restore(row, number, day))
+        if committed:
+            self.writer.submit(j.restore(row, number, day))
         if number:
             self.pool.release(number, now)
 

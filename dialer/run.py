@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import signal
 from collections import Counter
 from collections.abc import Callable
@@ -68,8 +69,9 @@ class RunResult:
         return 75 if any(self.counts.get(s, 0) for s in REMAINING) else 0
 
 
-def leads_path(campaign: Campaign, override: Path | None) -> Path:
-    return override or campaign.leads
+def with_leads(campaign: Campaign, override: Path | None) -> Campaign:
+    """The campaign with `--leads` applied, so every message names the file really read."""
+    return campaign.model_copy(update={"leads": override}) if override else campaign
 
 
 def import_if_needed(
@@ -165,7 +167,8 @@ def run_campaign(
     with CampaignLock(campaign.journal_path):
         journal = Journal(campaign.journal_path, campaign.name)
         try:
-            imported = import_if_needed(campaign, journal, leads_path(campaign, options.leads))
+            campaign = with_leads(campaign, options.leads)
+            imported = import_if_needed(campaign, journal, campaign.leads)
             if options.retry_failed:
                 journal.requeue("failed", "retried with --retry-failed")
             if options.retry_unknown:
@@ -207,17 +210,24 @@ class Validation:
     due_now: int
 
 
+_VARYING = re.compile(r"""("[^"]*"|'[^']*'|\+?\d[\d.,E+\-]*)""")
+
+
 def _reason_kind(error: str) -> str:
-    """Group similar errors: 'invalid phone number "12"' -> 'invalid phone number'."""
-    head = error.split('"')[0].split("'")[0].split(":")[0]
-    return head.strip().rstrip(",;") or error
+    """Group similar errors: values, numbers and rows become `…`.
+
+    'invalid phone number '555-01': too short' -> 'invalid phone number …: too short';
+    'same number as row 3' -> 'same number as row …'.
+    """
+    return _VARYING.sub("…", error).strip() or error
 
 
 def validate_campaign(
     campaign: Campaign, *, leads: Path | None = None, clock: Clock = utc_now
 ) -> Validation:
     """Read and map every row as `run` would; send nothing."""
-    path = leads_path(campaign, leads)
+    campaign = with_leads(campaign, leads)
+    path = campaign.leads
     opened = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
     columns = resolve_columns(campaign, opened.headers)
     hours = CallingHours(campaign.hours)
