@@ -134,11 +134,14 @@ class Dispatcher:
         self.stats = RunStats()
         self.stop = asyncio.Event()
         self.fatal: BaseException | None = None
-        self._queue: asyncio.Queue[JournalRow] = asyncio.Queue(self.limits.concurrency * 2)
+        self._queue: asyncio.Queue[JournalRow] = asyncio.Queue(self.limits.concurrency * 4)
         # Rows queued, in flight or being settled: the feeder skips them, so none is queued twice.
         self._owned: set[int] = set()
         self._redials: Counter[int] = Counter()
         self._feeding = True
+        self._lanes: asyncio.Queue[int] = asyncio.Queue()
+        for lane in range(self.limits.concurrency):
+            self._lanes.put_nowait(lane)
         self._busy: set[asyncio.Task[Any]] = set()  # workers with a row in hand
         self._pacing: set[asyncio.Task[Any]] = set()  # ... of which waiting for a send slot
         self._idle = asyncio.Event()
@@ -150,7 +153,8 @@ class Dispatcher:
 
     async def run(self) -> RunStats:
         """Settle what earlier runs left `unknown`, then dial every due row."""
-        workers = [asyncio.create_task(self._worker()) for _ in range(self.limits.concurrency)]
+        # Twice as many workers as lanes: while some wait on the journal, others send.
+        workers = [asyncio.create_task(self._worker()) for _ in range(4 * self.limits.concurrency)]
         feeder = asyncio.create_task(self._feed())
         try:
             done_waiter = asyncio.create_task(self._idle.wait())
@@ -221,6 +225,7 @@ class Dispatcher:
                 self._idle.set()
 
     async def _worker(self) -> None:
+        """Dial rows from the queue, one at a time."""
         me = asyncio.current_task()
         assert me is not None
         while not self.stop.is_set():
@@ -324,13 +329,24 @@ class Dispatcher:
                 if not intent_committed:
                     await self.writer.commit(j.intent(row.id, number, day))
                     intent_committed = True
-                sending = True
-                self.stats.requests += 1
+                # A lane is a connection: holding one is what "in flight" means, so at most
+                # `concurrency` requests are out while other workers wait on the journal.
+                lane = await self._lanes.get()
                 try:
-                    answer = await self.client.post(self._path, body, on_sent=ticket.left)
+                    if self.stop.is_set():
+                        ticket.left()
+                        break
+                    sending = True
+                    self.stats.requests += 1
+                    try:
+                        answer = await self.client.post(
+                            self._path, body, on_sent=ticket.left, lane=lane
+                        )
+                    finally:
+                        ticket.left()
+                    sending = False
                 finally:
-                    ticket.left()
-                sending = False
+                    self._lanes.put_nowait(lane)
                 if answer.kind != "throttled":
                     self.pacer.accepted(ticket)
                     break

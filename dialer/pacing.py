@@ -5,8 +5,8 @@ Three gates, passed in turn right before each request leaves:
 
 1. the window: at most R requests (R = the configured rate, rounded down) in any
    window of W seconds (W = 1, or R / rate for a rate under one per second).
-   It counts the moments requests really left, read from httpx's trace hook
-   once the connection is up, not the moments they were allowed to: the first
+   It counts the moments requests really left (their last byte written, from
+   httpx's trace hook), not the moments they were allowed to: the first
    requests of a run wait for a connection, and counting their slots instead
    would let later requests bunch up behind them at the far end;
 2. the spacing: an aiolimiter bucket of capacity 1, so there is no burst at
@@ -31,7 +31,7 @@ from collections import deque
 from aiolimiter import AsyncLimiter
 
 # Slack on each window for the jitter between leaving here and arriving there.
-WINDOW_MARGIN = 0.005
+WINDOW_MARGIN = 0.010
 # The spacing gate runs a little faster than the rate, so oversleeping a few
 # milliseconds now and then never drags the achieved rate below the window's.
 SPACING_SLACK = 1.05

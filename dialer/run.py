@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import re
 import signal
 from collections import Counter
@@ -160,10 +161,15 @@ def _stopper(dispatcher: Dispatcher, signum: int) -> Callable[[], None]:
     return stop
 
 
-def run_campaign(
-    campaign: Campaign, options: RunOptions, *, stop: asyncio.Event | None = None
-) -> RunResult:
+def quiet_by_default() -> None:
+    """Used as a library with logging left alone, structlog would print every row: don't."""
+    if not structlog.is_configured():
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+
+
+def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
+    quiet_by_default()
     with CampaignLock(campaign.journal_path):
         journal = Journal(campaign.journal_path, campaign.name)
         try:
