@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,8 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
-from tenacity.wait import wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 
 from dialer import journal as j
 from dialer.client import (
@@ -52,6 +52,11 @@ from dialer.pacing import Pacer
 log = structlog.get_logger("dialer")
 
 Clock = Callable[[], datetime]
+
+
+def is_retryable(answer: Answer | None) -> bool:
+    """The one predicate for retrying: the API never got the request (503, 408, no connection)."""
+    return answer is not None and answer.kind == "retry"
 
 
 def utc_now() -> datetime:
@@ -254,14 +259,21 @@ class Dispatcher:
 
         Returns True when the row was handed to a look-up, which now owns it.
         """
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.limits.max_attempts),
-            wait=self._backoff,
-            retry=retry_if_result(lambda answer: answer is not None and answer.kind == "retry"),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-            sleep=self._sleep,
-        )
-        answer: Answer | None = await retrying(self._attempt, row)
+        answer = await self._attempt(row)
+        if is_retryable(answer) and self.limits.max_attempts > 1:
+            # Only a row that needs another try pays for the retry machinery (the happy
+            # path is the hot path of a million rows).
+            await self._sleep(self._backoff_after(1, answer))
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self.limits.max_attempts - 1),
+                wait=lambda state: self._backoff_after(
+                    state.attempt_number + 1, state.outcome.result() if state.outcome else None
+                ),
+                retry=retry_if_result(is_retryable),
+                retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+                sleep=self._sleep,
+            )
+            answer = await retrying(self._attempt, row)
         if answer is None:
             return False  # deferred, capped or stopped: already recorded
         if answer.kind == "accepted":
@@ -385,14 +397,14 @@ class Dispatcher:
         if number:
             self.pool.release(number, now)
 
-    def _backoff(self, state: RetryCallState) -> float:
-        """Full jitter, never shorter than the API's Retry-After."""
-        jitter = wait_random_exponential(
-            multiplier=self.limits.backoff_base_seconds, max=self.limits.backoff_max_seconds
-        )(state)
-        answer = state.outcome.result() if state.outcome else None
-        floor = answer.retry_after if isinstance(answer, Answer) and answer.retry_after else 0.0
-        return max(jitter, floor)
+    def _backoff_after(self, attempts: int, answer: Answer | None) -> float:
+        """Full jitter (uniform up to base * 2^(attempts-1), capped), never under Retry-After."""
+        ceiling = min(
+            self.limits.backoff_max_seconds,
+            self.limits.backoff_base_seconds * 2 ** (attempts - 1),
+        )
+        floor = answer.retry_after if answer is not None and answer.retry_after else 0.0
+        return max(random.uniform(0, ceiling), floor)
 
     async def _sleep(self, seconds: float) -> None:
         """A backoff that ends early when the run stops."""
