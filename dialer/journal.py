@@ -547,8 +547,9 @@ class JournalWriter:
         self._queue.append((writes, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        # Shielded: a cancelled caller must not cancel a commit others wait on.
-        await asyncio.shield(future)
+        # Each caller has its own future: cancelling the wait leaves the writes queued,
+        # and they are committed all the same.
+        await future
 
     def submit(self, writes: list[Write]) -> None:
         """Queue writes without waiting (for use while being cancelled); close() commits them."""
@@ -559,6 +560,8 @@ class JournalWriter:
 
     async def _flush(self) -> None:
         while self._queue:
+            # Let the writes of this loop turn gather: one fsync for all of them.
+            await asyncio.sleep(0)
             batch, self._queue = self._queue, []
             try:
                 await asyncio.to_thread(self._write, [w for writes, _ in batch for w in writes])
