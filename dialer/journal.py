@@ -56,15 +56,19 @@ CREATE TABLE IF NOT EXISTS leads (
     intent_at   REAL,                  -- epoch seconds the last request was committed to be sent
     updated_at  TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS leads_status ON leads (status, position);
-CREATE INDEX IF NOT EXISTS leads_position ON leads (position);
-CREATE INDEX IF NOT EXISTS leads_phone ON leads (phone);
-CREATE INDEX IF NOT EXISTS leads_fingerprint ON leads (fingerprint);
 CREATE TABLE IF NOT EXISTS number_usage (
     number TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
     PRIMARY KEY (number, day)
 );
 """
+
+INDEXES = """
+CREATE INDEX IF NOT EXISTS leads_status ON leads (status, position);
+CREATE INDEX IF NOT EXISTS leads_position ON leads (position);
+CREATE INDEX IF NOT EXISTS leads_phone ON leads (phone);
+CREATE INDEX IF NOT EXISTS leads_fingerprint ON leads (fingerprint);
+"""
+INDEX_NAMES = ("leads_status", "leads_position", "leads_phone", "leads_fingerprint")
 
 # Statuses a run may dial (the others are settled or never dialed).
 DIALABLE = ("pending", "deferred")
@@ -175,7 +179,7 @@ class Journal:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = _connect(path)
-            self.conn.executescript(SCHEMA)
+            self.conn.executescript(SCHEMA + INDEXES)
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"{path}: cannot open the journal: {exc}") from None
         name = self.get_meta("campaign")
@@ -252,11 +256,17 @@ class Journal:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if first:
+                # Building the indexes once after a million inserts is several times faster
+                # than keeping them up to date row by row (phones and hashes come in any order).
+                for index in INDEX_NAMES:
+                    conn.execute(f"DROP INDEX IF EXISTS {index}")
                 conn.executemany(
                     "INSERT INTO leads (position, fingerprint, raw, phone, name, email, timezones,"
                     " variables, status, error, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     records(),
                 )
+                for statement in INDEXES.strip().splitlines():
+                    conn.execute(statement)
                 added = conn.execute("SELECT count(*) FROM leads").fetchone()[0]
                 summary = ImportSummary(added=added, matched=0, removed=0, first_import=True)
             else:
