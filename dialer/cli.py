@@ -498,6 +498,8 @@ def status(campaign_file: str, log_format: str) -> None:
             out.print(f"  ({found.removed} rows in the journal are no longer in the leads file)")
         out.print(f"due now: {found.due_now}")
         out.print(f"next due: {_when(found.next_due)}")
+        if found.caps_reset:
+            out.print(f"caller ids at their daily cap dial again from: {_when(found.caps_reset)}")
 
 
 @main.command()
@@ -521,6 +523,10 @@ def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
         target = Path(out_path) if out_path else campaign.report_path
         journal = Journal(campaign.journal_path, campaign.name)
         try:
+            if not journal.is_imported:
+                raise SetupError(
+                    f"{campaign.journal_path}: no leads imported yet; run the campaign first"
+                )
             rows = write_campaign_report(journal, target)
         finally:
             journal.close()

@@ -126,6 +126,8 @@ class Hours(_Strict):
     @classmethod
     def _days(cls, days: list[str]) -> list[str]:
         days = [d.strip().lower()[:3] for d in days]
+        if not days:
+            raise ValueError("lists no day: nobody could ever be called")
         for day in days:
             if day not in DAYS:
                 raise ValueError(f"{day!r} is not a day; use {', '.join(DAYS)}")

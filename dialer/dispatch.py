@@ -59,6 +59,15 @@ def is_retryable(answer: Answer | None) -> bool:
     return answer is not None and answer.kind == "retry"
 
 
+def never_open_reason(zones: tuple[str, ...]) -> str:
+    """A number spanning zones whose windows never overlap (a toll-free number, say)."""
+    shown = ", ".join(zones) if len(zones) <= 3 else f"{zones[0]} … {zones[-1]}"
+    return (
+        f"never inside calling hours in all of its {len(zones)} time zones ({shown});"
+        " give it a time zone in the leads file"
+    )
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -213,8 +222,9 @@ class Dispatcher:
                     continue
                 now = self.options.clock()
                 if not self.hours.is_open(row.timezones, now):
-                    deferred += j.outcome(row.id, "deferred", error=self._closed_reason(row, now))
-                    self._count("deferred", row, log_it=False)
+                    status, reason = self._closed(row, now)
+                    deferred += j.outcome(row.id, status, error=reason)
+                    self._count(status, row, log_it=False)
                     if len(deferred) >= 2000:
                         await self.writer.commit(deferred)
                         deferred = []
@@ -300,10 +310,9 @@ class Dispatcher:
             return None
         now = self.options.clock()
         if not self.hours.is_open(row.timezones, now):
-            await self.writer.commit(
-                j.outcome(row.id, "deferred", error=self._closed_reason(row, now))
-            )
-            self._count("deferred", row)
+            status, reason = self._closed(row, now)
+            await self.writer.commit(j.outcome(row.id, status, error=reason))
+            self._count(status, row)
             return None
         try:
             number = self.pool.choose(row.phone, row.timezones, now) or ""
@@ -479,10 +488,12 @@ class Dispatcher:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def _closed_reason(self, row: JournalRow, now: datetime) -> str:
+    def _closed(self, row: JournalRow, now: datetime) -> tuple[str, str]:
+        """Outside its hours: `deferred` until they open, or `invalid` if they never can."""
         due = self.hours.next_open(row.timezones, now)
-        zones = ", ".join(row.timezones)
-        return f"outside calling hours in {zones}" + (f"; due {iso(due)}" if due else "")
+        if due is None:
+            return "invalid", never_open_reason(row.timezones)
+        return "deferred", f"outside calling hours in {', '.join(row.timezones)}; due {iso(due)}"
 
     def _count(self, status: str, row: JournalRow, answer: Answer | None = None,
                log_it: bool = True) -> None:

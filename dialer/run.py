@@ -23,12 +23,21 @@ import structlog
 
 from dialer import client as api
 from dialer.config import Campaign
-from dialer.dispatch import Clock, Dispatcher, DispatchOptions, Progress, RunStats, utc_now
+from dialer.dispatch import (
+    Clock,
+    Dispatcher,
+    DispatchOptions,
+    Progress,
+    RunStats,
+    never_open_reason,
+    utc_now,
+)
 from dialer.errors import DialerError
 from dialer.hours import CallingHours
 from dialer.journal import CampaignLock, ImportSummary, Journal, JournalRow, file_signature
 from dialer.load import open_leads
 from dialer.mapping import ColumnMap, Lead, map_leads, resolve_columns
+from dialer.numbers import NumberPool
 from dialer.report import write_report
 
 log = structlog.get_logger("dialer")
@@ -244,6 +253,7 @@ def validate_campaign(
     problems: list[tuple[int, str, str]] = []
     zones_open: dict[tuple[str, ...], bool] = {}
     zones_seen: set[tuple[str, ...]] = set()
+    never: set[tuple[str, ...]] = set()
     due_now = 0
     body = api.call_body if campaign.mode == "call" else api.chat_body
     pool = campaign.numbers.pool
@@ -259,11 +269,22 @@ def validate_campaign(
         if is_open is None:
             is_open = zones_open[lead.timezones] = hours.is_open(lead.timezones, now)
             zones_seen.add(lead.timezones)
+            if not is_open and hours.next_open(lead.timezones, now) is None:
+                never.add(lead.timezones)
+        if lead.timezones in never:
+            # As `run` will: a number whose zones never share an open hour is not dialable.
+            counts["pending"] -= 1
+            counts["invalid"] += 1
+            error = never_open_reason(lead.timezones)
+            reasons[f"invalid: {_reason_kind(error)}"] += 1
+            if len(problems) < 10:
+                problems.append((lead.row, "invalid", error))
+            continue
         if is_open:
             due_now += 1
         if len(examples) < 3:
             examples.append(body(campaign, _as_row(lead), next(cycle) if cycle else ""))
-    moments = [hours.next_open(z, now) for z in zones_seen if not zones_open[z]]
+    moments = [hours.next_open(z, now) for z in zones_seen if not zones_open[z] and z not in never]
     found = [m for m in moments if m is not None]
     return Validation(
         path=path,
@@ -301,6 +322,9 @@ class Status:
     due_now: int
     next_due: datetime | None
     removed: int
+    caps_reset: datetime | None   # when a capped caller id may dial again
+
+
 
 
 def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> Status | None:
@@ -322,6 +346,7 @@ def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> Status | N
             due_now=due_now,
             next_due=next_due(journal, hours, now),
             removed=journal.count_removed(),
+            caps_reset=NumberPool(campaign.numbers, journal.number_usage()).next_reset(now),
         )
     finally:
         journal.close()

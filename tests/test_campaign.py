@@ -6,14 +6,14 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dialer.config import Campaign, load_campaign
-from dialer.run import RunOptions, RunResult, run_campaign
+from dialer.run import RunOptions, RunResult, campaign_status, run_campaign
 from dialer.sandbox import RunningSandbox, SandboxOptions, read_record, spawn_process
 
 KEY = "test-key"
@@ -266,6 +266,11 @@ rate_per_second = 50
     # A second run the same day sends nothing more.
     again = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url))
     assert again.exit_code == 75 and len(posts(server.record)) == 4
+    # `status` says when the caps reset: the next local midnight of a capped number.
+    status = campaign_status(config)
+    assert status is not None and status.counts == {"sent": 4, "deferred": 3}
+    assert status.caps_reset is not None
+    assert datetime.now(UTC) < status.caps_reset <= datetime.now(UTC) + timedelta(days=1)
 
 
 def test_calling_hours_in_each_leads_own_zone(tmp_path: Path, sandbox: Any) -> None:
@@ -296,6 +301,28 @@ def test_calling_hours_in_each_leads_own_zone(tmp_path: Path, sandbox: Any) -> N
     assert later.exit_code == 0
     assert sorted(r["body"]["name"] for r in posts(server.record)) == [
         "Alaska", "LA", "NY", "Paris"]
+
+
+def test_a_number_whose_zones_never_share_an_open_hour_is_invalid(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    server = sandbox()
+    write_leads(tmp_path / "leads.csv", [
+        {"Name": "NY", "Phone": "(212) 555-0199"},
+        {"Name": "Tollfree", "Phone": "(800) 555-0100"},  # 42 zones, Guam to Pago Pago
+    ])
+    config = campaign(tmp_path, 'mode = "call"\n[call]\nmodel_id = "m"\n'
+                      '[hours]\nstart = "09:00"\nend = "17:00"\n')
+    monday = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
+                                             clock=lambda: monday))
+    rows = {r["Name"]: r for r in report_rows(result)}
+    assert rows["NY"]["dialer_status"] == "sent"
+    # A clear outcome, not a row deferred forever (and a cron job exiting 75 forever).
+    assert rows["Tollfree"]["dialer_status"] == "invalid"
+    assert rows["Tollfree"]["dialer_error"].startswith(
+        "never inside calling hours in all of its 42 time zones")
+    assert result.exit_code == 0
 
 
 def test_sunday_is_closed_by_default(tmp_path: Path, sandbox: Any) -> None:

@@ -173,8 +173,14 @@ def test_next_open_with_no_overlap_is_none() -> None:
     assert hours.next_open(far, utc(2024, 6, 3, 0, 0)) is None
 
 
+def test_no_days_is_refused_by_the_campaign_file() -> None:
+    with pytest.raises(ValueError, match="lists no day"):
+        Hours(days=[])
+
+
 def test_next_open_no_days_is_none() -> None:
-    hours = CallingHours(Hours(days=[]))
+    # The campaign file refuses this; the calendar maths still answers sensibly.
+    hours = CallingHours(Hours.model_construct(start="08:00", end="21:00", days=[]))
     assert not hours.is_open(NY, utc(2024, 6, 3, 15))
     assert hours.next_open(NY, utc(2024, 6, 3, 15)) is None
 
