@@ -167,7 +167,7 @@ class Dispatcher:
 
     async def run(self) -> RunStats:
         """Settle what earlier runs left `unknown`, then dial every due row."""
-        # Twice as many workers as lanes: while some wait on the journal, others send.
+        # Four workers per lane: while some wait on the journal, others send.
         workers = [asyncio.create_task(self._worker()) for _ in range(4 * self.limits.concurrency)]
         feeder = asyncio.create_task(self._feed())
         try:
