@@ -130,3 +130,19 @@ def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path: Path)
     assert os.path.exists(str(path) + ".lock")
     with CampaignLock(path):
         pass
+
+
+def test_a_slow_disk_commits_in_a_thread_with_the_same_result(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    journal = Journal(path, "c")
+    _import(journal, [_lead(i + 2, f"L{i}", f"+1212555{i:04d}") for i in range(50)], "a")
+    ids = [row.id for row in journal.rows_with_status(("pending",))]
+
+    async def go() -> None:
+        writer = JournalWriter(path)
+        writer._commit_seconds = 1.0  # as if every commit had taken a second
+        await asyncio.gather(*(writer.commit(j.outcome(i, "sent", call_id=f"c{i}")) for i in ids))
+        await writer.close()
+
+    asyncio.run(go())
+    assert journal.counts() == {"sent": 50}
