@@ -54,6 +54,9 @@ log = structlog.get_logger("dialer")
 Clock = Callable[[], datetime]
 
 
+LOOKUP_CONCURRENCY = 4
+
+
 def is_retryable(answer: Answer | None) -> bool:
     """The one predicate for retrying: the API never got the request (503, 408, no connection)."""
     return answer is not None and answer.kind == "retry"
@@ -160,6 +163,8 @@ class Dispatcher:
         self._pacing: set[asyncio.Task[Any]] = set()  # ... of which waiting for a send slot
         self._idle = asyncio.Event()
         self._settlers: set[asyncio.Task[None]] = set()
+        # A resume may find many rows to look up: a few at a time, on the look-up connections.
+        self._lookups = asyncio.Semaphore(LOOKUP_CONCURRENCY)
         self._path = CALLS if campaign.mode == "call" else CHATS
         self._body = call_body if campaign.mode == "call" else chat_body
 
@@ -437,9 +442,10 @@ class Dispatcher:
             assert self.campaign.call is not None
             self.stats.lookups += 1
             try:
-                call_id = await self.client.find_call(
-                    self.campaign.call.model_id, row.phone, intent_at
-                )
+                async with self._lookups:
+                    call_id = await self.client.find_call(
+                        self.campaign.call.model_id, row.phone, intent_at
+                    )
             except LookupRefused as exc:
                 # As for a POST: the whole run stops, and the row stays as it was.
                 if self.fatal is None:
