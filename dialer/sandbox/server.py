@@ -10,12 +10,13 @@ a client that gives up during the latency has still placed its call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -76,6 +77,25 @@ def _optional_int(query: Mapping[str, str], name: str, minimum: int) -> int | No
 def _int(query: Mapping[str, str], name: str, minimum: int, default: int) -> int:
     value = _optional_int(query, name, minimum)
     return default if value is None else value
+
+
+_Handler = Callable[["Sandbox", web.Request, float], Awaitable[web.StreamResponse]]
+
+
+def _key_checked(
+    handler: _Handler,
+) -> Callable[[Sandbox, web.Request], Awaitable[web.StreamResponse]]:
+    """A GET endpoint: note when the request arrived, answer 401 before anything else."""
+
+    @functools.wraps(handler)
+    async def checked(self: Sandbox, request: web.Request) -> web.StreamResponse:
+        now = time.time()
+        denied = self._denied(request)
+        if denied is not None:
+            return await self._reply(request, now, None, 401, denied)
+        return await handler(self, request, now)
+
+    return checked
 
 
 class Sandbox:
@@ -180,12 +200,9 @@ class Sandbox:
 
     # -- GET -------------------------------------------------------------------------------
 
-    async def get_call(self, request: web.Request) -> web.StreamResponse:
+    @_key_checked
+    async def get_call(self, request: web.Request, now: float) -> web.StreamResponse:
         """GET /v2/calls/{call_id}: one call, in the list shape the API uses."""
-        now = time.time()
-        denied = self._denied(request)
-        if denied is not None:
-            return await self._reply(request, now, None, 401, denied)
         call = self.store.calls.get(request.match_info["call_id"])
         if call is None:
             return await self._reply(request, now, None, 404, _detail("Call not found"))
@@ -200,12 +217,9 @@ class Sandbox:
         )
         return await self._reply(request, now, None, 200, payload)
 
-    async def list_calls(self, request: web.Request) -> web.StreamResponse:
+    @_key_checked
+    async def list_calls(self, request: web.Request, now: float) -> web.StreamResponse:
         """GET /v2/calls: an agent's calls, newest first, filtered by phone and dates."""
-        now = time.time()
-        denied = self._denied(request)
-        if denied is not None:
-            return await self._reply(request, now, None, 401, denied)
         query = request.query
         try:
             model_id = query.get("model_id")
@@ -236,12 +250,9 @@ class Sandbox:
         )
         return await self._reply(request, now, None, 200, payload)
 
-    async def list_chats(self, request: web.Request) -> web.StreamResponse:
+    @_key_checked
+    async def list_chats(self, request: web.Request, now: float) -> web.StreamResponse:
         """GET /v2/chat: chats newest first, a page at a time; the cursor is opaque."""
-        now = time.time()
-        denied = self._denied(request)
-        if denied is not None:
-            return await self._reply(request, now, None, 401, denied)
         query = request.query
         try:
             limit = _int(query, "limit", 1, default=20)
@@ -261,12 +272,9 @@ class Sandbox:
         )
         return await self._reply(request, now, None, 200, payload)
 
-    async def get_chat(self, request: web.Request) -> web.StreamResponse:
+    @_key_checked
+    async def get_chat(self, request: web.Request, now: float) -> web.StreamResponse:
         """GET /v2/chat/{chat_id}: one chat."""
-        now = time.time()
-        denied = self._denied(request)
-        if denied is not None:
-            return await self._reply(request, now, None, 401, denied)
         chat = self.store.chats.get(request.match_info["chat_id"])
         if chat is None:
             return await self._reply(request, now, None, 404, _detail("Chat not found"))
