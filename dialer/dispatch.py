@@ -46,6 +46,7 @@ from dialer.config import Campaign
 from dialer.errors import AuthError
 from dialer.hours import CallingHours
 from dialer.journal import Journal, JournalRow, JournalWriter
+from dialer.mapping import suppression_sources
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import Pacer
 
@@ -155,6 +156,9 @@ class Dispatcher:
         # Rows queued, in flight or being settled: the feeder skips them, so none is queued twice.
         self._owned: set[int] = set()
         self._redials: Counter[int] = Counter()
+        self._intent_at: dict[int, float] = {}  # when each row's last request was committed
+        # Read again at every run: a number added to a list since the import is never dialed.
+        self.suppressed = suppression_sources(campaign)
         self._feeding = True
         self._lanes: asyncio.Queue[int] = asyncio.Queue()
         for lane in range(self.limits.concurrency):
@@ -205,6 +209,12 @@ class Dispatcher:
             raise self.fatal
         return self.stats
 
+    def _fail(self, exc: BaseException) -> None:
+        """Stop the run on an error it cannot get past; `run` raises it once all is saved."""
+        if self.fatal is None:
+            self.fatal = exc
+        self.stop.set()
+
     def _enter(self, row: JournalRow) -> None:
         self._owned.add(row.id)
 
@@ -239,6 +249,8 @@ class Dispatcher:
                 await self._queue.put(row)
             if deferred:
                 await self.writer.commit(deferred)
+        except Exception as exc:  # an internal error must stop the run, not end it quietly
+            self._fail(exc)
         finally:
             self._feeding = False
             if not self._owned:
@@ -256,12 +268,8 @@ class Dispatcher:
                 if self.stop.is_set():
                     continue  # never started: the row stays as the journal has it
                 requeued = await self.dial(row)
-            except AuthError as exc:
-                self.fatal = exc
-                self.stop.set()
-            except Exception as exc:  # an internal error must stop the run, not hang it
-                self.fatal = exc
-                self.stop.set()
+            except Exception as exc:  # a refused key, or an internal error: stop the run
+                self._fail(exc)
             finally:
                 self._busy.discard(me)
                 if not requeued:
@@ -305,13 +313,19 @@ class Dispatcher:
             await self.writer.commit(j.outcome(row.id, "unknown", error=answer.error))
             if self.campaign.mode == "call":
                 self._redials[row.id] += 1
-                self._settle_later(row, time.time())
+                self._settle_later(row, self._intent_at.pop(row.id, time.time()))
                 return True
             self._count("unknown", row, answer)
         return False
 
     async def _attempt(self, row: JournalRow) -> Answer | None:
         if self.stop.is_set():
+            return None
+        if row.phone in self.suppressed:
+            # Added to a do-not-call list since the import (a re-dial after a look-up, say).
+            error = f"on the do-not-call list {self.suppressed[row.phone]}"
+            await self.writer.commit(j.outcome(row.id, "suppressed", error=error))
+            self._count("suppressed", row)
             return None
         now = self.options.clock()
         if not self.hours.is_open(row.timezones, now):
@@ -335,6 +349,7 @@ class Dispatcher:
         throttles = 0
         intent_committed = False
         sending = False
+        closed = False
         answer: Answer | None = None
         try:
             while True:
@@ -349,12 +364,23 @@ class Dispatcher:
                 if self.stop.is_set():
                     ticket.left()  # counted as sent: the window stays conservative
                     break
+                # The slot may have come late (a slow rate, a Retry-After): the hours are
+                # checked again right before the request, not only before the wait.
+                if not self.hours.is_open(row.timezones, self.options.clock()):
+                    ticket.left()
+                    closed = True
+                    break
                 # The intent is committed after the slot, right before the request: a crash
                 # leaves `unknown` only rows that may really have left. The window counts
                 # real send times, so the commit's few milliseconds cannot bunch requests.
                 if not intent_committed:
-                    await self.writer.commit(j.intent(row.id, number, day))
+                    self._intent_at[row.id] = time.time()
+                    # Set first: cancelled mid-commit, the writes still land, and the
+                    # restore queued after them puts the row back.
                     intent_committed = True
+                    await self.writer.commit(
+                        j.intent(row.id, number, day, at=self._intent_at[row.id])
+                    )
                 # A lane is a connection: holding one is what "in flight" means, so at most
                 # `concurrency` requests are out while other workers wait on the journal.
                 lane = await self._lanes.get()
@@ -386,8 +412,17 @@ class Dispatcher:
                 self._restore(row, number, day, now, intent_committed)
             raise
         if answer is None or answer.kind == "throttled":
-            # Stopped before sending, or only ever answered 429: nothing was placed.
+            # Stopped, hours closed, or only ever answered 429: nothing was placed.
             self._restore(row, number, day, now, intent_committed)
+            later = self.options.clock()
+            if closed:
+                status, reason = self._closed(row, later)
+            elif throttles >= 100:
+                status, reason = row.status, f"answered 429 {throttles} times in a row; not placed"
+            else:
+                return None  # stopped: the row stays exactly as it was
+            await self.writer.commit(j.outcome(row.id, status, error=reason))
+            self._count(status, row)
             return None
         if number:
             self.stats.by_number[number] += 1
@@ -479,6 +514,8 @@ class Dispatcher:
             )
             await self._queue.put(self.journal.row(row.id))
             requeued = True
+        except Exception as exc:  # an internal error must stop the run, not end it quietly
+            self._fail(exc)
         finally:
             if not requeued:
                 self._leave(row)

@@ -302,12 +302,24 @@ class Journal:
                 " WHERE leads.fingerprint = incoming.fingerprint)"
             )
             # 2. Changed cells, same number as a lead no longer matched: take over its history.
+            # Paired one to one (the k-th such row of a number with the k-th such lead), so
+            # two new rows with one old number never both claim the same lead.
             conn.execute(
-                "UPDATE incoming SET lead_id = (SELECT l.id FROM leads l WHERE l.phone = incoming.phone"
-                " AND l.id NOT IN (SELECT lead_id FROM incoming WHERE lead_id IS NOT NULL)"
-                " ORDER BY l.id LIMIT 1)"
-                " WHERE lead_id IS NULL AND phone != ''"
+                "CREATE TEMP TABLE pairs AS SELECT r.row_key, f.id FROM"
+                " (SELECT rowid AS row_key, phone, row_number() OVER"
+                "   (PARTITION BY phone ORDER BY position) AS k"
+                "   FROM incoming WHERE lead_id IS NULL AND phone != '') r"
+                " JOIN (SELECT id, phone, row_number() OVER (PARTITION BY phone ORDER BY id) AS k"
+                "   FROM leads WHERE phone != '' AND id NOT IN"
+                "   (SELECT lead_id FROM incoming WHERE lead_id IS NOT NULL)) f"
+                " ON f.phone = r.phone AND f.k = r.k"
             )
+            conn.execute(
+                "UPDATE incoming SET lead_id = (SELECT id FROM temp.pairs"
+                " WHERE pairs.row_key = incoming.rowid) WHERE rowid IN"
+                " (SELECT row_key FROM temp.pairs)"
+            )
+            conn.execute("DROP TABLE temp.pairs")
             matched = conn.execute(
                 "SELECT count(*) FROM incoming WHERE lead_id IS NOT NULL"
             ).fetchone()[0]
@@ -316,6 +328,15 @@ class Journal:
                 "UPDATE leads SET position = i.position, raw = i.raw, fingerprint = i.fingerprint,"
                 " name = i.name, email = i.email, timezones = i.timezones, variables = i.variables"
                 " FROM incoming i WHERE i.lead_id = leads.id"
+            )
+            # A row not yet acted on takes the verdict on its new cells (a time zone fixed, a
+            # number now on a do-not-call list); sent, failed and unknown rows keep theirs.
+            conn.execute(
+                "UPDATE leads SET status = i.status, error = i.error, updated_at = i.updated_at"
+                " FROM incoming i WHERE i.lead_id = leads.id AND leads.status IN"
+                " ('pending', 'deferred', 'invalid', 'duplicate', 'suppressed')"
+                " AND (leads.status != i.status OR leads.error != i.error)"
+                " AND NOT (leads.status = 'deferred' AND i.status = 'pending')"
             )
             before = conn.execute("SELECT coalesce(max(id), 0) FROM leads").fetchone()[0]
             conn.execute(
@@ -462,6 +483,28 @@ class Journal:
             )
         return cursor.rowcount
 
+    def suppress(self, sources: dict[str, str]) -> int:
+        """Rows still to be dialed whose number is now on a do-not-call list: `suppressed`."""
+        if not sources:
+            return 0
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TEMP TABLE dnc (phone TEXT PRIMARY KEY, source TEXT)")
+            conn.executemany("INSERT INTO dnc VALUES (?, ?)", sources.items())
+            cursor = conn.execute(
+                "UPDATE leads SET status = 'suppressed', error = 'on the do-not-call list '"
+                " || dnc.source, updated_at = ? FROM temp.dnc WHERE dnc.phone = leads.phone"
+                " AND leads.status IN ('pending', 'deferred', 'failed')",
+                (utc_now_iso(),),
+            )
+            conn.execute("DROP TABLE temp.dnc")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return cursor.rowcount
+
     def requeue(self, from_status: str, note: str = "") -> int:
         """Put every `from_status` row back to `pending` (for --retry-failed, --retry-unknown)."""
         with self.conn:
@@ -482,9 +525,11 @@ class Write:
     params: tuple[Any, ...]
 
 
-def intent(row_id: int, from_number: str, usage_day: str | None) -> list[Write]:
-    """The row is about to be sent: `unknown` until an answer says otherwise."""
-    now = time.time()
+def intent(
+    row_id: int, from_number: str, usage_day: str | None, at: float | None = None
+) -> list[Write]:
+    """The row is about to be sent (at epoch `at`): `unknown` until an answer says otherwise."""
+    now = time.time() if at is None else at
     writes = [
         Write(
             "UPDATE leads SET status = 'unknown', attempts = attempts + 1, intent_at = ?,"
@@ -581,15 +626,15 @@ class JournalWriter:
             batch, self._queue = self._queue, []
             writes = [w for writes, _ in batch for w in writes]
             try:
+                started = time.perf_counter()
                 if self._commit_seconds > SLOW_COMMIT:
                     await asyncio.to_thread(self._write, writes)
                 else:
                     # A fast disk commits in a fraction of a millisecond: cheaper here than a
                     # hand-off to a thread, which costs both threads the GIL on every statement.
-                    started = time.perf_counter()
                     self._write(writes)
-                    took = time.perf_counter() - started
-                    self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * took
+                took = time.perf_counter() - started
+                self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * took
             except BaseException as exc:
                 for _, future in batch:
                     if not future.done():

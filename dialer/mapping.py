@@ -565,6 +565,11 @@ def _read_suppression_file(path: Path, region: str, workers: int | None) -> Iter
         raise LeadsFileError(f"{exc} (a do-not-call list in suppress)") from None
 
 
+def suppression_sources(campaign: Campaign) -> dict[str, str]:
+    """Every number (as E.164) on the campaign's do-not-call lists -> the list's file name."""
+    return _suppression_sources(campaign)
+
+
 def load_suppression(campaign: Campaign) -> frozenset[str]:
     """Every number (as E.164) on the campaign's do-not-call lists.
 

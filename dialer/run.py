@@ -36,7 +36,7 @@ from dialer.errors import DialerError
 from dialer.hours import CallingHours
 from dialer.journal import CampaignLock, ImportSummary, Journal, JournalRow, file_signature
 from dialer.load import open_leads
-from dialer.mapping import ColumnMap, Lead, map_leads, resolve_columns
+from dialer.mapping import ColumnMap, Lead, map_leads, resolve_columns, suppression_sources
 from dialer.numbers import NumberPool
 from dialer.report import write_report
 
@@ -188,6 +188,8 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
                 journal.requeue("failed", "retried with --retry-failed")
             if options.retry_unknown:
                 journal.requeue("unknown", "sent again with --retry-unknown")
+            # The lists may have grown since the import: read them again at every run.
+            journal.suppress(suppression_sources(campaign))
             counts = journal.counts()
             options.progress.start(sum(counts.get(s, 0) for s in REMAINING))
             report = options.report or campaign.report_path

@@ -344,3 +344,41 @@ def test_limit_dials_at_most_n_rows_in_file_order(tmp_path: Path, sandbox: Any) 
     assert result.exit_code == 75
     assert [r["dialer_status"] for r in report_rows(result)] == ["sent"] * 2 + ["pending"] * 3
     assert [r["body"]["name"] for r in posts(server.record)] == ["Lead 0", "Lead 1"]
+
+
+def test_a_number_added_to_the_dnc_list_after_the_import_is_never_dialed(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    server = sandbox()
+    write_leads(tmp_path / "leads.csv", [
+        {"Name": "NY", "Phone": "(212) 555-0199"},
+        {"Name": "LA", "Phone": "(415) 555-0132"},
+    ])
+    (tmp_path / "dnc.csv").write_text("phone\n")
+    config = campaign(tmp_path, 'mode = "call"\nsuppress = ["dnc.csv"]\n'
+                      '[call]\nmodel_id = "m"\n')
+    morning = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)  # 08:00 New York, 05:00 Los Angeles
+    first = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
+                                            clock=lambda: morning))
+    assert first.counts == {"sent": 1, "deferred": 1}
+    (tmp_path / "dnc.csv").write_text("phone\n415.555.0132\n")
+    evening = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
+    later = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
+                                            clock=lambda: evening))
+    rows = {r["Name"]: r for r in report_rows(later)}
+    assert rows["LA"]["dialer_status"] == "suppressed"
+    assert rows["LA"]["dialer_error"] == "on the do-not-call list dnc.csv"
+    assert [r["body"]["name"] for r in posts(server.record)] == ["NY"]
+
+
+def test_hours_are_checked_again_when_the_send_slot_comes(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox()
+    write_leads(tmp_path / "leads.csv", [{"Name": "NY", "Phone": "(212) 555-0199"}])
+    config = campaign(tmp_path, 'mode = "call"\n[call]\nmodel_id = "m"\n')
+    # Open when the row is queued and picked up; 21:00 in New York by the time its slot comes.
+    moments = iter([datetime(2026, 11, 24, 1, 59, tzinfo=UTC)] * 2)
+    closing = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
+                                             clock=lambda: next(moments, closing)))
+    assert posts(server.record) == []
+    assert result.counts == {"deferred": 1}

@@ -146,3 +146,14 @@ def test_a_slow_disk_commits_in_a_thread_with_the_same_result(tmp_path: Path) ->
 
     asyncio.run(go())
     assert journal.counts() == {"sent": 50}
+
+
+def test_two_new_rows_with_one_old_number_never_lose_a_row(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "c.sqlite", "c")
+    _import(journal, [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102")], "a")
+    journal.conn.execute("UPDATE leads SET status = 'sent' WHERE name = 'Ann'")
+    # Ann's row edited, and a second row with her number added: both must stay in the report.
+    _import(journal, [_lead(2, "Ann Smith", "+12125550101"), _lead(3, "Bob", "+12125550102"),
+                      _lead(4, "Ann (work)", "+12125550101")], "b")
+    rows = [(values[0], outcome.status) for values, outcome in journal.report_rows()]
+    assert rows == [("Ann Smith", "sent"), ("Bob", "pending"), ("Ann (work)", "duplicate")]
