@@ -258,7 +258,7 @@ class SynthflowClient:
             "model_id": model_id,
             "lead_phone_number": phone,
             # A minute of slack for clock skew between this machine and the API.
-            "from_date": int((since - 60) * 1000),
+            "from_date": max(0, int((since - 60) * 1000)),
             "limit": 5,
         }
         try:

@@ -156,6 +156,7 @@ class Dispatcher:
         # Rows queued, in flight or being settled: the feeder skips them, so none is queued twice.
         self._owned: set[int] = set()
         self._redials: Counter[int] = Counter()
+        self._dialed: set[int] = set()  # rows taken this run, for --limit
         self._intent_at: dict[int, float] = {}  # when each row's last request was committed
         # Read again at every run: a number added to a list since the import is never dialed.
         self.suppressed = suppression_sources(campaign)
@@ -215,6 +216,15 @@ class Dispatcher:
             self.fatal = exc
         self.stop.set()
 
+    def _within_limit(self, row: JournalRow) -> bool:
+        """`--limit N`: at most N distinct rows dialed this run (a re-dial is the same row)."""
+        if row.id in self._dialed:
+            return True
+        if self.options.limit is not None and len(self._dialed) >= self.options.limit:
+            return False
+        self._dialed.add(row.id)
+        return True
+
     def _enter(self, row: JournalRow) -> None:
         self._owned.add(row.id)
 
@@ -226,12 +236,9 @@ class Dispatcher:
     async def _feed(self) -> None:
         try:
             await self._settle_earlier_runs()
-            queued = 0
             deferred: list[j.Write] = []
             for row in self.journal.rows_with_status(j.DIALABLE):
                 if self.stop.is_set() or self.stats.pool_exhausted:
-                    break
-                if self.options.limit is not None and queued >= self.options.limit:
                     break
                 if row.id in self._owned:
                     continue
@@ -244,8 +251,9 @@ class Dispatcher:
                         await self.writer.commit(deferred)
                         deferred = []
                     continue
+                if not self._within_limit(row):
+                    break
                 self._enter(row)
-                queued += 1
                 await self._queue.put(row)
             if deferred:
                 await self.writer.commit(deferred)
@@ -512,6 +520,9 @@ class Dispatcher:
             await self.writer.commit(
                 j.outcome(row.id, "pending", error="no answer, and no call was placed")
             )
+            if not self._within_limit(row):
+                self._count("pending", row)
+                return  # --limit reached: a later run dials it
             await self._queue.put(self.journal.row(row.id))
             requeued = True
         except Exception as exc:  # an internal error must stop the run, not end it quietly

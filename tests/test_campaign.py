@@ -4,6 +4,7 @@ the rate bound read from the sandbox's record, adaptive pacing, caller ids and c
 from __future__ import annotations
 
 import csv
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -382,3 +383,25 @@ def test_hours_are_checked_again_when_the_send_slot_comes(tmp_path: Path, sandbo
                                              clock=lambda: next(moments, closing)))
     assert posts(server.record) == []
     assert result.counts == {"deferred": 1}
+
+
+def test_limit_also_caps_redials_of_rows_a_look_up_found_unplaced(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    import sqlite3
+
+    server = sandbox()
+    write_leads(tmp_path / "leads.csv", numbered_leads(3))
+    config = campaign(tmp_path, f'mode = "call"\n[call]\nmodel_id = "m"\n'
+                      f'[limits]\nsettle_after_seconds = 0\n{ALL_DAY}')
+    run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, limit=0))
+    # As if an earlier run had died with its request for the first row unanswered.
+    with sqlite3.connect(config.journal_path) as db:
+        db.execute("UPDATE leads SET status = 'unknown', intent_at = ? WHERE position = 2",
+                   (time.time() - 100,))
+    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, limit=0))
+    assert posts(server.record) == []  # looked up, not placed, and --limit 0 dials nothing
+    assert result.counts == {"pending": 3}
+    again = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, limit=1))
+    assert [r["body"]["name"] for r in posts(server.record)] == ["Lead 0"]
+    assert again.counts == {"sent": 1, "pending": 2}
