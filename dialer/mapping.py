@@ -177,6 +177,24 @@ def _guess_phone(headers: Sequence[str], used: set[str]) -> str | None:
     return None
 
 
+def _optional_column(
+    path: Path,
+    headers: Sequence[str],
+    given: str | None,
+    key: str,
+    names: Sequence[str],
+    used: set[str],
+) -> str | None:
+    """The [columns] entry if set (it must exist), else a header with a common name, or None."""
+    if given is not None:
+        column: str | None = _find(path, headers, given, f"columns.{key}")
+    else:
+        column = _guess(headers, names, used)
+    if column is not None:
+        used.add(column)
+    return column
+
+
 def resolve_columns(campaign: Campaign, headers: list[str]) -> ColumnMap:
     """Map headers to fields from [columns] or by common names; LeadsFileError names a missing column.
 
@@ -220,19 +238,8 @@ def resolve_columns(campaign: Campaign, headers: list[str]) -> ColumnMap:
         )
     used.update(name)
 
-    if given.timezone is not None:
-        timezone: str | None = _find(path, headers, given.timezone, "columns.timezone")
-    else:
-        timezone = _guess(headers, TIMEZONE_NAMES, used)
-    if timezone is not None:
-        used.add(timezone)
-
-    if given.email is not None:
-        email: str | None = _find(path, headers, given.email, "columns.email")
-    else:
-        email = _guess(headers, EMAIL_NAMES, used)
-    if email is not None:
-        used.add(email)
+    timezone = _optional_column(path, headers, given.timezone, "timezone", TIMEZONE_NAMES, used)
+    email = _optional_column(path, headers, given.email, "email", EMAIL_NAMES, used)
 
     if given.variables is not None:
         listed = {_find(path, headers, v, "columns.variables") for v in given.variables}
