@@ -39,7 +39,7 @@ from rich.table import Table
 from dialer import dispatch
 from dialer.config import Api, Campaign, load_campaign
 from dialer.errors import DialerError, SetupError
-from dialer.journal import CampaignLock, Journal
+from dialer.journal import Journal
 from dialer.run import (
     RunOptions,
     RunResult,
@@ -541,4 +541,4 @@ def _add_simulate() -> None:
 
 _add_simulate()
 
-__all__ = ["main", "CampaignLock"]
+__all__ = ["main"]
