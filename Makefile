@@ -26,6 +26,7 @@ test: $(STAMP) lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check dialer tests bench
+	$(BIN)/ruff format --check dialer tests bench
 	$(BIN)/mypy dialer
 
 bench: $(STAMP)

@@ -1,9 +1,9 @@
 """`python -m bench` (`make bench`): run the benchmarks, print one table, write out/bench.json.
 
-    python -m bench                       everything, with a 1,000,000-row file
-    python -m bench --rows 200000         a smaller big file
-    python -m bench --only ceiling,pacing some of: ceiling, validate, resume, pacing
-    python -m bench --quick               tiny sizes, a few seconds each (the smoke test)
+python -m bench                       everything, with a 1,000,000-row file
+python -m bench --rows 200000         a smaller big file
+python -m bench --only ceiling,pacing some of: ceiling, validate, resume, pacing
+python -m bench --quick               tiny sizes, a few seconds each (the smoke test)
 """
 
 from __future__ import annotations
@@ -63,23 +63,26 @@ def table(sections: list[Section], title: str) -> Table:
     for section in sections:
         for index, row in enumerate(section.rows):
             ok = "" if row.ok is None else ("yes" if row.ok else "NO")
-            grid.add_row(section.name if index == 0 else "", row.measure, row.shown(),
-                         row.target, ok)
+            grid.add_row(section.name if index == 0 else "", row.measure, row.shown(), row.target, ok)
         grid.add_section()
     return grid
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=None,
-                        help="rows of the big CSV (default 1,000,000; 2,000 with --quick)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=None, help="rows of the big CSV (default 1,000,000; 2,000 with --quick)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
-    parser.add_argument("--only", default=",".join(BENCHES),
-                        help=f"comma-separated, of: {', '.join(BENCHES)}")
+    parser.add_argument(
+        "--only", default=",".join(BENCHES), help=f"comma-separated, of: {', '.join(BENCHES)}"
+    )
     parser.add_argument("--out", type=Path, default=Path("out/bench.json"))
-    parser.add_argument("--work", type=Path, default=None,
-                        help="folder for generated files and logs (default: beside --out)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for generated files and logs (default: beside --out)"
+    )
     args = parser.parse_args(argv)
     rows = args.rows or (2000 if args.quick else 1_000_000)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]

@@ -37,11 +37,16 @@ def validate(ctx: Context) -> Section:
     for rows in _sizes(ctx):
         path = full if rows == ctx.rows else prefix_csv(full, rows, folder / f"head_{rows}.csv")
         campaign = campaign_toml(
-            folder / f"validate_{rows}.toml", name="bench-validate", leads=path, rate=5,
+            folder / f"validate_{rows}.toml",
+            name="bench-validate",
+            leads=path,
+            rate=5,
             concurrency=10,
         )
         measured = run_measured(
-            ctx.dialer("validate", str(campaign)), env=ctx.env(), out_dir=ctx.logs,
+            ctx.dialer("validate", str(campaign)),
+            env=ctx.env(),
+            out_dir=ctx.logs,
             name=f"validate-{rows}",
         ).check()
         peaks[rows] = measured.tree_rss_mib
@@ -54,26 +59,39 @@ def validate(ctx: Context) -> Section:
         }
         big = rows == ctx.rows
         section.add(
-            f"dialer validate, {rows:,} rows: wall", measured.wall, "s",
-            "< 60 s" if big and rows >= 1_000_000 else "", measured.wall < 60 if big else None,
+            f"dialer validate, {rows:,} rows: wall",
+            measured.wall,
+            "s",
+            "< 60 s" if big and rows >= 1_000_000 else "",
+            measured.wall < 60 if big else None,
         )
         section.add(
-            f"  peak memory (PSS, all processes) ({rows:,} rows)", measured.tree_rss_mib, "MiB",
-            "< 1024" if big else "", measured.tree_rss_mib < GIB if big else None,
+            f"  peak memory (PSS, all processes) ({rows:,} rows)",
+            measured.tree_rss_mib,
+            "MiB",
+            "< 1024" if big else "",
+            measured.tree_rss_mib < GIB if big else None,
         )
         section.add(f"  CPU seconds ({rows:,} rows)", measured.cpu_seconds, "s")
     if len(peaks) > 1:
         small, large = min(peaks), max(peaks)
         growth = peaks[large] / peaks[small]
         section.add(
-            f"  memory growth {small:,} -> {large:,} rows", growth, "x", "flat (< 1.5)",
+            f"  memory growth {small:,} -> {large:,} rows",
+            growth,
+            "x",
+            "flat (< 1.5)",
             growth < 1.5,
         )
-    readers = [("pandas.read_csv whole file", []),
-               ("pandas.read_csv chunks of 50k", ["--chunksize", "50000"])]
+    readers = [
+        ("pandas.read_csv whole file", []),
+        ("pandas.read_csv chunks of 50k", ["--chunksize", "50000"]),
+    ]
     for label, extra in readers[:1] if ctx.quick else readers:
         measured = run_measured(
-            ctx.step("pandas", str(full), *extra), env=ctx.env(), out_dir=ctx.logs,
+            ctx.step("pandas", str(full), *extra),
+            env=ctx.env(),
+            out_dir=ctx.logs,
             name=f"pandas-{'chunks' if extra else 'whole'}",
         ).check()
         section.add(f"{label}, {ctx.rows:,} rows: wall", measured.wall, "s")
@@ -95,15 +113,24 @@ def import_and_resume(ctx: Context) -> Section:
     measured = run_measured(
         ctx.step("import", str(campaign)), env=ctx.env(), out_dir=ctx.logs, name="import"
     ).check()
-    section.details["import"] = {"wall": measured.wall, "inside": measured.stdout.strip(),
-                                 "tree_rss_mib": measured.tree_rss_mib}
+    section.details["import"] = {
+        "wall": measured.wall,
+        "inside": measured.stdout.strip(),
+        "tree_rss_mib": measured.tree_rss_mib,
+    }
     big = ctx.rows >= 1_000_000
     section.add(
-        f"import {ctx.rows:,} rows into the journal: wall", measured.wall, "s",
-        "< 120 s" if big else "", measured.wall < 120 if big else None,
+        f"import {ctx.rows:,} rows into the journal: wall",
+        measured.wall,
+        "s",
+        "< 120 s" if big else "",
+        measured.wall < 120 if big else None,
     )
     section.add(
-        "  peak memory (PSS, all processes) (import)", measured.tree_rss_mib, "MiB", "< 1024",
+        "  peak memory (PSS, all processes) (import)",
+        measured.tree_rss_mib,
+        "MiB",
+        "< 1024",
         measured.tree_rss_mib < GIB,
     )
     # Not measured: run here, which spares a process start.
@@ -113,7 +140,9 @@ def import_and_resume(ctx: Context) -> Section:
     with spawn_process(SandboxOptions(api_key=ctx.key, record=record)) as sandbox:
         resumed = run_measured(
             ctx.dialer("run", str(campaign), "--base-url", sandbox.url, "--log-format", "json"),
-            env=ctx.env(), out_dir=ctx.logs, name="resume",
+            env=ctx.env(),
+            out_dir=ctx.logs,
+            name="resume",
         ).check()
         posts: list[dict] = []
         deadline = time.monotonic() + 5
@@ -122,12 +151,17 @@ def import_and_resume(ctx: Context) -> Section:
             time.sleep(0.05)
     first = min(p["time"] for p in posts) - resumed.started_at if posts else float("nan")
     section.details["resume"] = {
-        "posts": len(posts), "first_request_after": first, "wall": resumed.wall,
+        "posts": len(posts),
+        "first_request_after": first,
+        "wall": resumed.wall,
         "tree_rss_mib": resumed.tree_rss_mib,
     }
     section.add(
-        f"resume ({ctx.rows - due:,} settled, {due:,} due): time to first request", first, "s",
-        "< 5 s", first < 5,
+        f"resume ({ctx.rows - due:,} settled, {due:,} due): time to first request",
+        first,
+        "s",
+        "< 5 s",
+        first < 5,
     )
     section.add(f"  whole resume run (dial {due:,}, write the report)", resumed.wall, "s")
     section.add("  requests sent by the resume", len(posts), "")

@@ -49,12 +49,8 @@ def run(ctx: Context) -> Section:
                 "dialer run": ctx.dialer(
                     "run", str(campaign), "--base-url", sandbox.url, "--log-format", "json"
                 ),
-                "bare httpx": ctx.step(
-                    "bare", str(campaign), sandbox.url, "--concurrency", str(concurrency)
-                ),
-                "raw sockets": ctx.step(
-                    "raw", str(campaign), sandbox.url, "--concurrency", str(concurrency)
-                ),
+                "bare httpx": ctx.step("bare", str(campaign), sandbox.url, "--concurrency", str(concurrency)),
+                "raw sockets": ctx.step("raw", str(campaign), sandbox.url, "--concurrency", str(concurrency)),
             }
             # The machine is shared and noisy: alternate the phases, take each one's median.
             samples: dict[str, list[float]] = {phase: [] for phase in phases}
@@ -64,7 +60,9 @@ def run(ctx: Context) -> Section:
                         reset_journal(campaign)
                     cpu0, t0 = cpu_seconds(sandbox.pid), time.perf_counter()
                     measured = run_measured(
-                        argv, env=ctx.env(), out_dir=ctx.logs,
+                        argv,
+                        env=ctx.env(),
+                        out_dir=ctx.logs,
                         name=f"ceiling-c{concurrency}-{phase.replace(' ', '-')}-{round_no}",
                     ).check()
                     sandbox_cpu = cpu_seconds(sandbox.pid) - cpu0
@@ -88,22 +86,29 @@ def run(ctx: Context) -> Section:
             rates = {phase: statistics.median(values) for phase, values in samples.items()}
             for phase in phases:
                 section.add(
-                    f"{phase}, concurrency {concurrency} (median of {rounds})", rates[phase],
+                    f"{phase}, concurrency {concurrency} (median of {rounds})",
+                    rates[phase],
                     "req/s",
                 )
                 section.add(
                     f"  sandbox CPU while serving {phase} (c={concurrency})",
-                    100 * shares[phase], "%",
+                    100 * shares[phase],
+                    "%",
                 )
             ratio = rates["dialer run"] / rates["bare httpx"] if rates["bare httpx"] else 0.0
             section.add(
-                f"dialer / bare httpx, concurrency {concurrency}", ratio, "x", ">= 0.80",
+                f"dialer / bare httpx, concurrency {concurrency}",
+                ratio,
+                "x",
+                ">= 0.80",
                 ratio >= 0.8,
             )
             section.add(
                 f"sandbox headroom: raw / bare httpx (c={concurrency})",
                 rates["raw sockets"] / rates["bare httpx"] if rates["bare httpx"] else 0.0,
-                "x", "> 1", rates["raw sockets"] > rates["bare httpx"],
+                "x",
+                "> 1",
+                rates["raw sockets"] > rates["bare httpx"],
             )
     finally:
         sandbox.stop()

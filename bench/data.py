@@ -26,8 +26,8 @@ def campaign_toml(
 name = "{name}"
 mode = "call"
 leads = "{leads.resolve()}"
-report = "{path.with_suffix('.report.csv').resolve()}"
-journal = "{path.with_suffix('.sqlite').resolve()}"
+report = "{path.with_suffix(".report.csv").resolve()}"
+journal = "{path.with_suffix(".sqlite").resolve()}"
 default_region = "US"
 
 [api]
@@ -73,9 +73,7 @@ def clean_leads_csv(path: Path, rows: int) -> Path:
         for i in range(rows):
             # 212-2xx-xxxx .. 212-9xx-xxxx: valid New York numbers, one per row.
             phone = f"(212) {200 + i // 10_000:03d}-{i % 10_000:04d}"
-            writer.writerow(
-                ["Ana", f"Lead{i}", phone, "Acme", f"ana.{i}@example.com", "", "2024-05-04"]
-            )
+            writer.writerow(["Ana", f"Lead{i}", phone, "Acme", f"ana.{i}@example.com", "", "2024-05-04"])
     return path
 
 

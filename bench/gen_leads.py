@@ -33,12 +33,58 @@ _AREA_CODES_TEXT = (
 )
 _AREA_CODES = tuple(_AREA_CODES_TEXT.split())
 
-_FIRST = ["José", "Zoë", "Renée", "Björn", "Ana", "John", "Mary", "Wei", "Fatima", "Liam",
-          "Noah", "Olivia", "Chloé", "Søren", "Priya", "Mateo", "Ava", "Lucía", "Émile", "Kai"]
-_LAST = ["Müller", "García", "Smith", "O'Brien", "Nguyen", "Johnson", "Łukasz", "Dubois",
-         "Brown", "Kowalski", "Rossi", "Patel", "Kim", "Jones", "Núñez", "Williams"]
-_COMPANIES = ["Acme, Inc.", "Globex", "Initech", "Umbrella", "Stark Industries", "Wayne Enterprises",
-              "Société Générale", "Hooli", "Pied Piper", "Vandelay Industries"]
+_FIRST = [
+    "José",
+    "Zoë",
+    "Renée",
+    "Björn",
+    "Ana",
+    "John",
+    "Mary",
+    "Wei",
+    "Fatima",
+    "Liam",
+    "Noah",
+    "Olivia",
+    "Chloé",
+    "Søren",
+    "Priya",
+    "Mateo",
+    "Ava",
+    "Lucía",
+    "Émile",
+    "Kai",
+]
+_LAST = [
+    "Müller",
+    "García",
+    "Smith",
+    "O'Brien",
+    "Nguyen",
+    "Johnson",
+    "Łukasz",
+    "Dubois",
+    "Brown",
+    "Kowalski",
+    "Rossi",
+    "Patel",
+    "Kim",
+    "Jones",
+    "Núñez",
+    "Williams",
+]
+_COMPANIES = [
+    "Acme, Inc.",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark Industries",
+    "Wayne Enterprises",
+    "Société Générale",
+    "Hooli",
+    "Pied Piper",
+    "Vandelay Industries",
+]
 _ZONES = ["America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles"]
 
 HEADERS = ["First Name", "Last Name", "Phone Number", "Company", "E-mail", "Time Zone", "Signup Date"]

@@ -32,19 +32,17 @@ class Measured:
 
     argv: list[str]
     returncode: int
-    wall: float             # seconds, perf_counter around the whole process
-    started_at: float       # epoch seconds just before the process was started
-    peak_rss_mib: float     # largest single process (the step or one of its children)
-    tree_rss_mib: float     # largest PSS sum over the process tree, sampled every 50 ms
-    cpu_seconds: float      # user + system, the step and its waited-for children
+    wall: float  # seconds, perf_counter around the whole process
+    started_at: float  # epoch seconds just before the process was started
+    peak_rss_mib: float  # largest single process (the step or one of its children)
+    tree_rss_mib: float  # largest PSS sum over the process tree, sampled every 50 ms
+    cpu_seconds: float  # user + system, the step and its waited-for children
     stdout: str
     stderr: str
 
     def check(self) -> Measured:
         if self.returncode not in (0, 75):
-            raise RuntimeError(
-                f"{' '.join(self.argv)} exited {self.returncode}:\n{self.stderr[-3000:]}"
-            )
+            raise RuntimeError(f"{' '.join(self.argv)} exited {self.returncode}:\n{self.stderr[-3000:]}")
         return self
 
 

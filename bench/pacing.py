@@ -26,11 +26,14 @@ def run(ctx: Context) -> Section:
         posts = _campaign_run(ctx, folder, f"pacing-{rate}", rate, leads, None)
         times = [p["time"] for p in posts]
         peak = peak_window(times)
-        section.details[f"rate {rate}"] = {"leads": leads, "posts": len(posts),
-                                           "achieved": rate_of(times), "peak_1s": peak}
+        section.details[f"rate {rate}"] = {
+            "leads": leads,
+            "posts": len(posts),
+            "achieved": rate_of(times),
+            "peak_1s": peak,
+        }
         section.add(f"configured {rate}/s: achieved", rate_of(times), "/s")
-        section.add(f"  configured {rate}/s: most requests in any 1 s", peak, "",
-                    f"<= {rate}", peak <= rate)
+        section.add(f"  configured {rate}/s: most requests in any 1 s", peak, "", f"<= {rate}", peak <= rate)
     configured, limit, leads = hidden
     posts = _campaign_run(ctx, folder, "pacing-hidden", configured, leads, limit)
     accepted = [p["time"] for p in posts if p["status"] == 200]
@@ -39,8 +42,14 @@ def run(ctx: Context) -> Section:
     took = max(accepted) - start
     ideal = (leads - 1) / limit
     section.details["hidden limit"] = {
-        "configured": configured, "limit": limit, "leads": leads, "posts": len(posts),
-        "accepted": len(accepted), "throttled": throttled, "seconds": took, "ideal": ideal,
+        "configured": configured,
+        "limit": limit,
+        "leads": leads,
+        "posts": len(posts),
+        "accepted": len(accepted),
+        "throttled": throttled,
+        "seconds": took,
+        "ideal": ideal,
         "peak_1s_sent": peak_window([p["time"] for p in posts]),
     }
     label = f"configured {configured}/s, hidden limit {limit}/s, {leads} leads"
@@ -56,14 +65,15 @@ def _campaign_run(
     ctx: Context, folder: Path, name: str, rate: float, leads: int, limit: int | None
 ) -> list[dict]:
     csv_path = clean_leads_csv(folder / f"clean_{leads}.csv", leads)
-    campaign = campaign_toml(folder / f"{name}.toml", name=name, leads=csv_path, rate=rate,
-                             concurrency=10)
+    campaign = campaign_toml(folder / f"{name}.toml", name=name, leads=csv_path, rate=rate, concurrency=10)
     reset_journal(campaign)
     record = folder / f"{name}.record.jsonl"
     record.unlink(missing_ok=True)
     with spawn_process(SandboxOptions(api_key=ctx.key, record=record, rate_limit=limit)) as box:
         run_measured(
             ctx.dialer("run", str(campaign), "--base-url", box.url, "--log-format", "json"),
-            env=ctx.env(), out_dir=ctx.logs, name=name,
+            env=ctx.env(),
+            out_dir=ctx.logs,
+            name=name,
         ).check()
     return read_posts(record)[0]

@@ -65,8 +65,7 @@ class Section:
     rows: list[Row] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, measure: str, value: float, unit: str, target: str = "",
-            ok: bool | None = None) -> None:
+    def add(self, measure: str, value: float, unit: str, target: str = "", ok: bool | None = None) -> None:
         self.rows.append(Row(self.name, measure, value, unit, target, ok))
 
     def as_json(self) -> dict[str, Any]:

@@ -111,9 +111,7 @@ async def _bare_loop(url: str, key: str, bodies: list[dict[str, Any]], concurren
         base_url=url,
         headers={"Authorization": f"Bearer {key}"},
         timeout=httpx.Timeout(30.0, connect=10.0),
-        limits=httpx.Limits(
-            max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
-        ),
+        limits=httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4),
     )
     queue = iter(bodies)
     failures = 0
@@ -135,8 +133,7 @@ async def _bare_loop(url: str, key: str, bodies: list[dict[str, Any]], concurren
 
 def _bare(args: argparse.Namespace) -> dict[str, Any]:
     bodies = _bodies(args)
-    seconds = asyncio.run(_bare_loop(args.url, os.environ["SYNTHFLOW_API_KEY"], bodies,
-                                     args.concurrency))
+    seconds = asyncio.run(_bare_loop(args.url, os.environ["SYNTHFLOW_API_KEY"], bodies, args.concurrency))
     return {"requests": len(bodies), "seconds": seconds, "rate": len(bodies) / seconds}
 
 
@@ -174,8 +171,7 @@ async def _raw_loop(url: str, key: str, bodies: list[dict[str, Any]], concurrenc
 
 def _raw(args: argparse.Namespace) -> dict[str, Any]:
     bodies = _bodies(args)
-    seconds = asyncio.run(_raw_loop(args.url, os.environ["SYNTHFLOW_API_KEY"], bodies,
-                                    args.concurrency))
+    seconds = asyncio.run(_raw_loop(args.url, os.environ["SYNTHFLOW_API_KEY"], bodies, args.concurrency))
     return {"requests": len(bodies), "seconds": seconds, "rate": len(bodies) / seconds}
 
 

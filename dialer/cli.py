@@ -117,9 +117,7 @@ def configure_logging(fmt: str, secret: str | None = None, verbose: bool = False
             _redact(secret),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.INFO
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
         logger_factory=lambda *_: _StderrLogger(),
         cache_logger_on_first_use=False,
     )
@@ -294,14 +292,16 @@ class _LogProgress(dispatch.Progress):
 @main.command()
 @click.argument("campaign_file", type=click.Path(dir_okay=False))
 @click.option("--base-url", help="API base URL (overrides [api].base_url).")
-@click.option("--sandbox", is_flag=True,
-              help="Start the built-in sandbox on a free loopback port and use it.")
+@click.option(
+    "--sandbox", is_flag=True, help="Start the built-in sandbox on a free loopback port and use it."
+)
 @click.option("--leads", type=click.Path(dir_okay=False), help="Leads file (overrides `leads`).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Report file (overrides `report`).")
 @click.option("--limit", type=click.IntRange(min=0), help="Dial at most N rows this run.")
 @click.option("--retry-failed", is_flag=True, help="Dial `failed` rows again.")
-@click.option("--retry-unknown", is_flag=True,
-              help="Send `unknown` rows again, accepting that some may ring twice.")
+@click.option(
+    "--retry-unknown", is_flag=True, help="Send `unknown` rows again, accepting that some may ring twice."
+)
 @_log_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every row, sent ones too.")
 def run(
@@ -395,8 +395,7 @@ def _summary(campaign: Campaign, result: RunResult, took: float) -> None:
     table.add_column("this run", justify="right")
     for status in STATUSES:
         if result.counts.get(status) or stats.outcomes.get(status):
-            table.add_row(status, str(result.counts.get(status, 0)),
-                          str(stats.outcomes.get(status, 0)))
+            table.add_row(status, str(result.counts.get(status, 0)), str(stats.outcomes.get(status, 0)))
     out.print(table, soft_wrap=False)
     if stats.by_number:
         numbers = Table(show_edge=False)
@@ -459,8 +458,10 @@ def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
             out.print("first rows not dialed:")
             for row, status, error in found.problems:
                 out.print(f"  row {row}: {status}: {error}")
-        out.print(f"due now: {found.due_now}; next due: "
-                  f"{_when(found.next_due) if found.next_due else 'all due now'}")
+        out.print(
+            f"due now: {found.due_now}; next due: "
+            f"{_when(found.next_due) if found.next_due else 'all due now'}"
+        )
         endpoint = "POST /v2/calls" if campaign.mode == "call" else "POST /v2/chat/outbound"
         out.print(f"example request bodies ({endpoint}):")
         for body in found.examples:
@@ -504,8 +505,12 @@ def status(campaign_file: str, log_format: str) -> None:
 
 @main.command()
 @click.argument("campaign_file", type=click.Path(dir_okay=False))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False),
-              help="Where to write (default: the campaign's report). .xlsx writes Excel.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    help="Where to write (default: the campaign's report). .xlsx writes Excel.",
+)
 @_log_option
 def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
     """Write the per-row report again from the journal (CSV, or XLSX for a .xlsx name).
@@ -524,9 +529,7 @@ def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
         journal = Journal(campaign.journal_path, campaign.name)
         try:
             if not journal.is_imported:
-                raise SetupError(
-                    f"{campaign.journal_path}: no leads imported yet; run the campaign first"
-                )
+                raise SetupError(f"{campaign.journal_path}: no leads imported yet; run the campaign first")
             rows = write_campaign_report(journal, target)
         finally:
             journal.close()

@@ -109,8 +109,7 @@ def chat_body(campaign: Campaign, lead: JournalRow, from_number: str) -> dict[st
         body["template"] = {
             "content_sid": chat.template.content_sid,
             "variables": {
-                key: fill_placeholders(value, lead)
-                for key, value in chat.template.variables.items()
+                key: fill_placeholders(value, lead) for key, value in chat.template.variables.items()
             },
         }
     variables = dict(lead.variables)
@@ -148,8 +147,7 @@ def error_text(response: httpx.Response) -> str:
         if isinstance(detail, dict):
             message = detail.get("description") or detail.get("status")
         elif isinstance(detail, list):
-            message = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d)
-                                for d in detail)
+            message = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
         elif detail:
             message = detail
         else:
@@ -174,11 +172,11 @@ def classify(response: httpx.Response, id_key: str) -> Answer:
     if code in (401, 403):
         return Answer("auth", error=error_text(response), status=code)
     if code == 429:
-        return Answer("throttled", error=error_text(response), status=code,
-                      retry_after=_retry_after(response))
+        return Answer(
+            "throttled", error=error_text(response), status=code, retry_after=_retry_after(response)
+        )
     if code in (408, 503):
-        return Answer("retry", error=error_text(response), status=code,
-                      retry_after=_retry_after(response))
+        return Answer("retry", error=error_text(response), status=code, retry_after=_retry_after(response))
     if 400 <= code < 500:
         return Answer("refused", error=error_text(response), status=code)
     return Answer("unknown", error=error_text(response), status=code)

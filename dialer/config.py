@@ -119,7 +119,7 @@ class Hours(_Strict):
     @classmethod
     def _clock(cls, value: str) -> str:
         if _parse_clock(value) is None:
-            raise ValueError(f"{value!r} is not a time of day like \"08:00\" (24:00 is the end of day)")
+            raise ValueError(f'{value!r} is not a time of day like "08:00" (24:00 is the end of day)')
         return value
 
     @field_validator("days")
@@ -177,18 +177,18 @@ class Campaign(_Strict):
     @classmethod
     def _region(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z]{2}", value):
-            raise ValueError(f"{value!r} is not a two-letter region code like \"US\"")
+            raise ValueError(f'{value!r} is not a two-letter region code like "US"')
         return value.upper()
 
     @model_validator(mode="after")
     def _mode_section(self) -> Campaign:
         if self.mode == "call" and self.call is None:
-            raise ValueError("mode = \"call\" needs a [call] table with model_id")
+            raise ValueError('mode = "call" needs a [call] table with model_id')
         if self.mode == "chat":
             if self.chat is None:
-                raise ValueError("mode = \"chat\" needs a [chat] table with agent_id and channel")
+                raise ValueError('mode = "chat" needs a [chat] table with agent_id and channel')
             if not self.numbers.pool:
-                raise ValueError("mode = \"chat\" needs [numbers] pool: from_number is required")
+                raise ValueError('mode = "chat" needs [numbers] pool: from_number is required')
         return self
 
     @property

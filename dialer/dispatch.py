@@ -386,9 +386,7 @@ class Dispatcher:
                     # Set first: cancelled mid-commit, the writes still land, and the
                     # restore queued after them puts the row back.
                     intent_committed = True
-                    await self.writer.commit(
-                        j.intent(row.id, number, day, at=self._intent_at[row.id])
-                    )
+                    await self.writer.commit(j.intent(row.id, number, day, at=self._intent_at[row.id]))
                 # A lane is a connection: holding one is what "in flight" means, so at most
                 # `concurrency` requests are out while other workers wait on the journal.
                 lane = await self._lanes.get()
@@ -399,9 +397,7 @@ class Dispatcher:
                     sending = True
                     self.stats.requests += 1
                     try:
-                        answer = await self.client.post(
-                            self._path, body, on_sent=ticket.left, lane=lane
-                        )
+                        answer = await self.client.post(self._path, body, on_sent=ticket.left, lane=lane)
                     finally:
                         ticket.left()
                     sending = False
@@ -436,13 +432,16 @@ class Dispatcher:
             self.stats.by_number[number] += 1
         if answer.kind == "auth":
             self._restore(row, number, day, now)
-            raise AuthError(
-                f"the API refused the key ({answer.error}); stopped, every row left as it was"
-            )
+            raise AuthError(f"the API refused the key ({answer.error}); stopped, every row left as it was")
         if answer.kind == "retry":
             await self.writer.commit(j.outcome(row.id, "pending", error=answer.error))
-            log.info("lead.retry", row=row.position, attempt=self.journal.row(row.id).attempts,
-                     phone=mask(row.phone), error=answer.error)
+            log.info(
+                "lead.retry",
+                row=row.position,
+                attempt=self.journal.row(row.id).attempts,
+                phone=mask(row.phone),
+                error=answer.error,
+            )
         return answer
 
     def _restore(
@@ -486,9 +485,7 @@ class Dispatcher:
             self.stats.lookups += 1
             try:
                 async with self._lookups:
-                    call_id = await self.client.find_call(
-                        self.campaign.call.model_id, row.phone, intent_at
-                    )
+                    call_id = await self.client.find_call(self.campaign.call.model_id, row.phone, intent_at)
             except LookupRefused as exc:
                 # As for a POST: the whole run stops, and the row stays as it was.
                 if self.fatal is None:
@@ -498,15 +495,11 @@ class Dispatcher:
                 self.stop.set()
                 return
             except LookupError_ as exc:
-                await self.writer.commit(
-                    j.outcome(row.id, "unknown", error=f"unsettled: {exc}")
-                )
+                await self.writer.commit(j.outcome(row.id, "unknown", error=f"unsettled: {exc}"))
                 self._count("unknown", row)
                 return
             if call_id:
-                await self.writer.commit(
-                    j.outcome(row.id, "sent", call_id=call_id, error="")
-                )
+                await self.writer.commit(j.outcome(row.id, "sent", call_id=call_id, error=""))
                 self._count("sent", row)
                 log.info("lead.settled", row=row.position, found=True)
                 return
@@ -517,9 +510,7 @@ class Dispatcher:
                 self._count("failed", row)
                 return
             # Not placed: dial it again, still owned, so the feeder cannot queue it a second time.
-            await self.writer.commit(
-                j.outcome(row.id, "pending", error="no answer, and no call was placed")
-            )
+            await self.writer.commit(j.outcome(row.id, "pending", error="no answer, and no call was placed"))
             if not self._within_limit(row):
                 self._count("pending", row)
                 return  # --limit reached: a later run dials it
@@ -549,8 +540,7 @@ class Dispatcher:
             return "invalid", never_open_reason(row.timezones)
         return "deferred", f"outside calling hours in {', '.join(row.timezones)}; due {iso(due)}"
 
-    def _count(self, status: str, row: JournalRow, answer: Answer | None = None,
-               log_it: bool = True) -> None:
+    def _count(self, status: str, row: JournalRow, answer: Answer | None = None, log_it: bool = True) -> None:
         self.stats.outcomes[status] += 1
         self.options.progress.advance(status)
         level = logging.DEBUG if status == "sent" else logging.INFO

@@ -128,9 +128,7 @@ class CallingHours:
                 return candidate
         return None
 
-    def _offset_changes(
-        self, name: str, zone: ZoneInfo, since: datetime, until: datetime
-    ) -> list[datetime]:
+    def _offset_changes(self, name: str, zone: ZoneInfo, since: datetime, until: datetime) -> list[datetime]:
         """UTC instants in [since, until] where the zone's UTC offset changes.
 
         zoneinfo has no public list of transitions, so sample hourly (offsets

@@ -190,9 +190,7 @@ class Journal:
             self.set_meta("campaign", campaign_name)
             self.set_meta("schema", SCHEMA_VERSION)
         elif name != campaign_name:
-            raise JournalError(
-                f"{path}: this journal belongs to campaign {name!r}, not {campaign_name!r}"
-            )
+            raise JournalError(f"{path}: this journal belongs to campaign {name!r}, not {campaign_name!r}")
 
     def close(self) -> None:
         self.conn.close()
@@ -291,9 +289,7 @@ class Journal:
             " updated_at TEXT, lead_id INTEGER)"
         )
         try:
-            conn.executemany(
-                "INSERT INTO incoming VALUES (?,?,?,?,?,?,?,?,?,?,?,NULL)", records
-            )
+            conn.executemany("INSERT INTO incoming VALUES (?,?,?,?,?,?,?,?,?,?,?,NULL)", records)
             conn.execute("CREATE INDEX temp.incoming_fp ON incoming (fingerprint)")
             conn.execute("CREATE INDEX temp.incoming_phone ON incoming (phone)")
             # 1. Same content: the row keeps its id and history.
@@ -320,9 +316,7 @@ class Journal:
                 " (SELECT row_key FROM temp.pairs)"
             )
             conn.execute("DROP TABLE temp.pairs")
-            matched = conn.execute(
-                "SELECT count(*) FROM incoming WHERE lead_id IS NOT NULL"
-            ).fetchone()[0]
+            matched = conn.execute("SELECT count(*) FROM incoming WHERE lead_id IS NOT NULL").fetchone()[0]
             conn.execute("UPDATE leads SET position = NULL")
             conn.execute(
                 "UPDATE leads SET position = i.position, raw = i.raw, fingerprint = i.fingerprint,"
@@ -356,9 +350,7 @@ class Journal:
                 " ('invalid', 'duplicate', 'suppressed'))",
                 (before, before, before),
             )
-            removed = conn.execute(
-                "SELECT count(*) FROM leads WHERE position IS NULL"
-            ).fetchone()[0]
+            removed = conn.execute("SELECT count(*) FROM leads WHERE position IS NULL").fetchone()[0]
         finally:
             conn.execute("DROP TABLE temp.incoming")
         return ImportSummary(added=added, matched=matched, removed=removed, first_import=False)
@@ -373,9 +365,7 @@ class Journal:
         return {str(status): int(n) for status, n in rows}
 
     def count_removed(self) -> int:
-        return int(
-            self.conn.execute("SELECT count(*) FROM leads WHERE position IS NULL").fetchone()[0]
-        )
+        return int(self.conn.execute("SELECT count(*) FROM leads WHERE position IS NULL").fetchone()[0])
 
     _ROW_SQL = (
         "SELECT id, position, phone, name, email, timezones, variables, status, attempts,"
@@ -400,16 +390,13 @@ class Journal:
             error=record[12],
         )
 
-    def rows_with_status(
-        self, statuses: Sequence[str], batch: int = 2000
-    ) -> Iterator[JournalRow]:
+    def rows_with_status(self, statuses: Sequence[str], batch: int = 2000) -> Iterator[JournalRow]:
         """Rows in any of `statuses`, in file order, read in batches (keyset on position)."""
         marks = ",".join("?" * len(statuses))
         last = -1
         while True:
             records = self.conn.execute(
-                f"{self._ROW_SQL} WHERE status IN ({marks}) AND position > ?"
-                " ORDER BY position LIMIT ?",
+                f"{self._ROW_SQL} WHERE status IN ({marks}) AND position > ? ORDER BY position LIMIT ?",
                 (*statuses, last, batch),
             ).fetchall()
             if not records:
@@ -462,13 +449,16 @@ class Journal:
             " WHERE position IS NOT NULL ORDER BY position"
         )
         for raw, status, call_id, from_number, attempts, error, updated_at in cursor:
-            yield json.loads(raw), Outcome(
-                status=status,
-                id=call_id,
-                from_number=from_number,
-                attempts=attempts,
-                error=error,
-                updated_at=updated_at,
+            yield (
+                json.loads(raw),
+                Outcome(
+                    status=status,
+                    id=call_id,
+                    from_number=from_number,
+                    attempts=attempts,
+                    error=error,
+                    updated_at=updated_at,
+                ),
             )
 
     # -- whole-table transitions at the start of a run ------------------------
@@ -525,9 +515,7 @@ class Write:
     params: tuple[Any, ...]
 
 
-def intent(
-    row_id: int, from_number: str, usage_day: str | None, at: float | None = None
-) -> list[Write]:
+def intent(row_id: int, from_number: str, usage_day: str | None, at: float | None = None) -> list[Write]:
     """The row is about to be sent (at epoch `at`): `unknown` until an answer says otherwise."""
     now = time.time() if at is None else at
     writes = [

@@ -104,9 +104,9 @@ class LeadsFile:
 
     path: Path
     headers: list[str]
-    encoding: str | None   # the encoding used for text files, None for XLSX
+    encoding: str | None  # the encoding used for text files, None for XLSX
     delimiter: str | None  # the sniffed delimiter for text files, None for XLSX
-    sheet: str | None      # the sheet read, for XLSX
+    sheet: str | None  # the sheet read, for XLSX
     # How undecodable bytes are handled: "strict" when the campaign named the
     # encoding, else a fallback handler (see the module docstring).
     encoding_errors: str = "strict"
@@ -134,9 +134,7 @@ def open_leads(path: Path, *, encoding: str | None = None, sheet: str | None = N
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         kind = f"file type {suffix}" if suffix else "file without an extension"
-        raise LeadsFileError(
-            f"{path}: unsupported {kind} (use .csv, .tsv, .txt, .xlsx or .xlsm)"
-        )
+        raise LeadsFileError(f"{path}: unsupported {kind} (use .csv, .tsv, .txt, .xlsx or .xlsm)")
     try:
         with path.open("rb") as handle:
             head = handle.read(_SAMPLE_BYTES)
@@ -336,9 +334,7 @@ def _text_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
                 return
             except UnicodeError as exc:
                 reason = getattr(exc, "reason", str(exc))
-                raise LeadsFileError(
-                    f"{path}: cannot be read as {leads.encoding}: {reason}"
-                ) from None
+                raise LeadsFileError(f"{path}: cannot be read as {leads.encoding}: {reason}") from None
             except pd.errors.ParserError as exc:
                 raise LeadsFileError(f"{path}: {_parser_problem(exc, width, leads)}") from None
             except (OSError, ValueError) as exc:
@@ -500,9 +496,7 @@ def _open_xlsx(path: Path, sheet: str | None) -> LeadsFile:
     finally:
         rows.close()
     headers = _clean_headers(cells)
-    return LeadsFile(
-        path=path, headers=headers, encoding=None, delimiter=None, sheet=str(ws.title)
-    )
+    return LeadsFile(path=path, headers=headers, encoding=None, delimiter=None, sheet=str(ws.title))
 
 
 def _xlsx_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:

@@ -69,10 +69,10 @@ class ColumnMap:
     """Which header of the leads file feeds which field. Names are headers as in the file."""
 
     phone: str
-    name: tuple[str, ...]          # one column, or ("First Name", "Last Name") joined by a space
+    name: tuple[str, ...]  # one column, or ("First Name", "Last Name") joined by a space
     timezone: str | None
     email: str | None
-    variables: tuple[str, ...]     # custom variables, in file order
+    variables: tuple[str, ...]  # custom variables, in file order
 
     def describe(self) -> list[tuple[str, str]]:
         """(field, column(s)) pairs for `validate` to print."""
@@ -96,10 +96,10 @@ class Lead:
     """
 
     row: int
-    values: tuple[str, ...]        # the original cells, in header order, as read
+    values: tuple[str, ...]  # the original cells, in header order, as read
     status: MappedStatus
-    error: str = ""                # why, for invalid / duplicate / suppressed
-    phone: str = ""                # E.164, "" when it could not be read
+    error: str = ""  # why, for invalid / duplicate / suppressed
+    phone: str = ""  # E.164, "" when it could not be read
     name: str = ""
     email: str = ""
     timezones: tuple[str, ...] = ()  # IANA names: the column's value, or inferred from the number
@@ -111,13 +111,37 @@ class Lead:
 # Common header names, best first, compared after _compact() (accents, case,
 # spaces and punctuation removed: "E-mail" and "e_mail" are both "email").
 PHONE_NAMES = (
-    "phone", "phonenumber", "phoneno", "mobile", "mobilenumber", "mobilephone", "cell",
-    "cellphone", "cellnumber", "tel", "telephone", "telephonenumber", "contactnumber",
-    "contactphone", "whatsapp", "whatsappnumber", "msisdn", "telefono", "celular", "movil",
-    "handy", "number",
+    "phone",
+    "phonenumber",
+    "phoneno",
+    "mobile",
+    "mobilenumber",
+    "mobilephone",
+    "cell",
+    "cellphone",
+    "cellnumber",
+    "tel",
+    "telephone",
+    "telephonenumber",
+    "contactnumber",
+    "contactphone",
+    "whatsapp",
+    "whatsappnumber",
+    "msisdn",
+    "telefono",
+    "celular",
+    "movil",
+    "handy",
+    "number",
 )
 NAME_NAMES = (
-    "name", "fullname", "contactname", "leadname", "customername", "clientname", "contact",
+    "name",
+    "fullname",
+    "contactname",
+    "leadname",
+    "customername",
+    "clientname",
+    "contact",
 )
 FIRST_NAMES = ("firstname", "first", "givenname", "forename", "fname")
 LAST_NAMES = ("lastname", "last", "surname", "familyname", "lname")
@@ -147,9 +171,7 @@ def _find(path: Path, headers: Sequence[str], wanted: str, key: str) -> str:
     for header in headers:
         if header.strip().casefold() == folded:
             return header
-    raise LeadsFileError(
-        f'{path}: column "{wanted}" ({key}) not found; headers are: {_listed(headers)}'
-    )
+    raise LeadsFileError(f'{path}: column "{wanted}" ({key}) not found; headers are: {_listed(headers)}')
 
 
 def _guess(headers: Sequence[str], names: Sequence[str], used: set[str]) -> str | None:
@@ -211,8 +233,7 @@ def resolve_columns(campaign: Campaign, headers: list[str]) -> ColumnMap:
         phone = _guess_phone(headers, used)
     if phone is None:
         raise LeadsFileError(
-            f"{path}: no phone column found; set [columns] phone to one of the headers: "
-            f"{_listed(headers)}"
+            f"{path}: no phone column found; set [columns] phone to one of the headers: {_listed(headers)}"
         )
     used.add(phone)
 
@@ -310,9 +331,13 @@ def _normalize(raw: str, region: str) -> PhoneResult:
     if not value:
         return "", (), "missing phone number"
     if _SCIENTIFIC.match(value):
-        return "", (), (
-            f"phone {value} is in scientific notation: digits were lost "
-            "(format the column as text in Excel)"
+        return (
+            "",
+            (),
+            (
+                f"phone {value} is in scientific notation: digits were lost "
+                "(format the column as text in Excel)"
+            ),
         )
     integral = _INTEGRAL_FLOAT.match(value)
     if integral:
@@ -348,9 +373,7 @@ def _normalize(raw: str, region: str) -> PhoneResult:
 # phonenumbers.parse() spends ~12 us on such a string; this regex ~1 us, and
 # reads it as the same number (the national prefix 1 of every NANP region is
 # dropped, as parse() does). Only a number that then proves valid is taken.
-_NANP_SHAPE = re.compile(
-    r"(?:(\+\s*)?(1)[\s.\-]*)?\(?\s*([2-9]\d\d)\s*\)?[\s.\-]*(\d{3})[\s.\-]*(\d{4})"
-)
+_NANP_SHAPE = re.compile(r"(?:(\+\s*)?(1)[\s.\-]*)?\(?\s*([2-9]\d\d)\s*\)?[\s.\-]*(\d{3})[\s.\-]*(\d{4})")
 _NANP_REGIONS = frozenset(COUNTRY_CODE_TO_REGION_CODE.get(1, ()))
 _US = PhoneMetadata.metadata_for_region("US")
 # number_type() first asks which region a number belongs to, by trying each
@@ -359,9 +382,7 @@ _US = PhoneMetadata.metadata_for_region("US")
 # its type is what the US metadata says. Checked here rather than assumed, so
 # a future phonenumbers that changes this quietly turns the shortcut off.
 _US_FIRST = (
-    COUNTRY_CODE_TO_REGION_CODE.get(1, ("",))[0] == "US"
-    and _US is not None
-    and _US.leading_digits is None
+    COUNTRY_CODE_TO_REGION_CODE.get(1, ("",))[0] == "US" and _US is not None and _US.leading_digits is None
 )
 
 
@@ -632,9 +653,7 @@ class _Mapper:
         self.first_rows = _FirstRows()  # the one memory that grows with the file
         self.zones: dict[str, str | None] = {}  # the time-zone column's texts, checked
 
-    def chunk(
-        self, chunk: Chunk, phones: list[str], results: dict[str, PhoneResult]
-    ) -> Iterator[Lead]:
+    def chunk(self, chunk: Chunk, phones: list[str], results: dict[str, PhoneResult]) -> Iterator[Lead]:
         """The Leads of one chunk, in file order."""
         frame = chunk.frame
         count = len(frame)
@@ -645,14 +664,10 @@ class _Mapper:
         # cheaper than the same work done cell by cell inside the row loop.
         cells = [frame[h].tolist() for h in self.headers]
         names = _join_names([cells[i] for i in self.name_at], count)
-        emails = (
-            [v.strip() for v in cells[self.email_at]] if self.email_at is not None else [""] * count
-        )
+        emails = [v.strip() for v in cells[self.email_at]] if self.email_at is not None else [""] * count
         zone_texts = cells[self.zone_at] if self.zone_at is not None else [""] * count
         if self.variable_at:
-            variable_rows: Iterable[tuple[str, ...]] = zip(
-                *(cells[i] for i in self.variable_at), strict=True
-            )
+            variable_rows: Iterable[tuple[str, ...]] = zip(*(cells[i] for i in self.variable_at), strict=True)
         else:
             variable_rows = [()] * count
         verdicts = self._verdicts(chunk, start, phones, results, names, zone_texts)
@@ -684,9 +699,7 @@ class _Mapper:
         """(status, error, E.164, zones) of each row of a chunk, in the order of the module docstring."""
         verdicts: list[_Verdict] = []
         dialable: list[int] = []  # offsets of the rows only a duplicate could still stop
-        for offset, (phone, name, zone_text) in enumerate(
-            zip(phones, names, zone_texts, strict=True)
-        ):
+        for offset, (phone, name, zone_text) in enumerate(zip(phones, names, zone_texts, strict=True)):
             e164, zones, error = results[phone]
             if chunk.overflow and start - 2 + offset in chunk.overflow:
                 error = (
@@ -698,9 +711,7 @@ class _Mapper:
                 if not error:
                     source = self.suppressed.get(e164)
                     if source is not None:
-                        verdicts.append(
-                            ("suppressed", f"on the do-not-call list {source}", e164, zones)
-                        )
+                        verdicts.append(("suppressed", f"on the do-not-call list {source}", e164, zones))
                         continue
                     dialable.append(offset)
                     verdicts.append(("pending", "", e164, zones))
@@ -767,9 +778,7 @@ class _FirstRows:
         new = np.flatnonzero(~known)
         if len(new):
             # np.unique's index is each value's first occurrence: the earliest row.
-            unique, first_at, inverse = np.unique(
-                wanted[new], return_index=True, return_inverse=True
-            )
+            unique, first_at, inverse = np.unique(wanted[new], return_index=True, return_inverse=True)
             first_rows = at_rows[new][first_at]
             owner = first_rows[inverse.ravel()]
             firsts[new] = np.where(at_rows[new] == owner, 0, owner)

@@ -30,24 +30,75 @@ class PoolExhausted(Exception):
 # few oddities of its data ("Washington State", "British Colombia", combined
 # Canadian regions). Names map to their postal abbreviations.
 _US_STATES = {
-    "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
-    "Colorado": "CO", "Connecticut": "CT", "Delaware": "DE", "Florida": "FL", "Georgia": "GA",
-    "Hawaii": "HI", "Idaho": "ID", "Illinois": "IL", "Indiana": "IN", "Iowa": "IA",
-    "Kansas": "KS", "Kentucky": "KY", "Louisiana": "LA", "Maine": "ME", "Maryland": "MD",
-    "Massachusetts": "MA", "Michigan": "MI", "Minnesota": "MN", "Mississippi": "MS",
-    "Missouri": "MO", "Montana": "MT", "Nebraska": "NE", "Nevada": "NV", "New Hampshire": "NH",
-    "New Jersey": "NJ", "New Mexico": "NM", "New York": "NY", "North Carolina": "NC",
-    "North Dakota": "ND", "Ohio": "OH", "Oklahoma": "OK", "Oregon": "OR", "Pennsylvania": "PA",
-    "Rhode Island": "RI", "South Carolina": "SC", "South Dakota": "SD", "Tennessee": "TN",
-    "Texas": "TX", "Utah": "UT", "Vermont": "VT", "Virginia": "VA", "Washington": "WA",
-    "Washington State": "WA", "West Virginia": "WV", "Wisconsin": "WI", "Wyoming": "WY",
-    "Washington D.C.": "DC", "District of Columbia": "DC",
+    "Alabama": "AL",
+    "Alaska": "AK",
+    "Arizona": "AZ",
+    "Arkansas": "AR",
+    "California": "CA",
+    "Colorado": "CO",
+    "Connecticut": "CT",
+    "Delaware": "DE",
+    "Florida": "FL",
+    "Georgia": "GA",
+    "Hawaii": "HI",
+    "Idaho": "ID",
+    "Illinois": "IL",
+    "Indiana": "IN",
+    "Iowa": "IA",
+    "Kansas": "KS",
+    "Kentucky": "KY",
+    "Louisiana": "LA",
+    "Maine": "ME",
+    "Maryland": "MD",
+    "Massachusetts": "MA",
+    "Michigan": "MI",
+    "Minnesota": "MN",
+    "Mississippi": "MS",
+    "Missouri": "MO",
+    "Montana": "MT",
+    "Nebraska": "NE",
+    "Nevada": "NV",
+    "New Hampshire": "NH",
+    "New Jersey": "NJ",
+    "New Mexico": "NM",
+    "New York": "NY",
+    "North Carolina": "NC",
+    "North Dakota": "ND",
+    "Ohio": "OH",
+    "Oklahoma": "OK",
+    "Oregon": "OR",
+    "Pennsylvania": "PA",
+    "Rhode Island": "RI",
+    "South Carolina": "SC",
+    "South Dakota": "SD",
+    "Tennessee": "TN",
+    "Texas": "TX",
+    "Utah": "UT",
+    "Vermont": "VT",
+    "Virginia": "VA",
+    "Washington": "WA",
+    "Washington State": "WA",
+    "West Virginia": "WV",
+    "Wisconsin": "WI",
+    "Wyoming": "WY",
+    "Washington D.C.": "DC",
+    "District of Columbia": "DC",
 }
 _CA_PROVINCES = {
-    "Alberta": "AB", "British Columbia": "BC", "British Colombia": "BC", "Manitoba": "MB",
-    "New Brunswick": "NB", "Newfoundland and Labrador": "NL", "Nova Scotia": "NS",
-    "Ontario": "ON", "Prince Edward Island": "PE", "Quebec": "QC", "Saskatchewan": "SK",
-    "Northwest Territories": "NT", "Nunavut": "NU", "Yukon": "YT",
+    "Alberta": "AB",
+    "British Columbia": "BC",
+    "British Colombia": "BC",
+    "Manitoba": "MB",
+    "New Brunswick": "NB",
+    "Newfoundland and Labrador": "NL",
+    "Nova Scotia": "NS",
+    "Ontario": "ON",
+    "Prince Edward Island": "PE",
+    "Quebec": "QC",
+    "Saskatchewan": "SK",
+    "Northwest Territories": "NT",
+    "Nunavut": "NU",
+    "Yukon": "YT",
 }
 _CITY_STATE = re.compile(r",\s*([A-Z]{2})$")
 
@@ -57,8 +108,8 @@ class _Where:
     """Where a number is, as far as matching callers to leads goes."""
 
     area: tuple[int, str] | None  # (country code, area code)
-    places: frozenset[str]        # "US-CA", "CA-ON", "GB", ...
-    zones: tuple[str, ...]        # IANA names; () when unknown
+    places: frozenset[str]  # "US-CA", "CA-ON", "GB", ...
+    zones: tuple[str, ...]  # IANA names; () when unknown
 
 
 def _places(number: phonenumbers.PhoneNumber, region: str | None) -> frozenset[str]:
@@ -105,9 +156,7 @@ def _where(e164: str, *, places: bool = True) -> _Where:
         if length:
             area = (country, national[:length])
     region = phonenumbers.region_code_for_number(number)
-    zones = tuple(
-        zone for zone in pn_timezone.time_zones_for_number(number) if zone != "Etc/Unknown"
-    )
+    zones = tuple(zone for zone in pn_timezone.time_zones_for_number(number) if zone != "Etc/Unknown")
     return _Where(area, _places(number, region) if places else frozenset(), zones)
 
 
@@ -133,9 +182,7 @@ class NumberPool:
         local = self.strategy == "local"
         self._where = [_where(number, places=local) for number in self.pool]
         # A number's day counts in its first zone (phonenumbers' order), UTC if unknown.
-        self._tz: list[tzinfo] = [
-            ZoneInfo(where.zones[0]) if where.zones else UTC for where in self._where
-        ]
+        self._tz: list[tzinfo] = [ZoneInfo(where.zones[0]) if where.zones else UTC for where in self._where]
         self._cursor = 0  # round_robin: the next pool index to try
         self._days_minute = -1
         self._days: list[str] = []
@@ -186,9 +233,7 @@ class NumberPool:
                 continue
             zone = self._tz[index]
             local = now.astimezone(zone)
-            midnight = datetime.combine(
-                local.date() + timedelta(days=1), datetime.min.time(), tzinfo=zone
-            )
+            midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=zone)
             resets.append(midnight.astimezone(UTC))
         return min(resets) if resets else None
 
@@ -234,9 +279,7 @@ class NumberPool:
         return None
 
     @staticmethod
-    def _least_used(
-        indexes: range | tuple[int, ...], counts: list[int], cap: int | None
-    ) -> int | None:
+    def _least_used(indexes: range | tuple[int, ...], counts: list[int], cap: int | None) -> int | None:
         """The uncapped index used least; `indexes` are in pool order, so ties go to the first."""
         best: int | None = None
         for index in indexes:
@@ -258,9 +301,7 @@ class NumberPool:
         tiers = self._tiers.get(key)
         if tiers is None:
             zones = set(timezones or lead.zones)
-            area = tuple(
-                i for i, w in enumerate(self._where) if lead.area and w.area == lead.area
-            )
+            area = tuple(i for i, w in enumerate(self._where) if lead.area and w.area == lead.area)
             place = tuple(i for i, w in enumerate(self._where) if lead.places & w.places)
             zone = tuple(i for i, w in enumerate(self._where) if zones.intersection(w.zones))
             tiers = self._tiers[key] = (area, place, zone, tuple(range(len(self.pool))))

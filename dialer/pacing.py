@@ -85,8 +85,8 @@ class Pacer:
             earlier = Ticket()
             earlier.left(at)
             self._window.append(earlier)
-        self._next_slot = 0.0        # the adaptive gate's next slot (monotonic)
-        self._paused_until = 0.0     # Retry-After
+        self._next_slot = 0.0  # the adaptive gate's next slot (monotonic)
+        self._paused_until = 0.0  # Retry-After
         self._last_cut = -1e9
         self._last_probe = 0.0
         self._accepted: deque[float] = deque()  # send times of requests the API took

@@ -45,7 +45,7 @@ class Outcome:
     from_number: str = ""
     attempts: int = 0
     error: str = ""
-    updated_at: str = ""   # UTC, ISO 8601
+    updated_at: str = ""  # UTC, ISO 8601
 
 
 # The characters that make Excel, LibreOffice or Google Sheets read a cell as
@@ -105,9 +105,7 @@ def _cells(width: int, values: Sequence[str], outcome: Outcome) -> list[Any]:
     return row
 
 
-def _write_csv(
-    file: IO[str], headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]
-) -> int:
+def _write_csv(file: IO[str], headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]) -> int:
     writer = csv.writer(file, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
     writer.writerow([safe_cell(h) for h in report_headers(headers)])
     width = len(headers)
@@ -118,9 +116,7 @@ def _write_csv(
     return count
 
 
-def _write_xlsx(
-    path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]
-) -> int:
+def _write_xlsx(path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]) -> int:
     # Imported here: only XLSX reports pay for openpyxl's import time.
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
@@ -169,9 +165,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_report(
-    path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]
-) -> int:
+def write_report(path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]) -> int:
     """Write the report to `path` (XLSX when it ends in .xlsx, else CSV); return the row count.
 
     Atomic: written to a temporary file beside `path`, fsynced, then os.replace'd.

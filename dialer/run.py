@@ -84,9 +84,7 @@ def with_leads(campaign: Campaign, override: Path | None) -> Campaign:
     return campaign.model_copy(update={"leads": override}) if override else campaign
 
 
-def import_if_needed(
-    campaign: Campaign, journal: Journal, path: Path
-) -> ImportSummary | None:
+def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> ImportSummary | None:
     """Import the leads file the first time, and again (matching by content) when it changed."""
     previous = journal.signature()
     if previous is not None:
@@ -102,9 +100,7 @@ def import_if_needed(
         journal.set_meta("signature", json.dumps(signature))
         return None
     columns = resolve_columns(campaign, leads.headers)
-    summary = journal.import_leads(
-        leads.headers, columns, map_leads(campaign, leads, columns), signature
-    )
+    summary = journal.import_leads(leads.headers, columns, map_leads(campaign, leads, columns), signature)
     if summary.first_import:
         log.info("leads.imported", file=str(path), rows=summary.added)
     else:
@@ -222,7 +218,7 @@ class Validation:
     counts: Counter[str]
     reasons: Counter[str]
     examples: list[dict[str, Any]]
-    problems: list[tuple[int, str, str]]   # (row, status, error), the first few
+    problems: list[tuple[int, str, str]]  # (row, status, error), the first few
     next_due: datetime | None
     due_now: int
 
@@ -239,9 +235,7 @@ def _reason_kind(error: str) -> str:
     return _VARYING.sub("…", error).strip() or error
 
 
-def validate_campaign(
-    campaign: Campaign, *, leads: Path | None = None, clock: Clock = utc_now
-) -> Validation:
+def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: Clock = utc_now) -> Validation:
     """Read and map every row as `run` would; send nothing."""
     campaign = with_leads(campaign, leads)
     path = campaign.leads
@@ -324,9 +318,7 @@ class Status:
     due_now: int
     next_due: datetime | None
     removed: int
-    caps_reset: datetime | None   # when a capped caller id may dial again
-
-
+    caps_reset: datetime | None  # when a capped caller id may dial again
 
 
 def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> Status | None:
@@ -339,8 +331,7 @@ def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> Status | N
         now = clock()
         due_now = sum(
             n
-            for zones, n in journal.zone_sets(("pending", "deferred"))
-            .items()
+            for zones, n in journal.zone_sets(("pending", "deferred")).items()
             if zones and hours.is_open(zones, now)
         )
         return Status(

@@ -22,13 +22,32 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quick_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--rows", "500", "--out", str(out),
-         "--work", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=280,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--rows",
+            "500",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    for words in ("dialer bench", "dialer / bare httpx", "dialer validate, 500 rows",
-                  "time to first request", "hidden limit", "429 answers"):
+    for words in (
+        "dialer bench",
+        "dialer / bare httpx",
+        "dialer validate, 500 rows",
+        "time to first request",
+        "hidden limit",
+        "429 answers",
+    ):
         assert words in done.stdout
     report = json.loads(out.read_text())
     assert report["quick"] is True
@@ -44,7 +63,10 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:
 def test_bench_rejects_an_unknown_benchmark(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--only", "nope", "--out", str(tmp_path / "b.json")],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert "unknown benchmark nope" in done.stderr
@@ -52,7 +74,7 @@ def test_bench_rejects_an_unknown_benchmark(tmp_path: Path) -> None:
 
 def test_peak_window_counts_a_half_open_second() -> None:
     assert peak_window([]) == 0
-    assert peak_window([0.0, 0.5, 1.0]) == 2        # (0, 1] holds 0.5 and 1.0
+    assert peak_window([0.0, 0.5, 1.0]) == 2  # (0, 1] holds 0.5 and 1.0
     assert peak_window([0.0, 0.5, 0.999]) == 3
     assert peak_window([3.0, 0.0, 0.2, 2.5, 2.9]) == 3  # unsorted input
 

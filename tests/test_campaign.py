@@ -31,8 +31,11 @@ def write_leads(path: Path, rows: list[dict[str, str]]) -> Path:
 
 def numbered_leads(n: int, area: str = "212") -> list[dict[str, str]]:
     return [
-        {"Name": f"Lead {i}", "Phone": f"({area}) 555-{100 + i % 100:04d}"
-         if i < 100 else f"+1 {area} 555 {i:04d}", "Company": f"Co {i}"}
+        {
+            "Name": f"Lead {i}",
+            "Phone": f"({area}) 555-{100 + i % 100:04d}" if i < 100 else f"+1 {area} 555 {i:04d}",
+            "Company": f"Co {i}",
+        }
         for i in range(n)
     ]
 
@@ -82,17 +85,50 @@ def process_sandbox(tmp_path: Path) -> Iterator[Any]:
 
 def test_call_campaign_sends_documented_bodies_and_reports_ids(tmp_path: Path, sandbox: Any) -> None:
     server = sandbox()
-    write_leads(tmp_path / "leads.csv", [
-        {"First Name": "Maria", "Last Name": "Hernández", "Mobile": "(415) 555-0132",
-         "E-mail": "maria@example.com", "Time Zone": "", "Company": "Bayview", "Deal": "1500"},
-        {"First Name": "James", "Last Name": "O'Connor", "Mobile": "+1 212 555 0199",
-         "E-mail": "", "Time Zone": "America/New_York", "Company": "=HYPERLINK(1)", "Deal": ""},
-        {"First Name": "Bad", "Last Name": "Number", "Mobile": "555-01",
-         "E-mail": "", "Time Zone": "", "Company": "X", "Deal": ""},
-        {"First Name": "Again", "Last Name": "Maria", "Mobile": "4155550132",
-         "E-mail": "", "Time Zone": "", "Company": "Y", "Deal": ""},
-    ])
-    config = campaign(tmp_path, f"""mode = "call"
+    write_leads(
+        tmp_path / "leads.csv",
+        [
+            {
+                "First Name": "Maria",
+                "Last Name": "Hernández",
+                "Mobile": "(415) 555-0132",
+                "E-mail": "maria@example.com",
+                "Time Zone": "",
+                "Company": "Bayview",
+                "Deal": "1500",
+            },
+            {
+                "First Name": "James",
+                "Last Name": "O'Connor",
+                "Mobile": "+1 212 555 0199",
+                "E-mail": "",
+                "Time Zone": "America/New_York",
+                "Company": "=HYPERLINK(1)",
+                "Deal": "",
+            },
+            {
+                "First Name": "Bad",
+                "Last Name": "Number",
+                "Mobile": "555-01",
+                "E-mail": "",
+                "Time Zone": "",
+                "Company": "X",
+                "Deal": "",
+            },
+            {
+                "First Name": "Again",
+                "Last Name": "Maria",
+                "Mobile": "4155550132",
+                "E-mail": "",
+                "Time Zone": "",
+                "Company": "Y",
+                "Deal": "",
+            },
+        ],
+    )
+    config = campaign(
+        tmp_path,
+        f"""mode = "call"
 [call]
 model_id = "m-1"
 prompt = "Help {{Company}}."
@@ -100,22 +136,33 @@ greeting = "Hello!"
 [numbers]
 pool = ["+14155550100", "+12125550100"]
 strategy = "local"
-{ALL_DAY}""")
+{ALL_DAY}""",
+    )
     result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url))
     assert result.exit_code == 0
     bodies = [r["body"] for r in posts(server.record)]
     assert sorted(bodies, key=lambda b: b["phone"]) == [
-        {"model_id": "m-1", "phone": "+12125550199", "name": "James O'Connor",
-         "from_phone_number": "+12125550100",
-         "custom_variables": [{"key": "Company", "value": "=HYPERLINK(1)"},
-                              {"key": "Deal", "value": ""}],
-         "lead_timezone": "America/New_York", "prompt": "Help {Company}.", "greeting": "Hello!"},
-        {"model_id": "m-1", "phone": "+14155550132", "name": "Maria Hernández",
-         "from_phone_number": "+14155550100",
-         "custom_variables": [{"key": "Company", "value": "Bayview"},
-                              {"key": "Deal", "value": "1500"}],
-         "lead_email": "maria@example.com", "lead_timezone": "America/Los_Angeles",
-         "prompt": "Help {Company}.", "greeting": "Hello!"},
+        {
+            "model_id": "m-1",
+            "phone": "+12125550199",
+            "name": "James O'Connor",
+            "from_phone_number": "+12125550100",
+            "custom_variables": [{"key": "Company", "value": "=HYPERLINK(1)"}, {"key": "Deal", "value": ""}],
+            "lead_timezone": "America/New_York",
+            "prompt": "Help {Company}.",
+            "greeting": "Hello!",
+        },
+        {
+            "model_id": "m-1",
+            "phone": "+14155550132",
+            "name": "Maria Hernández",
+            "from_phone_number": "+14155550100",
+            "custom_variables": [{"key": "Company", "value": "Bayview"}, {"key": "Deal", "value": "1500"}],
+            "lead_email": "maria@example.com",
+            "lead_timezone": "America/Los_Angeles",
+            "prompt": "Help {Company}.",
+            "greeting": "Hello!",
+        },
     ]
     ids = {r["body"]["phone"]: r["response"]["response"]["call_id"] for r in posts(server.record)}
     rows = report_rows(result)
@@ -131,11 +178,16 @@ strategy = "local"
 
 def test_chat_campaign_sends_documented_bodies(tmp_path: Path, sandbox: Any) -> None:
     server = sandbox()
-    write_leads(tmp_path / "leads.csv", [
-        {"Name": "Maria", "Phone": "(415) 555-0132", "Plan": "Gold"},
-        {"Name": "James", "Phone": "+1 212 555 0199", "Plan": "Silver"},
-    ])
-    config = campaign(tmp_path, f"""mode = "chat"
+    write_leads(
+        tmp_path / "leads.csv",
+        [
+            {"Name": "Maria", "Phone": "(415) 555-0132", "Plan": "Gold"},
+            {"Name": "James", "Phone": "+1 212 555 0199", "Plan": "Silver"},
+        ],
+    )
+    config = campaign(
+        tmp_path,
+        f"""mode = "chat"
 [chat]
 agent_id = "2a886b7d-d52d-4f8b-8ea0-19d3edc79214"
 channel = "whatsapp"
@@ -143,38 +195,49 @@ initial_message = "Hi!"
 template = {{ content_sid = "HX1", variables = {{ "1" = "{{Name}}", "2" = "{{Plan}}" }} }}
 [numbers]
 pool = ["+14155550100"]
-{ALL_DAY}""")
+{ALL_DAY}""",
+    )
     result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url))
     assert result.exit_code == 0
     records = posts(server.record, "/v2/chat/outbound")
     assert [r["body"] for r in records] == [
-        {"agent_id": "2a886b7d-d52d-4f8b-8ea0-19d3edc79214", "channel": "whatsapp",
-         "to_number": "+14155550132", "from_number": "+14155550100", "initial_message": "Hi!",
-         "template": {"content_sid": "HX1", "variables": {"1": "Maria", "2": "Gold"}},
-         "custom_variables": {"Plan": "Gold", "name": "Maria"}},
-        {"agent_id": "2a886b7d-d52d-4f8b-8ea0-19d3edc79214", "channel": "whatsapp",
-         "to_number": "+12125550199", "from_number": "+14155550100", "initial_message": "Hi!",
-         "template": {"content_sid": "HX1", "variables": {"1": "James", "2": "Silver"}},
-         "custom_variables": {"Plan": "Silver", "name": "James"}},
+        {
+            "agent_id": "2a886b7d-d52d-4f8b-8ea0-19d3edc79214",
+            "channel": "whatsapp",
+            "to_number": "+14155550132",
+            "from_number": "+14155550100",
+            "initial_message": "Hi!",
+            "template": {"content_sid": "HX1", "variables": {"1": "Maria", "2": "Gold"}},
+            "custom_variables": {"Plan": "Gold", "name": "Maria"},
+        },
+        {
+            "agent_id": "2a886b7d-d52d-4f8b-8ea0-19d3edc79214",
+            "channel": "whatsapp",
+            "to_number": "+12125550199",
+            "from_number": "+14155550100",
+            "initial_message": "Hi!",
+            "template": {"content_sid": "HX1", "variables": {"1": "James", "2": "Silver"}},
+            "custom_variables": {"Plan": "Silver", "name": "James"},
+        },
     ]
     rows = report_rows(result)
-    assert [r["dialer_id"] for r in rows] == [
-        r["response"]["response"]["conversation_id"] for r in records
-    ]
+    assert [r["dialer_id"] for r in rows] == [r["response"]["response"]["conversation_id"] for r in records]
 
 
 @pytest.mark.parametrize("rate", [10, 25])
-def test_the_rate_is_never_exceeded_in_any_second(tmp_path: Path, process_sandbox: Any,
-                                                  rate: int) -> None:
+def test_the_rate_is_never_exceeded_in_any_second(tmp_path: Path, process_sandbox: Any, rate: int) -> None:
     server = process_sandbox(latency_ms=20)
     write_leads(tmp_path / "leads.csv", numbered_leads(int(rate * 2.5)))
-    config = campaign(tmp_path, f"""mode = "call"
+    config = campaign(
+        tmp_path,
+        f"""mode = "call"
 [call]
 model_id = "m"
 [limits]
 rate_per_second = {rate}
 concurrency = 8
-{ALL_DAY}""")
+{ALL_DAY}""",
+    )
     result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url))
     assert result.exit_code == 0
     times = [r["time"] for r in posts(server.record)]
@@ -189,14 +252,17 @@ def test_adaptive_pacing_finishes_below_a_hidden_limit_without_failures(
 ) -> None:
     server = process_sandbox(rate_limit=15)
     write_leads(tmp_path / "leads.csv", numbered_leads(90))
-    config = campaign(tmp_path, f"""mode = "call"
+    config = campaign(
+        tmp_path,
+        f"""mode = "call"
 [call]
 model_id = "m"
 [limits]
 rate_per_second = 45
 concurrency = 10
 max_attempts = 2
-{ALL_DAY}""")
+{ALL_DAY}""",
+    )
     result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url))
     assert result.exit_code == 0
     assert result.counts == {"sent": 90}
@@ -211,15 +277,20 @@ max_attempts = 2
 
 def test_caller_ids_by_strategy_and_daily_cap(tmp_path: Path, sandbox: Any) -> None:
     server = sandbox()
-    write_leads(tmp_path / "leads.csv", [
-        {"Name": "SF", "Phone": "(415) 555-0132"},
-        {"Name": "NY", "Phone": "(212) 555-0199"},
-        {"Name": "Oakland", "Phone": "(510) 555-0111"},   # same state as 415
-        {"Name": "Chicago", "Phone": "(312) 555-0143"},
-        {"Name": "Dallas", "Phone": "(214) 555-0143"},    # same zone as 312
-        {"Name": "SF2", "Phone": "(415) 555-0188"},       # 415 capped by now
-    ])
-    config = campaign(tmp_path, f"""mode = "call"
+    write_leads(
+        tmp_path / "leads.csv",
+        [
+            {"Name": "SF", "Phone": "(415) 555-0132"},
+            {"Name": "NY", "Phone": "(212) 555-0199"},
+            {"Name": "Oakland", "Phone": "(510) 555-0111"},  # same state as 415
+            {"Name": "Chicago", "Phone": "(312) 555-0143"},
+            {"Name": "Dallas", "Phone": "(214) 555-0143"},  # same zone as 312
+            {"Name": "SF2", "Phone": "(415) 555-0188"},  # 415 capped by now
+        ],
+    )
+    config = campaign(
+        tmp_path,
+        f"""mode = "call"
 [call]
 model_id = "m"
 [numbers]
@@ -229,7 +300,8 @@ daily_cap = 2
 [limits]
 concurrency = 1
 rate_per_second = 50
-{ALL_DAY}""")
+{ALL_DAY}""",
+    )
     result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url))
     rows = {r["Name"]: r for r in report_rows(result)}
     assert rows["SF"]["dialer_from_number"] == "+14155550100"
@@ -245,7 +317,9 @@ rate_per_second = 50
 def test_every_number_capped_defers_the_rest_and_exits_75(tmp_path: Path, sandbox: Any) -> None:
     server = sandbox()
     write_leads(tmp_path / "leads.csv", numbered_leads(7))
-    config = campaign(tmp_path, f"""mode = "call"
+    config = campaign(
+        tmp_path,
+        f"""mode = "call"
 [call]
 model_id = "m"
 [numbers]
@@ -255,7 +329,8 @@ daily_cap = 2
 [limits]
 concurrency = 1
 rate_per_second = 50
-{ALL_DAY}""")
+{ALL_DAY}""",
+    )
     result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url))
     assert result.exit_code == 75
     assert result.counts == {"sent": 4, "deferred": 3}
@@ -276,20 +351,26 @@ rate_per_second = 50
 
 def test_calling_hours_in_each_leads_own_zone(tmp_path: Path, sandbox: Any) -> None:
     server = sandbox()
-    write_leads(tmp_path / "leads.csv", [
-        {"Name": "NY", "Phone": "(212) 555-0199", "Timezone": ""},
-        {"Name": "LA", "Phone": "(415) 555-0132", "Timezone": ""},
-        {"Name": "Paris", "Phone": "(312) 555-0143", "Timezone": "Europe/Paris"},
-        {"Name": "Alaska", "Phone": "(907) 555-0100", "Timezone": ""},  # Adak + Anchorage
-    ])
+    write_leads(
+        tmp_path / "leads.csv",
+        [
+            {"Name": "NY", "Phone": "(212) 555-0199", "Timezone": ""},
+            {"Name": "LA", "Phone": "(415) 555-0132", "Timezone": ""},
+            {"Name": "Paris", "Phone": "(312) 555-0143", "Timezone": "Europe/Paris"},
+            {"Name": "Alaska", "Phone": "(907) 555-0100", "Timezone": ""},  # Adak + Anchorage
+        ],
+    )
     config = campaign(tmp_path, 'mode = "call"\n[call]\nmodel_id = "m"\n')  # default hours
     # Monday 13:00 UTC: 08:00 in New York, 05:00 in Los Angeles, 14:00 in Paris.
     monday = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
-    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
-                                             clock=lambda: monday))
+    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, clock=lambda: monday))
     rows = {r["Name"]: r for r in report_rows(result)}
     assert {k: r["dialer_status"] for k, r in rows.items()} == {
-        "NY": "sent", "LA": "deferred", "Paris": "sent", "Alaska": "deferred"}
+        "NY": "sent",
+        "LA": "deferred",
+        "Paris": "sent",
+        "Alaska": "deferred",
+    }
     assert rows["LA"]["dialer_error"].endswith("due 2026-11-23T16:00Z")
     # 08:00 in Anchorage is 07:00 in Adak: the window must be open in both.
     assert rows["Alaska"]["dialer_error"].endswith("due 2026-11-23T18:00Z")
@@ -297,32 +378,32 @@ def test_calling_hours_in_each_leads_own_zone(tmp_path: Path, sandbox: Any) -> N
     assert result.next_due == datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
     # Later that day a cron run dials them, and only them.
     evening = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
-    later = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
-                                            clock=lambda: evening))
+    later = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, clock=lambda: evening))
     assert later.exit_code == 0
-    assert sorted(r["body"]["name"] for r in posts(server.record)) == [
-        "Alaska", "LA", "NY", "Paris"]
+    assert sorted(r["body"]["name"] for r in posts(server.record)) == ["Alaska", "LA", "NY", "Paris"]
 
 
-def test_a_number_whose_zones_never_share_an_open_hour_is_invalid(
-    tmp_path: Path, sandbox: Any
-) -> None:
+def test_a_number_whose_zones_never_share_an_open_hour_is_invalid(tmp_path: Path, sandbox: Any) -> None:
     server = sandbox()
-    write_leads(tmp_path / "leads.csv", [
-        {"Name": "NY", "Phone": "(212) 555-0199"},
-        {"Name": "Tollfree", "Phone": "(800) 555-0100"},  # 42 zones, Guam to Pago Pago
-    ])
-    config = campaign(tmp_path, 'mode = "call"\n[call]\nmodel_id = "m"\n'
-                      '[hours]\nstart = "09:00"\nend = "17:00"\n')
+    write_leads(
+        tmp_path / "leads.csv",
+        [
+            {"Name": "NY", "Phone": "(212) 555-0199"},
+            {"Name": "Tollfree", "Phone": "(800) 555-0100"},  # 42 zones, Guam to Pago Pago
+        ],
+    )
+    config = campaign(
+        tmp_path, 'mode = "call"\n[call]\nmodel_id = "m"\n[hours]\nstart = "09:00"\nend = "17:00"\n'
+    )
     monday = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
-    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
-                                             clock=lambda: monday))
+    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, clock=lambda: monday))
     rows = {r["Name"]: r for r in report_rows(result)}
     assert rows["NY"]["dialer_status"] == "sent"
     # A clear outcome, not a row deferred forever (and a cron job exiting 75 forever).
     assert rows["Tollfree"]["dialer_status"] == "invalid"
     assert rows["Tollfree"]["dialer_error"].startswith(
-        "never inside calling hours in all of its 42 time zones")
+        "never inside calling hours in all of its 42 time zones"
+    )
     assert result.exit_code == 0
 
 
@@ -331,8 +412,7 @@ def test_sunday_is_closed_by_default(tmp_path: Path, sandbox: Any) -> None:
     write_leads(tmp_path / "leads.csv", numbered_leads(2))
     config = campaign(tmp_path, 'mode = "call"\n[call]\nmodel_id = "m"\n')
     sunday_noon_ny = datetime(2026, 11, 22, 17, 0, tzinfo=UTC)
-    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
-                                             clock=lambda: sunday_noon_ny))
+    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, clock=lambda: sunday_noon_ny))
     assert result.counts == {"deferred": 2} and posts(server.record) == []
     assert result.next_due == datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
 
@@ -351,21 +431,21 @@ def test_a_number_added_to_the_dnc_list_after_the_import_is_never_dialed(
     tmp_path: Path, sandbox: Any
 ) -> None:
     server = sandbox()
-    write_leads(tmp_path / "leads.csv", [
-        {"Name": "NY", "Phone": "(212) 555-0199"},
-        {"Name": "LA", "Phone": "(415) 555-0132"},
-    ])
+    write_leads(
+        tmp_path / "leads.csv",
+        [
+            {"Name": "NY", "Phone": "(212) 555-0199"},
+            {"Name": "LA", "Phone": "(415) 555-0132"},
+        ],
+    )
     (tmp_path / "dnc.csv").write_text("phone\n")
-    config = campaign(tmp_path, 'mode = "call"\nsuppress = ["dnc.csv"]\n'
-                      '[call]\nmodel_id = "m"\n')
+    config = campaign(tmp_path, 'mode = "call"\nsuppress = ["dnc.csv"]\n[call]\nmodel_id = "m"\n')
     morning = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)  # 08:00 New York, 05:00 Los Angeles
-    first = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
-                                            clock=lambda: morning))
+    first = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, clock=lambda: morning))
     assert first.counts == {"sent": 1, "deferred": 1}
     (tmp_path / "dnc.csv").write_text("phone\n415.555.0132\n")
     evening = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
-    later = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
-                                            clock=lambda: evening))
+    later = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, clock=lambda: evening))
     rows = {r["Name"]: r for r in report_rows(later)}
     assert rows["LA"]["dialer_status"] == "suppressed"
     assert rows["LA"]["dialer_error"] == "on the do-not-call list dnc.csv"
@@ -379,26 +459,27 @@ def test_hours_are_checked_again_when_the_send_slot_comes(tmp_path: Path, sandbo
     # Open when the row is queued and picked up; 21:00 in New York by the time its slot comes.
     moments = iter([datetime(2026, 11, 24, 1, 59, tzinfo=UTC)] * 2)
     closing = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
-    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url,
-                                             clock=lambda: next(moments, closing)))
+    result = run_campaign(
+        config, RunOptions(api_key=KEY, base_url=server.url, clock=lambda: next(moments, closing))
+    )
     assert posts(server.record) == []
     assert result.counts == {"deferred": 1}
 
 
-def test_limit_also_caps_redials_of_rows_a_look_up_found_unplaced(
-    tmp_path: Path, sandbox: Any
-) -> None:
+def test_limit_also_caps_redials_of_rows_a_look_up_found_unplaced(tmp_path: Path, sandbox: Any) -> None:
     import sqlite3
 
     server = sandbox()
     write_leads(tmp_path / "leads.csv", numbered_leads(3))
-    config = campaign(tmp_path, f'mode = "call"\n[call]\nmodel_id = "m"\n'
-                      f'[limits]\nsettle_after_seconds = 0\n{ALL_DAY}')
+    config = campaign(
+        tmp_path, f'mode = "call"\n[call]\nmodel_id = "m"\n[limits]\nsettle_after_seconds = 0\n{ALL_DAY}'
+    )
     run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, limit=0))
     # As if an earlier run had died with its request for the first row unanswered.
     with sqlite3.connect(config.journal_path) as db:
-        db.execute("UPDATE leads SET status = 'unknown', intent_at = ? WHERE position = 2",
-                   (time.time() - 100,))
+        db.execute(
+            "UPDATE leads SET status = 'unknown', intent_at = ? WHERE position = 2", (time.time() - 100,)
+        )
     result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, limit=0))
     assert posts(server.record) == []  # looked up, not placed, and --limit 0 dials nothing
     assert result.counts == {"pending": 3}

@@ -75,8 +75,12 @@ def write_campaign(
     folder.mkdir(parents=True, exist_ok=True)
     # No backoff waits, so retry-heavy runs stay quick.
     settings: dict[str, float] = {
-        "rate_per_second": 200, "concurrency": 4, "max_attempts": 10,
-        "backoff_base_seconds": 0, "backoff_max_seconds": 0, **(limits or {}),
+        "rate_per_second": 200,
+        "concurrency": 4,
+        "max_attempts": 10,
+        "backoff_base_seconds": 0,
+        "backoff_max_seconds": 0,
+        **(limits or {}),
     }
     path = folder / name
     path.write_text(
@@ -84,8 +88,9 @@ def write_campaign(
         f'[api]\nbase_url = "{base_url}"\n'
         f"[call]\n{call}\n"
         '[numbers]\npool = ["+14155550100", "+12125550100"]\nstrategy = "round_robin"\n'
-        "[limits]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()) +
-        f'[hours]\nstart = "00:00"\nend = "24:00"\ndays = {json.dumps(days or DAYS)}\n',
+        "[limits]\n"
+        + "".join(f"{k} = {v}\n" for k, v in settings.items())
+        + f'[hours]\nstart = "00:00"\nend = "24:00"\ndays = {json.dumps(days or DAYS)}\n',
         encoding="utf-8",
     )
     return path
@@ -154,13 +159,35 @@ def _fresh_logging() -> Iterator[None]:
 
 
 HELP = {
-    "run": ("Import the leads", ["--base-url", "--sandbox", "--leads", "--report", "--limit",
-                                 "--retry-failed", "--retry-unknown", "--log-format"]),
+    "run": (
+        "Import the leads",
+        [
+            "--base-url",
+            "--sandbox",
+            "--leads",
+            "--report",
+            "--limit",
+            "--retry-failed",
+            "--retry-unknown",
+            "--log-format",
+        ],
+    ),
     "validate": ("Sends nothing", ["--leads", "--log-format"]),
     "status": ("Counts per dialer_status", ["--log-format"]),
     "report": ("Write the per-row report", ["--out", "--log-format"]),
-    "simulate": ("Synthflow-compatible", ["--port", "--api-key", "--record", "--rate-limit",
-                                          "--fail-rate", "--drop-rate", "--latency-ms", "--seed"]),
+    "simulate": (
+        "Synthflow-compatible",
+        [
+            "--port",
+            "--api-key",
+            "--record",
+            "--rate-limit",
+            "--fail-rate",
+            "--drop-rate",
+            "--latency-ms",
+            "--seed",
+        ],
+    ),
 }
 
 
@@ -216,7 +243,7 @@ def test_validate_shows_mapping_counts_reasons_and_three_bodies_and_sends_nothin
     ]
     assert lines[7:11] == ["rows:", "  pending    5", "  invalid    1", "  duplicate  1"]
     assert "not dialed, by reason:" in lines
-    reasons = lines[lines.index("not dialed, by reason:") + 1:lines.index("first rows not dialed:")]
+    reasons = lines[lines.index("not dialed, by reason:") + 1 : lines.index("first rows not dialed:")]
     assert sorted(r.split(":")[0].split()[-1] for r in reasons) == ["duplicate", "invalid"]
     assert all(r.startswith("        1  ") for r in reasons)
     problems = [line for line in lines if line.startswith("  row ")]
@@ -224,7 +251,7 @@ def test_validate_shows_mapping_counts_reasons_and_three_bodies_and_sends_nothin
     assert problems[1].startswith("  row 8: duplicate: ") and "row 2" in problems[1]
     assert "due now: 5; next due: all due now" in lines
     assert "example request bodies (POST /v2/calls):" in lines
-    bodies = json_bodies(out[out.index("example request bodies"):])
+    bodies = json_bodies(out[out.index("example request bodies") :])
     assert [b["phone"] for b in bodies] == DIALABLE[:3]
     assert bodies[0] == {
         "model_id": "model-1",
@@ -241,19 +268,23 @@ def test_validate_shows_mapping_counts_reasons_and_three_bodies_and_sends_nothin
 
 def test_validate_prints_cell_values_literally(tmp_path: Path) -> None:
     # Text that rich would read as markup ("[/]" would even crash it) or as an emoji.
-    write_leads(tmp_path / "leads.csv", [
-        {"Name": "[bold]Ann", "Phone": "+14155550123", "[Note]": ":smile:"},
-        {"Name": "Bob", "Phone": "[/]", "[Note]": "x"},
-    ])
+    write_leads(
+        tmp_path / "leads.csv",
+        [
+            {"Name": "[bold]Ann", "Phone": "+14155550123", "[Note]": ":smile:"},
+            {"Name": "Bob", "Phone": "[/]", "[Note]": "x"},
+        ],
+    )
     campaign = write_campaign(tmp_path)
 
     result = invoke("validate", str(campaign))
 
     assert result.exit_code == 0, result.output
     assert "  variables  [Note]" in result.stdout.splitlines()
-    assert any(line.startswith("  row 3: invalid: ") and "'[/]'" in line
-               for line in result.stdout.splitlines())
-    assert json_bodies(result.stdout[result.stdout.index("example"):])[0]["custom_variables"] == [
+    assert any(
+        line.startswith("  row 3: invalid: ") and "'[/]'" in line for line in result.stdout.splitlines()
+    )
+    assert json_bodies(result.stdout[result.stdout.index("example") :])[0]["custom_variables"] == [
         {"key": "[Note]", "value": ":smile:"}
     ]
     assert '"name": "[bold]Ann"' in result.stdout
@@ -297,12 +328,15 @@ def test_run_summary_per_status_per_caller_id_time_and_rate(tmp_path: Path, sand
     result = invoke("run", str(campaign), key=KEY)
 
     assert result.exit_code == 0, result.output
-    rows = {line.split("│")[0].strip(): [c.strip() for c in line.split("│")[1:]]
-            for line in result.stdout.splitlines() if "│" in line}
-    assert rows["sent"] == ["5", "5"]          # rows in the journal, this run
+    rows = {
+        line.split("│")[0].strip(): [c.strip() for c in line.split("│")[1:]]
+        for line in result.stdout.splitlines()
+        if "│" in line
+    }
+    assert rows["sent"] == ["5", "5"]  # rows in the journal, this run
     assert rows["invalid"] == ["1", "0"]
     assert rows["duplicate"] == ["1", "0"]
-    assert rows["+14155550100"] == ["3"]       # round robin over the pool
+    assert rows["+14155550100"] == ["3"]  # round robin over the pool
     assert rows["+12125550100"] == ["2"]
     assert re.search(
         r"^time taken \d+\.\ds \(dialing \d+\.\ds\); 5 requests, achieved \d+\.\d/s"
@@ -335,7 +369,7 @@ def test_report_csv_and_xlsx_keep_phones_as_written_and_as_text(tmp_path: Path, 
     phone = headers.index("Phone")
     cells = [row[phone] for row in table[1:]]
     assert [c.value for c in cells] == [lead["Phone"] for lead in LEADS]
-    assert {c.data_type for c in cells} == {"s"}   # "13125550125" stays text, not a number
+    assert {c.data_type for c in cells} == {"s"}  # "13125550125" stays text, not a number
     assert [row[headers.index("dialer_status")].value for row in table[1:]][:5] == ["sent"] * 5
     assert requests_made(server.record) == 5, "report made a request"
 
@@ -350,17 +384,15 @@ def test_report_before_any_run_says_so(tmp_path: Path) -> None:
     )
 
 
-def test_closed_hours_validate_run_and_status_tell_when_rows_become_due(
-    tmp_path: Path, sandbox: Any
-) -> None:
+def test_closed_hours_validate_run_and_status_tell_when_rows_become_due(tmp_path: Path, sandbox: Any) -> None:
     # Every lead is in UTC and may be called only on the day after tomorrow: the moment
     # it opens is the same even if midnight passes while the test runs.
     server = sandbox(api_key=KEY)
-    opens = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0,
-                                                              microsecond=0)
-    write_leads(tmp_path / "leads.csv", [
-        {"Name": f"L{i}", "Phone": f"+1415555{i:04d}", "Timezone": "UTC"} for i in range(130, 134)
-    ])
+    opens = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    write_leads(
+        tmp_path / "leads.csv",
+        [{"Name": f"L{i}", "Phone": f"+1415555{i:04d}", "Timezone": "UTC"} for i in range(130, 134)],
+    )
     campaign = write_campaign(tmp_path, base_url=server.url, days=[DAYS[opens.weekday()]])
 
     checked = invoke("validate", str(campaign))
@@ -368,13 +400,16 @@ def test_closed_hours_validate_run_and_status_tell_when_rows_become_due(
     assert f"due now: 0; next due: {iso(opens)}" in checked.stdout.splitlines()
 
     ran = invoke("run", str(campaign), key=KEY)
-    assert ran.exit_code == 75, ran.output       # rows remain for a later run
+    assert ran.exit_code == 75, ran.output  # rows remain for a later run
     assert f"next rows due: {iso(opens)}" in ran.stdout.splitlines()
 
     status = invoke("status", str(campaign))
     assert status.exit_code == 0
     assert status.stdout.splitlines()[1:] == [
-        "  deferred   4", "  total      4", "due now: 0", f"next due: {iso(opens)}",
+        "  deferred   4",
+        "  total      4",
+        "due now: 0",
+        f"next due: {iso(opens)}",
     ]
     assert requests_made(server.record) == 0
 
@@ -385,7 +420,7 @@ def test_closed_hours_validate_run_and_status_tell_when_rows_become_due(
 @dataclass
 class Case:
     args: list[str]
-    wanted: list[str]          # each must appear in the one line
+    wanted: list[str]  # each must appear in the one line
     key: str | None = KEY
     json_log: bool = False
 
@@ -404,8 +439,9 @@ def _bad_input_cases(root: Path, base_url: str) -> dict[str, Case]:
     mode = folder("mode", good)
     mode.write_text(mode.read_text().replace('mode = "call"', 'mode = "fax"'))
     cases = {
-        "campaign-missing": Case(["run", str(root / "nope.toml")],
-                                 [f"{root / 'nope.toml'}: campaign file not found"]),
+        "campaign-missing": Case(
+            ["run", str(root / "nope.toml")], [f"{root / 'nope.toml'}: campaign file not found"]
+        ),
         "toml-syntax": Case(["run", str(syntax)], [str(syntax), "TOML syntax error", "line 1"]),
         "unknown-mode": Case(["run", str(mode)], [f"{mode}: mode: input should be 'call' or 'chat'"]),
         "negative-rate": Case(
@@ -416,10 +452,12 @@ def _bad_input_cases(root: Path, base_url: str) -> dict[str, Case]:
             ["run", str(folder("model", good, call='prompt = "hi"'))],
             ["campaign.toml: [call] model_id: is missing"],
         ),
-        "leads-missing": Case(["run", str(folder("noleads"))],
-                              [f"{root / 'noleads' / 'leads.csv'}: ", "not found"]),
-        "leads-empty": Case(["run", str(folder("empty", b""))],
-                            [f"{root / 'empty' / 'leads.csv'}: ", "empty"]),
+        "leads-missing": Case(
+            ["run", str(folder("noleads"))], [f"{root / 'noleads' / 'leads.csv'}: ", "not found"]
+        ),
+        "leads-empty": Case(
+            ["run", str(folder("empty", b""))], [f"{root / 'empty' / 'leads.csv'}: ", "empty"]
+        ),
         "leads-binary": Case(
             ["run", str(folder("binary", bytes(range(256)) * 8))],
             [f"{root / 'binary' / 'leads.csv'}: ", "binary"],
@@ -438,8 +476,10 @@ def _bad_input_cases(root: Path, base_url: str) -> dict[str, Case]:
         ),
         "no-key": Case(
             ["run", str(folder("nokey", good))],
-            [f"{KEY_VARIABLE} is not set: export {KEY_VARIABLE}=<your key>",
-             f"{KEY_VARIABLE}=<your key> in {root / 'nokey' / '.env'}"],
+            [
+                f"{KEY_VARIABLE} is not set: export {KEY_VARIABLE}=<your key>",
+                f"{KEY_VARIABLE}=<your key> in {root / 'nokey' / '.env'}",
+            ],
             key=None,
         ),
         "no-key-json": Case(
@@ -448,8 +488,9 @@ def _bad_input_cases(root: Path, base_url: str) -> dict[str, Case]:
             key=None,
             json_log=True,
         ),
-        "toml-syntax-json": Case(["run", str(syntax), "--log-format", "json"],
-                                 ["TOML syntax error"], json_log=True),
+        "toml-syntax-json": Case(
+            ["run", str(syntax), "--log-format", "json"], ["TOML syntax error"], json_log=True
+        ),
     }
     return cases
 
@@ -457,7 +498,7 @@ def _bad_input_cases(root: Path, base_url: str) -> dict[str, Case]:
 @dataclass
 class BadInputs:
     cases: dict[str, Case]
-    done: dict[str, subprocess.CompletedProcess[str]]   # the cases run as real processes
+    done: dict[str, subprocess.CompletedProcess[str]]  # the cases run as real processes
     root: Path
 
 
@@ -474,8 +515,10 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BadInputs]:
     try:
         cases = _bad_input_cases(root, server.url)
         with ThreadPoolExecutor(2) as pool:
-            futures = {name: pool.submit(dialer, *cases[name].args, key=cases[name].key, cwd=root)
-                       for name in IN_A_PROCESS}
+            futures = {
+                name: pool.submit(dialer, *cases[name].args, key=cases[name].key, cwd=root)
+                for name in IN_A_PROCESS
+            }
             done = {name: future.result() for name, future in futures.items()}
         yield BadInputs(cases, done, root)
     finally:
@@ -483,9 +526,20 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BadInputs]:
 
 
 BAD_INPUTS = [
-    "campaign-missing", "toml-syntax", "unknown-mode", "negative-rate", "missing-model-id",
-    "leads-missing", "leads-empty", "leads-binary", "column-missing", "validate-column-missing",
-    "bad-base-url", "no-key", "no-key-json", "toml-syntax-json",
+    "campaign-missing",
+    "toml-syntax",
+    "unknown-mode",
+    "negative-rate",
+    "missing-model-id",
+    "leads-missing",
+    "leads-empty",
+    "leads-binary",
+    "column-missing",
+    "validate-column-missing",
+    "bad-base-url",
+    "no-key",
+    "no-key-json",
+    "toml-syntax-json",
 ]
 
 
@@ -556,13 +610,13 @@ def test_validate_names_a_bad_campaign_key_in_one_line(tmp_path: Path) -> None:
 def test_a_dotenv_beside_the_campaign_supplies_the_key(
     tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = sandbox(api_key=KEY)         # any other key is answered 401
+    server = sandbox(api_key=KEY)  # any other key is answered 401
     folder = tmp_path / "campaign"
     folder.mkdir()
     write_leads(folder / "leads.csv", LEADS[:2])
     campaign = write_campaign(folder, base_url=server.url)
     (folder / ".env").write_text(f"# the dialer's key\n{KEY_VARIABLE}={KEY}\n")
-    monkeypatch.chdir(tmp_path)           # not the campaign's folder
+    monkeypatch.chdir(tmp_path)  # not the campaign's folder
 
     result = invoke("run", str(campaign), key=None)
 
@@ -581,8 +635,7 @@ def test_a_refused_key_exits_1_without_showing_it(tmp_path: Path, sandbox: Any) 
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1] == (
-        "dialer: the API refused the key (HTTP 401: Invalid API key);"
-        " stopped, every row left as it was"
+        "dialer: the API refused the key (HTTP 401: Invalid API key); stopped, every row left as it was"
     )
     assert wrong not in result.output
     assert {p["status"] for p in posts(server.record)} == {401}
@@ -602,12 +655,14 @@ class JsonRun:
 def json_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsonRun]:
     """One verbose run with JSON logs against a sandbox that answers 503 to a third of POSTs."""
     folder = tmp_path_factory.mktemp("json")
-    server = start_in_thread(SandboxOptions(
-        api_key=KEY, record=folder / "record.jsonl", fail_rate=0.35, seed=7
-    ))
+    server = start_in_thread(
+        SandboxOptions(api_key=KEY, record=folder / "record.jsonl", fail_rate=0.35, seed=7)
+    )
     try:
-        leads = [{"Name": f"Lead {i}", "Phone": f"+1 (415) 555-{i:04d}", "Company": f"Co {i}"}
-                 for i in range(100, 130)]
+        leads = [
+            {"Name": f"Lead {i}", "Phone": f"+1 (415) 555-{i:04d}", "Company": f"Co {i}"}
+            for i in range(100, 130)
+        ]
         write_leads(folder / "leads.csv", leads)
         campaign = write_campaign(folder, base_url=server.url)
         done = dialer("run", str(campaign), "--log-format", "json", "-v", key=KEY)
@@ -678,7 +733,7 @@ def test_the_key_appears_in_no_output_log_journal_or_report(json_run: JsonRun) -
     written = sorted((json_run.folder / "out").iterdir())
     names = {p.name for p in written}
     assert {"t.sqlite", "t.report.csv"} <= names
-    for path in written:   # the journal, its -wal and -shm if left, the lock, the report
+    for path in written:  # the journal, its -wal and -shm if left, the lock, the report
         assert KEY.encode() not in path.read_bytes(), path
 
 
@@ -743,17 +798,19 @@ def test_without_a_terminal_there_is_no_bar_but_plain_log_lines(tmp_path: Path, 
     write_leads(tmp_path / "leads.csv", LEADS)
     campaign = write_campaign(tmp_path, base_url=server.url)
 
-    done = dialer("run", str(campaign), key=KEY)   # stdout and stderr are pipes, as under cron
+    done = dialer("run", str(campaign), key=KEY)  # stdout and stderr are pipes, as under cron
 
     assert done.returncode == 0, done.stderr
     for stream in (done.stdout, done.stderr):
-        assert not re.search(r"dialing\s*━|\d+/\d+ \d+\.\d/s", stream)   # the bar's look
+        assert not re.search(r"dialing\s*━|\d+/\d+ \d+\.\d/s", stream)  # the bar's look
         assert "\r" not in stream and "\x1b[" not in stream
     # Console lines: "<time> [info     ] <event>  key=value ..."; run.progress only every 10 s.
     lines = [line for line in done.stderr.splitlines() if "run.progress" not in line]
     events = [re.fullmatch(r"\S+Z \[\w+\s*\] (\S+) .*", line) for line in lines]
     assert [m[1] if m else line for m, line in zip(events, lines, strict=True)] == [
-        "leads.imported", "run.started", "run.finished",
+        "leads.imported",
+        "run.started",
+        "run.finished",
     ]
     assert "campaign=t due=5" in lines[1]
     assert "exit_code=0" in lines[2] and "requests=5" in lines[2]
@@ -767,22 +824,28 @@ def test_progress_log_lines_every_interval_with_rate_eta_and_counts() -> None:
         progress.start(40)
         for status in ["sent"] * 9 + ["failed"]:
             now[0] += 0.5
-            progress.advance(status)            # 5 s in: nothing yet
+            progress.advance(status)  # 5 s in: nothing yet
         now[0] += 5
-        progress.advance("sent")                # 10 s in: 11 done
+        progress.advance("sent")  # 10 s in: 11 done
         now[0] += 1
-        progress.advance("deferred")            # 11 s in: too soon after the last line
+        progress.advance("deferred")  # 11 s in: too soon after the last line
     assert logs == [
         {"event": "run.started", "due": 40, "log_level": "info"},
-        {"event": "run.progress", "done": 11, "total": 40, "rate": 1.1, "eta_seconds": 26,
-         "sent": 10, "failed": 1, "log_level": "info"},
+        {
+            "event": "run.progress",
+            "done": 11,
+            "total": 40,
+            "rate": 1.1,
+            "eta_seconds": 26,
+            "sent": 10,
+            "failed": 1,
+            "log_level": "info",
+        },
     ]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
-def test_on_a_terminal_a_live_bar_shows_done_total_rate_eta_and_counts(
-    tmp_path: Path, sandbox: Any
-) -> None:
+def test_on_a_terminal_a_live_bar_shows_done_total_rate_eta_and_counts(tmp_path: Path, sandbox: Any) -> None:
     import pty
 
     server = sandbox(api_key=KEY)
@@ -793,7 +856,10 @@ def test_on_a_terminal_a_live_bar_shows_done_total_rate_eta_and_counts(
     master, slave = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "dialer", "run", str(campaign)],
-        stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     os.close(slave)
     chunks: list[bytes] = []
@@ -802,7 +868,7 @@ def test_on_a_terminal_a_live_bar_shows_done_total_rate_eta_and_counts(
         while True:
             try:
                 data = os.read(master, 65536)
-            except OSError:   # EIO: the child closed the terminal
+            except OSError:  # EIO: the child closed the terminal
                 return
             if not data:
                 return
@@ -822,4 +888,4 @@ def test_on_a_terminal_a_live_bar_shows_done_total_rate_eta_and_counts(
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
     assert re.search(r"dialing ━+ 5/5 \d+\.\d/s \d:\d\d:\d\d eta \d:\d\d:\d\d sent=5", screen), screen
     assert "time taken" in screen
-    assert "run.started" not in screen + stderr.decode()    # the bar, not log lines
+    assert "run.started" not in screen + stderr.decode()  # the bar, not log lines

@@ -26,9 +26,19 @@ from dialer.journal import JournalRow
 
 def _row(**changes: Any) -> JournalRow:
     fields: dict[str, Any] = dict(
-        id=1, position=2, phone="+14155550132", name="Maria Hernández", email="m@example.com",
-        timezones=("America/Los_Angeles",), variables={"Company": "Bayview", "Deal Size": "1500"},
-        status="pending", attempts=0, intent_at=None, from_number="", call_id="", error="",
+        id=1,
+        position=2,
+        phone="+14155550132",
+        name="Maria Hernández",
+        email="m@example.com",
+        timezones=("America/Los_Angeles",),
+        variables={"Company": "Bayview", "Deal Size": "1500"},
+        status="pending",
+        attempts=0,
+        intent_at=None,
+        from_number="",
+        call_id="",
+        error="",
     )
     fields.update(changes)
     return JournalRow(**fields)
@@ -65,8 +75,11 @@ def test_call_body_matches_the_documented_fields(tmp_path: Path) -> None:
 def test_call_body_leaves_out_what_is_unknown(tmp_path: Path) -> None:
     campaign = _campaign(tmp_path, 'mode = "call"\n[call]\nmodel_id = "m-1"\n')
     row = _row(email="", variables={}, timezones=("America/New_York", "America/Chicago"))
-    assert call_body(campaign, row, "") == {"model_id": "m-1", "phone": "+14155550132",
-                                            "name": "Maria Hernández"}
+    assert call_body(campaign, row, "") == {
+        "model_id": "m-1",
+        "phone": "+14155550132",
+        "name": "Maria Hernández",
+    }
 
 
 def test_chat_body_uses_a_map_and_fills_the_template(tmp_path: Path) -> None:
@@ -87,8 +100,9 @@ def test_chat_body_uses_a_map_and_fills_the_template(tmp_path: Path) -> None:
     }
 
 
-def _response(status: int, body: Any = None, headers: dict[str, str] | None = None,
-              text: str | None = None) -> httpx.Response:
+def _response(
+    status: int, body: Any = None, headers: dict[str, str] | None = None, text: str | None = None
+) -> httpx.Response:
     if text is not None:
         return httpx.Response(status, text=text, headers=headers)
     return httpx.Response(status, json=body, headers=headers)
@@ -97,8 +111,13 @@ def _response(status: int, body: Any = None, headers: dict[str, str] | None = No
 @pytest.mark.parametrize(
     ("status", "body", "headers", "kind"),
     [
-        pytest.param(200, {"status": "success", "response": {"answer": "ok", "call_id": "c1"}},
-                     None, "accepted", id="200"),
+        pytest.param(
+            200,
+            {"status": "success", "response": {"answer": "ok", "call_id": "c1"}},
+            None,
+            "accepted",
+            id="200",
+        ),
         pytest.param(400, {"detail": "phone is required"}, None, "refused", id="400"),
         pytest.param(404, {"detail": "model not found"}, None, "refused", id="404"),
         pytest.param(422, {"detail": [{"msg": "bad"}]}, None, "refused", id="422"),
@@ -111,8 +130,7 @@ def _response(status: int, body: Any = None, headers: dict[str, str] | None = No
         pytest.param(504, None, None, "unknown", id="504"),
     ],
 )
-def test_every_answer_has_a_kind(status: int, body: Any, headers: dict[str, str] | None,
-                                 kind: str) -> None:
+def test_every_answer_has_a_kind(status: int, body: Any, headers: dict[str, str] | None, kind: str) -> None:
     answer = classify(_response(status, body, headers), "call_id")
     assert answer.kind == kind
     if kind == "accepted":
@@ -131,8 +149,11 @@ def test_429_retry_after_is_read() -> None:
     ("body", "text", "expected"),
     [
         ({"detail": "phone is invalid"}, None, "HTTP 400: phone is invalid"),
-        ({"detail": {"status": "error", "description": "agent not found", "request_id": "r"}},
-         None, "HTTP 400: agent not found"),
+        (
+            {"detail": {"status": "error", "description": "agent not found", "request_id": "r"}},
+            None,
+            "HTTP 400: agent not found",
+        ),
         ({"error": "bad_request", "message": "name missing"}, None, "HTTP 400: name missing"),
         (None, "<html>Bad Gateway</html>", "HTTP 400: <html>Bad Gateway</html>"),
     ],
@@ -146,9 +167,7 @@ def test_connection_errors_are_sorted_by_whether_the_request_left() -> None:
     assert classify_exception(httpx.ConnectError("refused", request=request)).kind == "retry"
     assert classify_exception(httpx.ConnectTimeout("slow", request=request)).kind == "retry"
     assert classify_exception(httpx.ReadTimeout("late", request=request)).kind == "unknown"
-    assert classify_exception(
-        httpx.RemoteProtocolError("closed", request=request)
-    ).kind == "unknown"
+    assert classify_exception(httpx.RemoteProtocolError("closed", request=request)).kind == "unknown"
 
 
 def test_post_and_lookup_over_a_mock_transport() -> None:
@@ -158,13 +177,19 @@ def test_post_and_lookup_over_a_mock_transport() -> None:
         seen.append(request)
         if request.method == "POST":
             return httpx.Response(200, json={"status": "ok", "response": {"conversation_id": "v"}})
-        return httpx.Response(200, json={"status": "ok", "response": {
-            "pagination": {"total_records": 1, "limit": 5, "offset": 0},
-            "calls": [{"call_id": "c9", "phone_number_to": "+14155550132"}]}})
+        return httpx.Response(
+            200,
+            json={
+                "status": "ok",
+                "response": {
+                    "pagination": {"total_records": 1, "limit": 5, "offset": 0},
+                    "calls": [{"call_id": "c9", "phone_number_to": "+14155550132"}],
+                },
+            },
+        )
 
     async def go() -> tuple[str, str | None]:
-        client = SynthflowClient("http://api.test", "secret-key",
-                                 transport=httpx.MockTransport(handler))
+        client = SynthflowClient("http://api.test", "secret-key", transport=httpx.MockTransport(handler))
         try:
             answer = await client.post(CHATS, {"a": 1})
             found = await client.find_call("m", "+14155550132", since=1_700_000_000.0)

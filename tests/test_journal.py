@@ -21,8 +21,15 @@ HEADERS = ["Name", "Phone"]
 
 
 def _lead(row: int, name: str, phone: str, status: str = "pending", error: str = "") -> Lead:
-    return Lead(row=row, values=(name, phone), status=status, error=error,  # type: ignore[arg-type]
-                phone=phone, name=name, timezones=("America/New_York",))
+    return Lead(
+        row=row,
+        values=(name, phone),
+        status=status,
+        error=error,  # type: ignore[arg-type]
+        phone=phone,
+        name=name,
+        timezones=("America/New_York",),
+    )
 
 
 def _import(journal: Journal, leads: list[Lead], sha: str) -> j.ImportSummary:
@@ -31,8 +38,11 @@ def _import(journal: Journal, leads: list[Lead], sha: str) -> j.ImportSummary:
 
 def test_first_import_keeps_every_row_in_order(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "c.sqlite", "c")
-    summary = _import(journal, [_lead(2, "Ann", "+12125550101"),
-                                _lead(3, "Bob", "", "invalid", "missing phone number")], "a")
+    summary = _import(
+        journal,
+        [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "", "invalid", "missing phone number")],
+        "a",
+    )
     assert (summary.added, summary.first_import) == (2, True)
     rows = list(journal.report_rows())
     assert [values for values, _ in rows] == [["Ann", "+12125550101"], ["Bob", ""]]
@@ -44,16 +54,23 @@ def test_first_import_keeps_every_row_in_order(tmp_path: Path) -> None:
 
 def test_a_changed_file_is_matched_by_content(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "c.sqlite", "c")
-    _import(journal, [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102"),
-                      _lead(4, "Cy", "+12125550103")], "a")
+    _import(
+        journal,
+        [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102"), _lead(4, "Cy", "+12125550103")],
+        "a",
+    )
     journal.conn.execute("UPDATE leads SET status = 'sent', call_id = 'c-ann' WHERE name = 'Ann'")
     # New order, Bob's name corrected (same number), Cy gone, Dee new, Eve new with Ann's number.
-    summary = _import(journal, [
-        _lead(2, "Dee", "+12125550104"),
-        _lead(3, "Ann", "+12125550101"),
-        _lead(4, "Robert", "+12125550102"),
-        _lead(5, "Eve", "+12125550101"),
-    ], "b")
+    summary = _import(
+        journal,
+        [
+            _lead(2, "Dee", "+12125550104"),
+            _lead(3, "Ann", "+12125550101"),
+            _lead(4, "Robert", "+12125550102"),
+            _lead(5, "Eve", "+12125550101"),
+        ],
+        "b",
+    )
     assert (summary.added, summary.matched, summary.removed) == (2, 2, 1)
     rows = {values[0]: outcome for values, outcome in journal.report_rows()}
     assert list(rows) == ["Dee", "Ann", "Robert", "Eve"]
@@ -78,8 +95,7 @@ def test_group_commits_are_durable_and_fewer_than_the_writes(tmp_path: Path) -> 
 
     async def go() -> int:
         writer = JournalWriter(path)
-        await asyncio.gather(*(writer.commit(j.intent(i, "+14155550100", "2026-11-21"))
-                               for i in ids))
+        await asyncio.gather(*(writer.commit(j.intent(i, "+14155550100", "2026-11-21")) for i in ids))
         await asyncio.gather(*(writer.commit(j.outcome(i, "sent", call_id=f"c{i}")) for i in ids))
         await writer.close()
         return writer.commits
@@ -117,10 +133,14 @@ def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path: Path)
         CampaignLock(path).acquire()
     # A holder killed with SIGKILL leaves the file behind but never blocks the next run.
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from dialer.journal import CampaignLock;"
-         f"CampaignLock(Path({str(path)!r})).acquire(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from dialer.journal import CampaignLock;"
+            f"CampaignLock(Path({str(path)!r})).acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     with pytest.raises(LockedError):
@@ -153,7 +173,14 @@ def test_two_new_rows_with_one_old_number_never_lose_a_row(tmp_path: Path) -> No
     _import(journal, [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102")], "a")
     journal.conn.execute("UPDATE leads SET status = 'sent' WHERE name = 'Ann'")
     # Ann's row edited, and a second row with her number added: both must stay in the report.
-    _import(journal, [_lead(2, "Ann Smith", "+12125550101"), _lead(3, "Bob", "+12125550102"),
-                      _lead(4, "Ann (work)", "+12125550101")], "b")
+    _import(
+        journal,
+        [
+            _lead(2, "Ann Smith", "+12125550101"),
+            _lead(3, "Bob", "+12125550102"),
+            _lead(4, "Ann (work)", "+12125550101"),
+        ],
+        "b",
+    )
     rows = [(values[0], outcome.status) for values, outcome in journal.report_rows()]
     assert rows == [("Ann Smith", "sent"), ("Bob", "pending"), ("Ann (work)", "duplicate")]

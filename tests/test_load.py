@@ -106,9 +106,7 @@ def test_cells_stay_text_as_written(tmp_path: Path) -> None:
 
 def test_short_rows_padded_blank_rows_skipped_quoted_newlines_kept(tmp_path: Path) -> None:
     path = tmp_path / "ragged.csv"
-    path.write_text(
-        '\n\nName,Phone,Note\n\nAna,1\n,,\n"Bo\nBo",2,"a, b"\n   \nCy,3,x,,\n', encoding="utf-8"
-    )
+    path.write_text('\n\nName,Phone,Note\n\nAna,1\n,,\n"Bo\nBo",2,"a, b"\n   \nCy,3,x,,\n', encoding="utf-8")
     leads = open_leads(path)
     frames = list(leads.chunks())
     assert leads.headers == ["Name", "Phone", "Note"]
@@ -181,8 +179,16 @@ def test_xlsx_cells_are_read_as_text_a_person_would_write(tmp_path: Path) -> Non
         {
             "Leads": [
                 ["Name ", "Phone", "Amount", "Rate", "Signed", "Call at", "Met", "Active"],
-                ["José", 14155550132, 1500, 0.1, date(2024, 1, 1), time(9, 30),
-                 datetime(2024, 1, 1, 9, 30), True],
+                [
+                    "José",
+                    14155550132,
+                    1500,
+                    0.1,
+                    date(2024, 1, 1),
+                    time(9, 30),
+                    datetime(2024, 1, 1, 9, 30),
+                    True,
+                ],
                 [None, None, None, None, None, None, None, None],  # a blank row: skipped
                 ["Zoë", 4155550141.0, 1500.0, 2.5, datetime(2024, 3, 5), None, None, False],
             ]
@@ -195,8 +201,7 @@ def test_xlsx_cells_are_read_as_text_a_person_would_write(tmp_path: Path) -> Non
         None,
     )
     assert read_all(leads) == [
-        ["José", "14155550132", "1500", "0.1", "2024-01-01", "09:30:00", "2024-01-01T09:30:00",
-         "TRUE"],
+        ["José", "14155550132", "1500", "0.1", "2024-01-01", "09:30:00", "2024-01-01T09:30:00", "TRUE"],
         ["Zoë", "4155550141", "1500", "2.5", "2024-03-05", "", "", "FALSE"],
     ]
 
@@ -206,8 +211,14 @@ def test_xlsx_named_sheet_blank_top_rows_and_cells_outside_the_table(tmp_path: P
         tmp_path / "book.xlsm",
         {
             "Notes": [["not the leads"]],
-            "Spring": [[], [None, None], ["Name", "Phone"], ["Ana", "+1 415 555 0132", "stray"],
-                       [None, None, "stray only"], ["Bo"]],
+            "Spring": [
+                [],
+                [None, None],
+                ["Name", "Phone"],
+                ["Ana", "+1 415 555 0132", "stray"],
+                [None, None, "stray only"],
+                ["Bo"],
+            ],
         },
     )
     leads = open_leads(path, sheet="spring")  # sheet names match ignoring case
@@ -268,22 +279,32 @@ def test_missing_sheet_lists_the_sheets(tmp_path: Path) -> None:
         pytest.param("leads.csv", b"", "file is empty", id="empty"),
         pytest.param("leads.csv", b"\r\n\n  \n,,\n", "file is empty (no header row)", id="blank-lines"),
         pytest.param("leads.csv", b"\xef\xbb\xbf", "file is empty (no header row)", id="bom-only"),
-        pytest.param("leads.csv", b"Name,Phone\x00\x01\x02", "not a text file (it holds binary data)",
-                     id="binary"),
+        pytest.param(
+            "leads.csv", b"Name,Phone\x00\x01\x02", "not a text file (it holds binary data)", id="binary"
+        ),
         pytest.param("leads.xlsx", b"Name,Phone\n", "not a valid XLSX file", id="xlsx-not-zip"),
         pytest.param("leads.xlsx", b"PK\x03\x04broken", "not a valid XLSX file", id="xlsx-bad-zip"),
-        pytest.param("leads.csv", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100,
-                     "an old Excel .xls workbook; save it as .xlsx or CSV", id="old-xls-as-csv"),
-        pytest.param("leads.xls", b"whatever",
-                     "unsupported file type .xls (use .csv, .tsv, .txt, .xlsx or .xlsm)", id="xls"),
-        pytest.param("leads", b"Phone\n",
-                     "unsupported file without an extension (use .csv, .tsv, .txt, .xlsx or .xlsm)",
-                     id="no-extension"),
+        pytest.param(
+            "leads.csv",
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100,
+            "an old Excel .xls workbook; save it as .xlsx or CSV",
+            id="old-xls-as-csv",
+        ),
+        pytest.param(
+            "leads.xls",
+            b"whatever",
+            "unsupported file type .xls (use .csv, .tsv, .txt, .xlsx or .xlsm)",
+            id="xls",
+        ),
+        pytest.param(
+            "leads",
+            b"Phone\n",
+            "unsupported file without an extension (use .csv, .tsv, .txt, .xlsx or .xlsm)",
+            id="no-extension",
+        ),
     ],
 )
-def test_bad_file_gives_one_line(
-    tmp_path: Path, name: str, content: bytes | None, problem: str
-) -> None:
+def test_bad_file_gives_one_line(tmp_path: Path, name: str, content: bytes | None, problem: str) -> None:
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)

@@ -80,15 +80,17 @@ def test_common_names_are_recognised_and_described(tmp_path: Path) -> None:
     [
         pytest.param(["Full Name", "Phone Number"], "Phone Number", ("Full Name",), id="full-name"),
         pytest.param(["Name", "Tel", "Mobile"], "Mobile", ("Name",), id="mobile-beats-tel"),
-        pytest.param(["Contact Name", "Primary Phone", "Phone Type"], "Primary Phone",
-                     ("Contact Name",), id="phone-word"),
+        pytest.param(
+            ["Contact Name", "Primary Phone", "Phone Type"],
+            "Primary Phone",
+            ("Contact Name",),
+            id="phone-word",
+        ),
         pytest.param(["NAME", "TELEPHONE"], "TELEPHONE", ("NAME",), id="upper-case"),
         pytest.param(["Name", "First Name", "Cell"], "Cell", ("Name",), id="first-name-alone"),
     ],
 )
-def test_common_name_variants(
-    tmp_path: Path, headers: list[str], phone: str, name: tuple[str, ...]
-) -> None:
+def test_common_name_variants(tmp_path: Path, headers: list[str], phone: str, name: tuple[str, ...]) -> None:
     columns = resolve_columns(campaign(tmp_path, tmp_path / "l.csv"), headers)
     assert (columns.phone, columns.name) == (phone, name)
     assert columns.describe()[2] == ("timezone", "(inferred from the number)")
@@ -114,23 +116,27 @@ def test_columns_table_matches_ignoring_case_and_lists_variables(tmp_path: Path)
     ("settings", "headers", "problem"),
     [
         pytest.param(
-            {"columns": {"phone": "Phone"}}, ["Name", "Mobile"],
+            {"columns": {"phone": "Phone"}},
+            ["Name", "Mobile"],
             'column "Phone" (columns.phone) not found; headers are: "Name", "Mobile"',
             id="columns-phone-missing",
         ),
         pytest.param(
-            {"columns": {"variables": ["Company"]}}, ["Name", "Phone"],
+            {"columns": {"variables": ["Company"]}},
+            ["Name", "Phone"],
             'column "Company" (columns.variables) not found; headers are: "Name", "Phone"',
             id="columns-variable-missing",
         ),
         pytest.param(
-            {}, ["Name", "Company"],
+            {},
+            ["Name", "Company"],
             'no phone column found; set [columns] phone to one of the headers: "Name", "Company"',
             id="no-phone",
         ),
         pytest.param(
-            {}, ["Phone", "Company"],
-            'no name column found and the API requires a name; set [columns] name to a header '
+            {},
+            ["Phone", "Company"],
+            "no name column found and the API requires a name; set [columns] name to a header "
             'or a list like ["First Name", "Last Name"]; headers are: "Phone", "Company"',
             id="call-without-name",
         ),
@@ -179,16 +185,26 @@ def test_phones_become_e164(raw: str, e164: str) -> None:
     ("raw", "error"),
     [
         pytest.param("", "missing phone number", id="empty"),
-        pytest.param("1.23457E+10", "phone 1.23457E+10 is in scientific notation: digits were lost "
-                     "(format the column as text in Excel)", id="scientific"),
-        pytest.param("1,23457E+10", "phone 1,23457E+10 is in scientific notation: digits were lost "
-                     "(format the column as text in Excel)", id="scientific-decimal-comma"),
+        pytest.param(
+            "1.23457E+10",
+            "phone 1.23457E+10 is in scientific notation: digits were lost "
+            "(format the column as text in Excel)",
+            id="scientific",
+        ),
+        pytest.param(
+            "1,23457E+10",
+            "phone 1,23457E+10 is in scientific notation: digits were lost "
+            "(format the column as text in Excel)",
+            id="scientific-decimal-comma",
+        ),
         pytest.param("555-01", "invalid phone number '555-01': too short", id="too-short"),
         pytest.param("call me", "invalid phone number 'call me': not a phone number", id="text"),
-        pytest.param("+1 201 111 1111", "invalid phone number '+1 201 111 1111': not a valid number",
-                     id="unassigned"),
-        pytest.param("+999 1234567", "invalid phone number '+999 1234567': unknown country code",
-                     id="country-code"),
+        pytest.param(
+            "+1 201 111 1111", "invalid phone number '+1 201 111 1111': not a valid number", id="unassigned"
+        ),
+        pytest.param(
+            "+999 1234567", "invalid phone number '+999 1234567': unknown country code", id="country-code"
+        ),
     ],
 )
 def test_bad_phones_are_named(raw: str, error: str) -> None:
@@ -199,10 +215,24 @@ def test_bad_phones_are_named(raw: str, error: str) -> None:
 def test_fast_path_agrees_with_phonenumbers(region: str) -> None:
     # The NANP fast path must read every shape exactly as phonenumbers.parse does.
     shapes = [
-        "(415) 555-0132", "415-555-0132", "415.555.0132", "4155550132", "14155550132",
-        "1 415 555 0132", "+1 415 555 0132", "+14155550132", "+1 (905) 555-0199", "(876) 555-0100",
-        "1-264-497-1234", "+1 800 555 0100", "(201) 111-1111", "+1 671 555 0100", "030 123456",
-        "+1 808 555 0100", "212 555 0100", "1 (212) 555-0100",
+        "(415) 555-0132",
+        "415-555-0132",
+        "415.555.0132",
+        "4155550132",
+        "14155550132",
+        "1 415 555 0132",
+        "+1 415 555 0132",
+        "+14155550132",
+        "+1 (905) 555-0199",
+        "(876) 555-0100",
+        "1-264-497-1234",
+        "+1 800 555 0100",
+        "(201) 111-1111",
+        "+1 671 555 0100",
+        "030 123456",
+        "+1 808 555 0100",
+        "212 555 0100",
+        "1 (212) 555-0100",
     ]
     for raw in shapes:
         e164, zones, error = normalize_phone(raw, region)
@@ -272,8 +302,9 @@ def test_duplicates_name_the_first_dialable_row(tmp_path: Path) -> None:
 
 
 def test_do_not_call_lists_in_mixed_formats(tmp_path: Path) -> None:
-    dnc_csv = write_csv(tmp_path / "dnc.csv", [["Phone Number", "Reason"],
-                                               ["(415) 555-0132", "asked"], ["not a number", ""]])
+    dnc_csv = write_csv(
+        tmp_path / "dnc.csv", [["Phone Number", "Reason"], ["(415) 555-0132", "asked"], ["not a number", ""]]
+    )
     bare = tmp_path / "bare.txt"
     bare.write_text("+1 415 555 0133\n415.555.0134\n", encoding="utf-8")
     workbook = openpyxl.Workbook()
@@ -284,17 +315,15 @@ def test_do_not_call_lists_in_mixed_formats(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     leads_path = write_csv(
         tmp_path / "l.csv",
-        [["Name", "Phone"]] + [[f"N{i}", f"415-555-013{i}"] for i in range(2, 7)]
-        + [["Again", "4155550132"]],
+        [["Name", "Phone"]] + [[f"N{i}", f"415-555-013{i}"] for i in range(2, 7)] + [["Again", "4155550132"]],
     )
     c = campaign(
-        tmp_path, leads_path,
+        tmp_path,
+        leads_path,
         suppress=[dnc_csv, bare, tmp_path / "dnc.xlsx", empty],
     )
 
-    assert load_suppression(c) == frozenset(
-        {"+14155550132", "+14155550133", "+14155550134", "+14155550135"}
-    )
+    assert load_suppression(c) == frozenset({"+14155550132", "+14155550133", "+14155550134", "+14155550135"})
     leads = mapped(c)
     assert [(lead.status, lead.error) for lead in leads] == [
         ("suppressed", "on the do-not-call list dnc.csv"),
@@ -319,8 +348,9 @@ def test_xlsx_values_and_variables_read_as_a_person_would_write_them(tmp_path: P
     sheet = workbook.active
     sheet.title = "Leads"
     sheet.append(["Name", "Phone", "Amount", "Signed up", "Met at", "Notes", "Time Zone"])
-    sheet.append(["José Müller", 14155550132, 1500.0, datetime(2024, 1, 1), datetime(2024, 1, 1, 9, 30),
-                  None, None])
+    sheet.append(
+        ["José Müller", 14155550132, 1500.0, datetime(2024, 1, 1), datetime(2024, 1, 1, 9, 30), None, None]
+    )
     sheet.append(["Zoë", 4155550141.0, 12.5, date(2024, 2, 29), None, "ça va", "Europe/Paris"])
     path = tmp_path / "leads.xlsx"
     workbook.save(path)
@@ -332,10 +362,19 @@ def test_xlsx_values_and_variables_read_as_a_person_would_write_them(tmp_path: P
         (3, "pending", "+14155550141", "Zoë"),
     ]
     assert leads[0].values == (
-        "José Müller", "14155550132", "1500", "2024-01-01", "2024-01-01T09:30:00", "", ""
+        "José Müller",
+        "14155550132",
+        "1500",
+        "2024-01-01",
+        "2024-01-01T09:30:00",
+        "",
+        "",
     )
     assert leads[0].variables == {
-        "Amount": "1500", "Signed up": "2024-01-01", "Met at": "2024-01-01T09:30:00", "Notes": ""
+        "Amount": "1500",
+        "Signed up": "2024-01-01",
+        "Met at": "2024-01-01T09:30:00",
+        "Notes": "",
     }
     assert leads[1].variables["Notes"] == "ça va"
     assert leads[1].timezones == ("Europe/Paris",)
@@ -349,7 +388,8 @@ def test_row_with_shifted_cells_is_refused_and_email_trimmed(tmp_path: Path) -> 
     )
     leads = mapped(campaign(tmp_path, path))
     assert (leads[0].status, leads[0].error) == (
-        "invalid", "the row has 4 cells but the header has 3: a value may hold an unquoted ','"
+        "invalid",
+        "the row has 4 cells but the header has 3: a value may hold an unquoted ','",
     )
     assert (leads[1].status, leads[1].email) == ("pending", "ana@x.com")
 

@@ -111,7 +111,9 @@ def test_usage_from_other_days_does_not_count() -> None:
 def test_every_number_capped_raises() -> None:
     usage = {(n, "2024-06-03"): 10 for n in POOL}
     strategies: list[Literal["local", "round_robin", "least_used"]] = [
-        "local", "round_robin", "least_used",
+        "local",
+        "round_robin",
+        "least_used",
     ]
     for strategy in strategies:
         p = pool(strategy, cap=10, usage=usage)

@@ -15,7 +15,7 @@ from dialer.report import DIALER_COLUMNS, Outcome, report_headers, safe_cell, wr
 HEADERS = ["Name", "Phone", "Company", "Note"]
 ROWS: list[tuple[list[str], Outcome]] = [
     (
-        ["José Müller", "+14155550132", "Café Ñandú", "=HYPERLINK(\"http://x\")"],
+        ["José Müller", "+14155550132", "Café Ñandú", '=HYPERLINK("http://x")'],
         Outcome("sent", "call-1", "+14155550100", 1, "", "2024-06-03T16:00:00Z"),
     ),
     (
@@ -23,7 +23,7 @@ ROWS: list[tuple[list[str], Outcome]] = [
         Outcome("failed", "", "+12125550100", 4, "=1+1 from API", "2024-06-03T16:00:01Z"),
     ),
     (
-        ["Åsa, \"quoted\"", "", "line\nbreak", "0042"],
+        ['Åsa, "quoted"', "", "line\nbreak", "0042"],
         Outcome("invalid", error="bad phone: ''"),
     ),
 ]
@@ -64,14 +64,30 @@ def test_csv_round_trip_with_csv_module(tmp_path: Path) -> None:
     rows = read_csv(path)
     assert rows[0] == [*HEADERS, *DIALER_COLUMNS]
     assert rows[1] == [
-        "José Müller", "+14155550132", "Café Ñandú", "'=HYPERLINK(\"http://x\")",
-        "sent", "call-1", "+14155550100", "1", "", "2024-06-03T16:00:00Z",
+        "José Müller",
+        "+14155550132",
+        "Café Ñandú",
+        '\'=HYPERLINK("http://x")',
+        "sent",
+        "call-1",
+        "+14155550100",
+        "1",
+        "",
+        "2024-06-03T16:00:00Z",
     ]
     assert rows[2] == [
-        "Zoë", "+1 (212) 555-0133", "'@SUM(A1)", "'-2+3",
-        "failed", "", "+12125550100", "4", "'=1+1 from API", "2024-06-03T16:00:01Z",
+        "Zoë",
+        "+1 (212) 555-0133",
+        "'@SUM(A1)",
+        "'-2+3",
+        "failed",
+        "",
+        "+12125550100",
+        "4",
+        "'=1+1 from API",
+        "2024-06-03T16:00:01Z",
     ]
-    assert rows[3][:4] == ["Åsa, \"quoted\"", "", "line\nbreak", "0042"]
+    assert rows[3][:4] == ['Åsa, "quoted"', "", "line\nbreak", "0042"]
     assert rows[3][4:] == ["invalid", "", "", "0", "bad phone: ''", ""]
 
 
@@ -81,7 +97,7 @@ def test_csv_round_trip_with_pandas(tmp_path: Path) -> None:
     frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     assert list(frame.columns) == [*HEADERS, *DIALER_COLUMNS]
     assert frame["Phone"].tolist() == ["+14155550132", "+1 (212) 555-0133", ""]
-    assert frame["Name"].tolist() == ["José Müller", "Zoë", "Åsa, \"quoted\""]
+    assert frame["Name"].tolist() == ["José Müller", "Zoë", 'Åsa, "quoted"']
     assert frame["Note"].tolist()[2] == "0042"
     assert frame["dialer_status"].tolist() == ["sent", "failed", "invalid"]
 
@@ -100,7 +116,11 @@ def test_header_collision_renames_input_column(tmp_path: Path) -> None:
     write_report(path, headers, iter([(["+14155550132", "old", "older", "x"], Outcome("sent"))]))
     rows = read_csv(path)
     assert rows[0] == [
-        "Phone", "dialer_status (input 2)", "dialer_status (input)", "'=cmd", *DIALER_COLUMNS,
+        "Phone",
+        "dialer_status (input 2)",
+        "dialer_status (input)",
+        "'=cmd",
+        *DIALER_COLUMNS,
     ]
     assert len(set(rows[0])) == len(rows[0])
     assert rows[1][:5] == ["+14155550132", "old", "older", "x", "sent"]
@@ -138,7 +158,7 @@ def test_xlsx_keeps_phones_as_text(tmp_path: Path) -> None:
     phone = rows[1][1]
     assert phone.value == "+14155550132" and phone.data_type == "s"
     assert rows[1][0].value == "José Müller"
-    assert rows[1][3].value == "'=HYPERLINK(\"http://x\")" and rows[1][3].data_type == "s"
+    assert rows[1][3].value == '\'=HYPERLINK("http://x")' and rows[1][3].data_type == "s"
     assert rows[2][8].value == "'=1+1 from API"
     assert rows[1][7].value == 1  # dialer_attempts stays a number
     assert rows[3][3].value == "0042"
@@ -156,9 +176,7 @@ def test_xlsx_drops_characters_xml_cannot_hold(tmp_path: Path) -> None:
     assert sheet["A2"].value == "bellhere"
 
 
-def exploding(rows: Sequence[tuple[list[str], Outcome]], after: int) -> Iterator[
-    tuple[list[str], Outcome]
-]:
+def exploding(rows: Sequence[tuple[list[str], Outcome]], after: int) -> Iterator[tuple[list[str], Outcome]]:
     for index, row in enumerate(rows):
         if index == after:
             raise RuntimeError("journal went away")

@@ -96,7 +96,7 @@ def write_campaign(
         )
     if pool:
         # round_robin: "local" would load phonenumbers' geocoder (seconds) for nothing here.
-        section += f"[numbers]\npool = {list(pool)!r}\nstrategy = \"round_robin\"\n".replace("'", '"')
+        section += f'[numbers]\npool = {list(pool)!r}\nstrategy = "round_robin"\n'.replace("'", '"')
     path = folder / "campaign.toml"
     path.write_text(
         f'name = "resilience"\nmode = "{mode}"\nleads = "leads.csv"\n'
@@ -215,6 +215,7 @@ def _child(args: list[str], out: Path, err: Path, key: str) -> None:
 def dialer(tmp_path: Path) -> Iterator[Callable[..., Dialer]]:
     """`start(*args, key=KEY) -> Dialer`: `dialer ARGS` in a process of its own."""
     started: list[Dialer] = []
+
     def start(*args: str, key: str = KEY) -> Dialer:
         n = len(started)
         out, err = tmp_path / f"dialer-{n}.out", tmp_path / f"dialer-{n}.err"
@@ -379,8 +380,16 @@ class FakeApi:
             for ms, cid in self.calls.get(params["lead_phone_number"], [])
             if ms >= since
         ]
-        return httpx.Response(200, json={"status": "ok", "response": {
-            "pagination": {"total_records": len(found), "limit": 5, "offset": 0}, "calls": found}})
+        return httpx.Response(
+            200,
+            json={
+                "status": "ok",
+                "response": {
+                    "pagination": {"total_records": len(found), "limit": 5, "offset": 0},
+                    "calls": found,
+                },
+            },
+        )
 
     def posts_for(self, phone: str) -> int:
         return sum(1 for _, p in self.posts if p == phone)
@@ -436,9 +445,7 @@ def test_retry_after_on_a_503_is_honoured_as_the_least_wait(tmp_path: Path) -> N
     assert report_of(tmp_path)["Lead 0"]["dialer_attempts"] == "2"
 
 
-def test_429s_slow_the_dialer_down_without_costing_attempts(
-    tmp_path: Path, sandbox: MakeSandbox
-) -> None:
+def test_429s_slow_the_dialer_down_without_costing_attempts(tmp_path: Path, sandbox: MakeSandbox) -> None:
     api = sandbox(api_key=KEY, rate_limit=8, retry_after=0.2)
     n = 16
     write_leads(tmp_path / "leads.csv", lead_rows(range(n)))
@@ -464,8 +471,10 @@ def test_429s_slow_the_dialer_down_without_costing_attempts(
             id="404-detail-object",
         ),
         pytest.param(
-            422, {"error": "invalid", "message": "lead_timezone is wrong"},
-            "HTTP 422: lead_timezone is wrong", id="422-error-message",
+            422,
+            {"error": "invalid", "message": "lead_timezone is wrong"},
+            "HTTP 422: lead_timezone is wrong",
+            id="422-error-message",
         ),
     ],
 )
@@ -488,9 +497,7 @@ def test_a_refusal_is_failed_at_once_with_the_apis_message(
         assert row["dialer_error"] == message
 
 
-def test_a_400_from_the_sandbox_is_failed_with_its_detail(
-    tmp_path: Path, sandbox: MakeSandbox
-) -> None:
+def test_a_400_from_the_sandbox_is_failed_with_its_detail(tmp_path: Path, sandbox: MakeSandbox) -> None:
     api = sandbox(api_key=KEY)
     write_leads(tmp_path / "leads.csv", lead_rows(range(2)))
     campaign = write_campaign(tmp_path, base_url=api.url, mode="chat")
@@ -518,8 +525,7 @@ def test_a_refused_key_stops_the_run_at_once_and_leaves_every_row_as_it_was(
     assert process.wait() == 1
     lines = [line for line in process.stderr.splitlines() if line.startswith("dialer:")]
     assert lines == [
-        "dialer: the API refused the key (HTTP 401: Invalid API key);"
-        " stopped, every row left as it was"
+        "dialer: the API refused the key (HTTP 401: Invalid API key); stopped, every row left as it was"
     ]
     refused = posts(api.record)
     assert refused and all(r["status"] == 401 for r in refused)
@@ -695,14 +701,21 @@ def test_sent_rows_are_never_sent_again_and_retry_failed_requeues_only_failed(
     tmp_path: Path, sandbox: MakeSandbox
 ) -> None:
     refused = {e164(i) for i in (1, 4)}
-    api = FakeApi(lambda phone, nth: (400, False) if phone in refused else (200, True),
-                  error="Try again later")
+    api = FakeApi(
+        lambda phone, nth: (400, False) if phone in refused else (200, True), error="Try again later"
+    )
     write_leads(tmp_path / "leads.csv", lead_rows(range(6)))
     campaign = write_campaign(tmp_path)
     assert run_here(campaign, transport=api.transport).exit_code == 0
     first = report_of(tmp_path)
     assert [first[f"Lead {i}"]["dialer_status"] for i in range(6)] == [
-        "sent", "failed", "sent", "sent", "failed", "sent"]
+        "sent",
+        "failed",
+        "sent",
+        "sent",
+        "failed",
+        "sent",
+    ]
 
     later = sandbox(api_key=KEY)
     assert run_here(campaign, base_url=later.url).exit_code == 0
@@ -731,11 +744,13 @@ def test_the_journal_alone_is_enough_to_continue(tmp_path: Path, sandbox: MakeSa
     (tmp_path / "leads.csv").unlink()
 
     assert run_here(campaign).exit_code == 0
-    assert {phone: len(ids) for phone, ids in placed(api.record).items()} == {
-        e164(i): 1 for i in range(5)}
+    assert {phone: len(ids) for phone, ids in placed(api.record).items()} == {e164(i): 1 for i in range(5)}
     report = read_report(tmp_path / "out" / "report.csv")
     assert [(r["Name"], r["dialer_status"]) for r in report] == [
-        *((f"Lead {i}", "sent") for i in range(5)), ("No Phone", "invalid"), ("Twice", "duplicate")]
+        *((f"Lead {i}", "sent") for i in range(5)),
+        ("No Phone", "invalid"),
+        ("Twice", "duplicate"),
+    ]
 
 
 # -- 5. the lock ------------------------------------------------------------------------------
@@ -765,9 +780,7 @@ def test_a_second_run_beside_a_running_one_exits_75_at_once_and_sends_nothing(
     assert not journal.exists()  # not even imported: the lock comes first
 
 
-def test_a_lock_left_by_a_killed_process_never_blocks(
-    tmp_path: Path, sandbox: MakeSandbox
-) -> None:
+def test_a_lock_left_by_a_killed_process_never_blocks(tmp_path: Path, sandbox: MakeSandbox) -> None:
     write_leads(tmp_path / "leads.csv", lead_rows(range(3)))
     lock = CampaignLock(tmp_path / "out" / "journal.sqlite")
     ready, told = os.pipe()
@@ -798,11 +811,15 @@ def test_a_lock_left_by_a_killed_process_never_blocks(
 # -- 6. SIGTERM and SIGINT ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
-                         ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
 def test_a_signal_stops_the_run_saves_everything_and_a_rerun_finishes(
-    tmp_path: Path, dialer: Callable[..., Dialer], sandbox_process: Callable[..., RunningSandbox],
-    signum: int, code: int,
+    tmp_path: Path,
+    dialer: Callable[..., Dialer],
+    sandbox_process: Callable[..., RunningSandbox],
+    signum: int,
+    code: int,
 ) -> None:
     api = sandbox_process(latency_ms=200, drop_rate=0.15, seed=5)
     assert api.record is not None
@@ -890,15 +907,16 @@ def test_a_stop_takes_no_new_row_and_sends_nothing_more(tmp_path: Path) -> None:
     rows = report_of(tmp_path)
     assert rows["Lead 0"]["dialer_status"] == "sent"
     for i in range(1, 6):  # back as they were: nothing was sent for them
-        assert (rows[f"Lead {i}"]["dialer_status"], rows[f"Lead {i}"]["dialer_attempts"]) == (
-            "pending", "0")
+        assert (rows[f"Lead {i}"]["dialer_status"], rows[f"Lead {i}"]["dialer_attempts"]) == ("pending", "0")
 
 
 # -- 7. the report is replaced atomically ------------------------------------------------------
 
 
 def test_dialer_report_replaces_the_file_and_keeps_it_whole_when_writing_fails(
-    tmp_path: Path, sandbox: MakeSandbox, dialer: Callable[..., Dialer],
+    tmp_path: Path,
+    sandbox: MakeSandbox,
+    dialer: Callable[..., Dialer],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api = sandbox(api_key=KEY)
@@ -996,9 +1014,13 @@ def test_a_changed_leads_file_dials_only_new_rows_and_says_what_changed(
     by_name = {r["Name"]: r for r in report}
     for i in (0, 1, 2, 4, 5, 6, 7, 8, 9):  # kept their history, not dialed again
         assert (by_name[f"Lead {i}"]["dialer_status"], by_name[f"Lead {i}"]["dialer_id"]) == (
-            "sent", ids[f"Lead {i}"])
+            "sent",
+            ids[f"Lead {i}"],
+        )
     assert by_name["Lead 5"]["Company"] == "Fixed Co"
     for i in (10, 11):
         assert (by_name[f"Lead {i}"]["dialer_status"], by_name[f"Lead {i}"]["dialer_id"]) == (
-            "sent", calls[e164(i)][0])
+            "sent",
+            calls[e164(i)][0],
+        )
     assert by_name["Lead 7 again"]["dialer_status"] == "duplicate"

@@ -1,0 +1,34 @@
+"""The vocabulary every stage shares: a row's status and the sets the stages reason with.
+
+Plain data only: no stage-specific behaviour lives here, so any module may import it
+without pulling in another stage.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """A row's `dialer_status` (interface.md, "The report"). A StrEnum: it is its own text."""
+
+    PENDING = "pending"  # not tried yet
+    DEFERRED = "deferred"  # outside its calling hours, capped caller ids, or a redial not yet due
+    SENT = "sent"  # the API accepted it
+    FAILED = "failed"  # refused for good, or every attempt failed
+    INVALID = "invalid"  # cannot be dialed as written
+    DUPLICATE = "duplicate"  # same number as an earlier row
+    SUPPRESSED = "suppressed"  # on a do-not-call or opt-out list
+    UNKNOWN = "unknown"  # may have reached the API; held until a look-up settles it
+
+
+# Statuses a run may dial.
+DIALABLE: frozenset[Status] = frozenset({Status.PENDING, Status.DEFERRED})
+# Statuses that say a request may have placed a call or chat for the row's number.
+MAY_HAVE_CALLED: frozenset[Status] = frozenset({Status.SENT, Status.UNKNOWN})
+# Statuses a later run still has work for (exit 75 while any row holds one).
+REMAINING: frozenset[Status] = frozenset({Status.PENDING, Status.DEFERRED, Status.UNKNOWN})
+# Statuses no later run changes on its own (flags like --retry-failed aside).
+SETTLED: frozenset[Status] = frozenset(Status) - REMAINING
+# Verdicts of the mapping: a row with one of these is never dialed.
+NEVER_DIALED: frozenset[Status] = frozenset({Status.INVALID, Status.DUPLICATE, Status.SUPPRESSED})
