@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from datetime import time
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -98,6 +98,15 @@ class Limits(_Strict):
     min_rate_per_second: Annotated[float, Field(gt=0)] = 0.2
 
 
+def _parse_date(value: str) -> date | None:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        return None
+
+
 def _parse_clock(value: str) -> time | None:
     match = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
     if not match:
@@ -114,6 +123,25 @@ class Hours(_Strict):
     start: str = "08:00"
     end: str = "21:00"
     days: list[str] = list(DAYS[:6])
+    # Whole days without calls (holidays), each in the lead's own local time.
+    skip_dates: list[str] = []
+
+    @field_validator("skip_dates", mode="before")
+    @classmethod
+    def _skip_dates(cls, value: object) -> object:
+        # A TOML date (2026-12-25, unquoted) arrives as datetime.date; a quoted one as str.
+        if not isinstance(value, list):
+            return value
+        texts: list[object] = []
+        for item in value:
+            if isinstance(item, datetime):
+                raise ValueError(f"{item.isoformat()} has a time of day; give a date like 2026-12-25")
+            if isinstance(item, date):
+                item = item.isoformat()
+            if isinstance(item, str) and _parse_date(item) is None:
+                raise ValueError(f'{item!r} is not a date like "2026-12-25"')
+            texts.append(item)
+        return texts
 
     @field_validator("start", "end")
     @classmethod
@@ -150,6 +178,10 @@ class Hours(_Strict):
         parsed = _parse_clock(self.end)
         assert parsed is not None
         return parsed
+
+    @property
+    def skip_date_set(self) -> frozenset[date]:
+        return frozenset(d for d in (_parse_date(text) for text in self.skip_dates) if d is not None)
 
 
 class Campaign(_Strict):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from dialer.config import DAYS, Hours
+from dialer.law import LawRules, Week, intersect
 
 # How far ahead next_open looks: a weekly window recurs within 7 days, plus a
 # day of slack for zones whose local date is ahead of or behind UTC.
@@ -30,15 +31,32 @@ class CallingHours:
 
     A lead whose number spans several zones is callable only when the window is
     open in every one of them. All datetimes in and out are timezone-aware.
+
+    The window is a week (one local-time window or none per weekday) less the
+    [hours] skip_dates, each a whole local day in the lead's zone. Pass a lead's
+    `law` (dialer.law.rules_for) to is_open/next_open and the law's week is
+    intersected with the campaign's: the stricter wins on every day.
     """
 
     def __init__(self, hours: Hours) -> None:
-        self.start: time = hours.start_time
         # time.max stands for 24:00; `local < time.max` is true for the whole
         # last minute except its final microsecond, which is close enough.
-        self.end: time = hours.end_time
-        self.weekdays: frozenset[int] = frozenset(DAYS.index(day) for day in hours.days)
-        self._zones: dict[str, ZoneInfo] = {}
+        window = (hours.start_time, hours.end_time)
+        weekdays = frozenset(DAYS.index(day) for day in hours.days)
+        week: Week = tuple(window if day in weekdays else None for day in range(7))
+        self._setup(week, hours.skip_date_set, {}, {})
+
+    def _setup(
+        self,
+        week: Week,
+        skip_dates: frozenset[date],
+        zones: dict[str, ZoneInfo],
+        transitions: dict[str, tuple[datetime, datetime, list[datetime]]],
+    ) -> None:
+        self.week: Week = week
+        self.skip_dates: frozenset[date] = skip_dates
+        self._stricter: dict[Week, CallingHours] = {}
+        self._zones: dict[str, ZoneInfo] = zones
         # The dispatcher asks about a million rows with a few hundred distinct
         # zone tuples, always at about the same `now`: keep answers for the
         # current minute only, so memory stays bounded.
@@ -46,7 +64,23 @@ class CallingHours:
         self._open_cache: dict[tuple[str, ...], bool] = {}
         self._next_minute = -1
         self._next_cache: dict[tuple[str, ...], datetime | None] = {}
-        self._transitions: dict[str, tuple[datetime, datetime, list[datetime]]] = {}
+        self._transitions = transitions
+
+    def with_law(self, law: LawRules | None) -> CallingHours:
+        """These hours narrowed to what `law` allows (self when law is None or allows more).
+
+        One instance per distinct law week, kept: a campaign sees a handful of them.
+        """
+        if law is None:
+            return self
+        week = intersect(self.week, law.week)
+        if week == self.week:
+            return self
+        derived = self._stricter.get(week)
+        if derived is None:
+            derived = self._stricter[week] = CallingHours.__new__(CallingHours)
+            derived._setup(week, self.skip_dates, self._zones, self._transitions)
+        return derived
 
     def _zone(self, name: str) -> ZoneInfo:
         zone = self._zones.get(name)
@@ -56,14 +90,20 @@ class CallingHours:
 
     def _open_in(self, zone: ZoneInfo, now: datetime) -> bool:
         local = now.astimezone(zone)
-        return local.weekday() in self.weekdays and self.start <= local.time() < self.end
+        window = self.week[local.weekday()]
+        if window is None or local.date() in self.skip_dates:
+            return False
+        return window[0] <= local.time() < window[1]
 
-    def is_open(self, timezones: tuple[str, ...], now: datetime) -> bool:
+    def is_open(self, timezones: tuple[str, ...], now: datetime, law: LawRules | None = None) -> bool:
         """True when `now` is inside the window in every one of `timezones` (IANA names).
 
+        With `law`, the window is also the law's for that lead (the stricter wins).
         Raises ValueError for an empty tuple (a lead always has at least one zone)
         or a naive `now`, and ZoneInfoNotFoundError for an unknown zone name.
         """
+        if law is not None:
+            return self.with_law(law).is_open(timezones, now)
         if not timezones:
             raise ValueError("is_open needs at least one time zone")
         if now.tzinfo is None:
@@ -79,13 +119,18 @@ class CallingHours:
             )
         return cached
 
-    def next_open(self, timezones: tuple[str, ...], now: datetime) -> datetime | None:
+    def next_open(
+        self, timezones: tuple[str, ...], now: datetime, law: LawRules | None = None
+    ) -> datetime | None:
         """The first moment at or after `now` when the window is open in every zone (UTC).
 
-        None when that never happens within the next 8 days: no days are
-        allowed, or the zones' windows never overlap (e.g. 13 hours apart).
-        Exact to the second across DST changes.
+        None when that never happens within the next 8 days (plus one day per
+        skip date ahead): no days are allowed, or the zones' windows never
+        overlap (e.g. 13 hours apart). Exact to the second across DST changes.
+        With `law`, the law's window for that lead applies too.
         """
+        if law is not None:
+            return self.with_law(law).next_open(timezones, now)
         if self.is_open(timezones, now):
             return now.astimezone(UTC)
         minute = _minute(now)
@@ -108,18 +153,22 @@ class CallingHours:
         local time into the window. The intersection over zones begins at the
         latest of those beginnings, so it is one of the candidates too.
         """
-        if not self.weekdays:
+        if not any(self.week):
             return None
-        until = now + HORIZON
+        # Each skip date ahead can push the next window back by a day.
+        first_day = now.date() - timedelta(days=1)
+        horizon = HORIZON + timedelta(days=sum(1 for day in self.skip_dates if day >= first_day))
+        until = now + horizon
         candidates: set[datetime] = set()
         for name in timezones:
             zone = self._zone(name)
             first = now.astimezone(zone).date() - timedelta(days=1)
-            for offset in range(HORIZON.days + 2):
+            for offset in range(horizon.days + 2):
                 day: date = first + timedelta(days=offset)
-                if day.weekday() not in self.weekdays:
+                window = self.week[day.weekday()]
+                if window is None or day in self.skip_dates:
                     continue
-                start = datetime.combine(day, self.start, tzinfo=zone)
+                start = datetime.combine(day, window[0], tzinfo=zone)
                 candidates.add(start.astimezone(UTC))
                 candidates.add(start.replace(fold=1).astimezone(UTC))
             candidates.update(self._offset_changes(name, zone, now, until))
