@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from dialer.config import Hours
+from dialer.config import DAYS, Hours, load_campaign
+from dialer.errors import CampaignError
 from dialer.hours import CallingHours
+from dialer.law import rules_for
 
 NY = ("America/New_York",)
 LA = ("America/Los_Angeles",)
@@ -222,3 +225,143 @@ def test_next_open_across_the_date_line() -> None:
     assert hours.next_open(pair, utc(2024, 6, 3, 0, 0)) == utc(2024, 6, 3, 20, 0)
     # Saturday 10:00 in Kiritimati is Friday 09:00 in Pago Pago: open; the Sunday is not.
     assert hours.next_open(pair, utc(2024, 6, 7, 21, 0)) == utc(2024, 6, 10, 20, 0)
+
+
+# The law's window for the lead, and [hours] skip_dates
+
+
+MIAMI_ZONE = ("America/New_York",)
+CHICAGO_ZONE = ("America/Chicago",)
+
+
+def test_miami_closed_at_20_30_while_chicago_is_open(default: CallingHours) -> None:
+    miami, chicago = rules_for("+13055550100"), rules_for("+13125550100")
+    now = at("America/New_York", 2024, 6, 3, 20, 30)  # Monday 20:30 in Miami, 19:30 in Chicago
+    assert not default.is_open(MIAMI_ZONE, now, miami)
+    assert default.is_open(MIAMI_ZONE, now)  # the campaign alone would call
+    assert default.is_open(CHICAGO_ZONE, now, chicago)
+    # Chicago at 20:30 its own time: open (federal 21:00), Miami at 20:30: closed.
+    assert default.is_open(CHICAGO_ZONE, at("America/Chicago", 2024, 6, 3, 20, 30), chicago)
+    assert not default.is_open(MIAMI_ZONE, at("America/New_York", 2024, 6, 3, 20, 0), miami)
+    assert default.is_open(MIAMI_ZONE, at("America/New_York", 2024, 6, 3, 19, 59, 59), miami)
+
+
+def test_law_closed_now_next_open_is_the_next_morning(default: CallingHours) -> None:
+    miami = rules_for("+13055550100")
+    now = at("America/New_York", 2024, 6, 3, 20, 30)
+    assert default.next_open(MIAMI_ZONE, now, miami) == at("America/New_York", 2024, 6, 4, 8, 0)
+    # Without the law the campaign's own window is still open.
+    assert default.next_open(MIAMI_ZONE, now) == now
+
+
+def test_stricter_campaign_stays_stricter_in_florida() -> None:
+    hours = CallingHours(Hours(start="10:00", end="19:00"))
+    miami = rules_for("+13055550100")
+    assert not hours.is_open(MIAMI_ZONE, at("America/New_York", 2024, 6, 3, 19, 0), miami)
+    assert hours.is_open(MIAMI_ZONE, at("America/New_York", 2024, 6, 3, 18, 59), miami)
+    assert not hours.is_open(MIAMI_ZONE, at("America/New_York", 2024, 6, 3, 9, 30), miami)
+    # The campaign's Sunday ban holds though Florida allows Sundays.
+    assert not hours.is_open(MIAMI_ZONE, at("America/New_York", 2024, 6, 9, 12), miami)
+    assert hours.with_law(miami) is hours  # nothing to narrow
+
+
+def test_stricter_law_wins_over_a_wide_campaign() -> None:
+    hours = CallingHours(Hours(start="07:00", end="22:00", days=list(DAYS)))
+    miami, chicago = rules_for("+13055550100"), rules_for("+13125550100")
+    # The campaign's own 07:00-22:00 stands alone without a law ...
+    assert hours.is_open(CHICAGO_ZONE, at("America/Chicago", 2024, 6, 3, 21, 30))
+    # ... but the federal window applies to every US lead, Florida's to a Miami one.
+    assert not hours.is_open(CHICAGO_ZONE, at("America/Chicago", 2024, 6, 3, 21, 30), chicago)
+    assert not hours.is_open(CHICAGO_ZONE, at("America/Chicago", 2024, 6, 3, 7, 30), chicago)
+    assert not hours.is_open(MIAMI_ZONE, at("America/New_York", 2024, 6, 3, 20, 30), miami)
+    # Florida has no Sunday ban: open on a Sunday within 08:00-20:00.
+    assert hours.is_open(MIAMI_ZONE, at("America/New_York", 2024, 6, 9, 12), miami)
+
+
+def test_federal_only_keeps_todays_default_behaviour(default: CallingHours) -> None:
+    chicago = rules_for("+13125550100")
+    assert default.with_law(chicago) is default  # default hours are the federal window already
+    for hour in range(24):
+        now = at("America/Chicago", 2024, 6, 8, hour)  # a Saturday
+        assert default.is_open(CHICAGO_ZONE, now, chicago) == default.is_open(CHICAGO_ZONE, now)
+
+
+def test_sunday_ban_of_the_law_moves_next_open_to_monday() -> None:
+    hours = CallingHours(Hours(days=list(DAYS)))
+    alabama = rules_for("+12055550100")
+    saturday_night = at("America/Chicago", 2024, 6, 8, 20, 0)
+    assert hours.next_open(CHICAGO_ZONE, saturday_night, alabama) == at("America/Chicago", 2024, 6, 10, 8, 0)
+    assert hours.next_open(CHICAGO_ZONE, saturday_night) == saturday_night
+
+
+def test_skip_dates_are_whole_days_in_the_leads_zone() -> None:
+    hours = CallingHours(Hours(skip_dates=["2026-12-25"], days=list(DAYS)))
+    tokyo = ("Asia/Tokyo",)
+    # 2026-12-25 12:00 UTC: Christmas noon in London, 21:00 in Tokyo (closed anyway),
+    # 07:00 in New York (closed anyway), so test at hours open on ordinary days.
+    assert not hours.is_open(("Europe/London",), at("Europe/London", 2026, 12, 25, 12))
+    assert hours.is_open(("Europe/London",), at("Europe/London", 2026, 12, 24, 20, 59))
+    assert hours.is_open(("Europe/London",), at("Europe/London", 2026, 12, 26, 8, 0))
+    # One instant, two zones: 2026-12-25 23:30 UTC is the 26th 08:30 in Tokyo (open)
+    # and the 25th 18:30 in New York (skipped).
+    instant = utc(2026, 12, 25, 23, 30)
+    assert hours.is_open(tokyo, instant)
+    assert not hours.is_open(NY, instant)
+    # 2026-12-24 23:30 UTC is the 25th 08:30 in Tokyo (skipped), the 24th 18:30 in New York.
+    before = utc(2026, 12, 24, 23, 30)
+    assert not hours.is_open(tokyo, before)
+    assert hours.is_open(NY, before)
+
+
+def test_next_open_skips_a_holiday() -> None:
+    hours = CallingHours(Hours(skip_dates=["2026-12-25"]))  # a Friday; default Mon-Sat
+    evening = at("America/New_York", 2026, 12, 24, 21, 0)
+    assert hours.next_open(NY, evening) == at("America/New_York", 2026, 12, 26, 8, 0)
+    # Without the skip date: Christmas morning.
+    assert CallingHours(Hours()).next_open(NY, evening) == at("America/New_York", 2026, 12, 25, 8, 0)
+
+
+def test_next_open_skips_a_long_run_of_holidays() -> None:
+    # Ten days off in a row push the next window past the plain 8-day horizon.
+    days = [f"2026-12-{d}" for d in range(21, 32)]
+    hours = CallingHours(Hours(skip_dates=days))
+    now = at("America/New_York", 2026, 12, 20, 12)  # a Sunday
+    assert hours.next_open(NY, now) == at("America/New_York", 2027, 1, 1, 8, 0)
+
+
+def test_skip_date_with_the_law_and_several_zones() -> None:
+    hours = CallingHours(Hours(skip_dates=["2026-12-25"]))
+    miami = rules_for("+13055550100")
+    both = ("America/New_York", "America/Los_Angeles")
+    # Thursday 24th, 20:00 in New York: Florida is closed; Friday the 25th is skipped;
+    # Saturday 26th opens when both zones are inside 08:00-20:00: 11:00 in New York.
+    now = at("America/New_York", 2026, 12, 24, 20, 0)
+    assert hours.next_open(both, now, miami) == at("America/New_York", 2026, 12, 26, 11, 0)
+
+
+def test_skip_dates_validated_at_load() -> None:
+    assert Hours(skip_dates=[date(2026, 12, 25), "2027-01-01"]).skip_date_set == {
+        date(2026, 12, 25),
+        date(2027, 1, 1),
+    }
+    for bad in ("2026-13-01", "25/12/2026", "2026-02-30", "tomorrow"):
+        with pytest.raises(ValueError, match=f"'{bad}' is not a date like"):
+            Hours(skip_dates=[bad])
+
+
+def test_bad_skip_date_in_a_campaign_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'name = "x"\nmode = "call"\nleads = "l.csv"\n[call]\nmodel_id = "m"\n'
+        '[hours]\nskip_dates = ["2026-12-25", "2026-12-32"]\n'
+    )
+    with pytest.raises(CampaignError) as info:
+        load_campaign(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == f"{path}: [hours] skip_dates: '2026-12-32' is not a date like \"2026-12-25\""
+    path.write_text(path.read_text().replace('["2026-12-25", "2026-12-32"]', "[2026-12-25, 2027-01-01]"))
+    assert len(load_campaign(path).hours.skip_date_set) == 2
+    path.write_text(path.read_text().replace("[2026-12-25, 2027-01-01]", "[2026-12-25T10:00:00]"))
+    with pytest.raises(CampaignError, match="has a time of day"):
+        load_campaign(path)
