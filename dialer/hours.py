@@ -56,6 +56,7 @@ class CallingHours:
         self.week: Week = week
         self.skip_dates: frozenset[date] = skip_dates
         self._stricter: dict[Week, CallingHours] = {}
+        self._by_law: dict[int, tuple[LawRules, CallingHours]] = {}
         self._zones: dict[str, ZoneInfo] = zones
         # The dispatcher asks about a million rows with a few hundred distinct
         # zone tuples, always at about the same `now`: keep answers for the
@@ -73,13 +74,19 @@ class CallingHours:
         """
         if law is None:
             return self
+        # rules_for hands out one LawRules per distinct rule set, so the object itself
+        # is a cheap key; holding it in the entry keeps its id from being reused.
+        entry = self._by_law.get(id(law))
+        if entry is not None and entry[0] is law:
+            return entry[1]
         week = intersect(self.week, law.week)
-        if week == self.week:
-            return self
-        derived = self._stricter.get(week)
+        derived = self if week == self.week else self._stricter.get(week)
         if derived is None:
             derived = self._stricter[week] = CallingHours.__new__(CallingHours)
             derived._setup(week, self.skip_dates, self._zones, self._transitions)
+        if len(self._by_law) > 1024:  # someone building LawRules by hand, row after row
+            self._by_law.clear()
+        self._by_law[id(law)] = (law, derived)
         return derived
 
     def _zone(self, name: str) -> ZoneInfo:

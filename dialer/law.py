@@ -17,7 +17,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from datetime import time
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -240,9 +240,14 @@ def rules_for(phone: str, state: str | None = None) -> LawRules:
     whose law presumes residency by area code applies by area code as well.
     Raises ValueError for a column value that is no US state.
     """
+    return _rules(area_code_state(phone), state)
+
+
+@lru_cache(maxsize=4096)
+def _rules(by_number: str | None, state: str | None) -> LawRules:
+    # A million rows carry a few hundred (area code state, column value) pairs.
     law = table()
     by_column = parse_state(state)
-    by_number = area_code_state(phone)
     codes: set[str] = set()
     if by_column is not None:
         codes.add(by_column)

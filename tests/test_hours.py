@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -11,7 +11,7 @@ import pytest
 from dialer.config import DAYS, Hours, load_campaign
 from dialer.errors import CampaignError
 from dialer.hours import CallingHours
-from dialer.law import rules_for
+from dialer.law import LawRules, rules_for
 
 NY = ("America/New_York",)
 LA = ("America/Los_Angeles",)
@@ -365,3 +365,13 @@ def test_bad_skip_date_in_a_campaign_file_is_one_line(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("[2026-12-25, 2027-01-01]", "[2026-12-25T10:00:00]"))
     with pytest.raises(CampaignError, match="has a time of day"):
         load_campaign(path)
+
+
+def test_hand_built_law_rules_are_each_applied(default: CallingHours) -> None:
+    # LawRules built row after row (not the shared ones rules_for hands out): ids of
+    # dropped objects get reused, and a stale cached window must never be applied.
+    now = at("America/New_York", 2024, 6, 3, 12, 30)
+    for index in range(3000):
+        end = time(12, 0) if index % 2 else time(13, 0)
+        law = LawRules(states=("XX",), week=((time(8), end),) * 7, cap_per_24h=None, citations=())
+        assert default.is_open(NY, now, law) is (end == time(13, 0)), index
