@@ -54,6 +54,15 @@ class Rule:
     holidays: str = ""
     notes: str = ""
 
+    @property
+    def applies_by(self) -> str:
+        """How the dialer decides a lead is under this rule."""
+        if self.code == "US":
+            return "every lead"
+        if self.area_code_presumption:
+            return "its area code (presumed by the law) or the state column"
+        return "the state column, else the area code"
+
 
 @dataclass(frozen=True)
 class LawRules:

@@ -164,3 +164,11 @@ def test_describe_and_format_week() -> None:
     assert rules_for(MIAMI).describe == "FL: Mon-Sun 08:00-20:00, at most 3 calls per 24 h"
     assert rules_for(CHICAGO).describe == "US: Mon-Sun 08:00-21:00"
     assert format_week(rules_for("+14015550100").week) == ("Mon-Fri 09:00-18:00, Sat 10:00-17:00, Sun closed")
+
+
+def test_each_rule_says_how_it_applies() -> None:
+    table = law.table()
+    assert table.federal.applies_by == "every lead"
+    assert "presumed by the law" in table.states["FL"].applies_by
+    assert "presumed by the law" in table.states["OK"].applies_by
+    assert table.states["WA"].applies_by == "the state column, else the area code"
