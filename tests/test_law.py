@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from datetime import time
 from importlib import resources
@@ -172,3 +174,17 @@ def test_each_rule_says_how_it_applies() -> None:
     assert "presumed by the law" in table.states["FL"].applies_by
     assert "presumed by the law" in table.states["OK"].applies_by
     assert table.states["WA"].applies_by == "the state column, else the area code"
+
+
+def test_area_code_table_is_what_the_generator_makes() -> None:
+    # The committed table matches libphonenumber's data as pinned in uv.lock; after an
+    # upgrade this fails until tools/gen_area_codes.py is run again.
+    root = Path(__file__).parents[1]
+    made = subprocess.run(
+        [sys.executable, str(root / "tools" / "gen_area_codes.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert made == (root / "dialer" / "data" / "area_codes.toml").read_text(encoding="utf-8")

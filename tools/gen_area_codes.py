@@ -54,18 +54,21 @@ def state_of_description(text: str) -> str | None:
     return None
 
 
-def states_for(npa: str) -> set[str]:
-    """The state the area code's own entry names, else every state its finer prefixes name."""
-    own = GEOCODE_DATA.get("1" + npa, {}).get("en")
-    if own and state_of_description(own):
-        return {state_of_description(own) or ""}
-    found: set[str] = set()
+def finer_prefixes() -> dict[str, list[str]]:
+    """Area code -> the English descriptions of its longer NANP prefixes."""
+    by_npa: dict[str, list[str]] = {}
     for prefix, names in GEOCODE_DATA.items():
-        if prefix.startswith("1" + npa) and "en" in names:
-            state = state_of_description(names["en"])
-            if state:
-                found.add(state)
-    return found
+        if prefix.startswith("1") and len(prefix) > 4 and "en" in names:
+            by_npa.setdefault(prefix[1:4], []).append(names["en"])
+    return by_npa
+
+
+def states_for(npa: str, finer: dict[str, list[str]]) -> set[str]:
+    """The state the area code's own entry names, else every state its finer prefixes name."""
+    own = state_of_description(GEOCODE_DATA.get("1" + npa, {}).get("en", ""))
+    if own:
+        return {own}
+    return {state for text in finer.get(npa, []) if (state := state_of_description(text))}
 
 
 def main() -> None:
@@ -74,12 +77,13 @@ def main() -> None:
     out.write(f"# (python package phonenumbers {phonenumbers.__version__}). Do not edit by hand.\n")
     out.write("# NANP area code -> US state code; codes absent here map to no state.\n\n")
     out.write("[area_codes]\n")
+    finer = finer_prefixes()
     for number in range(200, 1000):
         npa = str(number)
         example = phonenumbers.parse(f"+1{npa}2000000")
         if phonenumbers.region_code_for_number(example) not in ("US", None):
             continue
-        states = states_for(npa)
+        states = states_for(npa, finer)
         if len(states) == 1:
             out.write(f'"{npa}" = "{states.pop()}"\n')
         elif states:
