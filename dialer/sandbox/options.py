@@ -89,7 +89,9 @@ def _outcome_pair(item: str) -> tuple[str, float]:
     return status.strip(), number
 
 
-def parse_collected(value: str | Iterable[str] | Mapping[str, Iterable[str]]) -> Collected:
+def parse_collected(
+    value: str | Iterable[str | tuple[str, Iterable[str]]] | Mapping[str, Iterable[str]],
+) -> Collected:
     """`NAME=V1|V2|...` items (or a map of lists) as ((name, values), ...); ValueError if bad."""
     if isinstance(value, str):
         value = [value]
@@ -97,10 +99,14 @@ def parse_collected(value: str | Iterable[str] | Mapping[str, Iterable[str]]) ->
         items = [(name, tuple(values)) for name, values in value.items()]
     else:
         items = []
-        for text in value:
-            name, equals, listed = text.partition("=")
+        for item in value:
+            if not isinstance(item, str):  # already parsed: (name, values)
+                name, values = item
+                items.append((name, tuple(values)))
+                continue
+            name, equals, listed = item.partition("=")
             if not equals:
-                raise ValueError(f"expected NAME=V1|V2|..., got {text!r}")
+                raise ValueError(f"expected NAME=V1|V2|..., got {item!r}")
             items.append((name.strip(), tuple(listed.split("|"))))
     seen: set[str] = set()
     for name, values in items:

@@ -57,7 +57,7 @@ class Call:
         """Its status at `now`: ringing, in-progress, or the final one once ended."""
         if self.ended:
             return self.fate.status
-        return RINGING if now - self.started < self.fate.ring_seconds else IN_PROGRESS
+        return RINGING if now < self.started + self.fate.ring_seconds else IN_PROGRESS
 
     def to_json(self, now: float, status_key: str = "status") -> dict[str, Any]:
         """The call as GET shows it at `now` (the list endpoint names the status `call_status`)."""
