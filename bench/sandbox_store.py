@@ -26,7 +26,7 @@ class _Clock:
 
 
 def run(ctx: Context) -> Section:
-    section = Section("5 sandbox store")
+    section = Section("5 sandbox")
     calls = 10_000 if ctx.quick else 100_000
     clock = _Clock()
     options = SandboxOptions(
