@@ -156,6 +156,7 @@ class Store:
         self._all_chats: list[Chat] = []
         # (end time, placement count, call): the count breaks ties, so calls are never compared.
         self._ending: list[tuple[float, int, Call]] = []
+        self._fates: dict[tuple[Any, ...], Fate] = {}
         self.live_calls = 0
         self.touched = 0
         self._last_ms = 0
@@ -213,7 +214,7 @@ class Store:
             created_ms=created_ms,
             started=now,
             ordinal=ordinal,
-            fate=fate(self._options.seed, phone, ordinal, self._options),
+            fate=self._shared(fate(self._options.seed, phone, ordinal, self._options)),
         )
         self.calls[call.call_id] = call
         same_phone.append(call)
@@ -223,6 +224,13 @@ class Store:
         if ends_at is not None:
             heapq.heappush(self._ending, (ends_at, self._id_count, call))
         return call
+
+    def _shared(self, drawn: Fate) -> Fate:
+        # Calls with equal fates share one object: with fixed settings (the default ends
+        # every call at once, completed) a million calls hold one Fate, not a million.
+        collected = None if drawn.collected is None else tuple(drawn.collected.items())
+        key = (drawn.status, drawn.seconds, drawn.end_call_reason, collected, drawn.nested_collected)
+        return self._fates.setdefault((*key, drawn.string_start_time), drawn)
 
     def add_chat(self, body: dict[str, Any], now: float | None = None) -> Chat:
         """Store a chat from a validated POST /v2/chat/outbound body."""
