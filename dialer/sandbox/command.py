@@ -74,7 +74,12 @@ from dialer.sandbox.server import serve
     metavar="MS",
     help="Delay every answer by MS milliseconds (the call is placed on arrival).",
 )
-@click.option("--seed", type=int, metavar="N", help="Seed the fail/drop choices and every call's fate.")
+@click.option(
+    "--seed",
+    type=int,
+    metavar="N",
+    help="Seed the fail/drop choices and every call's fate (none: fail/drop vary, fates use 0).",
+)
 @click.option(
     "--call-seconds",
     default="0",
@@ -168,7 +173,7 @@ def simulate(
 
     \b
         dialer simulate --call-seconds 30:300 --max-live-calls 5 \\
-            --outcomes completed=0.75,no-answer=0.25 --collected interest=yes|no
+            --outcomes completed=0.75,no-answer=0.25 --collected 'interest=yes|no'
     """
     options = SandboxOptions(
         host=host,
