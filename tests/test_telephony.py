@@ -542,3 +542,38 @@ def test_a_sandbox_process_takes_the_telephony_flags(tmp_path: Path) -> None:
     assert found["status"] == "ringing" and isinstance(found["start_time"], str)
     assert [r["status"] for r in read_record(options.record or Path())] == [200, 429, 200]
     assert read_events(options.record or Path()) == []  # its calls live for minutes
+
+
+def status_of(call: Any, now: float) -> str:
+    """What a call shows at `now`, worked out from its fate alone."""
+    f = call.fate
+    if f.ends and call.started + f.seconds <= now:
+        return f.status
+    return "ringing" if now < call.started + f.ring_seconds else "in-progress"
+
+
+def test_store_status_filter_matches_a_brute_force_scan_as_time_passes() -> None:
+    rng = random.Random(5)
+    clock = FakeClock()
+    store = Store(
+        SandboxOptions(call_seconds="0:8", outcomes="completed=0.5,busy=0.3,stuck=0.2"), clock=clock
+    )
+    phones = [f"+1415555{n:04d}" for n in range(6)]
+    for _ in range(300):
+        clock.now += rng.random() * 0.1
+        store.add_call({"model_id": rng.choice("ab"), "phone": rng.choice(phones), "name": "x"})
+    everything = list(store.calls.values())
+    for _ in range(200):
+        clock.now += rng.random() * 0.2  # calls keep ending between queries
+        model, phone = rng.choice("ab"), rng.choice([None, *phones])
+        wanted = rng.choice(["ringing", "in-progress", "completed", "busy"])
+        limit, offset = rng.randint(1, 30), rng.randint(0, 40)
+        expected = [
+            c
+            for c in reversed(everything)
+            if c.model_id == model
+            and (phone is None or c.phone_to == phone)
+            and status_of(c, clock.now) == wanted
+        ]
+        total, page = store.list_calls(model, phone, call_status=wanted, limit=limit, offset=offset)
+        assert (total, page) == (len(expected), expected[offset : offset + limit])
