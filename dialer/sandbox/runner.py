@@ -93,7 +93,10 @@ def start_in_thread(options: SandboxOptions) -> RunningSandbox:
 
 
 def command_line(options: SandboxOptions) -> list[str]:
-    """The `simulate` flags that reproduce `options`, except the API key (see spawn_process)."""
+    """The `simulate` flags that reproduce `options`, except the API key (see spawn_process).
+
+    A process has its own clock: `options.clock` does not cross.
+    """
     argv = ["--host", options.host, "--port", str(options.port)]
     if options.record is not None:
         argv += ["--record", str(options.record)]
@@ -109,6 +112,22 @@ def command_line(options: SandboxOptions) -> list[str]:
         argv += ["--latency-ms", repr(options.latency_ms)]
     if options.seed is not None:
         argv += ["--seed", str(options.seed)]
+    argv += _telephony_flags(options)
+    return argv
+
+
+def _telephony_flags(options: SandboxOptions) -> list[str]:
+    low, high = options.call_seconds
+    argv = ["--call-seconds", f"{low!r}:{high!r}"]
+    argv += ["--outcomes", ",".join(f"{status}={share!r}" for status, share in options.outcomes)]
+    if options.max_live_calls is not None:
+        argv += ["--max-live-calls", str(options.max_live_calls)]
+    for name, values in options.collected:
+        argv += ["--collected", f"{name}={'|'.join(values)}"]
+    argv += ["--collected-shape", options.collected_shape]
+    argv += ["--start-time-shape", options.start_time_shape]
+    if options.chat_seconds is not None:
+        argv += ["--chat-seconds", f"{options.chat_seconds[0]!r}:{options.chat_seconds[1]!r}"]
     return argv
 
 

@@ -5,6 +5,11 @@ latency, then answers or drops the connection. Everything a POST decides (auth,
 rate limit, fail, validation, placing, drop) happens on arrival with no `await`
 in between, so concurrent requests cannot slip past the rate limit together and
 a client that gives up during the latency has still placed its call.
+
+Calls end by time: a timer wakes at the next call's end and ends every call due
+(writing its `call.ended` line), and every request first ends the calls due by
+its arrival, so what it sees, and the live-call count a POST is held to, agree
+with the record's times. All times come from `options.clock`.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import functools
 import json
 import random
 import signal
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,7 +27,7 @@ from aiohttp import web
 
 from dialer.sandbox.options import SandboxOptions
 from dialer.sandbox.record import Recorder
-from dialer.sandbox.store import Store
+from dialer.sandbox.store import Call, Store
 from dialer.sandbox.validation import CALL_FIELDS, CHAT_FIELDS, Check, problem_with
 
 LISTENING = "dialer sandbox listening on "
@@ -47,6 +51,10 @@ _BAD_TOKEN = _detail("Invalid API key")
 _UNAVAILABLE = _detail("Service temporarily unavailable, please retry")
 _BODY_NOT_JSON = _detail("body: not valid JSON")
 _NOT_FOUND = _detail("Not Found")
+_CONCURRENCY = _detail("Concurrency limit exceeded")
+# The longest the end-of-call timer sleeps: a clock that jumps (a test's fake one) is
+# noticed within this long even when no request comes.
+_MAX_SLEEP = 1.0
 
 
 def _parse(raw: bytes) -> Any:
@@ -89,7 +97,7 @@ def _key_checked(
 
     @functools.wraps(handler)
     async def checked(self: Sandbox, request: web.Request) -> web.StreamResponse:
-        now = time.time()
+        now = self._arrive()
         denied = self._denied(request)
         if denied is not None:
             return await self._reply(request, now, None, 401, denied)
@@ -102,8 +110,12 @@ class Sandbox:
     """The state of one sandbox server and its request handlers."""
 
     def __init__(self, options: SandboxOptions) -> None:
-        self.store = Store()
         self._recorder = Recorder(options.record) if options.record is not None else None
+        self._clock = options.clock
+        self.store = Store(options, clock=options.clock, on_ended=self._ended)
+        self._max_live = options.max_live_calls
+        self._wake: asyncio.TimerHandle | None = None
+        self._wake_at = 0.0
         self._api_key = options.api_key or None
         self._delay = options.latency_ms / 1000
         self._rng = random.Random(options.seed)
@@ -131,7 +143,10 @@ class Sandbox:
         ]
 
     def close(self) -> None:
-        """Close the record file."""
+        """Stop ending calls and close the record file."""
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
         if self._recorder is not None:
             self._recorder.close()
 
@@ -139,15 +154,18 @@ class Sandbox:
 
     async def post_call(self, request: web.Request) -> web.StreamResponse:
         """POST /v2/calls: place a voice call."""
-        return await self._post(request, CALL_FIELDS, self._place_call)
+        return await self._post(request, CALL_FIELDS, self._place_call, live_limited=True)
 
     async def post_chat(self, request: web.Request) -> web.StreamResponse:
         """POST /v2/chat/outbound: open a WhatsApp or SMS conversation."""
         return await self._post(request, CHAT_FIELDS, self._place_chat)
 
     def _place_call(self, body: dict[str, Any], now: float) -> bytes:
-        call_id = self.store.add_call(body, now).call_id
-        return b'{"status":"success","response":{"answer":"ok","call_id":"%s"}}' % call_id.encode()
+        call = self.store.add_call(body, now)
+        ends_at = call.ends_at
+        if ends_at is not None:
+            self._wake_by(ends_at)
+        return b'{"status":"success","response":{"answer":"ok","call_id":"%s"}}' % call.call_id.encode()
 
     def _place_chat(self, body: dict[str, Any], now: float) -> bytes:
         chat_id = self.store.add_chat(body, now).chat_id
@@ -158,10 +176,12 @@ class Sandbox:
         request: web.Request,
         fields: Mapping[str, tuple[bool, Check]],
         place: Callable[[dict[str, Any], float], bytes],
+        *,
+        live_limited: bool = False,
     ) -> web.StreamResponse:
         # Read the body first: it is the only await before the decision (see module doc).
         raw = await request.read()
-        now = time.time()
+        now = self._arrive()
         denied = self._denied(request)
         if denied is not None:
             return await self._reply(request, now, self._for_record(raw), 401, denied)
@@ -177,6 +197,8 @@ class Sandbox:
         problem = problem_with(body, fields)
         if problem is not None:
             return await self._reply(request, now, body, 400, _detail(problem))
+        if live_limited and self._max_live is not None and self.store.live_calls >= self._max_live:
+            return await self._reply(request, now, body, 429, _CONCURRENCY)
         payload = place(body, now)
         if self._rate_limit is not None:
             self._accepted.append(now)  # a dropped one counts too: it was placed
@@ -203,7 +225,7 @@ class Sandbox:
     @_key_checked
     async def get_call(self, request: web.Request, now: float) -> web.StreamResponse:
         """GET /v2/calls/{call_id}: one call, in the list shape the API uses."""
-        call = self.store.calls.get(request.match_info["call_id"])
+        call = self.store.get_call(request.match_info["call_id"], now)
         if call is None:
             return await self._reply(request, now, None, 404, _detail("Call not found"))
         payload = _encode(
@@ -211,7 +233,7 @@ class Sandbox:
                 "status": "ok",
                 "response": {
                     "pagination": {"total_records": 1, "limit": 1, "offset": 0},
-                    "calls": [call.to_json()],
+                    "calls": [call.to_json(now)],
                 },
             }
         )
@@ -236,6 +258,7 @@ class Sandbox:
                 call_status=query.get("call_status"),
                 limit=limit,
                 offset=offset,
+                now=now,
             )
         except _BadQuery as exc:
             return await self._reply(request, now, None, 400, _detail(str(exc)))
@@ -244,7 +267,7 @@ class Sandbox:
                 "status": "ok",
                 "response": {
                     "pagination": {"total_records": total, "limit": limit, "offset": offset},
-                    "calls": [call.to_json() for call in calls],
+                    "calls": [call.to_json(now, status_key="call_status") for call in calls],
                 },
             }
         )
@@ -264,7 +287,7 @@ class Sandbox:
             {
                 "status": "ok",
                 "response": {
-                    "chats": [chat.to_json() for chat in chats],
+                    "chats": [chat.to_json(now) for chat in chats],
                     "has_more": has_more,
                     "next_cursor": str(chats[-1].seq) if has_more else None,
                 },
@@ -278,12 +301,49 @@ class Sandbox:
         chat = self.store.chats.get(request.match_info["chat_id"])
         if chat is None:
             return await self._reply(request, now, None, 404, _detail("Chat not found"))
-        payload = _encode({"status": "ok", "response": chat.to_json()})
+        payload = _encode({"status": "ok", "response": chat.to_json(now)})
         return await self._reply(request, now, None, 200, payload)
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
         """Any other method or path: 404, in JSON like the rest."""
-        return await self._reply(request, time.time(), None, 404, _NOT_FOUND)
+        return await self._reply(request, self._arrive(), None, 404, _NOT_FOUND)
+
+    # -- calls ending ----------------------------------------------------------------------
+
+    def _arrive(self) -> float:
+        """The time a request arrived, once every call due by then has ended."""
+        now = self._clock()
+        self.store.advance(now)
+        return now
+
+    def _ended(self, call: Call, end: float) -> None:
+        # Called by the store for each call it ends, in end-time order.
+        if self._recorder is not None:
+            self._recorder.write_event(
+                time=end,
+                event="call.ended",
+                call_id=call.call_id,
+                phone=call.phone_to,
+                status=call.fate.status,
+                duration=call.fate.seconds,
+            )
+
+    def _wake_by(self, end: float) -> None:
+        """Make sure the timer wakes by `end` (epoch seconds by the clock)."""
+        if self._wake is not None and self._wake_at <= end:
+            return
+        if self._wake is not None:
+            self._wake.cancel()
+        delay = min(max(end - self._clock(), 0.0), _MAX_SLEEP)
+        self._wake_at = self._clock() + delay
+        self._wake = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._wake = None
+        self.store.advance(self._clock())
+        next_end = self.store.next_end()
+        if next_end is not None:
+            self._wake_by(next_end)
 
     # -- shared ----------------------------------------------------------------------------
 
