@@ -889,3 +889,61 @@ def test_on_a_terminal_a_live_bar_shows_done_total_rate_eta_and_counts(tmp_path:
     assert re.search(r"dialing ━+ 5/5 \d+\.\d/s \d:\d\d:\d\d eta \d:\d\d:\d\d sent=5", screen), screen
     assert "time taken" in screen
     assert "run.started" not in screen + stderr.decode()  # the bar, not log lines
+
+
+# -- odd answers, end to end ------------------------------------------------------------------
+
+
+def _outcomes(folder: Path) -> list[tuple[str, str, str]]:
+    """(dialer_status, dialer_id, dialer_error) of each row of the report, as the journal has them."""
+    return [
+        (row["dialer_status"], row["dialer_id"], row["dialer_error"])
+        for row in report_rows(folder / "out" / "t.report.csv")
+    ]
+
+
+@pytest.mark.parametrize(
+    "lookup_body",
+    [
+        '{"response":{"calls":null}}',
+        '"abc"',
+        "[1]",
+        '{"response": []}',
+        '{"response":{"calls":[1, "x"]}}',
+        '{"response":{"calls":[{"status":"completed"}]}}',  # a call to the number, without its id
+        "<html>Bad Gateway</html>",
+    ],
+)
+def test_an_odd_lookup_answer_leaves_rows_unknown_and_settleable(
+    tmp_path: Path, sandbox: Any, lookup_body: str
+) -> None:
+    # Every answer is lost, and every look-up is answered in a shape nobody documented.
+    server = sandbox(api_key=KEY, drop_rate=1.0, lookup_body=lookup_body)
+    write_leads(tmp_path / "leads.csv", LEADS[:2])
+    campaign = write_campaign(tmp_path, base_url=server.url, limits={"settle_after_seconds": 0})
+
+    first = invoke("run", str(campaign), key=KEY)
+    again = invoke("run", str(campaign), key=KEY)
+
+    for result in (first, again):
+        assert result.exit_code == 75, result.output
+        assert "internal error" not in result.output
+    rows = _outcomes(tmp_path)
+    assert [status for status, _, _ in rows] == ["unknown", "unknown"]
+    assert all(error.startswith("unsettled: look-up answer") for _, _, error in rows), rows
+    record = read_record(server.record)
+    # One call per number, ever; the second run looked each row up again rather than dialing.
+    assert sorted(p["body"]["phone"] for p in record if p["method"] == "POST") == sorted(DIALABLE[:2])
+    assert sum(1 for r in record if r["method"] == "GET") == 4
+
+
+def test_a_200_with_an_odd_body_is_sent_once_and_keeps_no_junk_id(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox(api_key=KEY, accept_body='{"response":{"call_id":{"id":"c1"}}}')
+    write_leads(tmp_path / "leads.csv", LEADS[:2])
+    campaign = write_campaign(tmp_path, base_url=server.url)
+
+    result = invoke("run", str(campaign), key=KEY)
+
+    assert result.exit_code == 0, result.output
+    assert _outcomes(tmp_path) == [("sent", "", "HTTP 200 without a readable call_id")] * 2
+    assert len(posts(server.record)) == 2

@@ -65,6 +65,16 @@ from dialer.sandbox.server import serve
     help="Delay every answer by MS milliseconds (the call is placed on arrival).",
 )
 @click.option("--seed", type=int, metavar="N", help="Seed the fail/drop choices.")
+@click.option(
+    "--accept-body",
+    metavar="TEXT",
+    help="Answer accepted POSTs (the call is placed) with TEXT as the 200 body, to test odd answers.",
+)
+@click.option(
+    "--lookup-body",
+    metavar="TEXT",
+    help="Answer GET /v2/calls (the list) with TEXT as the 200 body, to test odd answers.",
+)
 def simulate(
     host: str,
     port: int,
@@ -76,6 +86,8 @@ def simulate(
     drop_rate: float,
     latency_ms: float,
     seed: int | None,
+    accept_body: str | None,
+    lookup_body: str | None,
 ) -> None:
     """Serve a Synthflow-compatible API on loopback, for demos and tests.
 
@@ -102,6 +114,8 @@ def simulate(
         drop_rate=drop_rate,
         latency_ms=latency_ms,
         seed=seed,
+        accept_body=accept_body,
+        lookup_body=lookup_body,
     )
     try:
         serve(options)

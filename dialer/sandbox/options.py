@@ -15,6 +15,9 @@ class SandboxOptions:
     POSTs answering 503 before doing anything. `drop_rate`: the share of POSTs that
     place the call, then close the connection without an answer. `latency_ms`
     delays every answer. `seed` makes the fail/drop choices repeatable.
+    `accept_body` / `lookup_body`: odd answers, for testing a client that must not
+    trust them. An accepted POST still places its call, then answers 200 with
+    `accept_body` as written; GET /v2/calls (the list) answers 200 with `lookup_body`.
     """
 
     host: str = "127.0.0.1"
@@ -27,6 +30,8 @@ class SandboxOptions:
     drop_rate: float = 0.0
     latency_ms: float = 0.0
     seed: int | None = None
+    accept_body: str | None = None
+    lookup_body: str | None = None
 
     def __post_init__(self) -> None:
         # Fail here, not on the first request, so a bad setting never half-starts a server.
