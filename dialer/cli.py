@@ -166,15 +166,33 @@ def _campaign(path: str) -> Campaign:
 
 
 def _api_key(campaign: Campaign) -> str | None:
-    key = os.environ.get(KEY_VARIABLE)
+    key = os.environ.get(KEY_VARIABLE, "").strip()
     if key:
-        return key
+        return _checked_key(key, KEY_VARIABLE)
     env_file = campaign.path.parent / ".env"
     if env_file.is_file():
-        value = dotenv_values(env_file).get(KEY_VARIABLE)
+        value = (dotenv_values(env_file).get(KEY_VARIABLE) or "").strip()
         if value:
-            return value
+            return _checked_key(value, f"{KEY_VARIABLE} in {env_file}")
     return None
+
+
+def _checked_key(key: str, source: str) -> str:
+    """The key, if an HTTP header can carry it; else one line that shows no part of it.
+
+    httpx refuses such a header with a message that quotes it, and that message would
+    become every row's error in the journal and the report.
+    """
+    if not key.isascii():
+        what = "a non-ASCII character"
+    elif not key.isprintable():
+        what = "a control character"
+    else:
+        return key
+    raise SetupError(
+        f"{source} holds {what}, which an HTTP header cannot carry:"
+        " check the key (a key file edited on another system, a pasted quote?)"
+    )
 
 
 def _checked_url(url: str) -> str:

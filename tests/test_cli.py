@@ -947,3 +947,79 @@ def test_a_200_with_an_odd_body_is_sent_once_and_keeps_no_junk_id(tmp_path: Path
     assert result.exit_code == 0, result.output
     assert _outcomes(tmp_path) == [("sent", "", "HTTP 200 without a readable call_id")] * 2
     assert len(posts(server.record)) == 2
+
+
+# -- the key as people paste it ---------------------------------------------------------------
+
+
+def _no_part_of(key: str, *texts: str | bytes) -> None:
+    """No run of 6 characters of the key (past its common prefix) appears in any of `texts`."""
+    core = key.strip()
+    parts = {core[i : i + 6] for i in range(3, len(core) - 5)}
+    for text in texts:
+        data = text.encode() if isinstance(text, str) else text
+        for part in parts:
+            assert part.encode() not in data, part
+
+
+def _everything_written(folder: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".toml"]
+
+
+@pytest.mark.parametrize("pasted", [KEY + "\r", " " + KEY + "\n", "\t" + KEY + "\r\n"])
+def test_a_key_with_surrounding_whitespace_is_stripped_and_works(
+    tmp_path: Path, sandbox: Any, pasted: str
+) -> None:
+    # SYNTHFLOW_API_KEY=$(cat key) keeps the CR of a key file edited on Windows.
+    server = sandbox(api_key=KEY)
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path, base_url=server.url)
+
+    done = dialer("run", str(campaign), key=pasted)
+
+    assert done.returncode == 0, done.stderr
+    assert sorted(p["body"]["phone"] for p in posts(server.record) if p["status"] == 200) == sorted(DIALABLE)
+    _no_part_of(KEY, done.stdout, done.stderr, *_everything_written(tmp_path / "out"))
+
+
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [
+        ("sk-test-SE\rCRET-123456", "a control character"),
+        ("sk-test-SECRET\x1b-123456", "a control character"),
+        ("sk-test-SECRET-123456\x7f", "a control character"),
+        ("sk-test-SÉCRET-123456", "a non-ASCII character"),
+        ("sk-test-SECRET\u00a0-123456", "a non-ASCII character"),
+    ],
+)
+def test_a_key_http_cannot_carry_exits_2_naming_no_part_of_it(
+    tmp_path: Path, sandbox: Any, key: str, what: str
+) -> None:
+    server = sandbox()
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path, base_url=server.url)
+
+    done = dialer("run", str(campaign), key=key)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"dialer: {KEY_VARIABLE} holds {what}, which an HTTP header cannot carry:"
+        " check the key (a key file edited on another system, a pasted quote?)"
+    ]
+    assert requests_made(server.record) == 0
+    _no_part_of(key, done.stdout, done.stderr, *_everything_written(tmp_path))
+
+
+def test_a_bad_key_in_a_dotenv_is_named_by_its_file(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox()
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path, base_url=server.url)
+    (tmp_path / ".env").write_bytes(f"{KEY_VARIABLE}=sk-a\x01b-123456\r\n".encode())
+
+    result = invoke("run", str(campaign), key=None)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].startswith(
+        f"dialer: {KEY_VARIABLE} in {tmp_path / '.env'} holds a control"
+    )
+    assert requests_made(server.record) == 0
