@@ -19,45 +19,49 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-import structlog
-from dotenv import dotenv_values
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from dialer import dispatch
-from dialer.config import Api, Campaign, load_campaign
 from dialer.errors import DialerError, SetupError
-from dialer.journal import Journal
-from dialer.run import (
-    RunOptions,
-    RunResult,
-    campaign_status,
-    run_campaign,
-    validate_campaign,
-    write_campaign_report,
-)
+
+# Everything else is imported where a command needs it: pandas, numpy, httpx, aiohttp,
+# rich and structlog take most of a second together, and `--version`, `--help` and
+# `status` need few of them.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from structlog.typing import FilteringBoundLogger
+
+    from dialer.config import Campaign
+    from dialer.run import RunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("pending", "deferred", "sent", "failed", "invalid", "duplicate", "suppressed", "unknown")
 KEY_VARIABLE = "SYNTHFLOW_API_KEY"
 
-# Plain text: file names, headers and cell values may hold "[...]" or ":name:", which rich
-# would otherwise read as markup or emoji (and "[/]" would crash it); soft wrap keeps one
-# message on one line when stdout is a file or a pipe.
-out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
-log = structlog.get_logger("dialer")
+
+@cache
+def _out() -> Console:
+    """The console on stdout, made on first use."""
+    from rich.console import Console
+
+    class Stdout(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits 1
+            _broken_pipe()
+
+    # Plain text: file names, headers and cell values may hold "[...]" or ":name:", which rich
+    # would otherwise read as markup or emoji (and "[/]" would crash it); soft wrap keeps one
+    # message on one line when stdout is a file or a pipe.
+    return Stdout(highlight=False, markup=False, emoji=False, soft_wrap=True)
+
+
+def _log() -> FilteringBoundLogger:
+    import structlog
+
+    logger: FilteringBoundLogger = structlog.get_logger("dialer")
+    return logger
 
 
 # -- logging ---------------------------------------------------------------------
@@ -101,6 +105,8 @@ def _redact(secret: str | None) -> Callable[..., Any]:
 
 def configure_logging(fmt: str, secret: str | None = None, verbose: bool = False) -> None:
     """Log lines to stderr: JSON objects (`fmt="json"`) or console lines; `secret` never shown."""
+    import structlog
+
     _session.fmt = fmt
     _session.secret = secret
     structlog.contextvars.clear_contextvars()
@@ -132,20 +138,38 @@ def _fail(line: str, code: int, **fields: Any) -> NoReturn:
     if _session.fmt == "json":
         context = click.get_current_context(silent=True)
         command = context.info_name if context and context.info_name else "dialer"
-        log.error(f"{command}.failed", error=line, exit_code=code, **fields)
+        _log().error(f"{command}.failed", error=line, exit_code=code, **fields)
     else:
         click.echo(f"dialer: {line}", err=True)
     sys.exit(code)
+
+
+def _broken_pipe() -> NoReturn:
+    """The reader of stdout went away (`dialer validate c.toml | head`): stop, quietly.
+
+    What is left to print has nowhere to go. stdout is pointed at /dev/null so that the
+    interpreter's last flush fails no more, and the exit status is a Unix tool's that
+    SIGPIPE ended: 128 + 13.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (an in-process test runner)
+        pass
+    sys.exit(141)
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
     try:
         yield
+        sys.stdout.flush()
     except DialerError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except BrokenPipeError:
+        _broken_pipe()
     except (SystemExit, click.exceptions.Exit, click.ClickException):
         raise
     except Exception as exc:
@@ -162,6 +186,8 @@ def _errors() -> Iterator[None]:
 
 
 def _campaign(path: str) -> Campaign:
+    from dialer.config import load_campaign
+
     return load_campaign(Path(path))
 
 
@@ -171,6 +197,8 @@ def _api_key(campaign: Campaign) -> str | None:
         return _checked_key(key, KEY_VARIABLE)
     env_file = campaign.path.parent / ".env"
     if env_file.is_file():
+        from dotenv import dotenv_values
+
         value = (dotenv_values(env_file).get(KEY_VARIABLE) or "").strip()
         if value:
             return _checked_key(value, f"{KEY_VARIABLE} in {env_file}")
@@ -197,6 +225,8 @@ def _checked_key(key: str, source: str) -> str:
 
 def _checked_url(url: str) -> str:
     """--base-url, checked like [api].base_url: a typo is a bad command line, not 60 s of retries."""
+    from dialer.config import Api
+
     try:
         return Api(base_url=url).base_url
     except ValueError:  # pydantic's ValidationError
@@ -206,13 +236,46 @@ def _checked_url(url: str) -> str:
 
 
 def _when(moment: datetime | None) -> str:
+    from dialer import dispatch
+
     return dispatch.iso(moment) if moment else "never (no rows waiting for their hours)"
 
 
 # -- commands --------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The commands, with `simulate` imported only when it is asked for (it loads aiohttp),
+    and Ctrl-C or a closed pipe anywhere ending the command as a Unix tool's would."""
+
+    lazy = {"simulate": ("dialer.sandbox.command", "simulate")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            import importlib
+
+            module, name = self.lazy[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module), name)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # click would print "Aborted!" and exit 1 for Ctrl-C, or exit 1 for EPIPE.
+        try:
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except BrokenPipeError:
+            _broken_pipe()
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dialer")
 def main() -> None:
     """Dial a spreadsheet of leads with a Synthflow AI agent, politely and exactly once.
@@ -236,75 +299,6 @@ def _log_option(func: F) -> F:
         show_default=True,
         help="json: one JSON object per line on stderr.",
     )(func)
-
-
-class _Bar(dispatch.Progress):
-    """A live bar on a terminal: done/total, rate, ETA and counts per status."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.progress = Progress(
-            TextColumn("[bold]dialing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}/s"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[counts]}"),
-            console=out,
-            transient=False,
-        )
-        self.task = self.progress.add_task("dial", total=None, rate="0.0", counts="")
-
-    def start(self, total: int) -> None:
-        self.progress.update(self.task, total=total)
-        self.progress.start()
-
-    def advance(self, status: str) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
-        task = self.progress.tasks[0]
-        rate = task.completed / task.elapsed if task.elapsed else 0.0
-        counts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-        self.progress.update(self.task, advance=1, rate=f"{rate:.1f}", counts=counts)
-
-    def stop(self) -> None:
-        self.progress.stop()
-
-
-class _LogProgress(dispatch.Progress):
-    """Without a terminal (cron), or with JSON logs: plain log lines instead of a bar.
-
-    `run.started` with the rows due, then `run.progress` every `every` seconds: done/total,
-    the rate, the ETA and counts per status.
-    """
-
-    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every = every
-        self.clock = clock
-        self.done = 0
-        self.total = 0
-        self.began = self.last = 0.0
-        self.counts: dict[str, int] = {}
-
-    def start(self, total: int) -> None:
-        self.total = total
-        self.began = self.last = self.clock()
-        log.info("run.started", due=total)
-
-    def advance(self, status: str) -> None:
-        self.done += 1
-        self.counts[status] = self.counts.get(status, 0) + 1
-        now = self.clock()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        rate = self.done / (now - self.began) if now > self.began else 0.0
-        left = max(self.total - self.done, 0)
-        fields: dict[str, Any] = {"done": self.done, "total": self.total, "rate": round(rate, 2)}
-        if rate and left:
-            fields["eta_seconds"] = round(left / rate)
-        log.info("run.progress", **fields, **self.counts)
 
 
 @main.command()
@@ -348,6 +342,11 @@ def run(
     """
     configure_logging(log_format, verbose=verbose)
     with _errors():
+        import structlog
+
+        from dialer.progress import Bar, LogProgress
+        from dialer.run import RunOptions, run_campaign
+
         campaign = _campaign(campaign_file)
         structlog.contextvars.bind_contextvars(campaign=campaign.name)
         if base_url is not None:
@@ -368,8 +367,8 @@ def run(
             )
         configure_logging(log_format, secret=key, verbose=verbose)
         structlog.contextvars.bind_contextvars(campaign=campaign.name)
-        bar: dispatch.Progress
-        bar = _Bar() if log_format == "console" and out.is_terminal else _LogProgress()
+        out = _out()
+        bar = Bar(out) if log_format == "console" and out.is_terminal else LogProgress()
         options = RunOptions(
             api_key=key,
             base_url=base_url,
@@ -385,13 +384,13 @@ def run(
         try:
             result = run_campaign(campaign, options)
         finally:
-            if isinstance(bar, _Bar):
+            if isinstance(bar, Bar):
                 bar.stop()
             if running is not None:
                 running.stop()
         took = time.monotonic() - began
-        if not isinstance(bar, _Bar):
-            log.info(
+        if not isinstance(bar, Bar):
+            _log().info(
                 "run.finished",
                 exit_code=result.exit_code,
                 seconds=round(took, 2),
@@ -406,6 +405,9 @@ def run(
 
 def _summary(campaign: Campaign, result: RunResult, took: float) -> None:
     """The human summary on stdout: rows per status, requests per caller id, time and rate."""
+    from rich.table import Table
+
+    out = _out()
     stats = result.stats
     table = Table(title=f"campaign {campaign.name}", show_edge=False)
     table.add_column("status")
@@ -459,6 +461,9 @@ def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
+        from dialer.run import validate_campaign
+
+        out = _out()
         campaign = _campaign(campaign_file)
         found = validate_campaign(campaign, leads=Path(leads) if leads else None)
         out.print(f"leads: {found.path}")
@@ -500,6 +505,9 @@ def status(campaign_file: str, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
+        from dialer.run import campaign_status
+
+        out = _out()
         campaign = _campaign(campaign_file)
         found = campaign_status(campaign)
         if found is None:
@@ -540,6 +548,9 @@ def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
+        from dialer.journal import Journal
+        from dialer.run import write_campaign_report
+
         campaign = _campaign(campaign_file)
         if not campaign.journal_path.exists():
             raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
@@ -551,15 +562,7 @@ def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
             rows = write_campaign_report(journal, target)
         finally:
             journal.close()
-        out.print(f"report: {target} ({rows} rows)")
+        _out().print(f"report: {target} ({rows} rows)")
 
-
-def _add_simulate() -> None:
-    from dialer.sandbox.command import simulate
-
-    main.add_command(simulate)
-
-
-_add_simulate()
 
 __all__ = ["main"]

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import openpyxl
 import pytest
 import structlog
@@ -29,6 +30,7 @@ from structlog.testing import capture_logs
 
 from dialer import cli
 from dialer.dispatch import iso
+from dialer.progress import LogProgress
 from dialer.sandbox import SandboxOptions, start_in_thread
 from tests.conftest import read_record
 
@@ -749,7 +751,7 @@ def test_an_internal_error_says_so_and_where_the_traceback_is(
 ) -> None:
     write_leads(tmp_path / "leads.csv", LEADS)
     campaign = write_campaign(tmp_path)
-    monkeypatch.setattr(cli, "run_campaign", _crash)
+    monkeypatch.setattr("dialer.run.run_campaign", _crash)
 
     result = CliRunner().invoke(cli.main, ["run", str(campaign)], env={KEY_VARIABLE: KEY})
 
@@ -778,7 +780,7 @@ def test_an_internal_error_with_json_logs_is_one_json_line(
 ) -> None:
     write_leads(tmp_path / "leads.csv", LEADS)
     campaign = write_campaign(tmp_path)
-    monkeypatch.setattr(cli, "validate_campaign", _crash)
+    monkeypatch.setattr("dialer.run.validate_campaign", _crash)
 
     result = CliRunner().invoke(cli.main, ["validate", str(campaign), "--log-format", "json"])
 
@@ -819,7 +821,7 @@ def test_without_a_terminal_there_is_no_bar_but_plain_log_lines(tmp_path: Path, 
 
 def test_progress_log_lines_every_interval_with_rate_eta_and_counts() -> None:
     now = [100.0]
-    progress = cli._LogProgress(every=10, clock=lambda: now[0])
+    progress = LogProgress(every=10, clock=lambda: now[0])
     with capture_logs() as logs:
         progress.start(40)
         for status in ["sent"] * 9 + ["failed"]:
@@ -1023,3 +1025,140 @@ def test_a_bad_key_in_a_dotenv_is_named_by_its_file(tmp_path: Path, sandbox: Any
         f"dialer: {KEY_VARIABLE} in {tmp_path / '.env'} holds a control"
     )
     assert requests_made(server.record) == 0
+
+
+# -- a Unix tool: pipes, Ctrl-C, start-up -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["validate", "status", "report", "run"])
+def test_a_closed_pipe_on_stdout_ends_quietly_with_sigpipes_status(
+    tmp_path: Path, sandbox: Any, command: str
+) -> None:
+    # `dialer validate c.toml | head`: the reader is gone before the first line is written.
+    server = sandbox(api_key=KEY)
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path, base_url=server.url)
+    if command in ("status", "report"):
+        assert dialer("run", str(campaign), key=KEY).returncode == 0
+    crashes = tmp_path / "tmp"
+    crashes.mkdir()
+    read, write = os.pipe()
+    os.close(read)
+    env = {**os.environ, KEY_VARIABLE: KEY, "TMPDIR": str(crashes)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "dialer", command, str(campaign)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=PROC_TIMEOUT,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    if command == "run":  # its log lines go to stderr; the summary was for stdout
+        assert "Traceback" not in done.stderr and "dialer:" not in done.stderr, done.stderr
+    else:
+        assert done.stderr == ""
+    assert list(crashes.iterdir()) == []  # no crash file
+
+
+def test_a_closed_pipe_while_printing_bodies_is_no_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where head exits after its 10 lines: the JSON bodies are written with click.echo.
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+
+    def closed(*_: Any, **__: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(click, "echo", closed)
+    result = CliRunner().invoke(cli.main, ["validate", str(campaign)])
+
+    assert result.exit_code == 141, result.output
+    assert result.stderr == ""
+    assert not list(tmp_path.glob("dialer-crash-*"))
+
+
+_INTERRUPT_AT_IMPORT = """
+import sys
+
+module, sys.argv = sys.argv[1], ["dialer", *sys.argv[2:]]
+
+class Interrupt:  # Ctrl-C while `module` is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == module:
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, Interrupt())
+from dialer.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "command"),
+    [
+        ("dialer.config", "status"),
+        ("dialer.run", "status"),
+        ("structlog", "validate"),
+        ("pandas", "validate"),
+        ("dialer.sandbox.command", "simulate"),
+    ],
+)
+def test_ctrl_c_in_the_first_second_exits_130_with_one_line(
+    tmp_path: Path, module: str, command: str
+) -> None:
+    # The first second of a command is spent importing libraries.
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path)
+    args = [command] if command == "simulate" else [command, str(campaign)]
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_AT_IMPORT, module, *args],
+        capture_output=True,
+        text=True,
+        timeout=PROC_TIMEOUT,
+        check=False,
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (130, "dialer: interrupted\n", "")
+
+
+_IMPORTED = """
+import sys
+sys.argv = ["dialer", *sys.argv[1:]]
+from dialer.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+heavy = {"pandas", "numpy", "aiohttp", "httpx", "pydantic", "openpyxl", "phonenumbers", "rich", "structlog"}
+print(sorted({name.split(".")[0] for name in sys.modules} & heavy), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [
+        (["--version"], []),
+        (["--help"], ["aiohttp", "httpx"]),  # simulate's one-line help: its module loads the sandbox
+        (["run", "--help"], []),
+        (["validate", "--help"], []),
+        (["status", "--help"], []),
+        (["report", "--help"], []),
+    ],
+)
+def test_version_and_help_import_no_heavy_library(args: list[str], allowed: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, *args],
+        capture_output=True,
+        text=True,
+        timeout=PROC_TIMEOUT,
+        check=False,
+    )
+    imported = json.loads(done.stderr.splitlines()[-1].replace("'", '"'))
+    assert set(imported) <= set(allowed), imported
