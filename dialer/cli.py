@@ -235,6 +235,27 @@ def _checked_url(url: str) -> str:
         ) from None
 
 
+# Below these a rate says more about start-up and rounding than about the account.
+RATE_MIN_REQUESTS = 10
+RATE_MIN_SECONDS = 1.0
+
+
+def _unknown_hint(campaign: Campaign, counts: dict[str, int]) -> str | None:
+    """What a user can do about `unknown` rows: chats cannot be looked up, so only resending."""
+    unknown = counts.get("unknown", 0)
+    if not unknown:
+        return None
+    if campaign.mode == "chat":
+        return (
+            f"{unknown} unknown rows: no answer said whether the message went out; "
+            f"`dialer run {campaign.path} --retry-unknown` sends them again (some may get it twice)"
+        )
+    return (
+        f"{unknown} unknown rows: the next run looks them up; `--retry-unknown` calls them"
+        " again without looking (some may ring twice)"
+    )
+
+
 def _when(moment: datetime | None) -> str:
     from dialer import dispatch
 
@@ -424,10 +445,14 @@ def _summary(campaign: Campaign, result: RunResult, took: float) -> None:
         for number, n in stats.by_number.most_common():
             numbers.add_row(number, str(n))
         out.print(numbers, soft_wrap=False)
+    limit = f"limit {campaign.limits.rate_per_second:g}/s"
+    if stats.requests >= RATE_MIN_REQUESTS and stats.elapsed >= RATE_MIN_SECONDS:
+        rate = f"achieved {stats.rate:.1f}/s ({limit})"
+    else:
+        rate = f"too few to measure a rate ({limit})"
     out.print(
         f"time taken {took:.1f}s (dialing {stats.elapsed:.1f}s); {stats.requests} requests,"
-        f" achieved {stats.rate:.1f}/s (limit {campaign.limits.rate_per_second:g}/s);"
-        f" {stats.throttled} answered 429; {stats.lookups} look-ups"
+        f" {rate}; {stats.throttled} answered 429; {stats.lookups} look-ups"
     )
     if result.imported and not result.imported.first_import:
         imp = result.imported
@@ -436,7 +461,12 @@ def _summary(campaign: Campaign, result: RunResult, took: float) -> None:
             f" rows, {imp.removed} rows no longer in the file (kept in the journal)"
         )
     if result.counts.get("deferred") or result.counts.get("pending"):
-        out.print(f"next rows due: {_when(result.next_due)}")
+        # Pending rows with no hours to wait for (left by --limit or a stop) are due now.
+        due_now = result.counts.get("pending") and result.next_due is None
+        out.print(f"next rows due: {'now' if due_now else _when(result.next_due)}")
+    hint = _unknown_hint(campaign, result.counts)
+    if hint:
+        out.print(hint)
     if stats.stopped_by:
         out.print(f"stopped by {stats.stopped_by}; state saved, run again to continue")
     out.print(f"report: {result.report}")
@@ -524,7 +554,10 @@ def status(campaign_file: str, log_format: str) -> None:
         if found.removed:
             out.print(f"  ({found.removed} rows in the journal are no longer in the leads file)")
         out.print(f"due now: {found.due_now}")
-        out.print(f"next due: {_when(found.next_due)}")
+        out.print(f"next due: {'now' if found.due_now else _when(found.next_due)}")
+        hint = _unknown_hint(campaign, found.counts)
+        if hint:
+            out.print(hint)
         if found.caps_reset:
             out.print(f"caller ids at their daily cap dial again from: {_when(found.caps_reset)}")
 

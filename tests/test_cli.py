@@ -341,7 +341,8 @@ def test_run_summary_per_status_per_caller_id_time_and_rate(tmp_path: Path, sand
     assert rows["+14155550100"] == ["3"]  # round robin over the pool
     assert rows["+12125550100"] == ["2"]
     assert re.search(
-        r"^time taken \d+\.\ds \(dialing \d+\.\ds\); 5 requests, achieved \d+\.\d/s"
+        # A rate over 5 requests says nothing about the account.
+        r"^time taken \d+\.\ds \(dialing \d+\.\ds\); 5 requests, too few to measure a rate"
         r" \(limit 200/s\); 0 answered 429; 0 look-ups$",
         result.stdout,
         re.MULTILINE,
@@ -1162,3 +1163,90 @@ def test_version_and_help_import_no_heavy_library(args: list[str], allowed: list
     )
     imported = json.loads(done.stderr.splitlines()[-1].replace("'", '"'))
     assert set(imported) <= set(allowed), imported
+
+
+# -- what the summary and status say ----------------------------------------------------------
+
+
+def _summary_of(campaign: Path, requests: int, seconds: float) -> str:
+    from dialer.config import load_campaign
+    from dialer.dispatch import RunStats
+    from dialer.run import RunResult
+
+    stats = RunStats(requests=requests, started=100.0, finished=100.0 + seconds)
+    result = RunResult(
+        stats=stats, counts={"sent": requests}, imported=None, report=Path("r.csv"), next_due=None
+    )
+    runner = CliRunner()
+    with runner.isolation() as (stdout, _, _):
+        cli._summary(load_campaign(campaign), result, seconds)
+        return stdout.getvalue().decode()
+
+
+@pytest.mark.parametrize(
+    ("requests", "seconds", "shown"),
+    [(1, 0.064, None), (9, 5.0, None), (500, 0.5, None), (10, 1.0, "10.0"), (600, 120.0, "5.0")],
+)
+def test_the_achieved_rate_is_shown_only_when_it_means_something(
+    tmp_path: Path, requests: int, seconds: float, shown: str | None
+) -> None:
+    text = _summary_of(write_campaign(tmp_path, limits={"rate_per_second": 5}), requests, seconds)
+    if shown is None:
+        assert f"{requests} requests, too few to measure a rate (limit 5/s);" in text, text
+        assert "achieved" not in text
+    else:
+        assert f"{requests} requests, achieved {shown}/s (limit 5/s);" in text, text
+
+
+def test_rows_left_by_limit_are_due_now_in_the_summary_and_status(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox(api_key=KEY)
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path, base_url=server.url)
+
+    ran = invoke("run", str(campaign), "--limit", "2", key=KEY)
+    status = invoke("status", str(campaign))
+
+    assert ran.exit_code == 75, ran.output
+    assert "next rows due: now" in ran.stdout.splitlines()
+    assert status.stdout.splitlines()[-2:] == ["due now: 3", "next due: now"]
+
+
+def _chat_campaign(folder: Path, base_url: str) -> Path:
+    path = folder / "chat.toml"
+    path.write_text(
+        f'name = "t"\nmode = "chat"\nleads = "leads.csv"\n[api]\nbase_url = "{base_url}"\n'
+        '[chat]\nagent_id = "2a886b7d-d52d-4f8b-8ea0-19d3edc79214"\nchannel = "whatsapp"\n'
+        '[numbers]\npool = ["+14155550100"]\n[limits]\nmax_attempts = 1\n'
+        f'[hours]\nstart = "00:00"\nend = "24:00"\ndays = {json.dumps(DAYS)}\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_unanswered_chats_point_at_retry_unknown(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox(api_key=KEY, drop_rate=1.0)  # every message goes out, no answer comes back
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = _chat_campaign(tmp_path, server.url)
+
+    ran = invoke("run", str(campaign), key=KEY)
+    status = invoke("status", str(campaign))
+
+    assert ran.exit_code == 75, ran.output
+    hint = (
+        "5 unknown rows: no answer said whether the message went out;"
+        f" `dialer run {campaign} --retry-unknown` sends them again (some may get it twice)"
+    )
+    assert hint in ran.stdout.splitlines()
+    assert status.stdout.splitlines()[-1] == hint
+
+
+def test_the_readme_quick_start_works_as_written() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^dialer \w+ (campaigns/\S+\.toml)", quick_start, re.MULTILINE))
+    assert named, quick_start
+    for campaign in named:
+        done = dialer("validate", campaign, cwd=root)
+        assert done.returncode == 0, (campaign, done.stderr)
+        assert "example request bodies (POST /v2/calls):" in done.stdout
