@@ -1250,3 +1250,29 @@ def test_the_readme_quick_start_works_as_written() -> None:
         done = dialer("validate", campaign, cwd=root)
         assert done.returncode == 0, (campaign, done.stderr)
         assert "example request bodies (POST /v2/calls):" in done.stdout
+
+
+@pytest.mark.parametrize("header", ["abc", "nan", "-3", "Mon, 99 Foo 20xx", "inf"])
+def test_an_odd_retry_after_in_a_run_is_no_advice_and_no_crash(tmp_path: Path, header: str) -> None:
+    import httpx
+
+    from dialer.config import load_campaign
+    from dialer.run import RunOptions, run_campaign
+
+    answered: dict[str, int] = {}
+
+    def api(request: httpx.Request) -> httpx.Response:
+        phone = json.loads(request.content)["phone"]
+        answered[phone] = answered.get(phone, 0) + 1
+        if answered[phone] == 1:  # each number is throttled once, with odd advice
+            return httpx.Response(429, json={"detail": "slow down"}, headers={"Retry-After": header})
+        return httpx.Response(200, json={"response": {"call_id": f"c-{phone}"}})
+
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = load_campaign(write_campaign(tmp_path))
+
+    result = run_campaign(campaign, RunOptions(api_key=KEY, transport=httpx.MockTransport(api)))
+
+    assert result.exit_code == 0
+    assert result.counts["sent"] == 5 and result.stats.throttled == 5
+    assert sorted(answered) == sorted(DIALABLE)
