@@ -32,6 +32,7 @@ from typing import Any, Literal
 import httpx
 
 from dialer.config import Campaign
+from dialer.errors import SetupError
 from dialer.journal import JournalRow
 
 AnswerKind = Literal["accepted", "refused", "auth", "throttled", "retry", "unknown"]
@@ -290,6 +291,9 @@ class SynthflowClient:
         connections: int = 10,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if not (api_key.isascii() and api_key.isprintable()):
+            # httpx would refuse the header with a message quoting it: the key in every row's error.
+            raise SetupError("the API key holds a character an HTTP header cannot carry")
         # One TLS context for all lanes: loading the CA bundle takes ~20 ms each time.
         tls = httpx.create_ssl_context() if base_url.startswith("https:") else False
 

@@ -24,6 +24,7 @@ from dialer.client import (
     retry_after_seconds,
 )
 from dialer.config import load_campaign
+from dialer.errors import SetupError
 from dialer.journal import JournalRow
 from tests.conftest import read_record
 
@@ -359,12 +360,21 @@ def test_an_answer_that_echoes_the_key_has_it_cut_out() -> None:
     assert error == "HTTP 400: bad header Bearer [redacted]"
 
 
-def test_a_key_httpx_cannot_send_is_never_quoted(sandbox: Any) -> None:
-    # h11 refuses a header with a CR, and its message quotes the header: the key.
+@pytest.mark.parametrize("key", ["sk-cr-1234\r", "sk-\x7f-1234", "sk-clé-1234", "sk-\n-1234"])
+def test_a_key_http_cannot_carry_is_refused_before_anything_is_sent(key: str) -> None:
+    with pytest.raises(SetupError) as refused:
+        SynthflowClient("http://api.test", key)
+    assert "1234" not in str(refused.value)
+
+
+def test_a_request_httpx_cannot_send_is_never_quoted(sandbox: Any) -> None:
+    # h11 refuses a header with a CR, and its message quotes the header (here, a key).
     server = sandbox()
 
     async def go() -> str:
-        client = SynthflowClient(server.url, "sk-cr-1234\r")
+        client = SynthflowClient(server.url, "sk-cr-1234")
+        for lane in client._lanes:
+            lane.headers["X-Echo"] = "sk-cr-1234\r"
         try:
             return (await client.post(CALLS, {})).error
         finally:
