@@ -2,7 +2,8 @@
 
 Exit codes (../shared/interface.md): 0 nothing left · 75 rows remain for a later run,
 or another run holds the lock · 1 an error the run could not get past · 2 bad input,
-nothing sent · 130/143 stopped by SIGINT/SIGTERM after saving.
+nothing sent · 130/143 stopped by SIGINT/SIGTERM after saving (Ctrl-C at any moment of a
+command: one line) · 141 stdout closed by its reader (`| head`), quietly, as SIGPIPE would.
 """
 
 from __future__ import annotations
