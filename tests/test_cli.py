@@ -1097,7 +1097,7 @@ class Interrupt:  # Ctrl-C while `module` is being imported
             raise KeyboardInterrupt
 
 sys.meta_path.insert(0, Interrupt())
-from dialer.cli import main
+from dialer.entry import main  # what the `dialer` script and `python -m dialer` run
 main()
 """
 
@@ -1105,6 +1105,8 @@ main()
 @pytest.mark.parametrize(
     ("module", "command"),
     [
+        ("click", "status"),
+        ("dialer.cli", "validate"),
         ("dialer.config", "status"),
         ("dialer.run", "status"),
         ("structlog", "validate"),
