@@ -284,6 +284,17 @@ class _Commands(click.Group):
             return command
         return super().get_command(ctx, cmd_name)
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        # `dialer --help` and `--version` print while the command line is parsed.
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except BrokenPipeError:
+            _broken_pipe()
+
     def invoke(self, ctx: click.Context) -> Any:
         # click would print "Aborted!" and exit 1 for Ctrl-C, or exit 1 for EPIPE.
         try:

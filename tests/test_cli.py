@@ -1031,7 +1031,9 @@ def test_a_bad_key_in_a_dotenv_is_named_by_its_file(tmp_path: Path, sandbox: Any
 # -- a Unix tool: pipes, Ctrl-C, start-up -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["validate", "status", "report", "run"])
+@pytest.mark.parametrize(
+    "command", ["validate", "status", "report", "run", "--help", "--version", "run --help"]
+)
 def test_a_closed_pipe_on_stdout_ends_quietly_with_sigpipes_status(
     tmp_path: Path, sandbox: Any, command: str
 ) -> None:
@@ -1046,9 +1048,10 @@ def test_a_closed_pipe_on_stdout_ends_quietly_with_sigpipes_status(
     read, write = os.pipe()
     os.close(read)
     env = {**os.environ, KEY_VARIABLE: KEY, "TMPDIR": str(crashes)}
+    args = command.split() if "--" in command else [command, str(campaign)]
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "dialer", command, str(campaign)],
+            [sys.executable, "-m", "dialer", *args],
             stdout=write,
             stderr=subprocess.PIPE,
             text=True,
