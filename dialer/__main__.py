@@ -1,5 +1,5 @@
 """`python -m dialer`: the same as the `dialer` command."""
 
-from dialer.cli import main
+from dialer.entry import main
 
 main()

@@ -2,7 +2,8 @@
 
 Exit codes (../shared/interface.md): 0 nothing left · 75 rows remain for a later run,
 or another run holds the lock · 1 an error the run could not get past · 2 bad input,
-nothing sent · 130/143 stopped by SIGINT/SIGTERM after saving.
+nothing sent · 130/143 stopped by SIGINT/SIGTERM after saving (Ctrl-C at any moment of a
+command: one line) · 141 stdout closed by its reader (`| head`), quietly, as SIGPIPE would.
 """
 
 from __future__ import annotations
@@ -19,45 +20,49 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-import structlog
-from dotenv import dotenv_values
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from dialer import dispatch
-from dialer.config import Api, Campaign, load_campaign
 from dialer.errors import DialerError, SetupError
-from dialer.journal import Journal
-from dialer.run import (
-    RunOptions,
-    RunResult,
-    campaign_status,
-    run_campaign,
-    validate_campaign,
-    write_campaign_report,
-)
+
+# Everything else is imported where a command needs it: pandas, numpy, httpx, aiohttp,
+# rich and structlog take most of a second together, and `--version`, `--help` and
+# `status` need few of them.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from structlog.typing import FilteringBoundLogger
+
+    from dialer.config import Campaign
+    from dialer.run import RunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("pending", "deferred", "sent", "failed", "invalid", "duplicate", "suppressed", "unknown")
 KEY_VARIABLE = "SYNTHFLOW_API_KEY"
 
-# Plain text: file names, headers and cell values may hold "[...]" or ":name:", which rich
-# would otherwise read as markup or emoji (and "[/]" would crash it); soft wrap keeps one
-# message on one line when stdout is a file or a pipe.
-out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
-log = structlog.get_logger("dialer")
+
+@cache
+def _out() -> Console:
+    """The console on stdout, made on first use."""
+    from rich.console import Console
+
+    class Stdout(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits 1
+            _broken_pipe()
+
+    # Plain text: file names, headers and cell values may hold "[...]" or ":name:", which rich
+    # would otherwise read as markup or emoji (and "[/]" would crash it); soft wrap keeps one
+    # message on one line when stdout is a file or a pipe.
+    return Stdout(highlight=False, markup=False, emoji=False, soft_wrap=True)
+
+
+def _log() -> FilteringBoundLogger:
+    import structlog
+
+    logger: FilteringBoundLogger = structlog.get_logger("dialer")
+    return logger
 
 
 # -- logging ---------------------------------------------------------------------
@@ -101,6 +106,8 @@ def _redact(secret: str | None) -> Callable[..., Any]:
 
 def configure_logging(fmt: str, secret: str | None = None, verbose: bool = False) -> None:
     """Log lines to stderr: JSON objects (`fmt="json"`) or console lines; `secret` never shown."""
+    import structlog
+
     _session.fmt = fmt
     _session.secret = secret
     structlog.contextvars.clear_contextvars()
@@ -132,20 +139,38 @@ def _fail(line: str, code: int, **fields: Any) -> NoReturn:
     if _session.fmt == "json":
         context = click.get_current_context(silent=True)
         command = context.info_name if context and context.info_name else "dialer"
-        log.error(f"{command}.failed", error=line, exit_code=code, **fields)
+        _log().error(f"{command}.failed", error=line, exit_code=code, **fields)
     else:
         click.echo(f"dialer: {line}", err=True)
     sys.exit(code)
+
+
+def _broken_pipe() -> NoReturn:
+    """The reader of stdout went away (`dialer validate c.toml | head`): stop, quietly.
+
+    What is left to print has nowhere to go. stdout is pointed at /dev/null so that the
+    interpreter's last flush fails no more, and the exit status is a Unix tool's that
+    SIGPIPE ended: 128 + 13.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (an in-process test runner)
+        pass
+    sys.exit(141)
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
     try:
         yield
+        sys.stdout.flush()
     except DialerError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except BrokenPipeError:
+        _broken_pipe()
     except (SystemExit, click.exceptions.Exit, click.ClickException):
         raise
     except Exception as exc:
@@ -162,23 +187,47 @@ def _errors() -> Iterator[None]:
 
 
 def _campaign(path: str) -> Campaign:
+    from dialer.config import load_campaign
+
     return load_campaign(Path(path))
 
 
 def _api_key(campaign: Campaign) -> str | None:
-    key = os.environ.get(KEY_VARIABLE)
+    key = os.environ.get(KEY_VARIABLE, "").strip()
     if key:
-        return key
+        return _checked_key(key, KEY_VARIABLE)
     env_file = campaign.path.parent / ".env"
     if env_file.is_file():
-        value = dotenv_values(env_file).get(KEY_VARIABLE)
+        from dotenv import dotenv_values
+
+        value = (dotenv_values(env_file).get(KEY_VARIABLE) or "").strip()
         if value:
-            return value
+            return _checked_key(value, f"{KEY_VARIABLE} in {env_file}")
     return None
+
+
+def _checked_key(key: str, source: str) -> str:
+    """The key, if an HTTP header can carry it; else one line that shows no part of it.
+
+    httpx refuses such a header with a message that quotes it, and that message would
+    become every row's error in the journal and the report.
+    """
+    if not key.isascii():
+        what = "a non-ASCII character"
+    elif not key.isprintable():
+        what = "a control character"
+    else:
+        return key
+    raise SetupError(
+        f"{source} holds {what}, which an HTTP header cannot carry:"
+        " check the key (a key file edited on another system, a pasted quote?)"
+    )
 
 
 def _checked_url(url: str) -> str:
     """--base-url, checked like [api].base_url: a typo is a bad command line, not 60 s of retries."""
+    from dialer.config import Api
+
     try:
         return Api(base_url=url).base_url
     except ValueError:  # pydantic's ValidationError
@@ -187,14 +236,79 @@ def _checked_url(url: str) -> str:
         ) from None
 
 
+# Below these a rate says more about start-up and rounding than about the account.
+RATE_MIN_REQUESTS = 10
+RATE_MIN_SECONDS = 1.0
+
+
+def _unknown_hint(campaign: Campaign, counts: dict[str, int]) -> str | None:
+    """What a user can do about `unknown` rows: chats cannot be looked up, so only resending."""
+    unknown = counts.get("unknown", 0)
+    if not unknown:
+        return None
+    if campaign.mode == "chat":
+        return (
+            f"{unknown} unknown rows: no answer said whether the message went out; "
+            f"`dialer run {campaign.path} --retry-unknown` sends them again (some may get it twice)"
+        )
+    return (
+        f"{unknown} unknown rows: the next run looks them up; `--retry-unknown` calls them"
+        " again without looking (some may ring twice)"
+    )
+
+
 def _when(moment: datetime | None) -> str:
+    from dialer import dispatch
+
     return dispatch.iso(moment) if moment else "never (no rows waiting for their hours)"
 
 
 # -- commands --------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The commands, with `simulate` imported only when it is asked for (it loads aiohttp),
+    and Ctrl-C or a closed pipe anywhere ending the command as a Unix tool's would."""
+
+    lazy = {"simulate": ("dialer.sandbox.command", "simulate")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            import importlib
+
+            module, name = self.lazy[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module), name)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        # `dialer --help` and `--version` print while the command line is parsed.
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except BrokenPipeError:
+            _broken_pipe()
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # click would print "Aborted!" and exit 1 for Ctrl-C, or exit 1 for EPIPE.
+        try:
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except BrokenPipeError:
+            _broken_pipe()
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dialer")
 def main() -> None:
     """Dial a spreadsheet of leads with a Synthflow AI agent, politely and exactly once.
@@ -218,75 +332,6 @@ def _log_option(func: F) -> F:
         show_default=True,
         help="json: one JSON object per line on stderr.",
     )(func)
-
-
-class _Bar(dispatch.Progress):
-    """A live bar on a terminal: done/total, rate, ETA and counts per status."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.progress = Progress(
-            TextColumn("[bold]dialing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}/s"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[counts]}"),
-            console=out,
-            transient=False,
-        )
-        self.task = self.progress.add_task("dial", total=None, rate="0.0", counts="")
-
-    def start(self, total: int) -> None:
-        self.progress.update(self.task, total=total)
-        self.progress.start()
-
-    def advance(self, status: str) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
-        task = self.progress.tasks[0]
-        rate = task.completed / task.elapsed if task.elapsed else 0.0
-        counts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-        self.progress.update(self.task, advance=1, rate=f"{rate:.1f}", counts=counts)
-
-    def stop(self) -> None:
-        self.progress.stop()
-
-
-class _LogProgress(dispatch.Progress):
-    """Without a terminal (cron), or with JSON logs: plain log lines instead of a bar.
-
-    `run.started` with the rows due, then `run.progress` every `every` seconds: done/total,
-    the rate, the ETA and counts per status.
-    """
-
-    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every = every
-        self.clock = clock
-        self.done = 0
-        self.total = 0
-        self.began = self.last = 0.0
-        self.counts: dict[str, int] = {}
-
-    def start(self, total: int) -> None:
-        self.total = total
-        self.began = self.last = self.clock()
-        log.info("run.started", due=total)
-
-    def advance(self, status: str) -> None:
-        self.done += 1
-        self.counts[status] = self.counts.get(status, 0) + 1
-        now = self.clock()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        rate = self.done / (now - self.began) if now > self.began else 0.0
-        left = max(self.total - self.done, 0)
-        fields: dict[str, Any] = {"done": self.done, "total": self.total, "rate": round(rate, 2)}
-        if rate and left:
-            fields["eta_seconds"] = round(left / rate)
-        log.info("run.progress", **fields, **self.counts)
 
 
 @main.command()
@@ -330,6 +375,11 @@ def run(
     """
     configure_logging(log_format, verbose=verbose)
     with _errors():
+        import structlog
+
+        from dialer.progress import Bar, LogProgress
+        from dialer.run import RunOptions, run_campaign
+
         campaign = _campaign(campaign_file)
         structlog.contextvars.bind_contextvars(campaign=campaign.name)
         if base_url is not None:
@@ -350,8 +400,8 @@ def run(
             )
         configure_logging(log_format, secret=key, verbose=verbose)
         structlog.contextvars.bind_contextvars(campaign=campaign.name)
-        bar: dispatch.Progress
-        bar = _Bar() if log_format == "console" and out.is_terminal else _LogProgress()
+        out = _out()
+        bar = Bar(out) if log_format == "console" and out.is_terminal else LogProgress()
         options = RunOptions(
             api_key=key,
             base_url=base_url,
@@ -367,13 +417,13 @@ def run(
         try:
             result = run_campaign(campaign, options)
         finally:
-            if isinstance(bar, _Bar):
+            if isinstance(bar, Bar):
                 bar.stop()
             if running is not None:
                 running.stop()
         took = time.monotonic() - began
-        if not isinstance(bar, _Bar):
-            log.info(
+        if not isinstance(bar, Bar):
+            _log().info(
                 "run.finished",
                 exit_code=result.exit_code,
                 seconds=round(took, 2),
@@ -388,6 +438,9 @@ def run(
 
 def _summary(campaign: Campaign, result: RunResult, took: float) -> None:
     """The human summary on stdout: rows per status, requests per caller id, time and rate."""
+    from rich.table import Table
+
+    out = _out()
     stats = result.stats
     table = Table(title=f"campaign {campaign.name}", show_edge=False)
     table.add_column("status")
@@ -404,10 +457,14 @@ def _summary(campaign: Campaign, result: RunResult, took: float) -> None:
         for number, n in stats.by_number.most_common():
             numbers.add_row(number, str(n))
         out.print(numbers, soft_wrap=False)
+    limit = f"limit {campaign.limits.rate_per_second:g}/s"
+    if stats.requests >= RATE_MIN_REQUESTS and stats.elapsed >= RATE_MIN_SECONDS:
+        rate = f"achieved {stats.rate:.1f}/s ({limit})"
+    else:
+        rate = f"too few to measure a rate ({limit})"
     out.print(
         f"time taken {took:.1f}s (dialing {stats.elapsed:.1f}s); {stats.requests} requests,"
-        f" achieved {stats.rate:.1f}/s (limit {campaign.limits.rate_per_second:g}/s);"
-        f" {stats.throttled} answered 429; {stats.lookups} look-ups"
+        f" {rate}; {stats.throttled} answered 429; {stats.lookups} look-ups"
     )
     if result.imported and not result.imported.first_import:
         imp = result.imported
@@ -416,7 +473,12 @@ def _summary(campaign: Campaign, result: RunResult, took: float) -> None:
             f" rows, {imp.removed} rows no longer in the file (kept in the journal)"
         )
     if result.counts.get("deferred") or result.counts.get("pending"):
-        out.print(f"next rows due: {_when(result.next_due)}")
+        # Pending rows with no hours to wait for (left by --limit or a stop) are due now.
+        due_now = result.counts.get("pending") and result.next_due is None
+        out.print(f"next rows due: {'now' if due_now else _when(result.next_due)}")
+    hint = _unknown_hint(campaign, result.counts)
+    if hint:
+        out.print(hint)
     if stats.stopped_by:
         out.print(f"stopped by {stats.stopped_by}; state saved, run again to continue")
     out.print(f"report: {result.report}")
@@ -441,6 +503,9 @@ def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
+        from dialer.run import validate_campaign
+
+        out = _out()
         campaign = _campaign(campaign_file)
         found = validate_campaign(campaign, leads=Path(leads) if leads else None)
         out.print(f"leads: {found.path}")
@@ -482,6 +547,9 @@ def status(campaign_file: str, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
+        from dialer.run import campaign_status
+
+        out = _out()
         campaign = _campaign(campaign_file)
         found = campaign_status(campaign)
         if found is None:
@@ -498,7 +566,10 @@ def status(campaign_file: str, log_format: str) -> None:
         if found.removed:
             out.print(f"  ({found.removed} rows in the journal are no longer in the leads file)")
         out.print(f"due now: {found.due_now}")
-        out.print(f"next due: {_when(found.next_due)}")
+        out.print(f"next due: {'now' if found.due_now else _when(found.next_due)}")
+        hint = _unknown_hint(campaign, found.counts)
+        if hint:
+            out.print(hint)
         if found.caps_reset:
             out.print(f"caller ids at their daily cap dial again from: {_when(found.caps_reset)}")
 
@@ -522,6 +593,9 @@ def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
+        from dialer.journal import Journal
+        from dialer.run import write_campaign_report
+
         campaign = _campaign(campaign_file)
         if not campaign.journal_path.exists():
             raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
@@ -533,15 +607,7 @@ def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
             rows = write_campaign_report(journal, target)
         finally:
             journal.close()
-        out.print(f"report: {target} ({rows} rows)")
+        _out().print(f"report: {target} ({rows} rows)")
 
-
-def _add_simulate() -> None:
-    from dialer.sandbox.command import simulate
-
-    main.add_command(simulate)
-
-
-_add_simulate()
 
 __all__ = ["main"]

@@ -9,26 +9,37 @@ Only this module knows about HTTP. Every answer becomes an `Answer` whose
     throttled  429                                      -> slow down, send again (not an attempt)
     retry      503/408, refused connection, connect timeout: never reached the API -> back off, retry
     unknown    500/502/504, read timeout, closed connection: may have been placed -> look it up
+
+Every answer is untrusted text: its body may be anything (not JSON, JSON of any
+shape, ids of odd types) and so may its headers. The readers below (`_json`, `_dig`,
+`_an_id`, `retry_after_seconds`, `placed_call`) turn it into well-formed values or
+"could not tell", so the dispatcher never sees an odd shape and never takes one for
+"not placed".
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC
 from typing import Any, Literal
 
 import httpx
 
 from dialer.config import Campaign
+from dialer.errors import SetupError
 from dialer.journal import JournalRow
 
 AnswerKind = Literal["accepted", "refused", "auth", "throttled", "retry", "unknown"]
 
 CALLS = "/v2/calls"
+# Longer advice is taken as this: one 429 must not stall a run for hours.
+MAX_RETRY_AFTER = 300.0
 CHATS = "/v2/chat/outbound"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -120,27 +131,72 @@ def chat_body(campaign: Campaign, lead: JournalRow, from_number: str) -> dict[st
     return body
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
+_UNREADABLE: Any = object()
+
+
+def _json(response: httpx.Response) -> Any:
+    """The answer's JSON value, or `_UNREADABLE` (not JSON, not UTF-8, absurdly deep)."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return _UNREADABLE
+
+
+def _dig(data: Any, *keys: str) -> Any:
+    """data[k1][k2]..., or None as soon as a level is not an object."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _an_id(value: Any) -> str | None:
+    """An id as an API writes one: a short printable string, or an integer's digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text or len(text) > 200 or not text.isprintable():
+        return None
+    return text
+
+
+def _one_line(value: Any, limit: int) -> str:
+    return " ".join(str(value).split())[:limit]
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A Retry-After header (delay-seconds or an HTTP date) as seconds from `now`, at most
+    MAX_RETRY_AFTER; None when absent or not readable (negative, NaN, infinite, garbage)."""
+    if value is None or not value.strip():
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    parsed = email.utils.parsedate_to_datetime(value) if value else None
-    if parsed is None:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": HTTP dates are in GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = max(0.0, when.timestamp() - now)
+    if not math.isfinite(seconds) or seconds < 0:
         return None
-    return max(0.0, parsed.timestamp() - time.time())
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    return retry_after_seconds(response.headers.get("retry-after"), time.time())
 
 
 def error_text(response: httpx.Response) -> str:
-    """The API's own message, from any of the error shapes it is known to use."""
-    try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        text = response.text.strip().replace("\n", " ")
-        return f"HTTP {response.status_code}" + (f": {text[:200]}" if text else "")
+    """The API's own message, from any of the error shapes it is known to use, on one line."""
+    data = _json(response)
+    if data is _UNREADABLE:
+        text = _one_line(response.text, 200)
+        return f"HTTP {response.status_code}" + (f": {text}" if text else "")
     message: Any = None
     if isinstance(data, dict):
         detail = data.get("detail")
@@ -152,23 +208,18 @@ def error_text(response: httpx.Response) -> str:
             message = detail
         else:
             message = data.get("message") or data.get("error")
-    text = str(message if message else data).replace("\n", " ")
-    return f"HTTP {response.status_code}: {text[:300]}"
+    return f"HTTP {response.status_code}: {_one_line(message if message else data, 300)}"
 
 
 def classify(response: httpx.Response, id_key: str) -> Answer:
     """Sort an HTTP answer into what the dispatcher may do next."""
     code = response.status_code
     if 200 <= code < 300:
-        try:
-            data = response.json()
-            found = data.get("response", {}).get(id_key) if isinstance(data, dict) else None
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            found = None
+        found = _an_id(_dig(_json(response), "response", id_key))
         if found:
-            return Answer("accepted", id=str(found), status=code)
+            return Answer("accepted", id=found, status=code)
         # Accepted but unreadable: it was placed, so never send it again.
-        return Answer("accepted", error=f"HTTP {code} without {id_key}", status=code)
+        return Answer("accepted", error=f"HTTP {code} without a readable {id_key}", status=code)
     if code in (401, 403):
         return Answer("auth", error=error_text(response), status=code)
     if code == 429:
@@ -182,11 +233,41 @@ def classify(response: httpx.Response, id_key: str) -> Answer:
     return Answer("unknown", error=error_text(response), status=code)
 
 
+def placed_call(data: Any, phone: str) -> str | None:
+    """The call_id of a call to `phone` in a GET /v2/calls answer, or None if it lists none.
+
+    Only a well-formed list without such a call means "not placed" (the row may be
+    dialed again): any other shape raises LookupError_, and the row stays `unknown`.
+    """
+    calls = _dig(data, "response", "calls")
+    if not isinstance(calls, list):
+        raise LookupError_("look-up answer not understood (no list of calls)")
+    doubt = ""
+    for call in calls:
+        to = call.get("phone_number_to", phone) if isinstance(call, dict) else None
+        if not isinstance(to, str):
+            doubt = "look-up answer not understood (a call that is not readable)"
+            continue
+        if to != phone:
+            continue
+        call_id = _an_id(call.get("call_id"))
+        if call_id:
+            return call_id
+        doubt = "look-up answer lists a call to this number without a readable call_id"
+    if doubt:
+        raise LookupError_(doubt)
+    return None
+
+
 def classify_exception(exc: httpx.HTTPError) -> Answer:
     """A request that got no HTTP answer: did it reach the API?"""
     # These fail before a byte of the request leaves: safe to send again.
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return Answer("retry", error=f"no connection: {type(exc).__name__} {exc}".strip())
+    if isinstance(exc, httpx.LocalProtocolError):
+        # httpx refused to send what it was given; its message quotes the offending header,
+        # which may be the key. Nothing left: safe to send again, and nothing to quote.
+        return Answer("retry", error="not sent: the request could not be encoded as HTTP")
     # Everything else may have been received and acted on.
     return Answer("unknown", error=f"no answer: {type(exc).__name__} {exc}".strip())
 
@@ -210,6 +291,9 @@ class SynthflowClient:
         connections: int = 10,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if not (api_key.isascii() and api_key.isprintable()):
+            # httpx would refuse the header with a message quoting it: the key in every row's error.
+            raise SetupError("the API key holds a character an HTTP header cannot carry")
         # One TLS context for all lanes: loading the CA bundle takes ~20 ms each time.
         tls = httpx.create_ssl_context() if base_url.startswith("https:") else False
 
@@ -223,6 +307,7 @@ class SynthflowClient:
                 transport=transport,
             )
 
+        self._key = api_key
         self._lanes = [client(1) for _ in range(connections)]
         self._http = client(4)  # look-ups
 
@@ -247,8 +332,14 @@ class SynthflowClient:
             http = self._lanes[lane % len(self._lanes)]
             response = await http.post(path, json=body, extensions=extensions)
         except httpx.HTTPError as exc:
-            return classify_exception(exc)
-        return classify(response, id_key)
+            return self._scrubbed(classify_exception(exc))
+        return self._scrubbed(classify(response, id_key))
+
+    def _scrubbed(self, answer: Answer) -> Answer:
+        """The answer with the key cut out of its error: an API may echo what it was sent."""
+        if self._key and self._key in answer.error:
+            return replace(answer, error=answer.error.replace(self._key, "[redacted]"))
+        return answer
 
     async def find_call(self, model_id: str, phone: str, since: float) -> str | None:
         """The call_id of a call to `phone` placed since epoch `since`, or None if there is none."""
@@ -264,17 +355,11 @@ class SynthflowClient:
         except httpx.HTTPError as exc:
             raise LookupError_(f"look-up failed: {type(exc).__name__}") from None
         if response.status_code in (401, 403):
-            raise LookupRefused(error_text(response))
+            raise LookupRefused(self._scrubbed(Answer("auth", error=error_text(response))).error)
         if response.status_code != 200:
-            raise LookupError_(f"look-up failed: {error_text(response)}")
-        try:
-            calls = response.json()["response"]["calls"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise LookupError_("look-up answer not understood") from None
-        for call in calls:
-            if call.get("phone_number_to", phone) == phone and call.get("call_id"):
-                return str(call["call_id"])
-        return None
+            failed = Answer("unknown", error=f"look-up failed: {error_text(response)}")
+            raise LookupError_(self._scrubbed(failed).error)
+        return placed_call(_json(response), phone)
 
     async def aclose(self) -> None:
         for http in (*self._lanes, self._http):

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import openpyxl
 import pytest
 import structlog
@@ -29,6 +30,7 @@ from structlog.testing import capture_logs
 
 from dialer import cli
 from dialer.dispatch import iso
+from dialer.progress import LogProgress
 from dialer.sandbox import SandboxOptions, start_in_thread
 from tests.conftest import read_record
 
@@ -339,7 +341,8 @@ def test_run_summary_per_status_per_caller_id_time_and_rate(tmp_path: Path, sand
     assert rows["+14155550100"] == ["3"]  # round robin over the pool
     assert rows["+12125550100"] == ["2"]
     assert re.search(
-        r"^time taken \d+\.\ds \(dialing \d+\.\ds\); 5 requests, achieved \d+\.\d/s"
+        # A rate over 5 requests says nothing about the account.
+        r"^time taken \d+\.\ds \(dialing \d+\.\ds\); 5 requests, too few to measure a rate"
         r" \(limit 200/s\); 0 answered 429; 0 look-ups$",
         result.stdout,
         re.MULTILINE,
@@ -749,7 +752,7 @@ def test_an_internal_error_says_so_and_where_the_traceback_is(
 ) -> None:
     write_leads(tmp_path / "leads.csv", LEADS)
     campaign = write_campaign(tmp_path)
-    monkeypatch.setattr(cli, "run_campaign", _crash)
+    monkeypatch.setattr("dialer.run.run_campaign", _crash)
 
     result = CliRunner().invoke(cli.main, ["run", str(campaign)], env={KEY_VARIABLE: KEY})
 
@@ -778,7 +781,7 @@ def test_an_internal_error_with_json_logs_is_one_json_line(
 ) -> None:
     write_leads(tmp_path / "leads.csv", LEADS)
     campaign = write_campaign(tmp_path)
-    monkeypatch.setattr(cli, "validate_campaign", _crash)
+    monkeypatch.setattr("dialer.run.validate_campaign", _crash)
 
     result = CliRunner().invoke(cli.main, ["validate", str(campaign), "--log-format", "json"])
 
@@ -819,7 +822,7 @@ def test_without_a_terminal_there_is_no_bar_but_plain_log_lines(tmp_path: Path, 
 
 def test_progress_log_lines_every_interval_with_rate_eta_and_counts() -> None:
     now = [100.0]
-    progress = cli._LogProgress(every=10, clock=lambda: now[0])
+    progress = LogProgress(every=10, clock=lambda: now[0])
     with capture_logs() as logs:
         progress.start(40)
         for status in ["sent"] * 9 + ["failed"]:
@@ -889,3 +892,392 @@ def test_on_a_terminal_a_live_bar_shows_done_total_rate_eta_and_counts(tmp_path:
     assert re.search(r"dialing ━+ 5/5 \d+\.\d/s \d:\d\d:\d\d eta \d:\d\d:\d\d sent=5", screen), screen
     assert "time taken" in screen
     assert "run.started" not in screen + stderr.decode()  # the bar, not log lines
+
+
+# -- odd answers, end to end ------------------------------------------------------------------
+
+
+def _outcomes(folder: Path) -> list[tuple[str, str, str]]:
+    """(dialer_status, dialer_id, dialer_error) of each row of the report, as the journal has them."""
+    return [
+        (row["dialer_status"], row["dialer_id"], row["dialer_error"])
+        for row in report_rows(folder / "out" / "t.report.csv")
+    ]
+
+
+@pytest.mark.parametrize(
+    "lookup_body",
+    [
+        '{"response":{"calls":null}}',
+        '"abc"',
+        "[1]",
+        '{"response": []}',
+        '{"response":{"calls":[1, "x"]}}',
+        '{"response":{"calls":[{"status":"completed"}]}}',  # a call to the number, without its id
+        "<html>Bad Gateway</html>",
+    ],
+)
+def test_an_odd_lookup_answer_leaves_rows_unknown_and_settleable(
+    tmp_path: Path, sandbox: Any, lookup_body: str
+) -> None:
+    # Every answer is lost, and every look-up is answered in a shape nobody documented.
+    server = sandbox(api_key=KEY, drop_rate=1.0, lookup_body=lookup_body)
+    write_leads(tmp_path / "leads.csv", LEADS[:2])
+    campaign = write_campaign(tmp_path, base_url=server.url, limits={"settle_after_seconds": 0})
+
+    first = invoke("run", str(campaign), key=KEY)
+    again = invoke("run", str(campaign), key=KEY)
+
+    for result in (first, again):
+        assert result.exit_code == 75, result.output
+        assert "internal error" not in result.output
+    rows = _outcomes(tmp_path)
+    assert [status for status, _, _ in rows] == ["unknown", "unknown"]
+    assert all(error.startswith("unsettled: look-up answer") for _, _, error in rows), rows
+    record = read_record(server.record)
+    # One call per number, ever; the second run looked each row up again rather than dialing.
+    assert sorted(p["body"]["phone"] for p in record if p["method"] == "POST") == sorted(DIALABLE[:2])
+    assert sum(1 for r in record if r["method"] == "GET") == 4
+
+
+def test_a_200_with_an_odd_body_is_sent_once_and_keeps_no_junk_id(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox(api_key=KEY, accept_body='{"response":{"call_id":{"id":"c1"}}}')
+    write_leads(tmp_path / "leads.csv", LEADS[:2])
+    campaign = write_campaign(tmp_path, base_url=server.url)
+
+    result = invoke("run", str(campaign), key=KEY)
+
+    assert result.exit_code == 0, result.output
+    assert _outcomes(tmp_path) == [("sent", "", "HTTP 200 without a readable call_id")] * 2
+    assert len(posts(server.record)) == 2
+
+
+# -- the key as people paste it ---------------------------------------------------------------
+
+
+def _no_part_of(key: str, *texts: str | bytes) -> None:
+    """No run of 6 characters of the key (past its common prefix) appears in any of `texts`."""
+    core = key.strip()
+    parts = {core[i : i + 6] for i in range(3, len(core) - 5)}
+    for text in texts:
+        data = text.encode() if isinstance(text, str) else text
+        for part in parts:
+            assert part.encode() not in data, part
+
+
+def _everything_written(folder: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".toml"]
+
+
+@pytest.mark.parametrize("pasted", [KEY + "\r", " " + KEY + "\n", "\t" + KEY + "\r\n"])
+def test_a_key_with_surrounding_whitespace_is_stripped_and_works(
+    tmp_path: Path, sandbox: Any, pasted: str
+) -> None:
+    # SYNTHFLOW_API_KEY=$(cat key) keeps the CR of a key file edited on Windows.
+    server = sandbox(api_key=KEY)
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path, base_url=server.url)
+
+    done = dialer("run", str(campaign), key=pasted)
+
+    assert done.returncode == 0, done.stderr
+    assert sorted(p["body"]["phone"] for p in posts(server.record) if p["status"] == 200) == sorted(DIALABLE)
+    _no_part_of(KEY, done.stdout, done.stderr, *_everything_written(tmp_path / "out"))
+
+
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [
+        ("sk-test-SE\rCRET-123456", "a control character"),
+        ("sk-test-SECRET\x1b-123456", "a control character"),
+        ("sk-test-SECRET-123456\x7f", "a control character"),
+        ("sk-test-SÉCRET-123456", "a non-ASCII character"),
+        ("sk-test-SECRET\u00a0-123456", "a non-ASCII character"),
+    ],
+)
+def test_a_key_http_cannot_carry_exits_2_naming_no_part_of_it(
+    tmp_path: Path, sandbox: Any, key: str, what: str
+) -> None:
+    server = sandbox()
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path, base_url=server.url)
+
+    done = dialer("run", str(campaign), key=key)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"dialer: {KEY_VARIABLE} holds {what}, which an HTTP header cannot carry:"
+        " check the key (a key file edited on another system, a pasted quote?)"
+    ]
+    assert requests_made(server.record) == 0
+    _no_part_of(key, done.stdout, done.stderr, *_everything_written(tmp_path))
+
+
+def test_a_bad_key_in_a_dotenv_is_named_by_its_file(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox()
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path, base_url=server.url)
+    (tmp_path / ".env").write_bytes(f"{KEY_VARIABLE}=sk-a\x01b-123456\r\n".encode())
+
+    result = invoke("run", str(campaign), key=None)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].startswith(
+        f"dialer: {KEY_VARIABLE} in {tmp_path / '.env'} holds a control"
+    )
+    assert requests_made(server.record) == 0
+
+
+# -- a Unix tool: pipes, Ctrl-C, start-up -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", ["validate", "status", "report", "run", "--help", "--version", "run --help"]
+)
+def test_a_closed_pipe_on_stdout_ends_quietly_with_sigpipes_status(
+    tmp_path: Path, sandbox: Any, command: str
+) -> None:
+    # `dialer validate c.toml | head`: the reader is gone before the first line is written.
+    server = sandbox(api_key=KEY)
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path, base_url=server.url)
+    if command in ("status", "report"):
+        assert dialer("run", str(campaign), key=KEY).returncode == 0
+    crashes = tmp_path / "tmp"
+    crashes.mkdir()
+    read, write = os.pipe()
+    os.close(read)
+    env = {**os.environ, KEY_VARIABLE: KEY, "TMPDIR": str(crashes)}
+    args = command.split() if "--" in command else [command, str(campaign)]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "dialer", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=PROC_TIMEOUT,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    if command == "run":  # its log lines go to stderr; the summary was for stdout
+        assert "Traceback" not in done.stderr and "dialer:" not in done.stderr, done.stderr
+    else:
+        assert done.stderr == ""
+    assert list(crashes.iterdir()) == []  # no crash file
+
+
+def test_a_closed_pipe_while_printing_bodies_is_no_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where head exits after its 10 lines: the JSON bodies are written with click.echo.
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+
+    def closed(*_: Any, **__: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(click, "echo", closed)
+    result = CliRunner().invoke(cli.main, ["validate", str(campaign)])
+
+    assert result.exit_code == 141, result.output
+    assert result.stderr == ""
+    assert not list(tmp_path.glob("dialer-crash-*"))
+
+
+_INTERRUPT_AT_IMPORT = """
+import sys
+
+module, sys.argv = sys.argv[1], ["dialer", *sys.argv[2:]]
+
+class Interrupt:  # Ctrl-C while `module` is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == module:
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, Interrupt())
+from dialer.entry import main  # what the `dialer` script and `python -m dialer` run
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "command"),
+    [
+        ("click", "status"),
+        ("dialer.cli", "validate"),
+        ("dialer.config", "status"),
+        ("dialer.run", "status"),
+        ("structlog", "validate"),
+        ("pandas", "validate"),
+        ("dialer.sandbox.command", "simulate"),
+    ],
+)
+def test_ctrl_c_in_the_first_second_exits_130_with_one_line(
+    tmp_path: Path, module: str, command: str
+) -> None:
+    # The first second of a command is spent importing libraries.
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path)
+    args = [command] if command == "simulate" else [command, str(campaign)]
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_AT_IMPORT, module, *args],
+        capture_output=True,
+        text=True,
+        timeout=PROC_TIMEOUT,
+        check=False,
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (130, "dialer: interrupted\n", "")
+
+
+_IMPORTED = """
+import sys
+sys.argv = ["dialer", *sys.argv[1:]]
+from dialer.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+heavy = {"pandas", "numpy", "aiohttp", "httpx", "pydantic", "openpyxl", "phonenumbers", "rich", "structlog"}
+print(sorted({name.split(".")[0] for name in sys.modules} & heavy), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [
+        (["--version"], []),
+        (["--help"], ["aiohttp", "httpx"]),  # simulate's one-line help: its module loads the sandbox
+        (["run", "--help"], []),
+        (["validate", "--help"], []),
+        (["status", "--help"], []),
+        (["report", "--help"], []),
+    ],
+)
+def test_version_and_help_import_no_heavy_library(args: list[str], allowed: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, *args],
+        capture_output=True,
+        text=True,
+        timeout=PROC_TIMEOUT,
+        check=False,
+    )
+    imported = json.loads(done.stderr.splitlines()[-1].replace("'", '"'))
+    assert set(imported) <= set(allowed), imported
+
+
+# -- what the summary and status say ----------------------------------------------------------
+
+
+def _summary_of(campaign: Path, requests: int, seconds: float) -> str:
+    from dialer.config import load_campaign
+    from dialer.dispatch import RunStats
+    from dialer.run import RunResult
+
+    stats = RunStats(requests=requests, started=100.0, finished=100.0 + seconds)
+    result = RunResult(
+        stats=stats, counts={"sent": requests}, imported=None, report=Path("r.csv"), next_due=None
+    )
+    runner = CliRunner()
+    with runner.isolation() as (stdout, _, _):
+        cli._summary(load_campaign(campaign), result, seconds)
+        return stdout.getvalue().decode()
+
+
+@pytest.mark.parametrize(
+    ("requests", "seconds", "shown"),
+    [(1, 0.064, None), (9, 5.0, None), (500, 0.5, None), (10, 1.0, "10.0"), (600, 120.0, "5.0")],
+)
+def test_the_achieved_rate_is_shown_only_when_it_means_something(
+    tmp_path: Path, requests: int, seconds: float, shown: str | None
+) -> None:
+    text = _summary_of(write_campaign(tmp_path, limits={"rate_per_second": 5}), requests, seconds)
+    if shown is None:
+        assert f"{requests} requests, too few to measure a rate (limit 5/s);" in text, text
+        assert "achieved" not in text
+    else:
+        assert f"{requests} requests, achieved {shown}/s (limit 5/s);" in text, text
+
+
+def test_rows_left_by_limit_are_due_now_in_the_summary_and_status(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox(api_key=KEY)
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = write_campaign(tmp_path, base_url=server.url)
+
+    ran = invoke("run", str(campaign), "--limit", "2", key=KEY)
+    status = invoke("status", str(campaign))
+
+    assert ran.exit_code == 75, ran.output
+    assert "next rows due: now" in ran.stdout.splitlines()
+    assert status.stdout.splitlines()[-2:] == ["due now: 3", "next due: now"]
+
+
+def _chat_campaign(folder: Path, base_url: str) -> Path:
+    path = folder / "chat.toml"
+    path.write_text(
+        f'name = "t"\nmode = "chat"\nleads = "leads.csv"\n[api]\nbase_url = "{base_url}"\n'
+        '[chat]\nagent_id = "2a886b7d-d52d-4f8b-8ea0-19d3edc79214"\nchannel = "whatsapp"\n'
+        '[numbers]\npool = ["+14155550100"]\n[limits]\nmax_attempts = 1\n'
+        f'[hours]\nstart = "00:00"\nend = "24:00"\ndays = {json.dumps(DAYS)}\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_unanswered_chats_point_at_retry_unknown(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox(api_key=KEY, drop_rate=1.0)  # every message goes out, no answer comes back
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = _chat_campaign(tmp_path, server.url)
+
+    ran = invoke("run", str(campaign), key=KEY)
+    status = invoke("status", str(campaign))
+
+    assert ran.exit_code == 75, ran.output
+    hint = (
+        "5 unknown rows: no answer said whether the message went out;"
+        f" `dialer run {campaign} --retry-unknown` sends them again (some may get it twice)"
+    )
+    assert hint in ran.stdout.splitlines()
+    assert status.stdout.splitlines()[-1] == hint
+
+
+def test_the_readme_quick_start_works_as_written() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^dialer \w+ (campaigns/\S+\.toml)", quick_start, re.MULTILINE))
+    assert named, quick_start
+    for campaign in named:
+        done = dialer("validate", campaign, cwd=root)
+        assert done.returncode == 0, (campaign, done.stderr)
+        assert "example request bodies (POST /v2/calls):" in done.stdout
+
+
+@pytest.mark.parametrize("header", ["abc", "nan", "-3", "Mon, 99 Foo 20xx", "inf"])
+def test_an_odd_retry_after_in_a_run_is_no_advice_and_no_crash(tmp_path: Path, header: str) -> None:
+    import httpx
+
+    from dialer.config import load_campaign
+    from dialer.run import RunOptions, run_campaign
+
+    answered: dict[str, int] = {}
+
+    def api(request: httpx.Request) -> httpx.Response:
+        phone = json.loads(request.content)["phone"]
+        answered[phone] = answered.get(phone, 0) + 1
+        if answered[phone] == 1:  # each number is throttled once, with odd advice
+            return httpx.Response(429, json={"detail": "slow down"}, headers={"Retry-After": header})
+        return httpx.Response(200, json={"response": {"call_id": f"c-{phone}"}})
+
+    write_leads(tmp_path / "leads.csv", LEADS)
+    campaign = load_campaign(write_campaign(tmp_path))
+
+    result = run_campaign(campaign, RunOptions(api_key=KEY, transport=httpx.MockTransport(api)))
+
+    assert result.exit_code == 0
+    assert result.counts["sent"] == 5 and result.stats.throttled == 5
+    assert sorted(answered) == sorted(DIALABLE)

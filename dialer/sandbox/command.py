@@ -132,6 +132,16 @@ from dialer.sandbox.server import serve
     help="Each chat shows chat_status 'ongoing' for a time drawn in [MIN, MAX] seconds, "
     "then 'completed' (default: ongoing for ever).",
 )
+@click.option(
+    "--accept-body",
+    metavar="TEXT",
+    help="Answer accepted POSTs (the call is placed) with TEXT as the 200 body, to test odd answers.",
+)
+@click.option(
+    "--lookup-body",
+    metavar="TEXT",
+    help="Answer GET /v2/calls (the list) with TEXT as the 200 body, to test odd answers.",
+)
 def simulate(
     host: str,
     port: int,
@@ -150,6 +160,8 @@ def simulate(
     collected_shape: str,
     start_time_shape: str,
     chat_seconds: str | None,
+    accept_body: str | None,
+    lookup_body: str | None,
 ) -> None:
     """Serve a Synthflow-compatible API on loopback, for demos and tests.
 
@@ -193,6 +205,8 @@ def simulate(
         collected_shape=collected_shape,
         start_time_shape=start_time_shape,
         chat_seconds=None if chat_seconds is None else _parsed("--chat-seconds", parse_seconds, chat_seconds),
+        accept_body=accept_body,
+        lookup_body=lookup_body,
     )
     try:
         serve(options)

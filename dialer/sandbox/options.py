@@ -140,6 +140,10 @@ class SandboxOptions:
     `chat_seconds` (min, max) a chat stays `ongoing` before it is `completed`
     (None: ongoing for ever). `clock` gives the time (epoch seconds): tests pass
     a fake one so calls end without sleeping.
+
+    `accept_body` / `lookup_body`: odd answers, for testing a client that must not
+    trust them. An accepted POST still places its call, then answers 200 with
+    `accept_body` as written; GET /v2/calls (the list) answers 200 with `lookup_body`.
     """
 
     host: str = "127.0.0.1"
@@ -160,6 +164,8 @@ class SandboxOptions:
     start_time_shape: str = "ms"
     chat_seconds: Seconds | None = None
     clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
+    accept_body: str | None = None
+    lookup_body: str | None = None
 
     def __post_init__(self) -> None:
         # Fail here, not on the first request, so a bad setting never half-starts a server.

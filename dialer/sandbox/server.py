@@ -122,6 +122,8 @@ class Sandbox:
         self._fail_rate = options.fail_rate
         self._drop_rate = options.drop_rate
         self._rate_limit = options.rate_limit
+        self._accept_body = options.accept_body
+        self._lookup_body = options.lookup_body
         # Arrival times of the accepted POSTs of the last second, oldest first.
         self._accepted: deque[float] = deque()
         per_minute = 60 * (options.rate_limit or 0)
@@ -203,6 +205,11 @@ class Sandbox:
         if self._rate_limit is not None:
             self._accepted.append(now)  # a dropped one counts too: it was placed
         dropped = bool(self._drop_rate) and self._rng.random() < self._drop_rate
+        if self._accept_body is not None:
+            odd = self._accept_body
+            return await self._reply(
+                request, now, body, 200, odd.encode(), dropped=dropped, recorded=_encode(odd)
+            )
         return await self._reply(request, now, body, 200, payload, dropped=dropped)
 
     def _over_rate_limit(self, now: float) -> bool:
@@ -262,6 +269,9 @@ class Sandbox:
             )
         except _BadQuery as exc:
             return await self._reply(request, now, None, 400, _detail(str(exc)))
+        if self._lookup_body is not None:
+            odd = self._lookup_body
+            return await self._reply(request, now, None, 200, odd.encode(), recorded=_encode(odd))
         payload = _encode(
             {
                 "status": "ok",
@@ -367,8 +377,12 @@ class Sandbox:
         headers: Mapping[str, str] = _JSON_HEADERS,
         *,
         dropped: bool = False,
+        recorded: bytes | None = None,
     ) -> web.StreamResponse:
-        """Record the request, wait out the latency, then answer (or drop the connection)."""
+        """Record the request, wait out the latency, then answer (or drop the connection).
+
+        `recorded`: what the record holds as the answer when `payload` may not be JSON.
+        """
         if self._recorder is not None:
             self._recorder.write(
                 time=now,
@@ -377,7 +391,7 @@ class Sandbox:
                 query=dict(request.query),
                 body=body,
                 status=status,
-                response=payload,
+                response=payload if recorded is None else recorded,
                 dropped=dropped,
             )
         if self._delay:
