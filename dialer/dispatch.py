@@ -46,9 +46,9 @@ from dialer.config import Campaign
 from dialer.errors import AuthError
 from dialer.hours import CallingHours
 from dialer.journal import Journal, JournalRow, JournalWriter
-from dialer.mapping import suppression_sources
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import Pacer
+from dialer.suppress import suppression_sources
 
 log = structlog.get_logger("dialer")
 

@@ -30,8 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dialer.columns import ColumnMap
 from dialer.errors import JournalError, LockedError
-from dialer.mapping import ColumnMap, Lead
+from dialer.model import Lead
 from dialer.report import Outcome
 
 SCHEMA_VERSION = "1"

@@ -22,6 +22,7 @@ import httpx
 import structlog
 
 from dialer import client as api
+from dialer.columns import ColumnMap, resolve_columns
 from dialer.config import Campaign
 from dialer.dispatch import (
     Clock,
@@ -36,9 +37,11 @@ from dialer.errors import DialerError
 from dialer.hours import CallingHours
 from dialer.journal import CampaignLock, ImportSummary, Journal, JournalRow, file_signature
 from dialer.load import open_leads
-from dialer.mapping import ColumnMap, Lead, map_leads, resolve_columns, suppression_sources
+from dialer.mapping import map_leads
+from dialer.model import Lead
 from dialer.numbers import NumberPool
 from dialer.report import write_report
+from dialer.suppress import suppression_sources
 
 log = structlog.get_logger("dialer")
 

@@ -15,20 +15,15 @@ import phonenumbers
 import pytest
 from phonenumbers.timezone import time_zones_for_number
 
-from dialer import mapping
+from dialer import mapping, phones
+from dialer.columns import ColumnMap, resolve_columns
 from dialer.config import Campaign
 from dialer.errors import LeadsFileError
 from dialer.load import open_leads
-from dialer.mapping import (
-    ColumnMap,
-    Lead,
-    PhoneResult,
-    canonical_zone,
-    load_suppression,
-    map_leads,
-    normalize_phone,
-    resolve_columns,
-)
+from dialer.mapping import map_leads
+from dialer.model import Lead, Status
+from dialer.phones import PhoneResult, canonical_zone, normalize_phone
+from dialer.suppress import load_suppression
 
 
 def campaign(tmp_path: Path, leads: Path, **settings: Any) -> Campaign:
@@ -400,7 +395,7 @@ def test_invalid_phone_row_keeps_its_values_and_says_why(tmp_path: Path) -> None
     assert lead == Lead(
         row=2,
         values=("Ané", "1.23457E+10"),
-        status="invalid",
+        status=Status.INVALID,
         error="phone 1.23457E+10 is in scientific notation: digits were lost "
         "(format the column as text in Excel)",
         name="Ané",
@@ -421,25 +416,25 @@ def test_chunks_of_three_give_the_same_leads(
 ) -> None:
     c = ten_rows(tmp_path)
     whole = mapped(c)  # one chunk: parsed in this process
-    assert [lead.status for lead in whole].count("duplicate") == 3
+    assert [lead.status for lead in whole].count(Status.DUPLICATE) == 3
     started: list[int] = []
-    real_pool = mapping._pool
+    real_pool = phones._pool
 
     def spy(workers: int) -> ProcessPoolExecutor:
         started.append(workers)
         return real_pool(workers)
 
-    monkeypatch.setattr(mapping, "_pool", spy)
+    monkeypatch.setattr(phones, "_pool", spy)
     # A daemon thread left by an earlier test (a sandbox's reader) must not
     # turn the pool off here: the workers only parse phones.
-    monkeypatch.setattr(mapping, "_can_fork", lambda: True)
+    monkeypatch.setattr(phones, "_can_fork", lambda: True)
     assert mapped(c, chunk_rows=3, workers=workers) == whole
     assert len(started) == pools
 
 
 def test_no_pool_while_other_threads_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     c = ten_rows(tmp_path)
-    monkeypatch.setattr(mapping, "_pool", lambda n: pytest.fail("forked with a thread running"))
+    monkeypatch.setattr(phones, "_pool", lambda n: pytest.fail("forked with a thread running"))
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
@@ -453,7 +448,7 @@ def test_no_pool_while_other_threads_run(tmp_path: Path, monkeypatch: pytest.Mon
 def test_a_dead_worker_does_not_lose_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     c = ten_rows(tmp_path)
     whole = mapped(c)
-    parent, real = os.getpid(), mapping._normalize_all
+    parent, real = os.getpid(), phones._normalize_all
 
     def die_in_worker(values: list[str], region: str) -> list[PhoneResult]:
         if os.getpid() != parent:
@@ -461,9 +456,9 @@ def test_a_dead_worker_does_not_lose_rows(tmp_path: Path, monkeypatch: pytest.Mo
         return real(values, region)
 
     # Pickled by name, as the real one is: the forked worker finds this one.
-    die_in_worker.__module__, die_in_worker.__qualname__ = mapping.__name__, "_normalize_all"
-    monkeypatch.setattr(mapping, "_normalize_all", die_in_worker)
-    monkeypatch.setattr(mapping, "_can_fork", lambda: True)
+    die_in_worker.__module__, die_in_worker.__qualname__ = phones.__name__, "_normalize_all"
+    monkeypatch.setattr(phones, "_normalize_all", die_in_worker)
+    monkeypatch.setattr(phones, "_can_fork", lambda: True)
     assert mapped(c, chunk_rows=3, workers=2) == whole
 
 
