@@ -29,13 +29,12 @@ from dialer.load import Chunk, LeadsFile
 from dialer.model import Lead, Status
 from dialer.phones import (
     CHUNK_ROWS,
-    UNKNOWN_ZONES,
     PhoneResult,
-    canonical_zone,
     default_workers,
     with_phones,
 )
 from dialer.suppress import suppression_sources
+from dialer.zones import UNKNOWN_ZONES, zones_named
 
 # The time-zone column's distinct texts are checked once each; a column of free
 # text mapped as zones by mistake must not grow the memory without end.
@@ -81,7 +80,7 @@ class _Mapper:
         self.delimiter = leads.delimiter or ","
         self.suppressed = suppressed
         self.first_rows = _FirstRows()  # the one memory that grows with the file
-        self.zones: dict[str, str | None] = {}  # the time-zone column's texts, checked
+        self.zones: dict[str, tuple[str, ...] | None] = {}  # the time-zone column's texts, checked
 
     def chunk(self, chunk: Chunk, phones: list[str], results: dict[str, PhoneResult]) -> Iterator[Lead]:
         """The Leads of one chunk, in file order."""
@@ -163,14 +162,14 @@ class _Mapper:
         """(error, time zones) of a row whose phone is valid: its zone, then its name."""
         zone_text = zone_text.strip()
         if zone_text:
-            zone = self.zones.get(zone_text, "")
-            if zone == "":
+            if zone_text not in self.zones:
                 if len(self.zones) >= _ZONE_CACHE_LIMIT:
                     self.zones.clear()  # a column of free text, mapped as zones by mistake
-                zone = self.zones[zone_text] = canonical_zone(zone_text)
-            if zone is None:
+                self.zones[zone_text] = zones_named(zone_text)
+            named = self.zones[zone_text]
+            if named is None:
                 return f'unknown time zone "{zone_text}" (use an IANA name like America/New_York)', zones
-            zones = (zone,)
+            zones = named
         elif zones == UNKNOWN_ZONES:
             return f"cannot infer a time zone for {e164}; add a time zone column", zones
         if self.needs_name and not name:

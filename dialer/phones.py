@@ -16,7 +16,6 @@ import signal
 import sys
 import threading
 import time
-import zoneinfo
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -34,18 +33,14 @@ from phonenumbers import (
 )
 from phonenumbers import ValidationResult as Possible
 from phonenumbers.phonenumberutil import _number_type_helper
-from phonenumbers.timezone import (
-    UNKNOWN_TIMEZONE,
-    time_zones_for_geographical_number,
-    time_zones_for_number,
-)
 
 from dialer.load import Chunk
+from dialer.zones import number_zones
 
 CHUNK_ROWS = 50_000  # rows a chunk of a leads file holds: the unit of work of a pool process
 
 # (E.164, time zones inferred from the number, error). The zones are those of
-# phonenumbers' map, ("Etc/Unknown",) when it has none; "" error when valid.
+# phonenumbers' map (see number_zones), ("Etc/Unknown",) when it has none; "" error when valid.
 PhoneResult = tuple[str, tuple[str, ...], str]
 
 # "1.23457E+10" is what Excel writes for a long number in a General cell saved
@@ -53,7 +48,6 @@ PhoneResult = tuple[str, tuple[str, ...], str]
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
 # "4155550141.0": a number column that went through a float on its way out.
 _INTEGRAL_FLOAT = re.compile(r"^(\+?\d+)\.0+$")
-UNKNOWN_ZONES = (UNKNOWN_TIMEZONE,)
 
 _PARSE_REASONS = {
     NumberParseException.INVALID_COUNTRY_CODE: "unknown country code",
@@ -132,12 +126,7 @@ def _normalize(raw: str, region: str) -> PhoneResult:
             reason = _POSSIBLE_REASONS.get(possible, "not a valid number")
             return "", (), f"invalid phone number {_shown(raw)}: {reason}"
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-    if phonenumbers.is_number_type_geographical(kind, number.country_code or 0):
-        zones = tuple(time_zones_for_geographical_number(number))
-    else:
-        # Toll-free and other non-geographic numbers: every zone of the country.
-        zones = tuple(time_zones_for_number(number))
-    return e164, zones, ""
+    return e164, number_zones(number, kind), ""
 
 
 # The fast path. Most numbers in a North American list are written in a handful
@@ -181,16 +170,6 @@ def _nanp_type(number: PhoneNumber) -> int:
 def _normalize_all(values: Sequence[str], region: str) -> list[PhoneResult]:
     """normalize_phone over a list: the unit of work sent to a pool process."""
     return [normalize_phone(value, region) for value in values]
-
-
-_zone_names: dict[str, str] = {}
-
-
-def canonical_zone(value: str) -> str | None:
-    """The IANA name for `value` ignoring case ("america/new_york" -> "America/New_York"), or None."""
-    if not _zone_names:
-        _zone_names.update({name.casefold(): name for name in zoneinfo.available_timezones()})
-    return _zone_names.get(value.strip().casefold())
 
 
 # --- the pool of parsing processes ----------------------------------------------------

@@ -39,7 +39,7 @@ from dialer.journal import CampaignLock, ImportSummary, Journal, JournalRow, fil
 from dialer.load import open_leads
 from dialer.mapping import map_leads
 from dialer.model import Lead
-from dialer.numbers import NumberPool
+from dialer.numbers import ForeignCallers, NumberPool
 from dialer.report import write_report
 from dialer.suppress import suppression_sources
 
@@ -224,6 +224,8 @@ class Validation:
     problems: list[tuple[int, str, str]]  # (row, status, error), the first few
     next_due: datetime | None
     due_now: int
+    # Dialable rows strategy "local" must call from another country's number, per lead country.
+    foreign: Counter[str] = field(default_factory=Counter)
 
 
 _VARYING = re.compile(r"""("[^"]*"|'[^']*'|\+?\d[\d.,E+\-]*)""")
@@ -257,6 +259,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
     body = api.call_body if campaign.mode == "call" else api.chat_body
     pool = campaign.numbers.pool
     cycle = itertools.cycle(pool) if pool else None
+    foreign = ForeignCallers(campaign.numbers)
     for lead in map_leads(campaign, opened, columns):
         counts[lead.status] += 1
         if lead.status != "pending":
@@ -281,6 +284,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
             continue
         if is_open:
             due_now += 1
+        foreign.count(lead.phone)
         if len(examples) < 3:
             examples.append(body(campaign, _as_row(lead), next(cycle) if cycle else ""))
     moments = [hours.next_open(z, now) for z in zones_seen if not zones_open[z] and z not in never]
@@ -294,6 +298,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
         problems=problems,
         next_due=min(found) if found else None,
         due_now=due_now,
+        foreign=foreign.rows,
     )
 
 
