@@ -3,18 +3,21 @@
 Keys set in the campaign's [columns] must name existing headers (case and
 surrounding spaces do not matter); keys left out are matched by common header
 names ("Mobile", "First Name" + "Last Name", "E-mail"). Every column no field
-took is a custom variable.
+took is a custom variable. Any column, a custom variable or not, can fill a
+{Column} placeholder of the campaign's texts; check_placeholders refuses one
+that names no column.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from dialer.config import Campaign
-from dialer.errors import LeadsFileError
+from dialer.errors import CampaignError, LeadsFileError
 
 INFERRED = "(inferred from the number)"
 
@@ -173,6 +176,7 @@ def resolve_columns(campaign: Campaign, headers: list[str]) -> ColumnMap:
         variables = tuple(h for h in headers if h in listed)
     else:
         variables = tuple(h for h in headers if h not in used)
+    check_placeholders(campaign, headers)
     return ColumnMap(phone=phone, name=name, timezone=timezone, email=email, variables=variables)
 
 
@@ -203,3 +207,48 @@ def _name_columns(
     if last:
         return (first, last)
     return (full,) if full else (first,)
+
+
+# --- placeholders --------------------------------------------------------------------
+
+PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+# What a placeholder names when no header does: the lead's mapped fields.
+FIELDS = ("name", "phone", "email")
+
+
+def placeholder_column(key: str, headers: Iterable[str]) -> str | None:
+    """The header `{key}` stands for: exactly, else ignoring case and surrounding spaces; or None."""
+    headers = list(headers)
+    if key in headers:
+        return key
+    folded = key.strip().casefold()
+    return next((header for header in headers if header.strip().casefold() == folded), None)
+
+
+def campaign_texts(campaign: Campaign) -> list[tuple[str, str]]:
+    """(where, text) of every text of the campaign that may hold {Column} placeholders."""
+    texts: list[tuple[str, str | None]] = []
+    if campaign.call is not None:
+        texts += [("[call] prompt", campaign.call.prompt), ("[call] greeting", campaign.call.greeting)]
+    if campaign.chat is not None:
+        texts.append(("[chat] initial_message", campaign.chat.initial_message))
+        if campaign.chat.template is not None:
+            texts += [
+                (f"[chat] template.variables.{k}", v) for k, v in campaign.chat.template.variables.items()
+            ]
+    return [(where, text) for where, text in texts if text]
+
+
+def check_placeholders(campaign: Campaign, headers: Sequence[str]) -> None:
+    """CampaignError naming the first {placeholder} that is neither a header nor name/phone/email.
+
+    Checked before anything is sent: a placeholder nobody fills would go out as literal
+    text ("Hello {Frist Name}") to every lead.
+    """
+    for where, text in campaign_texts(campaign):
+        for key in PLACEHOLDER.findall(text):
+            if placeholder_column(key, headers) is None and key.strip().casefold() not in FIELDS:
+                raise CampaignError(
+                    f"{campaign.path}: {where}: placeholder {{{key}}} names no column of "
+                    f"{campaign.leads.name}; headers are: {_listed(headers)}"
+                )

@@ -22,7 +22,7 @@ import httpx
 import structlog
 
 from dialer import client as api
-from dialer.columns import ColumnMap, resolve_columns
+from dialer.columns import ColumnMap, check_placeholders, resolve_columns
 from dialer.config import Campaign
 from dialer.dispatch import (
     Clock,
@@ -183,6 +183,7 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
         try:
             campaign = with_leads(campaign, options.leads)
             imported = import_if_needed(campaign, journal, campaign.leads)
+            check_placeholders(campaign, journal.headers)  # the campaign may have changed since
             if options.retry_failed:
                 journal.requeue("failed", "retried with --retry-failed")
             if options.retry_unknown:
@@ -286,7 +287,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
             due_now += 1
         foreign.count(lead.phone)
         if len(examples) < 3:
-            examples.append(body(campaign, _as_row(lead), next(cycle) if cycle else ""))
+            examples.append(body(campaign, _as_row(lead, opened.headers), next(cycle) if cycle else ""))
     moments = [hours.next_open(z, now) for z in zones_seen if not zones_open[z] and z not in never]
     found = [m for m in moments if m is not None]
     return Validation(
@@ -302,7 +303,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
     )
 
 
-def _as_row(lead: Lead) -> JournalRow:
+def _as_row(lead: Lead, headers: list[str]) -> JournalRow:
     return JournalRow(
         id=0,
         position=lead.row,
@@ -317,6 +318,7 @@ def _as_row(lead: Lead) -> JournalRow:
         from_number="",
         call_id="",
         error=lead.error,
+        cells=dict(zip(headers, lead.values, strict=False)),
     )
 
 

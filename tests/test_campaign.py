@@ -149,7 +149,7 @@ strategy = "local"
             "from_phone_number": "+12125550100",
             "custom_variables": [{"key": "Company", "value": "=HYPERLINK(1)"}, {"key": "Deal", "value": ""}],
             "lead_timezone": "America/New_York",
-            "prompt": "Help {Company}.",
+            "prompt": "Help =HYPERLINK(1).",  # the dialer fills {Column} (README, "Custom variables")
             "greeting": "Hello!",
         },
         {
@@ -160,7 +160,7 @@ strategy = "local"
             "custom_variables": [{"key": "Company", "value": "Bayview"}, {"key": "Deal", "value": "1500"}],
             "lead_email": "maria@example.com",
             "lead_timezone": "America/Los_Angeles",
-            "prompt": "Help {Company}.",
+            "prompt": "Help Bayview.",
             "greeting": "Hello!",
         },
     ]
