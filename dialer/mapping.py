@@ -46,7 +46,7 @@ def map_leads(
     leads: LeadsFile,
     columns: ColumnMap,
     *,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
     workers: int | None = None,
 ) -> Iterator[Lead]:
     """Every row of the file as a Lead, in file order, with duplicates and DNC applied.
@@ -58,7 +58,7 @@ def map_leads(
     """
     workers = default_workers() if workers is None else workers
     mapper = _Mapper(campaign, leads, columns, suppression_sources(campaign, workers))
-    stream = with_phones(leads.read(chunk_rows), columns.phone, campaign.default_region, workers)
+    stream = with_phones(leads.read(chunk_rows or CHUNK_ROWS), columns.phone, campaign.default_region, workers)
     for chunk, phones, results in stream:
         yield from mapper.chunk(chunk, phones, results)
 
