@@ -58,7 +58,8 @@ def map_leads(
     """
     workers = default_workers() if workers is None else workers
     mapper = _Mapper(campaign, leads, columns, suppression_sources(campaign, workers))
-    stream = with_phones(leads.read(chunk_rows or CHUNK_ROWS), columns.phone, campaign.default_region, workers)
+    chunks = leads.read(chunk_rows or CHUNK_ROWS)
+    stream = with_phones(chunks, columns.phone, campaign.default_region, workers)
     for chunk, phones, results in stream:
         yield from mapper.chunk(chunk, phones, results)
 
