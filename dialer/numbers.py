@@ -26,7 +26,16 @@ from dialer.zones import UNKNOWN_ZONES, number_zones
 
 
 class PoolExhausted(Exception):
-    """Every number in the pool has reached its daily cap for today."""
+    """Every number a lead may use has reached its daily cap for today.
+
+    `everywhere` is True when that is every number of the pool (no other lead can
+    be dialed either); False when only the numbers of the lead's country are capped
+    (strategy "local"), so that leads of other countries can still go.
+    """
+
+    def __init__(self, message: str, *, everywhere: bool = True) -> None:
+        super().__init__(message)
+        self.everywhere = everywhere
 
 
 # What geocoder.description_for_number(n, "en") says for NANP numbers: either
@@ -303,7 +312,12 @@ class NumberPool:
                 if index is not None:
                     break
         if index is None:
-            raise PoolExhausted(f"every caller id this lead may use reached its daily cap of {cap}")
+            everywhere = cap is None or all(count >= cap for count in counts)
+            if everywhere:
+                raise PoolExhausted(f"all {len(self.pool)} numbers reached their daily cap of {cap}")
+            raise PoolExhausted(
+                f"every caller id of the lead's country has reached its daily cap of {cap}", everywhere=False
+            )
         key = (self.pool[index], days[index])
         self._usage[key] = self._usage.get(key, 0) + 1
         return self.pool[index]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import phonenumbers
 import pytest
@@ -82,8 +82,9 @@ def test_local_never_crosses_a_country(numbers: list[str], lead: str, expected: 
 def test_local_with_its_countrys_numbers_capped_waits_rather_than_cross() -> None:
     p = pool(cap=1, numbers=[SF, UK])
     assert p.choose("+14155550199", PACIFIC, NOON) == SF
-    with pytest.raises(PoolExhausted):
+    with pytest.raises(PoolExhausted) as capped:
         p.choose("+14155550199", PACIFIC, NOON)  # the UK number is free, but abroad
+    assert capped.value.everywhere is False  # other leads may still be dialed
     assert p.choose("+442079460000", ("Europe/London",), NOON) == UK
 
 
@@ -256,3 +257,30 @@ def test_validate_says_when_local_must_call_from_another_country(tmp_path: Path)
     campaign.write_text(campaign.read_text().replace(f'["{UK}"]', f'["{UK}", "{NYC}"]'), encoding="utf-8")
     result = CliRunner().invoke(cli.main, ["validate", str(campaign)])
     assert "caller ids:" not in result.stdout
+
+
+def test_one_countrys_numbers_capped_leave_the_others_leads_dialed(tmp_path: Path, sandbox: Any) -> None:
+    from dialer.config import load_campaign
+    from dialer.run import RunOptions, run_campaign
+    from tests.conftest import read_record
+
+    server = sandbox(api_key="k")
+    us = [f"+1415555{i:04d}" for i in range(8)]
+    gb = ["+442079460000", "+442079460001"]
+    (tmp_path / "leads.csv").write_text(
+        "Name,Phone\n" + "".join(f"L{i},{phone}\n" for i, phone in enumerate(us + gb)), encoding="utf-8"
+    )
+    campaign = tmp_path / "c.toml"
+    campaign.write_text(
+        f'name = "t"\nmode = "call"\nleads = "leads.csv"\n[api]\nbase_url = "{server.url}"\n'
+        f'[call]\nmodel_id = "m"\n[numbers]\npool = ["{NYC}", "{UK}"]\nstrategy = "local"\ndaily_cap = 2\n'
+        "[limits]\nconcurrency = 1\nrate_per_second = 50\n"
+        '[hours]\nstart = "00:00"\nend = "24:00"\ndays = ["mon","tue","wed","thu","fri","sat","sun"]\n',
+        encoding="utf-8",
+    )
+    result = run_campaign(load_campaign(campaign), RunOptions(api_key="k", base_url=server.url))
+    sent = {r["body"]["phone"]: r["body"]["from_phone_number"] for r in read_record(server.record)}
+    # The US leads past the cap wait for their country's number (never the London one);
+    # the UK leads after them still go.
+    assert sent == {us[0]: NYC, us[1]: NYC, gb[0]: UK, gb[1]: UK}
+    assert result.exit_code == 75 and result.counts == {"sent": 4, "deferred": 6}
