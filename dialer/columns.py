@@ -156,7 +156,8 @@ def _optional_column(
 def resolve_columns(campaign: Campaign, headers: list[str]) -> ColumnMap:
     """Map headers to fields from [columns] or by common names; LeadsFileError names a missing column.
 
-    A phone column is always required, a name column in mode "call" (the API needs it).
+    A phone column is always required, a name column in mode "call" (the API needs it);
+    a {placeholder} of the campaign's texts naming no header is a CampaignError.
     """
     path, given = campaign.leads, campaign.columns
     used: set[str] = set()
