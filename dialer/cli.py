@@ -523,6 +523,12 @@ def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
             out.print("first rows not dialed:")
             for row, status, error in found.problems:
                 out.print(f"  row {row}: {status}: {error}")
+        for country, n in found.foreign.most_common():
+            rows = f"{n} row" + ("s" if n != 1 else "")
+            out.print(
+                f'caller ids: no number of [numbers] pool is in {country}: strategy "local" will call '
+                f"its {rows} from another country's number"
+            )
         out.print(
             f"due now: {found.due_now}; next due: "
             f"{_when(found.next_due) if found.next_due else 'all due now'}"

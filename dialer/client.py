@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import httpx
 
+from dialer.columns import PLACEHOLDER, placeholder_column
 from dialer.config import Campaign
 from dialer.errors import SetupError
 from dialer.journal import JournalRow
@@ -41,7 +42,6 @@ CALLS = "/v2/calls"
 # Longer advice is taken as this: one 429 must not stall a run for hours.
 MAX_RETRY_AFTER = 300.0
 CHATS = "/v2/chat/outbound"
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,20 +62,22 @@ class LookupRefused(LookupError_):
 
 
 def fill_placeholders(text: str, lead: JournalRow) -> str:
-    """Replace {Column} (a custom variable) or {name}/{phone}/{email} in a template value."""
+    """Replace each {Column} by the lead's cell in that column (any column of the file), or
+    {name}/{phone}/{email} by its mapped field when no column has that name.
+
+    A placeholder that names neither is refused at load (columns.check_placeholders); one
+    left over anyway becomes "", never literal text sent to a person.
+    """
+    cells = lead.cells or lead.variables
     fields = {"name": lead.name, "phone": lead.phone, "email": lead.email}
 
     def value(match: re.Match[str]) -> str:
-        key = match[1]
-        if key in lead.variables:
-            return lead.variables[key]
-        lowered = key.lower()
-        for variable, cell in lead.variables.items():
-            if variable.lower() == lowered:
-                return cell
-        return fields.get(lowered, match[0])
+        column = placeholder_column(match[1], cells)
+        if column is not None:
+            return cells[column]
+        return fields.get(match[1].strip().casefold(), "")
 
-    return _PLACEHOLDER.sub(value, text)
+    return PLACEHOLDER.sub(value, text)
 
 
 def call_body(campaign: Campaign, lead: JournalRow, from_number: str) -> dict[str, Any]:
@@ -95,11 +97,12 @@ def call_body(campaign: Campaign, lead: JournalRow, from_number: str) -> dict[st
     # Only a single zone is unambiguous; the API takes the name exactly as written.
     if len(lead.timezones) == 1:
         body["lead_timezone"] = lead.timezones[0]
-    # Synthflow fills {variables} in prompt and greeting itself from custom_variables.
+    # The dialer fills {Column} in prompt and greeting, as in every text it sends: Synthflow
+    # would fill them only from custom_variables, and leave the name column's, say, as text.
     if campaign.call.prompt:
-        body["prompt"] = campaign.call.prompt
+        body["prompt"] = fill_placeholders(campaign.call.prompt, lead)
     if campaign.call.greeting:
-        body["greeting"] = campaign.call.greeting
+        body["greeting"] = fill_placeholders(campaign.call.greeting, lead)
     return body
 
 
@@ -114,7 +117,7 @@ def chat_body(campaign: Campaign, lead: JournalRow, from_number: str) -> dict[st
         "from_number": from_number,
     }
     if chat.initial_message:
-        body["initial_message"] = chat.initial_message
+        body["initial_message"] = fill_placeholders(chat.initial_message, lead)
     if chat.template:
         # Twilio fills template variables literally, so the dialer fills {Column} here.
         body["template"] = {

@@ -7,12 +7,13 @@ Relative paths are resolved against the campaign file's folder.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
@@ -24,8 +25,9 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 class _Strict(BaseModel):
-    # A misspelt key is a mistake the user wants to hear about, not a silent default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A misspelt key is a mistake the user wants to hear about, not a silent default;
+    # inf and nan are TOML floats but no setting means anything with them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Api(_Strict):
@@ -205,15 +207,32 @@ class Campaign(_Strict):
     limits: Limits = Limits()
     hours: Hours = Hours()
 
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, value: str) -> str:
+        # The name makes the report's and the journal's file names: it must stay one name.
+        if value.strip() in (".", "..") or any(ch in value for ch in "/\\") or not value.isprintable():
+            raise ValueError(
+                f"{value!r} cannot be a file name: use letters, digits, spaces, - or _ "
+                "(no / or \\, no control characters)"
+            )
+        return value
+
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z]{2}", value):
-            raise ValueError(f'{value!r} is not a two-letter region code like "US"')
-        return value.upper()
+        return check_region(value)
 
     @model_validator(mode="after")
     def _mode_section(self) -> Campaign:
+        wanted, other = ("call", "chat") if self.mode == "call" else ("chat", "call")
+        if getattr(self, other) is not None:
+            # Refused, not ignored: the other table says the user meant the other
+            # mode, and a phone call placed instead of a message cannot be taken back.
+            raise ValueError(
+                f'a [{other}] table is for mode = "{other}" but mode = "{wanted}": '
+                f"remove [{other}] or change mode"
+            )
         if self.mode == "call" and self.call is None:
             raise ValueError('mode = "call" needs a [call] table with model_id')
         if self.mode == "chat":
@@ -232,9 +251,35 @@ class Campaign(_Strict):
         return self.journal or self.report_path.with_name(f"{self.name}.sqlite")
 
 
+# What people write for a region libphonenumber spells otherwise (ISO 3166-1 codes).
+_REGION_ALIASES = {"UK": "GB", "EL": "GR"}
+
+
+def check_region(value: str) -> str:
+    """`value` as an upper-case region code libphonenumber knows; ValueError naming a fix if not."""
+    # Imported here: phonenumbers takes a while to load and only a campaign file needs it.
+    from phonenumbers import SUPPORTED_REGIONS
+
+    region = value.strip().upper()
+    if region in SUPPORTED_REGIONS:
+        return region
+    alias = _REGION_ALIASES.get(region)
+    if alias is not None:
+        raise ValueError(f'{value!r} is not a region code; use "{alias}"')
+    raise ValueError(f'{value!r} is not a region code phone numbers know; use two letters like "US" or "GB"')
+
+
+# The labels pydantic adds to an error's location for a branch of a union or a validator.
+_TYPE_LABELS = ("str", "list[str]", "int", "float", "bool")
+
+
 def _locate(error: ErrorDetails) -> str:
     """`('limits', 'rate_per_second')` -> `[limits] rate_per_second`."""
-    loc = [str(part) for part in error["loc"] if not str(part).startswith(("function-", "str"))]
+    loc = [
+        str(part)
+        for part in error["loc"]
+        if str(part) not in _TYPE_LABELS and not str(part).startswith(("function-", "literal["))
+    ]
     if not loc:
         return "campaign"
     if len(loc) == 1:
@@ -252,9 +297,26 @@ def _message(error: ErrorDetails) -> str:
     return msg[0].lower() + msg[1:] if msg else msg
 
 
-def load_campaign(path: Path | str) -> Campaign:
-    """Read and validate a campaign file; raise CampaignError with one line on any problem."""
-    path = Path(path)
+def _explain(errors: list[ErrorDetails]) -> str:
+    """One line for the validation errors: an unknown key first (the likely cause of the rest).
+
+    A misspelt required key ("modle_id") gives two errors, the unknown key and the
+    missing one: both are named, so the user sees the typo and what it should be.
+    """
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    if not unknown:
+        return f"{_locate(errors[0])}: {_message(errors[0])}"
+    first = unknown[0]
+    table = first["loc"][:-1]
+    missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == table]
+    line = f"{_locate(first)}: {_message(first)}"
+    if missing:
+        close = difflib.get_close_matches(str(first["loc"][-1]), missing, n=1, cutoff=0.0)
+        line += f"; did you mean {close[0]}? ({close[0]} is missing)"
+    return line
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -266,27 +328,35 @@ def load_campaign(path: Path | str) -> Campaign:
     except OSError as exc:
         raise CampaignError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CampaignError(f"{path}: TOML syntax error: {exc}") from None
-    if "path" in data:
-        raise CampaignError(f"{path}: path: is not a known key")
-    base = path.resolve().parent
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the file paths of the campaign absolute, relative to its folder (`base`)."""
 
     def beside(value: object) -> object:
         # normpath, not resolve(): "../out" reads better in messages, and symlinks stay as given.
         return Path(os.path.normpath(base / value)) if isinstance(value, str) else value
 
     for key in ("leads", "report", "journal"):
-        data[key] = beside(data.get(key)) if key in data else None
-        if data[key] is None:
-            del data[key]
+        if key in data:
+            data[key] = beside(data[key])
     if isinstance(data.get("suppress"), str):
         data["suppress"] = [data["suppress"]]
     if isinstance(data.get("suppress"), list):
         data["suppress"] = [beside(p) for p in data["suppress"]]
+
+
+def load_campaign(path: Path | str) -> Campaign:
+    """Read and validate a campaign file; raise CampaignError with one line on any problem."""
+    path = Path(path)
+    data = _read_toml(path)
+    if "path" in data:
+        raise CampaignError(f"{path}: path: is not a known key")
+    _resolve_paths(data, path.resolve().parent)
     try:
         return Campaign(path=path.resolve(), **data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CampaignError(f"{path}: {_locate(first)}: {_message(first)}") from None
+        raise CampaignError(f"{path}: {_explain(exc.errors())}") from None

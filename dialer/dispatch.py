@@ -46,9 +46,9 @@ from dialer.config import Campaign
 from dialer.errors import AuthError
 from dialer.hours import CallingHours
 from dialer.journal import Journal, JournalRow, JournalWriter
-from dialer.mapping import suppression_sources
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import Pacer
+from dialer.suppress import suppression_sources
 
 log = structlog.get_logger("dialer")
 
@@ -343,11 +343,11 @@ class Dispatcher:
             return None
         try:
             number = self.pool.choose(row.phone, row.timezones, now) or ""
-        except PoolExhausted:
-            self.stats.pool_exhausted = True
-            await self.writer.commit(
-                j.outcome(row.id, "deferred", error="every caller id has reached its daily cap")
-            )
+        except PoolExhausted as exc:
+            # Only a pool capped everywhere stops the feed; one country's numbers capped defer its leads.
+            self.stats.pool_exhausted = exc.everywhere
+            reason = "every caller id has reached its daily cap" if exc.everywhere else str(exc)
+            await self.writer.commit(j.outcome(row.id, "deferred", error=reason))
             self._count("deferred", row)
             return None
         day = self.pool.day_of(number, now) if number else None

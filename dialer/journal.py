@@ -25,13 +25,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dialer.columns import ColumnMap
 from dialer.errors import JournalError, LockedError
-from dialer.mapping import ColumnMap, Lead
+from dialer.model import Lead
 from dialer.report import Outcome
 
 SCHEMA_VERSION = "1"
@@ -98,6 +99,8 @@ class JournalRow:
     from_number: str
     call_id: str
     error: str
+    # Every cell of the row by header (the latest import's), for {Column} placeholders.
+    cells: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -369,11 +372,11 @@ class Journal:
 
     _ROW_SQL = (
         "SELECT id, position, phone, name, email, timezones, variables, status, attempts,"
-        " intent_at, from_number, call_id, error FROM leads"
+        " intent_at, from_number, call_id, error, raw FROM leads"
     )
 
     @staticmethod
-    def _row(record: Sequence[Any]) -> JournalRow:
+    def _row(record: Sequence[Any], headers: Sequence[str]) -> JournalRow:
         return JournalRow(
             id=record[0],
             position=record[1],
@@ -388,6 +391,7 @@ class Journal:
             from_number=record[10],
             call_id=record[11],
             error=record[12],
+            cells=dict(zip(headers, json.loads(record[13]), strict=False)),
         )
 
     def rows_with_status(self, statuses: Sequence[str], batch: int = 2000) -> Iterator[JournalRow]:
@@ -401,13 +405,14 @@ class Journal:
             ).fetchall()
             if not records:
                 return
+            headers = self.headers
             for record in records:
-                yield self._row(record)
+                yield self._row(record, headers)
             last = records[-1][1]
 
     def row(self, row_id: int) -> JournalRow:
         record = self.conn.execute(f"{self._ROW_SQL} WHERE id = ?", (row_id,)).fetchone()
-        return self._row(record)
+        return self._row(record, self.headers)
 
     def zone_sets(self, statuses: Sequence[str]) -> dict[tuple[str, ...], int]:
         """Distinct time-zone sets among rows in `statuses`, with their counts."""

@@ -6,6 +6,7 @@ without pulling in another stage.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -32,3 +33,24 @@ REMAINING: frozenset[Status] = frozenset({Status.PENDING, Status.DEFERRED, Statu
 SETTLED: frozenset[Status] = frozenset(Status) - REMAINING
 # Verdicts of the mapping: a row with one of these is never dialed.
 NEVER_DIALED: frozenset[Status] = frozenset({Status.INVALID, Status.DUPLICATE, Status.SUPPRESSED})
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """One data row of the leads file, mapped: what the mapping hands the journal.
+
+    `row` is the spreadsheet row number: the header is row 1, so the first data
+    row is 2 (what Excel shows; used in every message). Blank rows are skipped
+    and not counted, so `row` is 2 + the index of the record among data rows,
+    which is also the row's line in the report.
+    """
+
+    row: int
+    values: tuple[str, ...]  # the original cells, in header order, as read
+    status: Status  # PENDING, or one of NEVER_DIALED
+    error: str = ""  # why, for invalid / duplicate / suppressed
+    phone: str = ""  # E.164, "" when it could not be read
+    name: str = ""
+    email: str = ""
+    timezones: tuple[str, ...] = ()  # IANA names: the column's value, or inferred from the number
+    variables: dict[str, str] = field(default_factory=dict)

@@ -1,28 +1,41 @@
 """The caller-id pool: which of the campaign's numbers dials a lead, within each number's daily cap.
 
-For strategy "local" each number is described once by where it is: its NANP
-area code (or geographic area code elsewhere), its place (a US state or
-Canadian province as "US-CA", "CA-ON"; elsewhere the region code, "GB"), and
-its time zones. A lead is matched tier by tier: same area code, same place,
-a shared time zone, then any number; within a tier the least used today wins,
-ties going to pool order.
+For strategy "local" each number is described once by where it is: its
+country (the region code: "US", "CA", "GB"), its NANP area code (or
+geographic area code elsewhere), its place (a US state or Canadian province
+as "US-CA", "CA-ON"; elsewhere the region code), and its time zones. A lead
+is matched tier by tier, never across its country: same area code, same
+place, a shared time zone, then any number of its country. Only when the
+pool has no number of the lead's country at all does any number do (what
+`validate` warns about: see ForeignCallers). Within a tier the least used
+today wins, ties going to pool order.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 import phonenumbers
-from phonenumbers import timezone as pn_timezone
 
 from dialer.config import Numbers
+from dialer.zones import UNKNOWN_ZONES, number_zones
 
 
 class PoolExhausted(Exception):
-    """Every number in the pool has reached its daily cap for today."""
+    """Every number a lead may use has reached its daily cap for today.
+
+    `everywhere` is True when that is every number of the pool (no other lead can
+    be dialed either); False when only the numbers of the lead's country are capped
+    (strategy "local"), so that leads of other countries can still go.
+    """
+
+    def __init__(self, message: str, *, everywhere: bool = True) -> None:
+        super().__init__(message)
+        self.everywhere = everywhere
 
 
 # What geocoder.description_for_number(n, "en") says for NANP numbers: either
@@ -107,6 +120,7 @@ _CITY_STATE = re.compile(r",\s*([A-Z]{2})$")
 class _Where:
     """Where a number is, as far as matching callers to leads goes."""
 
+    country: str | None  # the region code: "US", "CA", "GB"; None when unknown
     area: tuple[int, str] | None  # (country code, area code)
     places: frozenset[str]  # "US-CA", "CA-ON", "GB", ...
     zones: tuple[str, ...]  # IANA names; () when unknown
@@ -144,7 +158,7 @@ def _where(e164: str, *, places: bool = True) -> _Where:
     try:
         number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
-        return _Where(None, frozenset(), ())
+        return _Where(None, None, frozenset(), ())
     national = phonenumbers.national_significant_number(number)
     area: tuple[int, str] | None = None
     country = number.country_code or 0
@@ -156,8 +170,48 @@ def _where(e164: str, *, places: bool = True) -> _Where:
         if length:
             area = (country, national[:length])
     region = phonenumbers.region_code_for_number(number)
-    zones = tuple(zone for zone in pn_timezone.time_zones_for_number(number) if zone != "Etc/Unknown")
-    return _Where(area, _places(number, region) if places else frozenset(), zones)
+    # Canonical names and the region's own zones, as the mapping gives the leads'.
+    zones = tuple(zone for zone in number_zones(number) if zone != UNKNOWN_ZONES[0])
+    return _Where(region, area, _places(number, region) if places else frozenset(), zones)
+
+
+def _country(e164: str) -> str | None:
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+    except phonenumbers.NumberParseException:
+        return None
+
+
+class ForeignCallers:
+    """Which leads strategy "local" can only call from another country's number, for `validate`.
+
+    That is a lead whose country (its region code) no number of the pool is in.
+    Reads countries only, never places: no geocoder is loaded for this.
+    """
+
+    def __init__(self, numbers: Numbers) -> None:
+        self.active = numbers.strategy == "local" and bool(numbers.pool)
+        self.countries = {_country(number) for number in numbers.pool}
+        self.rows: Counter[str] = Counter()  # what count() found: lead country -> rows
+        self._seen: dict[str, str | None] = {}
+
+    def count(self, phone: str) -> None:
+        """Count the lead in `rows` when it would be called from abroad."""
+        country = self.country(phone)
+        if country is not None:
+            self.rows[country] += 1
+
+    def country(self, phone: str) -> str | None:
+        """The lead's country when no pool number is in it, else None (and always None unless "local")."""
+        if not self.active:
+            return None
+        key = phone[:_NANP_KEY] if phone.startswith("+1") and len(phone) == 12 else phone
+        if key not in self._seen:
+            if len(self._seen) >= _LEAD_CACHE_SIZE:
+                self._seen.clear()
+            country = _country(phone)
+            self._seen[key] = None if country in self.countries else (country or "an unknown country")
+        return self._seen[key]
 
 
 # phonenumbers' geocoding and time-zone data for +1 go at most 7 digits deep
@@ -258,7 +312,12 @@ class NumberPool:
                 if index is not None:
                     break
         if index is None:
-            raise PoolExhausted(f"all {len(self.pool)} numbers reached their daily cap of {cap}")
+            everywhere = cap is None or all(count >= cap for count in counts)
+            if everywhere:
+                raise PoolExhausted(f"all {len(self.pool)} numbers reached their daily cap of {cap}")
+            raise PoolExhausted(
+                f"every caller id of the lead's country has reached its daily cap of {cap}", everywhere=False
+            )
         key = (self.pool[index], days[index])
         self._usage[key] = self._usage.get(key, 0) + 1
         return self.pool[index]
@@ -291,20 +350,25 @@ class NumberPool:
         return best
 
     def _local_tiers(self, phone: str, timezones: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
-        """Pool indexes by closeness to the lead: area code, place, time zone, everyone.
+        """Pool indexes by closeness to the lead: area code, place, time zone, its country.
 
-        Cached per (where the lead is, its zones): caps and usage change with
-        every choice, so only the candidate lists are cached, never the choice.
+        All within the lead's country; everyone only when no number is of that
+        country. Cached per (where the lead is, its zones): caps and usage change
+        with every choice, so only the candidate lists are cached, never the choice.
         """
         lead = self._where_lead(phone)
         key = (lead, timezones)
         tiers = self._tiers.get(key)
         if tiers is None:
             zones = set(timezones or lead.zones)
-            area = tuple(i for i, w in enumerate(self._where) if lead.area and w.area == lead.area)
-            place = tuple(i for i, w in enumerate(self._where) if lead.places & w.places)
-            zone = tuple(i for i, w in enumerate(self._where) if zones.intersection(w.zones))
-            tiers = self._tiers[key] = (area, place, zone, tuple(range(len(self.pool))))
+            country = [
+                (i, w) for i, w in enumerate(self._where) if lead.country and w.country == lead.country
+            ]
+            area = tuple(i for i, w in country if lead.area and w.area == lead.area)
+            place = tuple(i for i, w in country if lead.places & w.places)
+            zone = tuple(i for i, w in country if zones.intersection(w.zones))
+            same = tuple(i for i, _ in country) or tuple(range(len(self.pool)))
+            tiers = self._tiers[key] = (area, place, zone, same)
         return tiers
 
     def _where_lead(self, phone: str) -> _Where:

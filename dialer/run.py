@@ -22,6 +22,7 @@ import httpx
 import structlog
 
 from dialer import client as api
+from dialer.columns import ColumnMap, check_placeholders, resolve_columns
 from dialer.config import Campaign
 from dialer.dispatch import (
     Clock,
@@ -36,9 +37,11 @@ from dialer.errors import DialerError
 from dialer.hours import CallingHours
 from dialer.journal import CampaignLock, ImportSummary, Journal, JournalRow, file_signature
 from dialer.load import open_leads
-from dialer.mapping import ColumnMap, Lead, map_leads, resolve_columns, suppression_sources
-from dialer.numbers import NumberPool
+from dialer.mapping import map_leads
+from dialer.model import Lead
+from dialer.numbers import ForeignCallers, NumberPool
 from dialer.report import write_report
+from dialer.suppress import suppression_sources
 
 log = structlog.get_logger("dialer")
 
@@ -180,6 +183,7 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
         try:
             campaign = with_leads(campaign, options.leads)
             imported = import_if_needed(campaign, journal, campaign.leads)
+            check_placeholders(campaign, journal.headers)  # the campaign may have changed since
             if options.retry_failed:
                 journal.requeue("failed", "retried with --retry-failed")
             if options.retry_unknown:
@@ -221,6 +225,8 @@ class Validation:
     problems: list[tuple[int, str, str]]  # (row, status, error), the first few
     next_due: datetime | None
     due_now: int
+    # Dialable rows strategy "local" must call from another country's number, per lead country.
+    foreign: Counter[str] = field(default_factory=Counter)
 
 
 _VARYING = re.compile(r"""("[^"]*"|'[^']*'|\+?\d[\d.,E+\-]*)""")
@@ -254,6 +260,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
     body = api.call_body if campaign.mode == "call" else api.chat_body
     pool = campaign.numbers.pool
     cycle = itertools.cycle(pool) if pool else None
+    foreign = ForeignCallers(campaign.numbers)
     for lead in map_leads(campaign, opened, columns):
         counts[lead.status] += 1
         if lead.status != "pending":
@@ -278,8 +285,9 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
             continue
         if is_open:
             due_now += 1
+        foreign.count(lead.phone)
         if len(examples) < 3:
-            examples.append(body(campaign, _as_row(lead), next(cycle) if cycle else ""))
+            examples.append(body(campaign, _as_row(lead, opened.headers), next(cycle) if cycle else ""))
     moments = [hours.next_open(z, now) for z in zones_seen if not zones_open[z] and z not in never]
     found = [m for m in moments if m is not None]
     return Validation(
@@ -291,10 +299,11 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
         problems=problems,
         next_due=min(found) if found else None,
         due_now=due_now,
+        foreign=foreign.rows,
     )
 
 
-def _as_row(lead: Lead) -> JournalRow:
+def _as_row(lead: Lead, headers: list[str]) -> JournalRow:
     return JournalRow(
         id=0,
         position=lead.row,
@@ -309,6 +318,7 @@ def _as_row(lead: Lead) -> JournalRow:
         from_number="",
         call_id="",
         error=lead.error,
+        cells=dict(zip(headers, lead.values, strict=False)),
     )
 
 

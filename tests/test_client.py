@@ -72,7 +72,7 @@ def test_call_body_matches_the_documented_fields(tmp_path: Path) -> None:
         ],
         "lead_email": "m@example.com",
         "lead_timezone": "America/Los_Angeles",
-        "prompt": "Sell to {Company}.",
+        "prompt": "Sell to Bayview.",  # the dialer fills {Column} in every text it sends
         "greeting": "Hi",
     }
 

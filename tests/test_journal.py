@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from dialer import journal as j
+from dialer.columns import ColumnMap
 from dialer.errors import JournalError, LockedError
 from dialer.journal import CampaignLock, Journal, JournalWriter
-from dialer.mapping import ColumnMap, Lead
+from dialer.model import Lead, Status
 
 COLUMNS = ColumnMap(phone="Phone", name=("Name",), timezone=None, email=None, variables=())
 HEADERS = ["Name", "Phone"]
@@ -24,8 +25,8 @@ def _lead(row: int, name: str, phone: str, status: str = "pending", error: str =
     return Lead(
         row=row,
         values=(name, phone),
-        status=status,
-        error=error,  # type: ignore[arg-type]
+        status=Status(status),
+        error=error,
         phone=phone,
         name=name,
         timezones=("America/New_York",),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import phonenumbers
 import pytest
 
 from dialer.config import Numbers
-from dialer.numbers import NumberPool, PoolExhausted
+from dialer.numbers import ForeignCallers, NumberPool, PoolExhausted
 
 SF = "+14155550100"  # San Francisco, CA
 NYC = "+12125550100"  # New York, NY
@@ -54,6 +55,50 @@ def test_fixture_numbers_are_valid() -> None:
 )
 def test_local_tiers(lead: str, zones: tuple[str, ...], expected: str) -> None:
     assert pool().choose(lead, zones, NOON) == expected
+
+
+TORONTO = "+14165550100"  # Ontario: +1 like the US, another country
+
+
+@pytest.mark.parametrize(
+    ("numbers", "lead", "expected"),
+    [
+        # The UK number is least used, but a US lead gets a US number of any state.
+        pytest.param([UK, NYC], "+14155550199", NYC, id="us-lead-us-number-over-uk"),
+        pytest.param([UK, TORONTO, NYC], "+14155550199", NYC, id="us-lead-not-from-canada"),
+        pytest.param([NYC, TORONTO], "+16135550123", TORONTO, id="canadian-lead-canadian-number"),
+        pytest.param([SF, UK], "+442079460000", UK, id="uk-lead-uk-number"),
+        # No number of the lead's country at all: then any number, least used.
+        pytest.param([SF, UK], "+61291234567", SF, id="no-australian-number"),
+    ],
+)
+def test_local_never_crosses_a_country(numbers: list[str], lead: str, expected: str) -> None:
+    p = pool(numbers=numbers)
+    assert p.choose(lead, phonenumbers_zones(lead), NOON) == expected
+    foreign = ForeignCallers(Numbers(pool=numbers)).country(lead)
+    assert foreign == ("AU" if lead.startswith("+61") else None)
+
+
+def test_local_with_its_countrys_numbers_capped_waits_rather_than_cross() -> None:
+    p = pool(cap=1, numbers=[SF, UK])
+    assert p.choose("+14155550199", PACIFIC, NOON) == SF
+    with pytest.raises(PoolExhausted) as capped:
+        p.choose("+14155550199", PACIFIC, NOON)  # the UK number is free, but abroad
+    assert capped.value.everywhere is False  # other leads may still be dialed
+    assert p.choose("+442079460000", ("Europe/London",), NOON) == UK
+
+
+def test_foreign_callers_only_for_local() -> None:
+    assert ForeignCallers(Numbers(pool=[UK], strategy="round_robin")).country("+14155550199") is None
+    assert ForeignCallers(Numbers(pool=[UK])).country("+14155550199") == "US"
+    assert ForeignCallers(Numbers(pool=[UK, NYC])).country("+14155550199") is None
+    assert ForeignCallers(Numbers(pool=[UK, TORONTO])).country("+14155550199") == "US"
+
+
+def phonenumbers_zones(e164: str) -> tuple[str, ...]:
+    from phonenumbers.timezone import time_zones_for_number
+
+    return tuple(time_zones_for_number(phonenumbers.parse(e164)))
 
 
 def test_local_zone_tier_uses_the_leads_zones() -> None:
@@ -125,7 +170,8 @@ def test_cap_counts_per_number_local_day() -> None:
     # 06:30 UTC on 4 June is 23:30 on 3 June in San Francisco but 4 June in London.
     before = datetime(2024, 6, 4, 6, 30, tzinfo=UTC)
     after = datetime(2024, 6, 4, 7, 0, tzinfo=UTC)  # midnight in San Francisco
-    p = pool(cap=1, numbers=[SF, UK], usage={(SF, "2024-06-03"): 1})
+    # least_used: "local" would never give a US lead the London number (test_local_never_crosses...).
+    p = pool("least_used", cap=1, numbers=[SF, UK], usage={(SF, "2024-06-03"): 1})
     assert p.day_of(SF, before) == "2024-06-03"
     assert p.day_of(UK, before) == "2024-06-04"
     assert p.choose("+14155550199", PACIFIC, before) == UK
@@ -184,3 +230,57 @@ def test_release_gives_a_use_back() -> None:
     assert p.choose("+14155550199", PACIFIC, NOON) == SF
     with pytest.raises(PoolExhausted):
         p.choose("+14155550199", PACIFIC, NOON)
+
+
+def test_validate_says_when_local_must_call_from_another_country(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dialer import cli
+
+    (tmp_path / "leads.csv").write_text(
+        "Name,Phone\nAnn,+14155550123\nBob,+12125550124\nCyd,+442079460000\nDee,12\n", encoding="utf-8"
+    )
+    campaign = tmp_path / "c.toml"
+    campaign.write_text(
+        'name = "t"\nmode = "call"\nleads = "leads.csv"\n[call]\nmodel_id = "m"\n'
+        f'[numbers]\npool = ["{UK}"]\nstrategy = "local"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli.main, ["validate", str(campaign)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("caller ids:")]
+    assert lines == [
+        'caller ids: no number of [numbers] pool is in US: strategy "local" will call its 2 rows '
+        "from another country's number"
+    ]
+    # With a US number in the pool, nothing to say.
+    campaign.write_text(campaign.read_text().replace(f'["{UK}"]', f'["{UK}", "{NYC}"]'), encoding="utf-8")
+    result = CliRunner().invoke(cli.main, ["validate", str(campaign)])
+    assert "caller ids:" not in result.stdout
+
+
+def test_one_countrys_numbers_capped_leave_the_others_leads_dialed(tmp_path: Path, sandbox: Any) -> None:
+    from dialer.config import load_campaign
+    from dialer.run import RunOptions, run_campaign
+    from tests.conftest import read_record
+
+    server = sandbox(api_key="k")
+    us = [f"+1415555{i:04d}" for i in range(8)]
+    gb = ["+442079460000", "+442079460001"]
+    (tmp_path / "leads.csv").write_text(
+        "Name,Phone\n" + "".join(f"L{i},{phone}\n" for i, phone in enumerate(us + gb)), encoding="utf-8"
+    )
+    campaign = tmp_path / "c.toml"
+    campaign.write_text(
+        f'name = "t"\nmode = "call"\nleads = "leads.csv"\n[api]\nbase_url = "{server.url}"\n'
+        f'[call]\nmodel_id = "m"\n[numbers]\npool = ["{NYC}", "{UK}"]\nstrategy = "local"\ndaily_cap = 2\n'
+        "[limits]\nconcurrency = 1\nrate_per_second = 50\n"
+        '[hours]\nstart = "00:00"\nend = "24:00"\ndays = ["mon","tue","wed","thu","fri","sat","sun"]\n',
+        encoding="utf-8",
+    )
+    result = run_campaign(load_campaign(campaign), RunOptions(api_key="k", base_url=server.url))
+    sent = {r["body"]["phone"]: r["body"]["from_phone_number"] for r in read_record(server.record)}
+    # The US leads past the cap wait for their country's number (never the London one);
+    # the UK leads after them still go.
+    assert sent == {us[0]: NYC, us[1]: NYC, gb[0]: UK, gb[1]: UK}
+    assert result.exit_code == 75 and result.counts == {"sent": 4, "deferred": 6}

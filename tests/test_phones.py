@@ -1,0 +1,96 @@
+"""Phone cells -> E.164 and their zones; the NANP fast path agrees with phonenumbers."""
+
+from __future__ import annotations
+
+import phonenumbers
+import pytest
+
+from dialer.phones import normalize_phone
+from dialer.zones import number_zones
+
+
+@pytest.mark.parametrize(
+    ("raw", "e164"),
+    [
+        pytest.param("14155550132", "+14155550132", id="excel-number-with-country-code"),
+        pytest.param("4155550141.0", "+14155550141", id="float-written-as-text"),
+        pytest.param("(415) 555-0132 ext. 12", "+14155550132", id="extension-dropped"),
+        pytest.param("415.555.0132 x7", "+14155550132", id="dotted-extension"),
+        pytest.param(" +1 (415) 555-0132 ", "+14155550132", id="spaces"),
+        pytest.param("1-800-FLOWERS", "+18003569377", id="vanity"),
+        pytest.param("+44 20 7946 0958", "+442079460958", id="uk"),
+        pytest.param("011 44 20 7946 0958", "+442079460958", id="uk-from-us-idd"),
+    ],
+)
+def test_phones_become_e164(raw: str, e164: str) -> None:
+    assert normalize_phone(raw, "US")[::2] == (e164, "")
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        pytest.param("", "missing phone number", id="empty"),
+        pytest.param(
+            "1.23457E+10",
+            "phone 1.23457E+10 is in scientific notation: digits were lost "
+            "(format the column as text in Excel)",
+            id="scientific",
+        ),
+        pytest.param(
+            "1,23457E+10",
+            "phone 1,23457E+10 is in scientific notation: digits were lost "
+            "(format the column as text in Excel)",
+            id="scientific-decimal-comma",
+        ),
+        pytest.param("555-01", "invalid phone number '555-01': too short", id="too-short"),
+        pytest.param("call me", "invalid phone number 'call me': not a phone number", id="text"),
+        pytest.param(
+            "+1 201 111 1111", "invalid phone number '+1 201 111 1111': not a valid number", id="unassigned"
+        ),
+        pytest.param(
+            "+999 1234567", "invalid phone number '+999 1234567': unknown country code", id="country-code"
+        ),
+    ],
+)
+def test_bad_phones_are_named(raw: str, error: str) -> None:
+    assert normalize_phone(raw, "US") == ("", (), error)
+
+
+@pytest.mark.parametrize("region", ["US", "CA", "GB", "DE"])
+def test_fast_path_agrees_with_phonenumbers(region: str) -> None:
+    # The NANP fast path must read every shape exactly as phonenumbers.parse does: the same
+    # number, and the same zones from it (number_zones finds the number's type itself).
+    shapes = [
+        "(415) 555-0132",
+        "415-555-0132",
+        "415.555.0132",
+        "4155550132",
+        "14155550132",
+        "1 415 555 0132",
+        "+1 415 555 0132",
+        "+14155550132",
+        "+1 (905) 555-0199",
+        "(876) 555-0100",
+        "1-264-497-1234",
+        "+1 800 555 0100",
+        "(201) 111-1111",
+        "+1 671 555 0100",
+        "030 123456",
+        "+1 808 555 0100",
+        "212 555 0100",
+        "1 (212) 555-0100",
+    ]
+    for raw in shapes:
+        e164, zones, error = normalize_phone(raw, region)
+        try:
+            number = phonenumbers.parse(raw, region)
+            valid = phonenumbers.is_valid_number(number)
+        except phonenumbers.NumberParseException:
+            valid = False
+        if valid:
+            assert (e164, zones) == (
+                phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+                number_zones(number),
+            ), raw
+        else:
+            assert e164 == "" and error, raw
