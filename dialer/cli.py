@@ -36,17 +36,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from dialer import dispatch
 from dialer.config import Api, Campaign, load_campaign
 from dialer.errors import DialerError, SetupError
-from dialer.journal import Journal
+from dialer.run import Progress as RunProgress
 from dialer.run import (
     RunOptions,
     RunResult,
     campaign_status,
+    iso,
+    report_campaign,
     run_campaign,
     validate_campaign,
-    write_campaign_report,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -188,7 +188,7 @@ def _checked_url(url: str) -> str:
 
 
 def _when(moment: datetime | None) -> str:
-    return dispatch.iso(moment) if moment else "never (no rows waiting for their hours)"
+    return iso(moment) if moment else "never (no rows waiting for their hours)"
 
 
 # -- commands --------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def _log_option(func: F) -> F:
     )(func)
 
 
-class _Bar(dispatch.Progress):
+class _Bar(RunProgress):
     """A live bar on a terminal: done/total, rate, ETA and counts per status."""
 
     def __init__(self) -> None:
@@ -254,7 +254,7 @@ class _Bar(dispatch.Progress):
         self.progress.stop()
 
 
-class _LogProgress(dispatch.Progress):
+class _LogProgress(RunProgress):
     """Without a terminal (cron), or with JSON logs: plain log lines instead of a bar.
 
     `run.started` with the rows due, then `run.progress` every `every` seconds: done/total,
@@ -350,7 +350,7 @@ def run(
             )
         configure_logging(log_format, secret=key, verbose=verbose)
         structlog.contextvars.bind_contextvars(campaign=campaign.name)
-        bar: dispatch.Progress
+        bar: RunProgress
         bar = _Bar() if log_format == "console" and out.is_terminal else _LogProgress()
         options = RunOptions(
             api_key=key,
@@ -523,16 +523,8 @@ def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
     configure_logging(log_format)
     with _errors():
         campaign = _campaign(campaign_file)
-        if not campaign.journal_path.exists():
-            raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
         target = Path(out_path) if out_path else campaign.report_path
-        journal = Journal(campaign.journal_path, campaign.name)
-        try:
-            if not journal.is_imported:
-                raise SetupError(f"{campaign.journal_path}: no leads imported yet; run the campaign first")
-            rows = write_campaign_report(journal, target)
-        finally:
-            journal.close()
+        rows = report_campaign(campaign, target)
         out.print(f"report: {target} ({rows} rows)")
 
 

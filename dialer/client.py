@@ -24,7 +24,7 @@ from typing import Any, Literal
 import httpx
 
 from dialer.config import Campaign
-from dialer.journal import JournalRow
+from dialer.model import JournalRow
 
 AnswerKind = Literal["accepted", "refused", "auth", "throttled", "retry", "unknown"]
 

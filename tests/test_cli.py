@@ -28,7 +28,7 @@ from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
 from dialer import cli
-from dialer.dispatch import iso
+from dialer.run import iso
 from dialer.sandbox import SandboxOptions, start_in_thread
 from tests.conftest import read_record
 

@@ -21,7 +21,7 @@ from dialer.client import (
     error_text,
 )
 from dialer.config import load_campaign
-from dialer.journal import JournalRow
+from dialer.model import JournalRow
 
 
 def _row(**changes: Any) -> JournalRow:

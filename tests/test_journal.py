@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from dialer import journal as j
+from dialer import store as j
 from dialer.errors import JournalError, LockedError
-from dialer.journal import CampaignLock, Journal, JournalWriter
 from dialer.mapping import ColumnMap, Lead
+from dialer.model import Status
+from dialer.store import CampaignLock, Journal, JournalWriter
 
 COLUMNS = ColumnMap(phone="Phone", name=("Name",), timezone=None, email=None, variables=())
 HEADERS = ["Name", "Phone"]
@@ -96,7 +97,7 @@ def test_group_commits_are_durable_and_fewer_than_the_writes(tmp_path: Path) -> 
     async def go() -> int:
         writer = JournalWriter(path)
         await asyncio.gather(*(writer.commit(j.intent(i, "+14155550100", "2026-11-21")) for i in ids))
-        await asyncio.gather(*(writer.commit(j.outcome(i, "sent", call_id=f"c{i}")) for i in ids))
+        await asyncio.gather(*(writer.commit(j.outcome(i, Status.SENT, call_id=f"c{i}")) for i in ids))
         await writer.close()
         return writer.commits
 
@@ -136,7 +137,7 @@ def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path: Path)
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from dialer.journal import CampaignLock;"
+            "import sys, time; from pathlib import Path; from dialer.store import CampaignLock;"
             f"CampaignLock(Path({str(path)!r})).acquire(); print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
@@ -161,7 +162,7 @@ def test_a_slow_disk_commits_in_a_thread_with_the_same_result(tmp_path: Path) ->
     async def go() -> None:
         writer = JournalWriter(path)
         writer._commit_seconds = 1.0  # as if every commit had taken a second
-        await asyncio.gather(*(writer.commit(j.outcome(i, "sent", call_id=f"c{i}")) for i in ids))
+        await asyncio.gather(*(writer.commit(j.outcome(i, Status.SENT, call_id=f"c{i}")) for i in ids))
         await writer.close()
 
     asyncio.run(go())

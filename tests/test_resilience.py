@@ -36,9 +36,9 @@ from dialer import cli
 from dialer import report as report_module
 from dialer.config import load_campaign
 from dialer.errors import AuthError, LockedError
-from dialer.journal import CampaignLock, Journal
 from dialer.run import RunOptions, RunResult, run_campaign, write_campaign_report
 from dialer.sandbox import RunningSandbox, SandboxOptions, read_record, spawn_process
+from dialer.store import CampaignLock, Journal
 from tests.conftest import MakeSandbox
 
 KEY = "sk-resilience-test"

@@ -1,103 +1,27 @@
-"""The journal: one SQLite file per campaign, the store of record.
+"""The journal's store of record: one SQLite file per campaign (WAL, synchronous=FULL).
 
-Every lead is imported once; every state change is committed before the
-dialer acts on it. The rule that keeps people from being rung twice:
-
-    intent committed (status `unknown`, attempts + 1)  ->  request sent
-    ->  outcome committed (`sent`, `failed`, `pending` for a retry, or still `unknown`)
-
-so after a crash at any moment the journal either shows the row untouched,
-or `unknown` with the time the request may have left (`intent_at`), which a
-look-up at the API settles. Only this module writes SQL.
-
-Writes from the dispatcher go through `JournalWriter`, which commits them in
-groups (one fsync for every write queued while the previous commit ran), so
-durability does not cap the dial rate.
+Every lead is imported once; every state change is committed before the dialer acts
+on it (the rule is drawn in `writes.py`). Only `dialer.store` writes SQL.
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import hashlib
 import json
-import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dialer.errors import JournalError, LockedError
+from dialer.errors import JournalError
 from dialer.mapping import ColumnMap, Lead
-from dialer.report import Outcome
-
-SCHEMA_VERSION = "1"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS leads (
-    id          INTEGER PRIMARY KEY,   -- stable for the life of the journal
-    position    INTEGER,               -- spreadsheet row in the current leads file; NULL once gone
-    fingerprint TEXT NOT NULL,         -- the row's content, to match it when the file changes
-    raw         TEXT NOT NULL,         -- JSON list of the original cells, in header order
-    phone       TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    email       TEXT NOT NULL,
-    timezones   TEXT NOT NULL,         -- IANA names joined by spaces
-    variables   TEXT NOT NULL,         -- JSON object
-    status      TEXT NOT NULL,
-    error       TEXT NOT NULL DEFAULT '',
-    call_id     TEXT NOT NULL DEFAULT '',
-    from_number TEXT NOT NULL DEFAULT '',
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    intent_at   REAL,                  -- epoch seconds the last request was committed to be sent
-    updated_at  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS number_usage (
-    number TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
-    PRIMARY KEY (number, day)
-);
-"""
-
-INDEXES = """
-CREATE INDEX IF NOT EXISTS leads_status ON leads (status, position);
-CREATE INDEX IF NOT EXISTS leads_position ON leads (position);
-CREATE INDEX IF NOT EXISTS leads_phone ON leads (phone);
-CREATE INDEX IF NOT EXISTS leads_fingerprint ON leads (fingerprint);
-"""
-INDEX_NAMES = ("leads_status", "leads_position", "leads_phone", "leads_fingerprint")
-
-# A commit slower than this (a slow or network disk) is made in a thread, off the loop.
-SLOW_COMMIT = 0.002
-
-# Statuses a run may dial (the others are settled or never dialed).
-DIALABLE = ("pending", "deferred")
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True, slots=True)
-class JournalRow:
-    """A lead as the dispatcher needs it."""
-
-    id: int
-    position: int
-    phone: str
-    name: str
-    email: str
-    timezones: tuple[str, ...]
-    variables: dict[str, str]
-    status: str
-    attempts: int
-    intent_at: float | None
-    from_number: str
-    call_id: str
-    error: str
+from dialer.model import DIALABLE, NEVER_DIALED, JournalRow, Outcome, Status
+from dialer.store.db import connect, transaction
+from dialer.store.migrations import INDEX_NAMES, INDEXES, migrate
+from dialer.store.writes import utc_now_iso
 
 
 @dataclass(frozen=True)
@@ -128,50 +52,15 @@ def _fingerprint(values: Sequence[str], seen: dict[str, int]) -> str:
     return base if count == 1 else f"{base}#{count}"
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
+def _listed(statuses: Iterable[Status]) -> str:
+    """Statuses as an SQL list, sorted so a statement's text never changes between runs."""
+    return ", ".join(f"'{status}'" for status in sorted(statuses))
 
 
-class CampaignLock:
-    """An exclusive flock on a file beside the journal, so two runs never dial the same campaign.
-
-    The kernel drops a flock when its holder dies, so a lock left by a killed
-    process never blocks the next run.
-    """
-
-    def __init__(self, journal_path: Path) -> None:
-        self.path = journal_path.with_name(journal_path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LockedError(
-                f"{self.path}: another run of this campaign is in progress; nothing sent"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> CampaignLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+# Rows not yet acted on: a re-import gives them the verdict on their new cells.
+_NOT_ACTED_ON = _listed(
+    {Status.PENDING, Status.DEFERRED, Status.INVALID, Status.DUPLICATE, Status.SUPPRESSED}
+)
 
 
 class Journal:
@@ -181,14 +70,13 @@ class Journal:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = _connect(path)
-            self.conn.executescript(SCHEMA + INDEXES)
+            self.conn = connect(path)
+            migrate(self.conn, path)
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"{path}: cannot open the journal: {exc}") from None
         name = self.get_meta("campaign")
         if name is None:
             self.set_meta("campaign", campaign_name)
-            self.set_meta("schema", SCHEMA_VERSION)
         elif name != campaign_name:
             raise JournalError(f"{path}: this journal belongs to campaign {name!r}, not {campaign_name!r}")
 
@@ -254,32 +142,28 @@ class Journal:
                     now,
                 )
 
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if first:
-                # Building the indexes once after a million inserts is several times faster
-                # than keeping them up to date row by row (phones and hashes come in any order).
-                for index in INDEX_NAMES:
-                    conn.execute(f"DROP INDEX IF EXISTS {index}")
-                conn.executemany(
-                    "INSERT INTO leads (position, fingerprint, raw, phone, name, email, timezones,"
-                    " variables, status, error, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    records(),
-                )
-                for statement in INDEXES.strip().splitlines():
-                    conn.execute(statement)
-                added = conn.execute("SELECT count(*) FROM leads").fetchone()[0]
-                summary = ImportSummary(added=added, matched=0, removed=0, first_import=True)
-            else:
-                summary = self._reimport(records())
+        with transaction(conn):
+            summary = self._first_import(records()) if first else self._reimport(records())
             self.set_meta("headers", json.dumps(list(headers), ensure_ascii=False))
             self.set_meta("columns", json.dumps(columns.describe(), ensure_ascii=False))
             self.set_meta("signature", json.dumps(signature))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return summary
+
+    def _first_import(self, records: Iterator[tuple[Any, ...]]) -> ImportSummary:
+        conn = self.conn
+        # Building the indexes once after a million inserts is several times faster
+        # than keeping them up to date row by row (phones and hashes come in any order).
+        for index in INDEX_NAMES:
+            conn.execute(f"DROP INDEX IF EXISTS {index}")
+        conn.executemany(
+            "INSERT INTO leads (position, fingerprint, raw, phone, name, email, timezones,"
+            " variables, status, error, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            records,
+        )
+        for statement in INDEXES.strip().splitlines():
+            conn.execute(statement)
+        added = conn.execute("SELECT count(*) FROM leads").fetchone()[0]
+        return ImportSummary(added=added, matched=0, removed=0, first_import=True)
 
     def _reimport(self, records: Iterator[tuple[Any, ...]]) -> ImportSummary:
         conn = self.conn
@@ -327,10 +211,10 @@ class Journal:
             # number now on a do-not-call list); sent, failed and unknown rows keep theirs.
             conn.execute(
                 "UPDATE leads SET status = i.status, error = i.error, updated_at = i.updated_at"
-                " FROM incoming i WHERE i.lead_id = leads.id AND leads.status IN"
-                " ('pending', 'deferred', 'invalid', 'duplicate', 'suppressed')"
+                f" FROM incoming i WHERE i.lead_id = leads.id AND leads.status IN ({_NOT_ACTED_ON})"
                 " AND (leads.status != i.status OR leads.error != i.error)"
-                " AND NOT (leads.status = 'deferred' AND i.status = 'pending')"
+                " AND NOT (leads.status = ? AND i.status = ?)",
+                (Status.DEFERRED, Status.PENDING),
             )
             before = conn.execute("SELECT coalesce(max(id), 0) FROM leads").fetchone()[0]
             conn.execute(
@@ -342,13 +226,13 @@ class Journal:
             added = conn.execute("SELECT count(*) FROM leads WHERE id > ?", (before,)).fetchone()[0]
             # A new row whose number an older row holds must never ring that person again.
             conn.execute(
-                "UPDATE leads SET status = 'duplicate', error = 'same number as row ' ||"
+                "UPDATE leads SET status = ?, error = 'same number as row ' ||"
                 " coalesce((SELECT o.position FROM leads o WHERE o.phone = leads.phone AND o.id <= ?"
                 " AND o.position IS NOT NULL ORDER BY o.id LIMIT 1), 'of an earlier version of the"
-                " file') WHERE id > ? AND status = 'pending' AND EXISTS (SELECT 1 FROM leads o"
+                " file') WHERE id > ? AND status = ? AND EXISTS (SELECT 1 FROM leads o"
                 " WHERE o.phone = leads.phone AND o.id <= ? AND o.status NOT IN"
-                " ('invalid', 'duplicate', 'suppressed'))",
-                (before, before, before),
+                f" ({_listed(NEVER_DIALED)}))",
+                (Status.DUPLICATE, before, before, Status.PENDING, before),
             )
             removed = conn.execute("SELECT count(*) FROM leads WHERE position IS NULL").fetchone()[0]
         finally:
@@ -369,7 +253,7 @@ class Journal:
 
     _ROW_SQL = (
         "SELECT id, position, phone, name, email, timezones, variables, status, attempts,"
-        " intent_at, from_number, call_id, error FROM leads"
+        " intent_at, from_number, call_id, error, unanswered FROM leads"
     )
 
     @staticmethod
@@ -382,16 +266,18 @@ class Journal:
             email=record[4],
             timezones=tuple(record[5].split()),
             variables=json.loads(record[6]),
-            status=record[7],
+            status=Status(record[7]),
             attempts=record[8],
             intent_at=record[9],
             from_number=record[10],
             call_id=record[11],
             error=record[12],
+            unanswered=record[13],
         )
 
-    def rows_with_status(self, statuses: Sequence[str], batch: int = 2000) -> Iterator[JournalRow]:
+    def rows_with_status(self, statuses: Collection[Status], batch: int = 2000) -> Iterator[JournalRow]:
         """Rows in any of `statuses`, in file order, read in batches (keyset on position)."""
+        statuses = sorted(statuses)
         marks = ",".join("?" * len(statuses))
         last = -1
         while True:
@@ -409,8 +295,9 @@ class Journal:
         record = self.conn.execute(f"{self._ROW_SQL} WHERE id = ?", (row_id,)).fetchone()
         return self._row(record)
 
-    def zone_sets(self, statuses: Sequence[str]) -> dict[tuple[str, ...], int]:
+    def zone_sets(self, statuses: Collection[Status]) -> dict[tuple[str, ...], int]:
         """Distinct time-zone sets among rows in `statuses`, with their counts."""
+        statuses = sorted(statuses)
         marks = ",".join("?" * len(statuses))
         rows = self.conn.execute(
             f"SELECT timezones, count(*) FROM leads WHERE status IN ({marks})"
@@ -432,7 +319,7 @@ class Journal:
         times = []
         for status, updated_at in rows:
             at = wall
-            if status != "unknown":
+            if status != Status.UNKNOWN:
                 stamp = datetime.fromisoformat(updated_at.replace("Z", "+00:00")).timestamp()
                 at = min(wall, stamp + 1.0)
             times.append(mono - (wall - at))
@@ -465,11 +352,11 @@ class Journal:
 
     def defer_dialable(self, reason: str) -> int:
         """Mark every row still waiting to be dialed `deferred`, saying why."""
-        with self.conn:
-            cursor = self.conn.execute(
-                "UPDATE leads SET status = 'deferred', error = ?, updated_at = ?"
-                " WHERE status IN ('pending', 'deferred') AND position IS NOT NULL",
-                (reason, utc_now_iso()),
+        with transaction(self.conn) as conn:
+            cursor = conn.execute(
+                "UPDATE leads SET status = ?, error = ?, updated_at = ?"
+                f" WHERE status IN ({_listed(DIALABLE)}) AND position IS NOT NULL",
+                (Status.DEFERRED, reason, utc_now_iso()),
             )
         return cursor.rowcount
 
@@ -477,178 +364,24 @@ class Journal:
         """Rows still to be dialed whose number is now on a do-not-call list: `suppressed`."""
         if not sources:
             return 0
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as conn:
             conn.execute("CREATE TEMP TABLE dnc (phone TEXT PRIMARY KEY, source TEXT)")
             conn.executemany("INSERT INTO dnc VALUES (?, ?)", sources.items())
             cursor = conn.execute(
-                "UPDATE leads SET status = 'suppressed', error = 'on the do-not-call list '"
+                "UPDATE leads SET status = ?, error = 'on the do-not-call list '"
                 " || dnc.source, updated_at = ? FROM temp.dnc WHERE dnc.phone = leads.phone"
-                " AND leads.status IN ('pending', 'deferred', 'failed')",
-                (utc_now_iso(),),
+                f" AND leads.status IN ({_listed(DIALABLE | {Status.FAILED})})",
+                (Status.SUPPRESSED, utc_now_iso()),
             )
             conn.execute("DROP TABLE temp.dnc")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return cursor.rowcount
 
-    def requeue(self, from_status: str, note: str = "") -> int:
+    def requeue(self, from_status: Status, note: str = "") -> int:
         """Put every `from_status` row back to `pending` (for --retry-failed, --retry-unknown)."""
-        with self.conn:
-            cursor = self.conn.execute(
-                "UPDATE leads SET status = 'pending', error = ?, updated_at = ?"
+        with transaction(self.conn) as conn:
+            cursor = conn.execute(
+                "UPDATE leads SET status = ?, error = ?, updated_at = ?"
                 " WHERE status = ? AND position IS NOT NULL",
-                (note, utc_now_iso(), from_status),
+                (Status.PENDING, note, utc_now_iso(), from_status),
             )
         return cursor.rowcount
-
-
-# -- the dispatcher's writes, committed in groups ------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    sql: str
-    params: tuple[Any, ...]
-
-
-def intent(row_id: int, from_number: str, usage_day: str | None, at: float | None = None) -> list[Write]:
-    """The row is about to be sent (at epoch `at`): `unknown` until an answer says otherwise."""
-    now = time.time() if at is None else at
-    writes = [
-        Write(
-            "UPDATE leads SET status = 'unknown', attempts = attempts + 1, intent_at = ?,"
-            " from_number = ?, error = '', updated_at = ? WHERE id = ?",
-            (now, from_number, utc_now_iso(), row_id),
-        )
-    ]
-    if from_number and usage_day:
-        writes.append(
-            Write(
-                "INSERT INTO number_usage (number, day, calls) VALUES (?, ?, 1)"
-                " ON CONFLICT (number, day) DO UPDATE SET calls = calls + 1",
-                (from_number, usage_day),
-            )
-        )
-    return writes
-
-
-def outcome(row_id: int, status: str, *, call_id: str = "", error: str = "") -> list[Write]:
-    """The answer (or the lack of one) for the row's last request."""
-    return [
-        Write(
-            "UPDATE leads SET status = ?, call_id = CASE WHEN ? != '' THEN ? ELSE call_id END,"
-            " error = ?, updated_at = ? WHERE id = ?",
-            (status, call_id, call_id, error, utc_now_iso(), row_id),
-        )
-    ]
-
-
-def restore(row: JournalRow, number: str, usage_day: str | None) -> list[Write]:
-    """Undo an intent whose request was never sent (the key was refused, the run stopped)."""
-    writes = [
-        Write(
-            "UPDATE leads SET status = ?, attempts = ?, intent_at = ?, from_number = ?, error = ?,"
-            " updated_at = ? WHERE id = ?",
-            (
-                row.status,
-                row.attempts,
-                row.intent_at,
-                row.from_number,
-                row.error,
-                utc_now_iso(),
-                row.id,
-            ),
-        )
-    ]
-    if number and usage_day:
-        writes.append(
-            Write(
-                "UPDATE number_usage SET calls = max(calls - 1, 0) WHERE number = ? AND day = ?",
-                (number, usage_day),
-            )
-        )
-    return writes
-
-
-class JournalWriter:
-    """Commits the dispatcher's writes in groups, off the event loop.
-
-    `commit(writes)` returns once the writes are durable. The writes queued in
-    one turn of the event loop go into one transaction: one fsync per group, not
-    per row. On a fast disk the commit runs right in the loop (a fraction of a
-    millisecond); on a slow one it moves to a thread so the loop keeps sending,
-    and new writes queue up for the next group meanwhile.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._conn = _connect(path)
-        self._queue: list[tuple[list[Write], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._commit_seconds = 0.0  # moving average: a slow disk's commits go to a thread
-        self.commits = 0
-
-    async def commit(self, writes: list[Write]) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((writes, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        # Each caller has its own future: cancelling the wait leaves the writes queued,
-        # and they are committed all the same.
-        await future
-
-    def submit(self, writes: list[Write]) -> None:
-        """Queue writes without waiting (for use while being cancelled); close() commits them."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((writes, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        while self._queue:
-            # Let the writes of this loop turn gather: one fsync for all of them.
-            await asyncio.sleep(0)
-            batch, self._queue = self._queue, []
-            writes = [w for writes, _ in batch for w in writes]
-            try:
-                started = time.perf_counter()
-                if self._commit_seconds > SLOW_COMMIT:
-                    await asyncio.to_thread(self._write, writes)
-                else:
-                    # A fast disk commits in a fraction of a millisecond: cheaper here than a
-                    # hand-off to a thread, which costs both threads the GIL on every statement.
-                    self._write(writes)
-                took = time.perf_counter() - started
-                self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * took
-            except BaseException as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                raise
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
-
-    def _write(self, writes: list[Write]) -> None:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for write in writes:
-                conn.execute(write.sql, write.params)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self.commits += 1
-
-    async def close(self) -> None:
-        """Commit everything still queued, then close."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
-        if self._queue:
-            self._flusher = asyncio.create_task(self._flush())
-            await self._flusher
-        self._conn.close()
