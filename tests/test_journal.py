@@ -185,3 +185,83 @@ def test_two_new_rows_with_one_old_number_never_lose_a_row(tmp_path: Path) -> No
     )
     rows = [(values[0], outcome.status) for values, outcome in journal.report_rows()]
     assert rows == [("Ann Smith", "sent"), ("Bob", "pending"), ("Ann (work)", "duplicate")]
+
+
+# -- the schema's version: older journals migrated in place, newer ones refused ------------
+
+V1 = Path(__file__).parent / "data" / "journal-v1" / "journal-v1.sqlite"
+
+
+def _copy_v1(tmp_path: Path) -> Path:
+    target = tmp_path / "journal-v1.sqlite"
+    target.write_bytes(V1.read_bytes())
+    return target
+
+
+def _columns(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[1] for r in conn.execute("PRAGMA table_info(leads)")]
+    finally:
+        conn.close()
+
+
+def test_a_journal_of_schema_1_is_migrated_in_place_and_keeps_every_row(tmp_path: Path) -> None:
+    path = _copy_v1(tmp_path)
+    conn = sqlite3.connect(path)
+    before = conn.execute(
+        "SELECT id, position, phone, status, attempts, call_id, error FROM leads"
+    ).fetchall()
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("1",)
+    conn.close()
+    assert "unanswered" not in _columns(path)
+
+    journal = Journal(path, "v1")
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "2"
+    rows = journal.conn.execute(
+        "SELECT id, position, phone, status, attempts, call_id, error FROM leads"
+    ).fetchall()
+    assert rows == before
+    assert {journal.row(r[0]).unanswered for r in rows} == {0}
+    journal.close()
+    # Opened again: nothing left to do, nothing done.
+    Journal(path, "v1").close()
+    assert _columns(path).count("unanswered") == 1
+
+
+def test_a_failed_migration_leaves_the_journal_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _copy_v1(tmp_path)
+    from dialer.store import migrations
+
+    steps = {1: (*migrations.STEPS[1], "ALTER TABLE no_such_table ADD COLUMN x")}
+    monkeypatch.setattr(migrations, "STEPS", steps)
+    with pytest.raises(JournalError, match="cannot open the journal"):
+        Journal(path, "v1")
+    assert "unanswered" not in _columns(path)  # the first step was rolled back with the second
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("1",)
+    conn.close()
+
+
+def test_a_journal_from_a_newer_dialer_is_refused_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    Journal(path, "c").close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(JournalError) as caught:
+        Journal(path, "c")
+    assert str(caught.value) == (
+        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 2);"
+        " upgrade dialer to continue this campaign"
+    )
+
+
+def test_a_new_journal_is_written_at_the_current_version(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "c.sqlite", "c")
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION)
+    assert "unanswered" in _columns(tmp_path / "c.sqlite")
+    journal.close()
