@@ -23,8 +23,10 @@ class JournalWriter:
     and new writes queue up for the next group meanwhile.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, slow_commit: float = SLOW_COMMIT) -> None:
+        """`slow_commit`: seconds a commit may take in the loop before commits move to a thread."""
         self._conn = connect(path)
+        self._slow_commit = slow_commit
         self._queue: list[tuple[list[Write], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._commit_seconds = 0.0  # moving average: a slow disk's commits go to a thread
@@ -55,7 +57,7 @@ class JournalWriter:
             writes = [w for writes, _ in batch for w in writes]
             try:
                 started = time.perf_counter()
-                if self._commit_seconds > SLOW_COMMIT:
+                if self._commit_seconds > self._slow_commit:
                     self.threaded_commits += 1
                     await asyncio.to_thread(self._write, writes)
                 else:
