@@ -213,6 +213,8 @@ class Dispatcher:
     async def dial(self, row: JournalRow) -> bool:
         """Dial one row to an outcome; True when it was handed to a look-up, which now owns it."""
         next_state = await self.sender.dial(row)
+        # Where a row goes after its POST: a lost answer to a look-up (settle.py). Live calls
+        # will go to follow.py here in the same way, when the dialer follows them to their end.
         if next_state is None or not next_state.settle:
             return False
         self._settle_later(row, self.sender.intent_at.pop(row.id, time.time()))

@@ -71,9 +71,16 @@ class Journal:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = connect(path)
-            migrate(self.conn, path)
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+        try:
+            migrate(self.conn, path)
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+        except BaseException:
+            self.conn.close()
+            raise
         name = self.get_meta("campaign")
         if name is None:
             self.set_meta("campaign", campaign_name)
