@@ -8,9 +8,10 @@ writes.py      the dispatcher's row transitions as SQL (intent, outcome, restore
 writer.py      JournalWriter: those writes committed in groups, one fsync per group
 """
 
+from dialer.store.importing import ImportSummary, file_signature
 from dialer.store.lock import CampaignLock
 from dialer.store.migrations import SCHEMA_VERSION
-from dialer.store.sqlite import ImportSummary, Journal, file_signature
+from dialer.store.sqlite import Journal
 from dialer.store.writer import JournalWriter
 from dialer.store.writes import Write, intent, outcome, restore
 

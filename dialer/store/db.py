@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from dialer.model import Status
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -30,3 +32,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def sql_list(statuses: Iterable[Status]) -> str:
+    """Statuses as an SQL list, sorted so a statement's text never changes between runs."""
+    return ", ".join(f"'{status}'" for status in sorted(statuses))
