@@ -82,6 +82,8 @@ def _version(conn: sqlite3.Connection) -> int | None:
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Create a new journal at `SCHEMA_VERSION`, or bring an older one up to it in place."""
+    if _version(conn) == SCHEMA_VERSION:
+        return  # the common case: no write lock taken (`dialer status` beside a running run)
     with transaction(conn):
         # Read inside the transaction: two processes opening one old journal migrate it once.
         found = _version(conn)
