@@ -41,8 +41,8 @@ def _pandas(args: argparse.Namespace) -> dict[str, Any]:
 
 def _import(args: argparse.Namespace) -> dict[str, Any]:
     from dialer.config import load_campaign
-    from dialer.journal import Journal
     from dialer.run import import_if_needed
+    from dialer.store import Journal
 
     campaign = load_campaign(Path(args.campaign))
     t0 = time.perf_counter()
@@ -92,7 +92,7 @@ def _bodies(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The request bodies the dialer sent (or would send): call_body over the journal's rows."""
     from dialer.client import call_body
     from dialer.config import load_campaign
-    from dialer.journal import Journal
+    from dialer.store import Journal
 
     campaign = load_campaign(Path(args.campaign))
     journal = Journal(Path(args.journal) if args.journal else campaign.journal_path, campaign.name)

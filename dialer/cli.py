@@ -258,9 +258,9 @@ def _unknown_hint(campaign: Campaign, counts: dict[str, int]) -> str | None:
 
 
 def _when(moment: datetime | None) -> str:
-    from dialer import dispatch
+    from dialer.run import iso
 
-    return dispatch.iso(moment) if moment else "never (no rows waiting for their hours)"
+    return iso(moment) if moment else "never (no rows waiting for their hours)"
 
 
 # -- commands --------------------------------------------------------------------------
@@ -599,20 +599,11 @@ def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
-        from dialer.journal import Journal
-        from dialer.run import write_campaign_report
+        from dialer.run import report_campaign
 
         campaign = _campaign(campaign_file)
-        if not campaign.journal_path.exists():
-            raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
         target = Path(out_path) if out_path else campaign.report_path
-        journal = Journal(campaign.journal_path, campaign.name)
-        try:
-            if not journal.is_imported:
-                raise SetupError(f"{campaign.journal_path}: no leads imported yet; run the campaign first")
-            rows = write_campaign_report(journal, target)
-        finally:
-            journal.close()
+        rows = report_campaign(campaign, target)
         _out().print(f"report: {target} ({rows} rows)")
 
 

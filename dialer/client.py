@@ -34,7 +34,7 @@ import httpx
 from dialer.columns import PLACEHOLDER, placeholder_column
 from dialer.config import Campaign
 from dialer.errors import SetupError
-from dialer.journal import JournalRow
+from dialer.model import JournalRow
 
 AnswerKind = Literal["accepted", "refused", "auth", "throttled", "retry", "unknown"]
 

@@ -1,4 +1,5 @@
-"""The vocabulary every stage shares: a row's status and the sets the stages reason with.
+"""The vocabulary every stage shares: a row's status, the sets the stages reason with, and
+the plain records that cross from one stage to the next (a journal row, a row's outcome).
 
 Plain data only: no stage-specific behaviour lives here, so any module may import it
 without pulling in another stage.
@@ -54,3 +55,39 @@ class Lead:
     email: str = ""
     timezones: tuple[str, ...] = ()  # IANA names: the column's value, or inferred from the number
     variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    """A lead as the journal holds it and the dispatcher needs it."""
+
+    id: int
+    position: int
+    phone: str
+    name: str
+    email: str
+    timezones: tuple[str, ...]
+    variables: dict[str, str]
+    status: Status
+    attempts: int
+    intent_at: float | None
+    from_number: str
+    call_id: str
+    error: str
+    # Requests that got no answer (left `unknown` for a look-up): caps the re-dials after a
+    # look-up found no call, counted in the journal so the cap holds across crashes and runs.
+    unanswered: int = 0
+    # Every cell of the row by header (the latest import's), for {Column} placeholders.
+    cells: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one row, as the report shows it."""
+
+    status: str
+    id: str = ""
+    from_number: str = ""
+    attempts: int = 0
+    error: str = ""
+    updated_at: str = ""  # UTC, ISO 8601

@@ -27,6 +27,7 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 
 from aiolimiter import AsyncLimiter
 
@@ -41,20 +42,26 @@ PROBE_FRACTION = 0.02
 # One cut per this many seconds: the 429s of one burst are one signal, not many.
 CUT_COOLDOWN = 1.0
 
+# Monotonic seconds. It must be the event loop's clock (asyncio's default loop and
+# aiolimiter read time.monotonic through loop.time()), so that a test can drive both with
+# one fake loop time and assert exact moments without sleeping.
+Clock = Callable[[], float]
+
 
 class Ticket:
     """One request's place in the window; `left()` says when it really went out."""
 
-    __slots__ = ("_known", "sent_at")
+    __slots__ = ("_clock", "_known", "sent_at")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.monotonic) -> None:
         self.sent_at: float | None = None
+        self._clock = clock
         self._known: asyncio.Event | None = None
 
     def left(self, at: float | None = None) -> None:
-        """The request's first bytes went out at monotonic time `at` (now if None)."""
+        """The request's last bytes went out at monotonic time `at` (now if None)."""
         if self.sent_at is None:
-            self.sent_at = time.monotonic() if at is None else at
+            self.sent_at = self._clock() if at is None else at
             if self._known is not None:
                 self._known.set()
 
@@ -70,9 +77,14 @@ class Pacer:
     """Hands out send slots; call `await wait()` immediately before each request."""
 
     def __init__(
-        self, rate_per_second: float, min_rate: float = 0.2, recent: list[float] | None = None
+        self,
+        rate_per_second: float,
+        min_rate: float = 0.2,
+        recent: list[float] | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         """`recent`: monotonic times an earlier run may have sent at, so a restart keeps the window."""
+        self._clock = clock
         self.configured = rate_per_second
         self.rate = rate_per_second
         self.min_rate = min(min_rate, rate_per_second)
@@ -82,7 +94,7 @@ class Pacer:
         self._lock = asyncio.Lock()
         self._window: deque[Ticket] = deque(maxlen=self.window_count)
         for at in sorted(recent or [])[-self.window_count :]:
-            earlier = Ticket()
+            earlier = Ticket(clock)
             earlier.left(at)
             self._window.append(earlier)
         self._next_slot = 0.0  # the adaptive gate's next slot (monotonic)
@@ -97,7 +109,7 @@ class Pacer:
         """Wait for the next slot; the caller sends at once and calls `ticket.left()`."""
         async with self._lock:  # one waiter at a time: first come, first served
             while True:
-                now = time.monotonic()
+                now = self._clock()
                 self._probe(now)
                 slot = max(now, self._paused_until)
                 if self.rate < self.configured:
@@ -105,11 +117,11 @@ class Pacer:
                 if len(self._window) == self.window_count:
                     oldest = await self._window[0].known()
                     slot = max(slot, oldest + self.window_seconds + WINDOW_MARGIN)
-                if slot <= time.monotonic():
+                if slot <= self._clock():
                     break
-                await asyncio.sleep(slot - time.monotonic())
+                await asyncio.sleep(slot - self._clock())
             await self._spacing.acquire()
-            ticket = Ticket()
+            ticket = Ticket(self._clock)
             self._window.append(ticket)
             # From the slot, not from when we woke: oversleeping must not slow the rate.
             self._next_slot = slot + 1 / self.rate
@@ -121,7 +133,7 @@ class Pacer:
         ticket.left()
         assert ticket.sent_at is not None
         self._accepted.append(ticket.sent_at)
-        cutoff = time.monotonic() - 2.0
+        cutoff = self._clock() - 2.0
         while self._accepted and self._accepted[0] < cutoff:
             self._accepted.popleft()
 
@@ -131,7 +143,7 @@ class Pacer:
         assert ticket.sent_at is not None
         sent_at = ticket.sent_at
         self.throttled += 1
-        now = time.monotonic()
+        now = self._clock()
         if retry_after is not None:
             self._paused_until = max(self._paused_until, now + retry_after)
             return

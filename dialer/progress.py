@@ -21,12 +21,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dialer import dispatch
+from dialer.bookkeeping import Progress as RunProgress
 
 log = structlog.get_logger("dialer")
 
 
-class Bar(dispatch.Progress):
+class Bar(RunProgress):
     """A live bar on a terminal: done/total, rate, ETA and counts per status."""
 
     def __init__(self, console: Console) -> None:
@@ -60,7 +60,7 @@ class Bar(dispatch.Progress):
         self.progress.stop()
 
 
-class LogProgress(dispatch.Progress):
+class LogProgress(RunProgress):
     """Without a terminal (cron), or with JSON logs: plain log lines instead of a bar.
 
     `run.started` with the rows due, then `run.progress` every `every` seconds: done/total,

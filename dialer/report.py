@@ -22,9 +22,10 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from dialer.model import Outcome
 
 DIALER_COLUMNS = (
     "dialer_status",
@@ -34,18 +35,6 @@ DIALER_COLUMNS = (
     "dialer_error",
     "dialer_updated_at",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one row, as the report shows it."""
-
-    status: str
-    id: str = ""
-    from_number: str = ""
-    attempts: int = 0
-    error: str = ""
-    updated_at: str = ""  # UTC, ISO 8601
 
 
 # The characters that make Excel, LibreOffice or Google Sheets read a cell as

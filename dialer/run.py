@@ -1,6 +1,8 @@
-"""A campaign from end to end, as a library: `run_campaign`, `validate_campaign`, `campaign_status`.
+"""A campaign from end to end, as a library: `run_campaign`, `validate_campaign`,
+`campaign_status`, `report_campaign`.
 
-The CLI is a thin shell over these; tests call them directly.
+The CLI is a thin shell over these (and over `Progress` and `iso`, offered here so it
+needs no other stage); tests call them directly.
 """
 
 from __future__ import annotations
@@ -22,31 +24,35 @@ import httpx
 import structlog
 
 from dialer import client as api
+from dialer.bookkeeping import Clock, Progress, RunStats, utc_now
 from dialer.columns import ColumnMap, check_placeholders, resolve_columns
 from dialer.config import Campaign
-from dialer.dispatch import (
-    Clock,
-    Dispatcher,
-    DispatchOptions,
-    Progress,
-    RunStats,
-    never_open_reason,
-    utc_now,
-)
-from dialer.errors import DialerError
+from dialer.dispatch import Dispatcher, DispatchOptions
+from dialer.errors import DialerError, SetupError
 from dialer.hours import CallingHours
-from dialer.journal import CampaignLock, ImportSummary, Journal, JournalRow, file_signature
 from dialer.load import open_leads
 from dialer.mapping import map_leads
-from dialer.model import Lead
+from dialer.model import DIALABLE, REMAINING, JournalRow, Lead, Status
 from dialer.numbers import ForeignCallers, NumberPool
 from dialer.report import write_report
+from dialer.store import CampaignLock, ImportSummary, Journal, file_signature
 from dialer.suppress import suppression_sources
+from dialer.transitions import iso, never_open_reason
+
+__all__ = [
+    "CampaignStatus",
+    "Progress",
+    "RunOptions",
+    "RunResult",
+    "Validation",
+    "campaign_status",
+    "iso",
+    "report_campaign",
+    "run_campaign",
+    "validate_campaign",
+]
 
 log = structlog.get_logger("dialer")
-
-# Statuses a later run still has work for (exit 75 while any remain).
-REMAINING = ("pending", "deferred", "unknown")
 
 
 @dataclass
@@ -121,7 +127,7 @@ def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime |
     """When the first row waiting for its calling hours becomes due."""
     moments = [
         hours.next_open(zones, now)
-        for zones in journal.zone_sets(("pending", "deferred"))
+        for zones in journal.zone_sets(DIALABLE)
         if zones and not hours.is_open(zones, now)
     ]
     found = [m for m in moments if m is not None]
@@ -132,7 +138,22 @@ def write_campaign_report(journal: Journal, path: Path) -> int:
     return write_report(path, journal.headers, journal.report_rows())
 
 
-async def _dispatch(campaign: Campaign, journal: Journal, options: RunOptions) -> RunStats:
+def report_campaign(campaign: Campaign, target: Path) -> int:
+    """Write the per-row report again from the journal; the number of rows written."""
+    if not campaign.journal_path.exists():
+        raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
+    journal = Journal(campaign.journal_path, campaign.name)
+    try:
+        if not journal.is_imported:
+            raise SetupError(f"{campaign.journal_path}: no leads imported yet; run the campaign first")
+        return write_campaign_report(journal, target)
+    finally:
+        journal.close()
+
+
+async def _dispatch(
+    campaign: Campaign, journal: Journal, options: RunOptions, suppressed: dict[str, str]
+) -> RunStats:
     client = api.SynthflowClient(
         options.base_url or campaign.api.base_url,
         options.api_key,
@@ -145,6 +166,7 @@ async def _dispatch(campaign: Campaign, journal: Journal, options: RunOptions) -
         journal,
         client,
         DispatchOptions(limit=options.limit, clock=options.clock, progress=options.progress),
+        suppressed,
     )
     loop = asyncio.get_running_loop()
     if options.handle_signals:
@@ -185,16 +207,18 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
             imported = import_if_needed(campaign, journal, campaign.leads)
             check_placeholders(campaign, journal.headers)  # the campaign may have changed since
             if options.retry_failed:
-                journal.requeue("failed", "retried with --retry-failed")
+                journal.requeue(Status.FAILED, "retried with --retry-failed")
             if options.retry_unknown:
-                journal.requeue("unknown", "sent again with --retry-unknown")
-            # The lists may have grown since the import: read them again at every run.
-            journal.suppress(suppression_sources(campaign))
+                journal.requeue(Status.UNKNOWN, "sent again with --retry-unknown")
+            # The lists may have grown since the import: read them once per run, here, and
+            # hand them to the stages that need them.
+            suppressed = suppression_sources(campaign)
+            journal.suppress(suppressed)
             counts = journal.counts()
             options.progress.start(sum(counts.get(s, 0) for s in REMAINING))
             report = options.report or campaign.report_path
             try:
-                stats = asyncio.run(_dispatch(campaign, journal, options))
+                stats = asyncio.run(_dispatch(campaign, journal, options, suppressed))
             except DialerError:
                 # Stopped (a refused key): the journal has every row as it was left, and
                 # the report says so too, as after any run.
@@ -263,7 +287,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
     foreign = ForeignCallers(campaign.numbers)
     for lead in map_leads(campaign, opened, columns):
         counts[lead.status] += 1
-        if lead.status != "pending":
+        if Status(lead.status) != Status.PENDING:
             reasons[f"{lead.status}: {_reason_kind(lead.error)}"] += 1
             if len(problems) < 10:
                 problems.append((lead.row, lead.status, lead.error))
@@ -276,12 +300,12 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
                 never.add(lead.timezones)
         if lead.timezones in never:
             # As `run` will: a number whose zones never share an open hour is not dialable.
-            counts["pending"] -= 1
-            counts["invalid"] += 1
+            counts[Status.PENDING] -= 1
+            counts[Status.INVALID] += 1
             error = never_open_reason(lead.timezones)
-            reasons[f"invalid: {_reason_kind(error)}"] += 1
+            reasons[f"{Status.INVALID}: {_reason_kind(error)}"] += 1
             if len(problems) < 10:
-                problems.append((lead.row, "invalid", error))
+                problems.append((lead.row, Status.INVALID, error))
             continue
         if is_open:
             due_now += 1
@@ -312,7 +336,7 @@ def _as_row(lead: Lead, headers: list[str]) -> JournalRow:
         email=lead.email,
         timezones=lead.timezones,
         variables=lead.variables,
-        status=lead.status,
+        status=Status(lead.status),
         attempts=0,
         intent_at=None,
         from_number="",
@@ -323,7 +347,7 @@ def _as_row(lead: Lead, headers: list[str]) -> JournalRow:
 
 
 @dataclass
-class Status:
+class CampaignStatus:
     counts: dict[str, int]
     due_now: int
     next_due: datetime | None
@@ -331,7 +355,7 @@ class Status:
     caps_reset: datetime | None  # when a capped caller id may dial again
 
 
-def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> Status | None:
+def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> CampaignStatus | None:
     """Counts per status from the journal, what is due now and when the rest becomes due."""
     if not campaign.journal_path.exists():
         return None
@@ -340,11 +364,9 @@ def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> Status | N
         hours = CallingHours(campaign.hours)
         now = clock()
         due_now = sum(
-            n
-            for zones, n in journal.zone_sets(("pending", "deferred")).items()
-            if zones and hours.is_open(zones, now)
+            n for zones, n in journal.zone_sets(DIALABLE).items() if zones and hours.is_open(zones, now)
         )
-        return Status(
+        return CampaignStatus(
             counts=journal.counts(),
             due_now=due_now,
             next_due=next_due(journal, hours, now),

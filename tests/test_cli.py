@@ -29,8 +29,8 @@ from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
 from dialer import cli
-from dialer.dispatch import iso
 from dialer.progress import LogProgress
+from dialer.run import iso
 from dialer.sandbox import SandboxOptions, start_in_thread
 from tests.conftest import read_record
 

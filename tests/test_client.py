@@ -25,7 +25,7 @@ from dialer.client import (
 )
 from dialer.config import load_campaign
 from dialer.errors import SetupError
-from dialer.journal import JournalRow
+from dialer.model import JournalRow
 from tests.conftest import read_record
 
 

@@ -7,15 +7,18 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dialer import journal as j
+from dialer import store as j
 from dialer.columns import ColumnMap
 from dialer.errors import JournalError, LockedError
-from dialer.journal import CampaignLock, Journal, JournalWriter
 from dialer.model import Lead, Status
+from dialer.store import CampaignLock, Journal, JournalWriter
 
 COLUMNS = ColumnMap(phone="Phone", name=("Name",), timezone=None, email=None, variables=())
 HEADERS = ["Name", "Phone"]
@@ -97,12 +100,13 @@ def test_group_commits_are_durable_and_fewer_than_the_writes(tmp_path: Path) -> 
     async def go() -> int:
         writer = JournalWriter(path)
         await asyncio.gather(*(writer.commit(j.intent(i, "+14155550100", "2026-11-21")) for i in ids))
-        await asyncio.gather(*(writer.commit(j.outcome(i, "sent", call_id=f"c{i}")) for i in ids))
+        await asyncio.gather(*(writer.commit(j.outcome(i, Status.SENT, call_id=f"c{i}")) for i in ids))
         await writer.close()
         return writer.commits
 
     commits = asyncio.run(go())
-    assert commits < 2 * len(ids)
+    # Each gather's writes are queued in one loop turn: one transaction (one fsync) for each.
+    assert commits == 2
     # A second connection (another process, after a crash) sees every write.
     other = sqlite3.connect(path)
     assert other.execute("SELECT count(*) FROM leads WHERE status = 'sent'").fetchone()[0] == 200
@@ -137,7 +141,7 @@ def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path: Path)
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from dialer.journal import CampaignLock;"
+            "import sys, time; from pathlib import Path; from dialer.store import CampaignLock;"
             f"CampaignLock(Path({str(path)!r})).acquire(); print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
@@ -153,20 +157,38 @@ def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path: Path)
         pass
 
 
-def test_a_slow_disk_commits_in_a_thread_with_the_same_result(tmp_path: Path) -> None:
+def test_a_slow_disk_commits_in_a_thread_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "c.sqlite"
     journal = Journal(path, "c")
     _import(journal, [_lead(i + 2, f"L{i}", f"+1212555{i:04d}") for i in range(50)], "a")
     ids = [row.id for row in journal.rows_with_status(("pending",))]
 
-    async def go() -> None:
-        writer = JournalWriter(path)
-        writer._commit_seconds = 1.0  # as if every commit had taken a second
-        await asyncio.gather(*(writer.commit(j.outcome(i, "sent", call_id=f"c{i}")) for i in ids))
-        await writer.close()
+    threads: list[int] = []
+    to_thread = asyncio.to_thread
 
-    asyncio.run(go())
+    async def spy(func: Callable[..., Any], /, *args: Any) -> Any:
+        def run() -> Any:
+            threads.append(threading.get_ident())
+            return func(*args)
+
+        return await to_thread(run)
+
+    monkeypatch.setattr(asyncio, "to_thread", spy)
+
+    async def go() -> JournalWriter:
+        # Any commit counts as slow: every group goes to a thread.
+        writer = JournalWriter(path, slow_commit=-1.0)
+        for half in (ids[:25], ids[25:]):
+            await asyncio.gather(*(writer.commit(j.outcome(i, Status.SENT, call_id=f"c{i}")) for i in half))
+        await writer.close()
+        return writer
+
+    writer = asyncio.run(go())
     assert journal.counts() == {"sent": 50}
+    assert writer.commits == writer.threaded_commits == len(threads) == 2
+    assert threading.get_ident() not in threads
 
 
 def test_two_new_rows_with_one_old_number_never_lose_a_row(tmp_path: Path) -> None:
@@ -185,3 +207,83 @@ def test_two_new_rows_with_one_old_number_never_lose_a_row(tmp_path: Path) -> No
     )
     rows = [(values[0], outcome.status) for values, outcome in journal.report_rows()]
     assert rows == [("Ann Smith", "sent"), ("Bob", "pending"), ("Ann (work)", "duplicate")]
+
+
+# -- the schema's version: older journals migrated in place, newer ones refused ------------
+
+V1 = Path(__file__).parent / "data" / "journal-v1" / "journal-v1.sqlite"
+
+
+def _copy_v1(tmp_path: Path) -> Path:
+    target = tmp_path / "journal-v1.sqlite"
+    target.write_bytes(V1.read_bytes())
+    return target
+
+
+def _columns(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[1] for r in conn.execute("PRAGMA table_info(leads)")]
+    finally:
+        conn.close()
+
+
+def test_a_journal_of_schema_1_is_migrated_in_place_and_keeps_every_row(tmp_path: Path) -> None:
+    path = _copy_v1(tmp_path)
+    conn = sqlite3.connect(path)
+    before = conn.execute(
+        "SELECT id, position, phone, status, attempts, call_id, error FROM leads"
+    ).fetchall()
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("1",)
+    conn.close()
+    assert "unanswered" not in _columns(path)
+
+    journal = Journal(path, "v1")
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "2"
+    rows = journal.conn.execute(
+        "SELECT id, position, phone, status, attempts, call_id, error FROM leads"
+    ).fetchall()
+    assert rows == before
+    assert {journal.row(r[0]).unanswered for r in rows} == {0}
+    journal.close()
+    # Opened again: nothing left to do, nothing done.
+    Journal(path, "v1").close()
+    assert _columns(path).count("unanswered") == 1
+
+
+def test_a_failed_migration_leaves_the_journal_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _copy_v1(tmp_path)
+    from dialer.store import migrations
+
+    steps = {1: (*migrations.STEPS[1], "ALTER TABLE no_such_table ADD COLUMN x")}
+    monkeypatch.setattr(migrations, "STEPS", steps)
+    with pytest.raises(JournalError, match="cannot open the journal"):
+        Journal(path, "v1")
+    assert "unanswered" not in _columns(path)  # the first step was rolled back with the second
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("1",)
+    conn.close()
+
+
+def test_a_journal_from_a_newer_dialer_is_refused_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    Journal(path, "c").close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(JournalError) as caught:
+        Journal(path, "c")
+    assert str(caught.value) == (
+        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 2);"
+        " upgrade dialer to continue this campaign"
+    )
+
+
+def test_a_new_journal_is_written_at_the_current_version(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "c.sqlite", "c")
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION)
+    assert "unanswered" in _columns(tmp_path / "c.sqlite")
+    journal.close()

@@ -1,14 +1,75 @@
 """The pacer: strict spacing from the first request, the window counted on real send times,
-cuts on 429, probes back up."""
+cuts on 429, probes back up.
+
+Exact, and without sleeping: each test runs on an event loop whose clock moves only when
+every task waits for a timer, and then straight to that timer (the pacer and aiolimiter
+both read that loop's clock), so a run of minutes takes milliseconds and every moment
+asserted is the one the pacer computed.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import selectors
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
-from dialer.pacing import WINDOW_MARGIN, Pacer, Ticket
+from dialer.pacing import (
+    CUT_COOLDOWN,
+    HOLD_SECONDS,
+    PROBE_FRACTION,
+    SPACING_SLACK,
+    WINDOW_MARGIN,
+    Pacer,
+    Ticket,
+)
+
+T = TypeVar("T")
+
+
+class _IdleJumps(selectors.DefaultSelector):
+    """Never blocks: with nothing ready, the loop's clock jumps to its next timer."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if not ready and timeout is not None and not self._loop._ready:  # type: ignore[attr-defined]
+            # A nanosecond at least: a timer due "now" by float rounding must still come.
+            self._loop.now += max(timeout, 1e-9)
+        return ready
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__(_IdleJumps(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+def run(main: Callable[[Callable[[], float]], Coroutine[Any, Any, T]]) -> T:
+    """`main(clock)` on a virtual-time loop; `clock` is that loop's time."""
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(main(loop.time))
+    finally:
+        loop.close()
+
+
+class FakeClock:
+    """For the pacer's bookkeeping outside a wait: time moves when the test says."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def peak(stamps: list[float], width: float = 1.0) -> int:
@@ -34,33 +95,44 @@ async def _send(pacer: Pacer, n: int, delay_first: float = 0.0) -> list[float]:
 
 
 def test_no_burst_at_start_and_never_more_than_the_rate_in_a_second() -> None:
-    stamps = asyncio.run(_send(Pacer(40.0), 60))
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    start, stamps = run(lambda clock: _timed(clock, lambda: _send(Pacer(40.0, clock=clock), 60)))
+    spacing = 1 / (40 * SPACING_SLACK)
     # The very first requests are spaced too: no bucket full of tokens at start.
-    assert min(gaps[:10]) > 0.5 / 40
-    assert peak(stamps) <= 40
+    assert stamps[0] == pytest.approx(start)
+    for i in range(40):
+        assert stamps[i] == pytest.approx(start + i * spacing)
+    # The 41st waits for the first one's second (and the margin), not a moment more.
+    assert stamps[40] == pytest.approx(stamps[0] + 1.0 + WINDOW_MARGIN)
+    assert peak(stamps) == 40
+
+
+async def _timed(clock: Callable[[], float], go: Callable[[], Coroutine[Any, Any, T]]) -> tuple[float, T]:
+    start = clock()
+    return start, await go()
 
 
 def test_a_slow_first_connection_cannot_squeeze_the_window() -> None:
     # The first request leaves 80 ms after its slot (a new connection); the window counts
     # when it really left, so request 21 waits for a full second after that.
-    stamps = asyncio.run(_send(Pacer(20.0), 30, delay_first=0.08))
-    assert peak(stamps) <= 20
-    assert stamps[20] >= stamps[0] + 1.0 + WINDOW_MARGIN - 1e-6
+    start, stamps = run(lambda clock: _timed(clock, lambda: _send(Pacer(20.0, clock=clock), 30, 0.08)))
+    assert peak(stamps) == 20
+    first_left = start + 0.08
+    assert first_left in stamps
+    assert stamps[20] == pytest.approx(first_left + 1.0 + WINDOW_MARGIN)
 
 
 def test_a_restart_keeps_the_window_of_the_run_before() -> None:
-    async def go() -> tuple[float, float]:
-        now = time.monotonic()
-        pacer = Pacer(5.0, recent=[now - 0.1 * i for i in range(5)])
+    async def go(clock: Callable[[], float]) -> tuple[float, float]:
+        now = clock()
+        pacer = Pacer(5.0, recent=[now - 0.1 * i for i in range(5)], clock=clock)
         ticket = await pacer.wait()
         ticket.left()
         assert ticket.sent_at is not None
         return now, ticket.sent_at
 
-    now, first = asyncio.run(go())
+    now, first = run(go)
     # Five went out in the last 0.4 s before the restart: the sixth waits for their second.
-    assert first >= now - 0.4 + 1.0
+    assert first == pytest.approx(now - 0.4 + 1.0 + WINDOW_MARGIN)
 
 
 def test_fractional_rates_use_a_longer_window() -> None:
@@ -77,42 +149,56 @@ def _ticket(at: float) -> Ticket:
 
 
 def test_a_429_cuts_to_what_the_account_accepted() -> None:
-    pacer = Pacer(60.0)
-    now = time.monotonic()
+    clock = FakeClock()
+    pacer = Pacer(60.0, clock=clock)
     for i in range(20):
-        pacer.accepted(_ticket(now - 0.9 + i * 0.04))
-    pacer.throttle(_ticket(now), retry_after=None)
+        pacer.accepted(_ticket(clock.now - 0.9 + i * 0.04))
+    pacer.throttle(_ticket(clock.now), retry_after=None)
     assert pacer.rate == pytest.approx(20 * 0.95)
     # The other 429s of the same burst are the same signal: no second cut.
-    pacer.throttle(_ticket(now), retry_after=None)
+    clock.now += CUT_COOLDOWN - 0.01
+    pacer.throttle(_ticket(clock.now), retry_after=None)
     assert pacer.rate == pytest.approx(19.0)
     assert pacer.throttled == 2
 
 
 def test_without_evidence_a_429_cuts_by_a_factor_and_never_below_the_floor() -> None:
-    pacer = Pacer(10.0, min_rate=5.0)
-    pacer.throttle(_ticket(time.monotonic()), retry_after=None)
+    clock = FakeClock()
+    pacer = Pacer(10.0, min_rate=5.0, clock=clock)
+    pacer.throttle(_ticket(clock.now), retry_after=None)
     assert pacer.rate == pytest.approx(7.0)
-    pacer._last_cut -= 10
-    pacer.throttle(_ticket(time.monotonic()), retry_after=None)
+    clock.now += CUT_COOLDOWN  # a new burst: a new cut, held at the floor
+    pacer.throttle(_ticket(clock.now), retry_after=None)
     assert pacer.rate == pytest.approx(5.0)
 
 
 def test_rate_probes_back_up_after_the_hold() -> None:
-    pacer = Pacer(30.0)
-    pacer.throttle(_ticket(time.monotonic()), retry_after=None)
-    cut = pacer.rate
-    pacer._probe(pacer._last_probe + 10.0)
-    assert cut < pacer.rate <= 30.0
+    async def go(clock: Callable[[], float]) -> list[float]:
+        pacer = Pacer(30.0, clock=clock)
+        pacer.throttle(_ticket(clock()), retry_after=None)
+        rates = [pacer.rate]
+        # Within the hold and its first second: no probe yet.
+        await asyncio.sleep(HOLD_SECONDS + 0.99)
+        (await pacer.wait()).left()
+        rates.append(pacer.rate)
+        # Ten whole seconds past the hold: ten probes.
+        await asyncio.sleep(10.01 - 0.99)
+        (await pacer.wait()).left()
+        rates.append(pacer.rate)
+        return rates
+
+    cut, held, probed = run(go)
+    assert cut == held == pytest.approx(30 * 0.7)
+    assert probed == pytest.approx(30 * 0.7 * (1 + PROBE_FRACTION) ** 10)
 
 
 def test_retry_after_holds_every_request_back() -> None:
-    async def go() -> float:
-        pacer = Pacer(1000.0)
+    async def go(clock: Callable[[], float]) -> float:
+        pacer = Pacer(1000.0, clock=clock)
         (await pacer.wait()).left()
-        pacer.throttle(_ticket(time.monotonic()), retry_after=0.2)
-        start = time.monotonic()
+        pacer.throttle(_ticket(clock()), retry_after=0.2)
+        start = clock()
         (await pacer.wait()).left()
-        return time.monotonic() - start
+        return clock() - start
 
-    assert asyncio.run(go()) >= 0.2 - 1e-3
+    assert run(go) == pytest.approx(0.2)

@@ -205,13 +205,22 @@ def test_rewrite_replaces_and_keeps_permissions(tmp_path: Path) -> None:
 
 
 def test_rows_are_consumed_lazily(tmp_path: Path) -> None:
-    # A generator, read once: nothing forces the whole input into a list first.
+    # A generator, read once: nothing forces the whole input into a list first. Rows asked
+    # for late must find the early ones already on their way to the file (a writer that
+    # lists the rows first has written none of them by then).
     seen: list[int] = []
+    on_disk_when_last_asked: list[int] = []
 
     def rows() -> Iterator[tuple[list[str], Outcome]]:
         for n in range(1000):
             seen.append(n)
+            if n == 999:
+                temp = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+                on_disk_when_last_asked.append(sum(p.stat().st_size for p in temp))
             yield [str(n), "+14155550132", "", ""], Outcome("pending")
 
     assert write_report(tmp_path / "r.csv", HEADERS, rows()) == 1000
     assert seen == list(range(1000))
+    row_bytes = len((tmp_path / "r.csv").read_bytes()) // 1001
+    # The file's buffer holds a few kB; at least half the rows must be written by then.
+    assert on_disk_when_last_asked[0] > 500 * row_bytes

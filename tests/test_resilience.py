@@ -36,9 +36,9 @@ from dialer import cli
 from dialer import report as report_module
 from dialer.config import load_campaign
 from dialer.errors import AuthError, LockedError
-from dialer.journal import CampaignLock, Journal
 from dialer.run import RunOptions, RunResult, run_campaign, write_campaign_report
 from dialer.sandbox import RunningSandbox, SandboxOptions, read_record, spawn_process
+from dialer.store import CampaignLock, Journal
 from tests.conftest import MakeSandbox
 
 KEY = "sk-resilience-test"
@@ -662,6 +662,25 @@ def test_a_refused_key_on_a_look_up_stops_the_run_too(tmp_path: Path) -> None:
         run_here(campaign, transport=api.transport, key="sk-revoked")
     assert journal_rows(tmp_path) == before
     assert len(api.posts) == 2
+
+
+def test_the_cap_on_redials_after_unplaced_look_ups_holds_across_runs(tmp_path: Path) -> None:
+    # Every POST answers 502 without placing a call; the first run's look-ups fail, so its
+    # rows stay `unknown` with one unanswered request each.
+    api = FakeApi(lambda phone, nth: (502, False), lookup_status=500)
+    write_leads(tmp_path / "leads.csv", lead_rows(range(2)))
+    campaign = write_campaign(tmp_path, settle=0, max_attempts=1)
+    assert run_here(campaign, transport=api.transport).exit_code == 75
+    assert [row["unanswered"] for row in journal_rows(tmp_path)] == [1, 1]
+
+    # The next run's look-ups find no call: one unanswered request was all max_attempts = 1
+    # allows, counted by the journal, not from zero again. Nobody is dialed a second time.
+    api.lookup_status = 200
+    assert run_here(campaign, transport=api.transport).exit_code == 0
+    assert len(api.posts) == 2
+    for row in report_of(tmp_path).values():
+        assert row["dialer_status"] == "failed"
+        assert row["dialer_error"] == "no answer to 1 attempts, and no call was placed"
 
 
 # -- 3. chat mode: no look-up exists ------------------------------------------------------

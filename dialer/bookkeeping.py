@@ -1,0 +1,129 @@
+"""What the stages of one run share: the stop switch with its one path for fatal errors,
+the figures for the summary, the progress listener, and each row's outcome counted and
+logged once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from dialer.client import Answer
+from dialer.errors import AuthError
+from dialer.model import JournalRow, Status
+from dialer.store import Journal, JournalWriter, outcome
+from dialer.transitions import Next
+
+log = structlog.get_logger("dialer")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def mask(phone: str) -> str:
+    """Logs show the last 4 digits only; the report keeps the whole number."""
+    return f"***{phone[-4:]}" if phone else ""
+
+
+def key_refused(error: str) -> AuthError:
+    """The one stop for a refused key, whether a POST or a look-up heard it."""
+    return AuthError(f"the API refused the key ({error}); stopped, every row left as it was")
+
+
+@dataclass
+class RunStats:
+    """What this run did, for the summary."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    by_number: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    throttled: int = 0
+    lookups: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    pool_exhausted: bool = False
+    stopped_by: str | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class Progress:
+    """Told of each row that reached an outcome this run; the CLI draws a bar from it."""
+
+    def start(self, total: int) -> None:
+        """`total` rows are due in this run."""
+
+    def advance(self, status: str) -> None:
+        """One row reached `status`."""
+
+
+class Run:
+    """One run's shared state: stop switch, the error that stopped it, figures, progress."""
+
+    def __init__(self, journal: Journal, writer: JournalWriter, progress: Progress) -> None:
+        self.journal = journal
+        self.writer = writer
+        self.progress = progress
+        self.stats = RunStats()
+        self.stop = asyncio.Event()
+        self.fatal: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop the run on an error it cannot get past; the dispatcher raises it once all is saved."""
+        if self.fatal is None:
+            self.fatal = exc
+        self.stop.set()
+
+    async def record(
+        self, row: JournalRow, next_state: Next, answer: Answer | None = None, *, counted: bool = True
+    ) -> None:
+        """Commit the row's next state; `counted`: it is this run's outcome for the row."""
+        await self.writer.commit(
+            outcome(
+                row.id,
+                next_state.status,
+                call_id=next_state.call_id,
+                error=next_state.error,
+                unanswered=next_state.unanswered,
+            )
+        )
+        if counted:
+            self.count(next_state.status, row, answer)
+
+    def count(
+        self, status: Status, row: JournalRow, answer: Answer | None = None, log_it: bool = True
+    ) -> None:
+        """One row reached `status` this run: counted, shown, logged."""
+        self.stats.outcomes[status] += 1
+        self.progress.advance(status)
+        level = logging.DEBUG if status == Status.SENT else logging.INFO
+        if not log_it or not log.is_enabled_for(level):
+            return  # sent rows are the hot path: no journal read unless someone listens
+        # `row` may predate this run's attempts; the journal has the count (the report's
+        # dialer_attempts).
+        attempt = self.journal.row(row.id).attempts
+        fields: dict[str, Any] = {"row": row.position, "attempt": attempt, "phone": mask(row.phone)}
+        if answer is not None and answer.id:
+            fields["id"] = answer.id
+        if answer is not None and answer.error:
+            fields["error"] = answer.error
+        if status == Status.SENT:
+            log.debug("lead.sent", **fields)
+        else:
+            log.info(f"lead.{status}", **fields)

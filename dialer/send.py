@@ -1,0 +1,284 @@
+"""One row's attempt: gate -> send slot -> intent -> connection lane -> POST -> next state.
+
+    gate       do-not-call list, calling hours, a caller id under its cap (`_gate`)
+    slot       the pacer's permission to send now (`async with self.slot()`)
+    intent     committed right before the request: a crash leaves `unknown` only rows
+               that may really have left
+    lane       one connection; holding it is what "in flight" means
+    POST       429: the pacer slows down and the row is sent again (not an attempt)
+    next state `transitions.after_answer`, committed by the caller
+
+A row whose request never left (stopped, hours closed while waiting, cancelled before
+the POST, only 429s, a refused key) is restored as it was, caller id count included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
+
+from dialer.bookkeeping import Clock, Run, key_refused, mask
+from dialer.client import CALLS, CHATS, Answer, SynthflowClient, call_body, chat_body
+from dialer.config import Campaign
+from dialer.hours import CallingHours
+from dialer.model import JournalRow
+from dialer.numbers import NumberPool, PoolExhausted
+from dialer.pacing import Pacer, Ticket
+from dialer.store import intent, restore
+from dialer.transitions import (
+    Next,
+    Policy,
+    after_answer,
+    capped,
+    on_suppression_list,
+    outside_hours,
+    throttled_out,
+)
+
+log = structlog.get_logger("dialer")
+
+# A row answered 429 this many times in a row goes back untouched, for a later run.
+MAX_THROTTLES = 100
+
+
+def is_retryable(answer: Answer | None) -> bool:
+    """The one predicate for retrying: the API never got the request (503, 408, no connection)."""
+    return answer is not None and answer.kind == "retry"
+
+
+@dataclass
+class Attempt:
+    """One attempt in progress: what has happened so far decides what a stop must undo."""
+
+    row: JournalRow
+    number: str  # the caller id ('' for none)
+    day: str | None  # the caller id's day, for its daily count
+    began: datetime
+    body: dict[str, Any]
+    intent_committed: bool = False
+    sending: bool = False  # the POST is out: a cancel now must not restore the row
+    throttles: int = 0
+    closed: bool = False  # the hours closed while the row waited for its slot
+    answer: Answer | None = None
+
+
+class Sender:
+    """Sends rows, one attempt (and its retries) at a time per caller."""
+
+    def __init__(
+        self,
+        run: Run,
+        campaign: Campaign,
+        client: SynthflowClient,
+        pacer: Pacer,
+        pool: NumberPool,
+        clock: Clock,
+        suppressed: Mapping[str, str],
+    ) -> None:
+        self.run = run
+        self.campaign = campaign
+        self.limits = campaign.limits
+        self.policy = Policy(campaign.mode, campaign.limits.max_attempts)
+        self.client = client
+        self.pacer = pacer
+        self.pool = pool
+        self.clock = clock
+        self.hours = CallingHours(campaign.hours)
+        self.suppressed = suppressed
+        self.pacing: set[asyncio.Task[Any]] = set()  # callers waiting for a send slot
+        self.intent_at: dict[int, float] = {}  # when each row's last request was committed
+        self._lanes: asyncio.Queue[int] = asyncio.Queue()
+        for lane in range(self.limits.concurrency):
+            self._lanes.put_nowait(lane)
+        self._path = CALLS if campaign.mode == "call" else CHATS
+        self._body = call_body if campaign.mode == "call" else chat_body
+
+    # -- a row to its next state, retries included ----------------------------------
+
+    async def dial(self, row: JournalRow) -> Next | None:
+        """Dial one row until an answer decides it; commit that. None: already recorded."""
+        answer = await self.attempt(row)
+        if is_retryable(answer) and self.limits.max_attempts > 1:
+            # Only a row that needs another try pays for the retry machinery (the happy
+            # path is the hot path of a million rows).
+            await self._sleep(self._backoff_after(1, answer))
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self.limits.max_attempts - 1),
+                wait=lambda state: self._backoff_after(
+                    state.attempt_number + 1, state.outcome.result() if state.outcome else None
+                ),
+                retry=retry_if_result(is_retryable),
+                retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+                sleep=self._sleep,
+            )
+            answer = await retrying(self.attempt, row)
+        if answer is None:
+            return None  # deferred, capped or stopped: already recorded
+        next_state = after_answer(answer, self.policy)
+        # A row handed to a look-up is counted once the look-up decides it.
+        await self.run.record(row, next_state, answer, counted=not next_state.settle)
+        return next_state
+
+    def _backoff_after(self, attempts: int, answer: Answer | None) -> float:
+        """Full jitter (uniform up to base * 2^(attempts-1), capped), never under Retry-After."""
+        ceiling = min(
+            self.limits.backoff_max_seconds,
+            self.limits.backoff_base_seconds * 2 ** (attempts - 1),
+        )
+        floor = answer.retry_after if answer is not None and answer.retry_after else 0.0
+        return max(random.uniform(0, ceiling), floor)
+
+    async def _sleep(self, seconds: float) -> None:
+        """A backoff that ends early when the run stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.run.stop.wait(), timeout=seconds)
+
+    # -- one attempt ------------------------------------------------------------------
+
+    async def attempt(self, row: JournalRow) -> Answer | None:
+        """One request for the row; None when it was not sent (the reason is recorded)."""
+        if self.run.stop.is_set():
+            return None
+        now = self.clock()
+        cleared = self._gate(row, now)
+        if isinstance(cleared, Next):
+            await self.run.record(row, cleared)
+            return None
+        day = self.pool.day_of(cleared, now) if cleared else None
+        attempt = Attempt(row, cleared, day, now, self._body(self.campaign, row, cleared))
+        try:
+            await self._send(attempt)
+        except asyncio.CancelledError:
+            if not attempt.sending:
+                self._restore(attempt)
+            raise
+        return await self._conclude(attempt)
+
+    def _gate(self, row: JournalRow, now: datetime) -> Next | str:
+        """The pre-send checks: the row's next state if it may not be sent now, else its caller id."""
+        if row.phone in self.suppressed:
+            return on_suppression_list(self.suppressed[row.phone])
+        if not self.hours.is_open(row.timezones, now):
+            return self._closed(row, now)
+        try:
+            return self.pool.choose(row.phone, row.timezones, now) or ""
+        except PoolExhausted as exc:
+            # Only a pool capped everywhere stops the feed; one country's numbers capped defer its leads.
+            self.run.stats.pool_exhausted = exc.everywhere
+            return capped() if exc.everywhere else capped(str(exc))
+
+    def _closed(self, row: JournalRow, now: datetime) -> Next:
+        return outside_hours(row.timezones, self.hours.next_open(row.timezones, now))
+
+    async def _send(self, attempt: Attempt) -> None:
+        """Send once a slot comes, again after each 429; the answer lands in `attempt`."""
+        row = attempt.row
+        while True:
+            async with self.slot() as ticket:
+                if self.run.stop.is_set():
+                    return
+                # The slot may have come late (a slow rate, a Retry-After): the hours are
+                # checked again right before the request, not only before the wait.
+                if not self.hours.is_open(row.timezones, self.clock()):
+                    attempt.closed = True
+                    return
+                await self._commit_intent(attempt)
+                async with self.lane() as lane:
+                    if self.run.stop.is_set():
+                        return
+                    attempt.sending = True
+                    self.run.stats.requests += 1
+                    answer = await self.client.post(self._path, attempt.body, on_sent=ticket.left, lane=lane)
+                    attempt.sending = False
+                attempt.answer = answer
+                if answer.kind != "throttled":
+                    self.pacer.accepted(ticket)
+                    return
+                self.pacer.throttle(ticket, answer.retry_after)
+            attempt.throttles += 1
+            log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
+            if self.run.stop.is_set() or attempt.throttles >= MAX_THROTTLES:
+                return  # a 429 means not placed: the row goes back untouched
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[Ticket]:
+        """The pacer's slot; released (counted as sent, to stay conservative) however the block ends.
+
+        Waiting for a slot is not being in flight: on a stop the dispatcher cancels this
+        wait rather than drain it.
+        """
+        me = asyncio.current_task()
+        assert me is not None
+        self.pacing.add(me)
+        try:
+            ticket = await self.pacer.wait()
+        finally:
+            self.pacing.discard(me)
+        try:
+            yield ticket
+        finally:
+            ticket.left()
+
+    @asynccontextmanager
+    async def lane(self) -> AsyncIterator[int]:
+        """A connection lane: at most `concurrency` requests out while other workers wait."""
+        lane = await self._lanes.get()
+        try:
+            yield lane
+        finally:
+            self._lanes.put_nowait(lane)
+
+    async def _commit_intent(self, attempt: Attempt) -> None:
+        """Once per attempt, after the slot: the window counts real send times, so the
+        commit's few milliseconds cannot bunch requests."""
+        if attempt.intent_committed:
+            return
+        at = self.intent_at[attempt.row.id] = time.time()
+        # Set first: cancelled mid-commit, the writes still land, and the restore queued
+        # after them puts the row back.
+        attempt.intent_committed = True
+        await self.run.writer.commit(intent(attempt.row.id, attempt.number, attempt.day, at=at))
+
+    async def _conclude(self, attempt: Attempt) -> Answer | None:
+        """After the last request of the attempt: restore what was not sent, stop on auth."""
+        row, answer = attempt.row, attempt.answer
+        if answer is None or answer.kind == "throttled":
+            # Stopped, hours closed, or only ever answered 429: nothing was placed.
+            self._restore(attempt)
+            if attempt.closed:
+                await self.run.record(row, self._closed(row, self.clock()))
+            elif attempt.throttles >= MAX_THROTTLES:
+                await self.run.record(row, throttled_out(row, attempt.throttles))
+            return None  # stopped: the row stays exactly as it was
+        if attempt.number:
+            self.run.stats.by_number[attempt.number] += 1
+        if answer.kind == "auth":
+            self._restore(attempt)
+            raise key_refused(answer.error)
+        if answer.kind == "retry":
+            await self.run.record(row, after_answer(answer, self.policy, final=False), counted=False)
+            log.info(
+                "lead.retry",
+                row=row.position,
+                attempt=self.run.journal.row(row.id).attempts,
+                phone=mask(row.phone),
+                error=answer.error,
+            )
+        return answer
+
+    def _restore(self, attempt: Attempt) -> None:
+        """No call was placed: the row, and its caller id's daily count, go back as they were."""
+        if attempt.intent_committed:
+            self.run.writer.submit(restore(attempt.row, attempt.number, attempt.day))
+        if attempt.number:
+            self.pool.release(attempt.number, attempt.began)

@@ -1,0 +1,246 @@
+"""The journal's store of record: one SQLite file per campaign (WAL, synchronous=FULL).
+
+Every lead is imported once; every state change is committed before the dialer acts
+on it (the rule is drawn in `writes.py`). Only `dialer.store` writes SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dialer.columns import ColumnMap
+from dialer.errors import JournalError
+from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
+from dialer.store.db import connect, sql_list, transaction
+from dialer.store.importing import ImportSummary, first_import, lead_records, reimport
+from dialer.store.migrations import migrate
+from dialer.store.writes import utc_now_iso
+
+
+class Journal:
+    """The campaign's SQLite journal (WAL, synchronous=FULL)."""
+
+    def __init__(self, path: Path, campaign_name: str) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = connect(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+        try:
+            migrate(self.conn, path)
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+        except BaseException:
+            self.conn.close()
+            raise
+        name = self.get_meta("campaign")
+        if name is None:
+            self.set_meta("campaign", campaign_name)
+        elif name != campaign_name:
+            raise JournalError(f"{path}: this journal belongs to campaign {name!r}, not {campaign_name!r}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- meta -----------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def headers(self) -> list[str]:
+        raw = self.get_meta("headers")
+        return [] if raw is None else list(json.loads(raw))
+
+    @property
+    def is_imported(self) -> bool:
+        return self.get_meta("signature") is not None
+
+    def signature(self) -> dict[str, Any] | None:
+        raw = self.get_meta("signature")
+        return None if raw is None else dict(json.loads(raw))
+
+    # -- import ---------------------------------------------------------------
+
+    def import_leads(
+        self,
+        headers: Sequence[str],
+        columns: ColumnMap,
+        leads: Iterable[Lead],
+        signature: dict[str, Any],
+    ) -> ImportSummary:
+        """Import the leads file: all of it the first time, else match rows to the journal by content.
+
+        A row whose cells are unchanged keeps its history; a row whose number
+        matches a row no longer in the file takes over that row's history; the
+        rest are new. A new row whose number an earlier row already holds is a
+        `duplicate`. One transaction: a crash mid-import leaves the journal as it was.
+        """
+        records = lead_records(leads, utc_now_iso())
+        with transaction(self.conn) as conn:
+            summary = reimport(conn, records) if self.is_imported else first_import(conn, records)
+            self.set_meta("headers", json.dumps(list(headers), ensure_ascii=False))
+            self.set_meta("columns", json.dumps(columns.describe(), ensure_ascii=False))
+            self.set_meta("signature", json.dumps(signature))
+        return summary
+
+    # -- reading --------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status, for the rows of the current leads file."""
+        rows = self.conn.execute(
+            "SELECT status, count(*) FROM leads WHERE position IS NOT NULL GROUP BY status"
+        )
+        return {str(status): int(n) for status, n in rows}
+
+    def count_removed(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM leads WHERE position IS NULL").fetchone()[0])
+
+    _ROW_SQL = (
+        "SELECT id, position, phone, name, email, timezones, variables, status, attempts,"
+        " intent_at, from_number, call_id, error, unanswered, raw FROM leads"
+    )
+
+    @staticmethod
+    def _row(record: Sequence[Any], headers: Sequence[str]) -> JournalRow:
+        return JournalRow(
+            id=record[0],
+            position=record[1],
+            phone=record[2],
+            name=record[3],
+            email=record[4],
+            timezones=tuple(record[5].split()),
+            variables=json.loads(record[6]),
+            status=Status(record[7]),
+            attempts=record[8],
+            intent_at=record[9],
+            from_number=record[10],
+            call_id=record[11],
+            error=record[12],
+            unanswered=record[13],
+            cells=dict(zip(headers, json.loads(record[14]), strict=False)),
+        )
+
+    def rows_with_status(self, statuses: Collection[Status], batch: int = 2000) -> Iterator[JournalRow]:
+        """Rows in any of `statuses`, in file order, read in batches (keyset on position)."""
+        statuses = sorted(statuses)
+        marks = ",".join("?" * len(statuses))
+        last = -1
+        while True:
+            records = self.conn.execute(
+                f"{self._ROW_SQL} WHERE status IN ({marks}) AND position > ? ORDER BY position LIMIT ?",
+                (*statuses, last, batch),
+            ).fetchall()
+            if not records:
+                return
+            headers = self.headers
+            for record in records:
+                yield self._row(record, headers)
+            last = records[-1][1]
+
+    def row(self, row_id: int) -> JournalRow:
+        record = self.conn.execute(f"{self._ROW_SQL} WHERE id = ?", (row_id,)).fetchone()
+        return self._row(record, self.headers)
+
+    def zone_sets(self, statuses: Collection[Status]) -> dict[tuple[str, ...], int]:
+        """Distinct time-zone sets among rows in `statuses`, with their counts."""
+        statuses = sorted(statuses)
+        marks = ",".join("?" * len(statuses))
+        rows = self.conn.execute(
+            f"SELECT timezones, count(*) FROM leads WHERE status IN ({marks})"
+            " AND position IS NOT NULL GROUP BY timezones",
+            tuple(statuses),
+        )
+        return {tuple(str(zones).split()): int(n) for zones, n in rows}
+
+    def recent_sends(self, seconds: float = 5.0) -> list[float]:
+        """Monotonic times at which an earlier run may have sent its last requests.
+
+        A row still `unknown` may have left right up to now; one with an outcome left
+        before its update (kept to the second, so a second later at the latest).
+        """
+        wall, mono = time.time(), time.monotonic()
+        rows = self.conn.execute(
+            "SELECT status, updated_at FROM leads WHERE intent_at > ?", (wall - seconds,)
+        )
+        times = []
+        for status, updated_at in rows:
+            at = wall
+            if status != Status.UNKNOWN:
+                stamp = datetime.fromisoformat(updated_at.replace("Z", "+00:00")).timestamp()
+                at = min(wall, stamp + 1.0)
+            times.append(mono - (wall - at))
+        return times
+
+    def number_usage(self) -> dict[tuple[str, str], int]:
+        rows = self.conn.execute("SELECT number, day, calls FROM number_usage")
+        return {(str(number), str(day)): int(calls) for number, day, calls in rows}
+
+    def report_rows(self) -> Iterator[tuple[list[str], Outcome]]:
+        """Every row of the current leads file, in file order, with its outcome."""
+        cursor = self.conn.execute(
+            "SELECT raw, status, call_id, from_number, attempts, error, updated_at FROM leads"
+            " WHERE position IS NOT NULL ORDER BY position"
+        )
+        for raw, status, call_id, from_number, attempts, error, updated_at in cursor:
+            yield (
+                json.loads(raw),
+                Outcome(
+                    status=status,
+                    id=call_id,
+                    from_number=from_number,
+                    attempts=attempts,
+                    error=error,
+                    updated_at=updated_at,
+                ),
+            )
+
+    # -- whole-table transitions at the start of a run ------------------------
+
+    def defer_dialable(self, reason: str) -> int:
+        """Mark every row still waiting to be dialed `deferred`, saying why."""
+        with transaction(self.conn) as conn:
+            cursor = conn.execute(
+                "UPDATE leads SET status = ?, error = ?, updated_at = ?"
+                f" WHERE status IN ({sql_list(DIALABLE)}) AND position IS NOT NULL",
+                (Status.DEFERRED, reason, utc_now_iso()),
+            )
+        return cursor.rowcount
+
+    def suppress(self, sources: dict[str, str]) -> int:
+        """Rows still to be dialed whose number is now on a do-not-call list: `suppressed`."""
+        if not sources:
+            return 0
+        with transaction(self.conn) as conn:
+            conn.execute("CREATE TEMP TABLE dnc (phone TEXT PRIMARY KEY, source TEXT)")
+            conn.executemany("INSERT INTO dnc VALUES (?, ?)", sources.items())
+            cursor = conn.execute(
+                "UPDATE leads SET status = ?, error = 'on the do-not-call list '"
+                " || dnc.source, updated_at = ? FROM temp.dnc WHERE dnc.phone = leads.phone"
+                f" AND leads.status IN ({sql_list(DIALABLE | {Status.FAILED})})",
+                (Status.SUPPRESSED, utc_now_iso()),
+            )
+            conn.execute("DROP TABLE temp.dnc")
+        return cursor.rowcount
+
+    def requeue(self, from_status: Status, note: str = "") -> int:
+        """Put every `from_status` row back to `pending` (for --retry-failed, --retry-unknown)."""
+        with transaction(self.conn) as conn:
+            cursor = conn.execute(
+                "UPDATE leads SET status = ?, error = ?, updated_at = ?"
+                " WHERE status = ? AND position IS NOT NULL",
+                (Status.PENDING, note, utc_now_iso(), from_status),
+            )
+        return cursor.rowcount

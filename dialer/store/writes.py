@@ -1,0 +1,95 @@
+"""The dispatcher's writes: each state change of a row as SQL, for `JournalWriter` to commit.
+
+The rule that keeps people from being rung twice:
+
+    intent committed (status `unknown`, attempts + 1)  ->  request sent
+    ->  outcome committed (`sent`, `failed`, `pending` for a retry, or still `unknown`)
+
+so after a crash at any moment the journal either shows the row untouched, or
+`unknown` with the time the request may have left (`intent_at`), which a look-up
+at the API settles.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dialer.model import JournalRow, Status
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    sql: str
+    params: tuple[Any, ...]
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def intent(row_id: int, from_number: str, usage_day: str | None, at: float | None = None) -> list[Write]:
+    """The row is about to be sent (at epoch `at`): `unknown` until an answer says otherwise."""
+    now = time.time() if at is None else at
+    writes = [
+        Write(
+            "UPDATE leads SET status = ?, attempts = attempts + 1, intent_at = ?,"
+            " from_number = ?, error = '', updated_at = ? WHERE id = ?",
+            (Status.UNKNOWN, now, from_number, utc_now_iso(), row_id),
+        )
+    ]
+    if from_number and usage_day:
+        writes.append(
+            Write(
+                "INSERT INTO number_usage (number, day, calls) VALUES (?, ?, 1)"
+                " ON CONFLICT (number, day) DO UPDATE SET calls = calls + 1",
+                (from_number, usage_day),
+            )
+        )
+    return writes
+
+
+def outcome(
+    row_id: int, status: Status, *, call_id: str = "", error: str = "", unanswered: bool = False
+) -> list[Write]:
+    """The answer (or the lack of one) for the row's last request.
+
+    `unanswered`: the request got no answer and a look-up will settle it; counted, so the
+    re-dials of a row whose calls are never found stay capped across runs.
+    """
+    return [
+        Write(
+            "UPDATE leads SET status = ?, call_id = CASE WHEN ? != '' THEN ? ELSE call_id END,"
+            " error = ?, updated_at = ?, unanswered = unanswered + ? WHERE id = ?",
+            (status, call_id, call_id, error, utc_now_iso(), int(unanswered), row_id),
+        )
+    ]
+
+
+def restore(row: JournalRow, number: str, usage_day: str | None) -> list[Write]:
+    """Undo an intent whose request was never sent (the key was refused, the run stopped)."""
+    writes = [
+        Write(
+            "UPDATE leads SET status = ?, attempts = ?, intent_at = ?, from_number = ?, error = ?,"
+            " updated_at = ? WHERE id = ?",
+            (
+                row.status,
+                row.attempts,
+                row.intent_at,
+                row.from_number,
+                row.error,
+                utc_now_iso(),
+                row.id,
+            ),
+        )
+    ]
+    if number and usage_day:
+        writes.append(
+            Write(
+                "UPDATE number_usage SET calls = max(calls - 1, 0) WHERE number = ? AND day = ?",
+                (number, usage_day),
+            )
+        )
+    return writes

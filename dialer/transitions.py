@@ -1,0 +1,117 @@
+"""Pure: what a row becomes next, from what just happened to it. No I/O, no clock.
+
+Every rule of a row's life after a gate, an answer or a look-up is one branch
+here, tested from a table in tests/test_transitions.py:
+
+    gate: on a do-not-call list    -> suppressed
+          outside its hours        -> deferred until they open (invalid if they never can)
+          every caller id capped   -> deferred
+    answer: accepted               -> sent (call_id)
+            refused                -> failed (the API's message)
+            retry, attempts spent  -> failed ("gave up after N attempts")
+            retry, attempts left   -> pending (tried again after a backoff)
+            unknown                -> unknown; in call mode counted and looked up
+    look-up: found                 -> sent (its call_id)
+             not found, capped     -> failed
+             not found             -> pending, dialed again
+             failed                -> unknown, for a later run's look-up
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from dialer.client import Answer
+from dialer.model import JournalRow, Status
+
+CAPPED = "every caller id has reached its daily cap"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What the campaign says about a row's next state."""
+
+    mode: str  # "call" or "chat": only calls can be looked up
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """A row's next state, and what the dispatcher does about it."""
+
+    status: Status
+    error: str = ""
+    call_id: str = ""
+    unanswered: bool = False  # one more request that got no answer (the journal counts them)
+    settle: bool = False  # hand the row to a look-up
+    redial: bool = False  # a look-up found no call: dial the row again
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="minutes").replace("+00:00", "Z")
+
+
+def never_open_reason(zones: tuple[str, ...]) -> str:
+    """A number spanning zones whose windows never overlap (a toll-free number, say)."""
+    shown = ", ".join(zones) if len(zones) <= 3 else f"{zones[0]} … {zones[-1]}"
+    return (
+        f"never inside calling hours in all of its {len(zones)} time zones ({shown});"
+        " give it a time zone in the leads file"
+    )
+
+
+def on_suppression_list(source: str) -> Next:
+    """Added to a do-not-call list since the import (a re-dial after a look-up, say)."""
+    return Next(Status.SUPPRESSED, f"on the do-not-call list {source}")
+
+
+def outside_hours(zones: tuple[str, ...], next_open: datetime | None) -> Next:
+    """Outside its hours: `deferred` until they open, or `invalid` if they never can."""
+    if next_open is None:
+        return Next(Status.INVALID, never_open_reason(zones))
+    return Next(Status.DEFERRED, f"outside calling hours in {', '.join(zones)}; due {iso(next_open)}")
+
+
+def capped(reason: str = CAPPED) -> Next:
+    """Every caller id the lead may use is capped for today: `deferred`, saying why."""
+    return Next(Status.DEFERRED, reason)
+
+
+def throttled_out(row: JournalRow, throttles: int) -> Next:
+    """Only ever answered 429: nothing was placed, the row keeps its status."""
+    return Next(row.status, f"answered 429 {throttles} times in a row; not placed")
+
+
+def after_answer(answer: Answer, policy: Policy, *, final: bool = True) -> Next:
+    """The row's state once the API answered (`final`: no attempt is left for a retry)."""
+    if answer.kind == "accepted":
+        return Next(Status.SENT, answer.error, call_id=answer.id)
+    if answer.kind == "refused":
+        return Next(Status.FAILED, answer.error)
+    if answer.kind == "retry":
+        if not final:
+            return Next(Status.PENDING, answer.error)
+        return Next(Status.FAILED, f"gave up after {policy.max_attempts} attempts: {answer.error}")
+    if answer.kind == "unknown":
+        # Only a call can be looked up; a chat stays unknown until --retry-unknown.
+        lookup = policy.mode == "call"
+        return Next(Status.UNKNOWN, answer.error, unanswered=lookup, settle=lookup)
+    raise ValueError(f"no next state for an answer of kind {answer.kind!r}")
+
+
+def after_lookup(row: JournalRow, call_id: str | None, policy: Policy) -> Next:
+    """The row's state once a look-up said whether its last request placed a call.
+
+    `row.unanswered` counts its requests that got no answer, over every run.
+    """
+    if call_id:
+        return Next(Status.SENT, call_id=call_id)
+    if row.unanswered >= policy.max_attempts:
+        return Next(Status.FAILED, f"no answer to {row.unanswered} attempts, and no call was placed")
+    return Next(Status.PENDING, "no answer, and no call was placed", redial=True)
+
+
+def lookup_failed(error: str) -> Next:
+    """No look-up could be made: the row stays `unknown` for a later run to settle."""
+    return Next(Status.UNKNOWN, f"unsettled: {error}")
