@@ -33,3 +33,9 @@ def sandbox(tmp_path: Path) -> Iterator[MakeSandbox]:
     yield make
     for running in started:
         running.stop()
+
+
+# The throwaway PostgreSQL server (session-scoped) and a fresh database per test.
+from tests.pg import pg_server, pg_url  # noqa: E402
+
+__all__ += ["pg_server", "pg_url"]
