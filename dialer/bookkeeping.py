@@ -18,7 +18,7 @@ import structlog
 from dialer.client import Answer
 from dialer.errors import AuthError
 from dialer.model import JournalRow, Status
-from dialer.store import Journal, JournalWriter, outcome
+from dialer.store import JournalStore, Writer, outcome
 from dialer.transitions import Next
 
 log = structlog.get_logger("dialer")
@@ -76,7 +76,7 @@ class Progress:
 class Run:
     """One run's shared state: stop switch, the error that stopped it, figures, progress."""
 
-    def __init__(self, journal: Journal, writer: JournalWriter, progress: Progress) -> None:
+    def __init__(self, journal: JournalStore, writer: Writer, progress: Progress) -> None:
         self.journal = journal
         self.writer = writer
         self.progress = progress

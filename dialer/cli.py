@@ -554,14 +554,15 @@ def status(campaign_file: str, log_format: str) -> None:
     configure_logging(log_format)
     with _errors():
         from dialer.run import campaign_status
+        from dialer.store import journal_label
 
         out = _out()
         campaign = _campaign(campaign_file)
         found = campaign_status(campaign)
         if found is None:
-            out.print(f"{campaign.name}: not started (no journal at {campaign.journal_path})")
+            out.print(f"{campaign.name}: not started (no journal at {journal_label(campaign)})")
             return
-        out.print(f"campaign {campaign.name} ({campaign.journal_path})")
+        out.print(f"campaign {campaign.name} ({journal_label(campaign)})")
         if not found.counts and not found.removed:
             out.print("no rows yet: the first `dialer run` imports the leads file")
             return

@@ -194,7 +194,7 @@ class Campaign(_Strict):
     mode: Literal["call", "chat"]
     leads: Path
     report: Path | None = None
-    journal: Path | None = None
+    journal: Path | str | None = None  # a SQLite file, or a postgresql:// URL
     default_region: str = "US"
     suppress: list[Path] = []
     encoding: str | None = None
@@ -248,7 +248,10 @@ class Campaign(_Strict):
 
     @property
     def journal_path(self) -> Path:
-        return self.journal or self.report_path.with_name(f"{self.name}.sqlite")
+        """The SQLite journal's file (for a PostgreSQL journal: where one would be; unused)."""
+        if isinstance(self.journal, Path):
+            return self.journal
+        return self.report_path.with_name(f"{self.name}.sqlite")
 
 
 # What people write for a region libphonenumber spells otherwise (ISO 3166-1 codes).
@@ -341,6 +344,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         return Path(os.path.normpath(base / value)) if isinstance(value, str) else value
 
     for key in ("leads", "report", "journal"):
+        if key == "journal" and str(data.get(key, "")).startswith(("postgresql://", "postgres://")):
+            continue  # a database, not a file beside the campaign
         if key in data:
             data[key] = beside(data[key])
     if isinstance(data.get("suppress"), str):

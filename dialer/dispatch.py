@@ -29,7 +29,7 @@ from dialer.numbers import NumberPool
 from dialer.pacing import Pacer
 from dialer.send import Sender
 from dialer.settle import Settler
-from dialer.store import Journal, JournalWriter, Write, outcome
+from dialer.store import JournalStore, Write, outcome
 from dialer.transitions import CAPPED, outside_hours
 
 # Deferrals the feeder gathers before committing them.
@@ -49,7 +49,7 @@ class Dispatcher:
     def __init__(
         self,
         campaign: Campaign,
-        journal: Journal,
+        journal: JournalStore,
         client: SynthflowClient,
         options: DispatchOptions,
         suppressed: Mapping[str, str],
@@ -60,7 +60,7 @@ class Dispatcher:
         self.options = options
         self.limits = campaign.limits
         self.hours = CallingHours(campaign.hours)
-        self.run_state = Run(journal, JournalWriter(journal.path), options.progress)
+        self.run_state = Run(journal, journal.writer(), options.progress)
         self.stats = self.run_state.stats
         self.stop = self.run_state.stop
         pacer = Pacer(

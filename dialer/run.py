@@ -35,7 +35,15 @@ from dialer.mapping import map_leads
 from dialer.model import DIALABLE, REMAINING, JournalRow, Lead, Status
 from dialer.numbers import ForeignCallers, NumberPool
 from dialer.report import write_report
-from dialer.store import CampaignLock, ImportSummary, Journal, file_signature
+from dialer.store import (
+    ImportSummary,
+    JournalStore,
+    file_signature,
+    journal_exists,
+    journal_label,
+    journal_lock,
+    open_journal,
+)
 from dialer.suppress import suppression_sources
 from dialer.transitions import iso, never_open_reason
 
@@ -93,7 +101,7 @@ def with_leads(campaign: Campaign, override: Path | None) -> Campaign:
     return campaign.model_copy(update={"leads": override}) if override else campaign
 
 
-def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> ImportSummary | None:
+def import_if_needed(campaign: Campaign, journal: JournalStore, path: Path) -> ImportSummary | None:
     """Import the leads file the first time, and again (matching by content) when it changed."""
     previous = journal.signature()
     if previous is not None:
@@ -123,7 +131,7 @@ def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> Import
     return summary
 
 
-def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime | None:
+def next_due(journal: JournalStore, hours: CallingHours, now: datetime) -> datetime | None:
     """When the first row waiting for its calling hours becomes due."""
     moments = [
         hours.next_open(zones, now)
@@ -134,25 +142,25 @@ def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime |
     return min(found) if found else None
 
 
-def write_campaign_report(journal: Journal, path: Path) -> int:
+def write_campaign_report(journal: JournalStore, path: Path) -> int:
     return write_report(path, journal.headers, journal.report_rows())
 
 
 def report_campaign(campaign: Campaign, target: Path) -> int:
     """Write the per-row report again from the journal; the number of rows written."""
-    if not campaign.journal_path.exists():
-        raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
-    journal = Journal(campaign.journal_path, campaign.name)
+    if not journal_exists(campaign):
+        raise SetupError(f"{journal_label(campaign)}: no journal yet; run the campaign first")
+    journal = open_journal(campaign)
     try:
         if not journal.is_imported:
-            raise SetupError(f"{campaign.journal_path}: no leads imported yet; run the campaign first")
+            raise SetupError(f"{journal_label(campaign)}: no leads imported yet; run the campaign first")
         return write_campaign_report(journal, target)
     finally:
         journal.close()
 
 
 async def _dispatch(
-    campaign: Campaign, journal: Journal, options: RunOptions, suppressed: dict[str, str]
+    campaign: Campaign, journal: JournalStore, options: RunOptions, suppressed: dict[str, str]
 ) -> RunStats:
     client = api.SynthflowClient(
         options.base_url or campaign.api.base_url,
@@ -200,8 +208,8 @@ def quiet_by_default() -> None:
 def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
     quiet_by_default()
-    with CampaignLock(campaign.journal_path):
-        journal = Journal(campaign.journal_path, campaign.name)
+    with journal_lock(campaign):
+        journal = open_journal(campaign)
         try:
             campaign = with_leads(campaign, options.leads)
             imported = import_if_needed(campaign, journal, campaign.leads)
@@ -357,9 +365,9 @@ class CampaignStatus:
 
 def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> CampaignStatus | None:
     """Counts per status from the journal, what is due now and when the rest becomes due."""
-    if not campaign.journal_path.exists():
+    if not journal_exists(campaign):
         return None
-    journal = Journal(campaign.journal_path, campaign.name)
+    journal = open_journal(campaign)
     try:
         hours = CallingHours(campaign.hours)
         now = clock()

@@ -37,5 +37,6 @@ def sandbox(tmp_path: Path) -> Iterator[MakeSandbox]:
 
 # The throwaway PostgreSQL server (session-scoped) and a fresh database per test.
 from tests.pg import pg_server, pg_url  # noqa: E402
+from tests.stores import store  # noqa: E402
 
-__all__ += ["pg_server", "pg_url"]
+__all__ += ["pg_server", "pg_url", "store"]

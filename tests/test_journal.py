@@ -1,4 +1,8 @@
-"""The journal: a real SQLite file, imports matched by content, durable group commits, the lock."""
+"""The journal: imports matched by content, durable group commits, the lock, the schema's version.
+
+Tests taking `store` run twice, on a real SQLite file and on a real PostgreSQL
+server (tests/pg.py): one suite, both stores.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from dialer import store as j
 from dialer.columns import ColumnMap
 from dialer.errors import JournalError, LockedError
 from dialer.model import Lead, Status
-from dialer.store import CampaignLock, Journal, JournalWriter
+from dialer.store import CampaignLock, Journal, JournalStore, JournalWriter
+from tests.stores import Store
 
 COLUMNS = ColumnMap(phone="Phone", name=("Name",), timezone=None, email=None, variables=())
 HEADERS = ["Name", "Phone"]
@@ -36,12 +41,12 @@ def _lead(row: int, name: str, phone: str, status: str = "pending", error: str =
     )
 
 
-def _import(journal: Journal, leads: list[Lead], sha: str) -> j.ImportSummary:
+def _import(journal: JournalStore, leads: list[Lead], sha: str) -> j.ImportSummary:
     return journal.import_leads(HEADERS, COLUMNS, leads, {"size": 1, "mtime_ns": 1, "sha256": sha})
 
 
-def test_first_import_keeps_every_row_in_order(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "c.sqlite", "c")
+def test_first_import_keeps_every_row_in_order(store: Store) -> None:
+    journal = store.open()
     summary = _import(
         journal,
         [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "", "invalid", "missing phone number")],
@@ -52,18 +57,19 @@ def test_first_import_keeps_every_row_in_order(tmp_path: Path) -> None:
     assert [values for values, _ in rows] == [["Ann", "+12125550101"], ["Bob", ""]]
     assert [o.status for _, o in rows] == ["pending", "invalid"]
     assert journal.counts() == {"pending": 1, "invalid": 1}
-    mode = journal.conn.execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
+    if isinstance(journal, Journal):
+        mode = journal.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
 
 
-def test_a_changed_file_is_matched_by_content(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "c.sqlite", "c")
+def test_a_changed_file_is_matched_by_content(store: Store) -> None:
+    journal = store.open()
     _import(
         journal,
         [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102"), _lead(4, "Cy", "+12125550103")],
         "a",
     )
-    journal.conn.execute("UPDATE leads SET status = 'sent', call_id = 'c-ann' WHERE name = 'Ann'")
+    store.execute("UPDATE leads SET status = 'sent', call_id = 'c-ann' WHERE name = 'Ann'")
     # New order, Bob's name corrected (same number), Cy gone, Dee new, Eve new with Ann's number.
     summary = _import(
         journal,
@@ -91,14 +97,23 @@ def test_a_journal_of_another_campaign_is_refused(tmp_path: Path) -> None:
         Journal(tmp_path / "c.sqlite", "autumn")
 
 
-def test_group_commits_are_durable_and_fewer_than_the_writes(tmp_path: Path) -> None:
-    path = tmp_path / "c.sqlite"
-    journal = Journal(path, "c")
+def test_campaigns_in_one_database_keep_their_rows_apart(pg_url: str) -> None:
+    from dialer.store.postgres import PgJournal
+
+    spring, autumn = PgJournal(pg_url, "spring"), PgJournal(pg_url, "autumn")
+    _import(spring, [_lead(2, "Ann", "+12125550101")], "a")
+    _import(autumn, [_lead(2, "Bob", "+12125550102"), _lead(3, "Cy", "+12125550103")], "b")
+    assert (spring.counts(), autumn.counts()) == ({"pending": 1}, {"pending": 2})
+    assert [v for v, _ in PgJournal(pg_url, "spring").report_rows()] == [["Ann", "+12125550101"]]
+
+
+def test_group_commits_are_durable_and_fewer_than_the_writes(store: Store) -> None:
+    journal = store.open()
     _import(journal, [_lead(i + 2, f"L{i}", f"+1212555{i:04d}") for i in range(200)], "a")
     ids = [row.id for row in journal.rows_with_status(("pending",))]
 
     async def go() -> int:
-        writer = JournalWriter(path)
+        writer = journal.writer()
         await asyncio.gather(*(writer.commit(j.intent(i, "+14155550100", "2026-11-21")) for i in ids))
         await asyncio.gather(*(writer.commit(j.outcome(i, Status.SENT, call_id=f"c{i}")) for i in ids))
         await writer.close()
@@ -108,20 +123,18 @@ def test_group_commits_are_durable_and_fewer_than_the_writes(tmp_path: Path) -> 
     # Each gather's writes are queued in one loop turn: one transaction (one fsync) for each.
     assert commits == 2
     # A second connection (another process, after a crash) sees every write.
-    other = sqlite3.connect(path)
-    assert other.execute("SELECT count(*) FROM leads WHERE status = 'sent'").fetchone()[0] == 200
-    assert other.execute("SELECT sum(attempts) FROM leads").fetchone()[0] == 200
-    assert other.execute("SELECT calls FROM number_usage").fetchone()[0] == 200
+    assert store.scalar("SELECT count(*) FROM leads WHERE status = 'sent'") == 200
+    assert store.scalar("SELECT sum(attempts) FROM leads") == 200
+    assert store.scalar("SELECT calls FROM number_usage") == 200
 
 
-def test_restore_undoes_an_intent(tmp_path: Path) -> None:
-    path = tmp_path / "c.sqlite"
-    journal = Journal(path, "c")
+def test_restore_undoes_an_intent(store: Store) -> None:
+    journal = store.open()
     _import(journal, [_lead(2, "Ann", "+12125550101")], "a")
     row = next(journal.rows_with_status(("pending",)))
 
     async def go() -> None:
-        writer = JournalWriter(path)
+        writer = journal.writer()
         await writer.commit(j.intent(row.id, "+14155550100", "2026-11-21"))
         await writer.commit(j.restore(row, "+14155550100", "2026-11-21"))
         await writer.close()
@@ -191,10 +204,10 @@ def test_a_slow_disk_commits_in_a_thread_with_the_same_result(
     assert threading.get_ident() not in threads
 
 
-def test_two_new_rows_with_one_old_number_never_lose_a_row(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "c.sqlite", "c")
+def test_two_new_rows_with_one_old_number_never_lose_a_row(store: Store) -> None:
+    journal = store.open()
     _import(journal, [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102")], "a")
-    journal.conn.execute("UPDATE leads SET status = 'sent' WHERE name = 'Ann'")
+    store.execute("UPDATE leads SET status = 'sent' WHERE name = 'Ann'")
     # Ann's row edited, and a second row with her number added: both must stay in the report.
     _import(
         journal,
@@ -287,3 +300,42 @@ def test_a_new_journal_is_written_at_the_current_version(tmp_path: Path) -> None
     assert journal.get_meta("schema") == str(j.SCHEMA_VERSION)
     assert "unanswered" in _columns(tmp_path / "c.sqlite")
     journal.close()
+
+
+def test_a_postgresql_journal_from_a_newer_dialer_is_refused_with_one_line(store: Store) -> None:
+    store.open().close()
+    store.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    with pytest.raises(
+        JournalError, match=r"written by a newer dialer \(journal schema 99; this one knows up to 2\)"
+    ):
+        store.open()
+
+
+def test_the_store_is_created_at_the_current_version_and_opened_again_untouched(store: Store) -> None:
+    journal = store.open()
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION)
+    _import(journal, [_lead(2, "Ann", "+12125550101")], "a")
+    journal.close()
+    again = store.open()
+    assert (again.get_meta("schema"), again.counts()) == (str(j.SCHEMA_VERSION), {"pending": 1})
+
+
+def test_whole_table_transitions(store: Store) -> None:
+    journal = store.open()
+    _import(
+        journal,
+        [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102"), _lead(4, "Cy", "+12125550103")],
+        "a",
+    )
+    assert journal.suppress({"+12125550102": "dnc.csv"}) == 1
+    store.execute("UPDATE leads SET status = 'failed' WHERE name = 'Cy'")
+    assert journal.requeue(Status.FAILED, "again") == 1
+    assert journal.zone_sets({Status.PENDING}) == {("America/New_York",): 2}
+    assert journal.defer_dialable("capped") == 2
+    rows = {values[0]: (o.status, o.error) for values, o in journal.report_rows()}
+    assert rows == {
+        "Ann": ("deferred", "capped"),
+        "Bob": ("suppressed", "on the do-not-call list dnc.csv"),
+        "Cy": ("deferred", "capped"),
+    }
+    assert [r.name for r in journal.rows_with_status({Status.DEFERRED}, batch=1)] == ["Ann", "Cy"]

@@ -20,6 +20,7 @@ from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
 from dialer.store.db import connect, sql_list, transaction
 from dialer.store.importing import ImportSummary, first_import, lead_records, reimport
 from dialer.store.migrations import migrate
+from dialer.store.writer import JournalWriter
 from dialer.store.writes import utc_now_iso
 
 
@@ -47,8 +48,15 @@ class Journal:
         elif name != campaign_name:
             raise JournalError(f"{path}: this journal belongs to campaign {name!r}, not {campaign_name!r}")
 
+    @property
+    def label(self) -> str:
+        return str(self.path)
+
     def close(self) -> None:
         self.conn.close()
+
+    def writer(self) -> JournalWriter:
+        return JournalWriter(self.path)
 
     # -- meta -----------------------------------------------------------------
 

@@ -44,7 +44,7 @@ def intent(row_id: int, from_number: str, usage_day: str | None, at: float | Non
         writes.append(
             Write(
                 "INSERT INTO number_usage (number, day, calls) VALUES (?, ?, 1)"
-                " ON CONFLICT (number, day) DO UPDATE SET calls = calls + 1",
+                " ON CONFLICT (number, day) DO UPDATE SET calls = number_usage.calls + 1",
                 (from_number, usage_day),
             )
         )
@@ -88,7 +88,9 @@ def restore(row: JournalRow, number: str, usage_day: str | None) -> list[Write]:
     if number and usage_day:
         writes.append(
             Write(
-                "UPDATE number_usage SET calls = max(calls - 1, 0) WHERE number = ? AND day = ?",
+                # CASE, not max(): the same text runs on SQLite and PostgreSQL.
+                "UPDATE number_usage SET calls = CASE WHEN calls > 0 THEN calls - 1 ELSE 0 END"
+                " WHERE number = ? AND day = ?",
                 (number, usage_day),
             )
         )

@@ -1,0 +1,80 @@
+"""What the rest of the dialer may ask of a journal, whichever store keeps it.
+
+Two implementations: `sqlite.Journal` (a file per campaign, the default, no
+service) and `postgres.PgJournal` (a schema per campaign in a PostgreSQL
+database, for several processes or hosts). tests/test_journal.py runs one suite
+over both. A change of the journal's behaviour lands in both, or the suite says
+which one lags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+from dialer.columns import ColumnMap
+from dialer.model import JournalRow, Lead, Outcome, Status
+from dialer.store.importing import ImportSummary
+from dialer.store.writes import Write
+
+
+class Writer(Protocol):
+    """Commits the dispatcher's `Write`s in groups (see writer.py for the rule)."""
+
+    commits: int
+
+    async def commit(self, writes: list[Write]) -> None: ...
+
+    def submit(self, writes: list[Write]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class JournalStore(Protocol):
+    """A campaign's journal: meta, the import, reads, and whole-table transitions."""
+
+    @property
+    def label(self) -> str:
+        """Where the journal is, for messages (a path, or a URL without its password)."""
+
+    def close(self) -> None: ...
+
+    def writer(self) -> Writer: ...
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    @property
+    def headers(self) -> list[str]: ...
+
+    @property
+    def is_imported(self) -> bool: ...
+
+    def signature(self) -> dict[str, Any] | None: ...
+
+    def import_leads(
+        self, headers: Sequence[str], columns: ColumnMap, leads: Iterable[Lead], signature: dict[str, Any]
+    ) -> ImportSummary: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def count_removed(self) -> int: ...
+
+    def rows_with_status(self, statuses: Collection[Status], batch: int = 2000) -> Iterator[JournalRow]: ...
+
+    def row(self, row_id: int) -> JournalRow: ...
+
+    def zone_sets(self, statuses: Collection[Status]) -> dict[tuple[str, ...], int]: ...
+
+    def recent_sends(self, seconds: float = 5.0) -> list[float]: ...
+
+    def number_usage(self) -> dict[tuple[str, str], int]: ...
+
+    def report_rows(self) -> Iterator[tuple[list[str], Outcome]]: ...
+
+    def defer_dialable(self, reason: str) -> int: ...
+
+    def suppress(self, sources: dict[str, str]) -> int: ...
+
+    def requeue(self, from_status: Status, note: str = "") -> int: ...

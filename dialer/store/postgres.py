@@ -1,0 +1,335 @@
+"""The journal in PostgreSQL: one schema per campaign, the same rows and rules as the SQLite file.
+
+`PgJournal` answers what `sqlite.Journal` answers (base.JournalStore); the shared
+suite in tests/test_journal.py runs over both. The dispatcher's writes go through
+`PgJournalWriter`, on an asyncio connection: one transaction per group, as on
+SQLite, sent in one round trip (pipeline mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import psycopg
+
+from dialer.columns import ColumnMap
+from dialer.errors import JournalError, LockedError
+from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
+from dialer.store.db import sql_list
+from dialer.store.importing import ImportSummary, lead_records
+from dialer.store.pg_importing import first_import, reimport
+from dialer.store.pgdb import connect, connect_async, migrate, pg_sql
+from dialer.store.pgurl import redact, schema_name, scrub
+from dialer.store.sqlite import Journal
+from dialer.store.writes import Write, utc_now_iso
+
+
+def _params(params: Iterable[Any]) -> tuple[Any, ...]:
+    """Enum members (statuses) as their text."""
+    return tuple(p.value if isinstance(p, Enum) else p for p in params)
+
+
+class PgJournal:
+    """A campaign's journal in a PostgreSQL database (its own schema there)."""
+
+    def __init__(self, url: str, campaign_name: str) -> None:
+        self.url = url
+        self.schema = schema_name(campaign_name)
+        self.conn = connect(url, self.schema)
+        try:
+            migrate(self.conn, self.schema, self.label)
+        except psycopg.Error as exc:
+            self.conn.close()
+            raise JournalError(f"{self.label}: cannot open the journal: {scrub(str(exc), url)}") from None
+        except BaseException:
+            self.conn.close()
+            raise
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.schema,))
+            name = self.get_meta("campaign")
+            if name is None:
+                self.set_meta("campaign", campaign_name)
+        if name is not None and name != campaign_name:
+            raise JournalError(
+                f"{self.label}: this journal belongs to campaign {name!r}, not {campaign_name!r}"
+            )
+
+    @property
+    def label(self) -> str:
+        return f"{redact(self.url)} (schema {self.schema})"
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def writer(self) -> PgJournalWriter:
+        return PgJournalWriter(self.url, self.schema)
+
+    def _all(self, statement: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(statement.encode(), _params(params)).fetchall()
+
+    def _one(self, statement: str, params: Iterable[Any] = ()) -> tuple[Any, ...] | None:
+        return self.conn.execute(statement.encode(), _params(params)).fetchone()
+
+    def _update(self, statement: str, params: Iterable[Any] = ()) -> int:
+        with self.conn.transaction():
+            cursor = self.conn.execute(statement.encode(), _params(params))
+        return cursor.rowcount
+
+    # -- meta -----------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = %s", (key,))
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (%s, %s)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    @property
+    def headers(self) -> list[str]:
+        raw = self.get_meta("headers")
+        return [] if raw is None else list(json.loads(raw))
+
+    @property
+    def is_imported(self) -> bool:
+        return self.get_meta("signature") is not None
+
+    def signature(self) -> dict[str, Any] | None:
+        raw = self.get_meta("signature")
+        return None if raw is None else dict(json.loads(raw))
+
+    # -- import ---------------------------------------------------------------
+
+    def import_leads(
+        self, headers: Sequence[str], columns: ColumnMap, leads: Iterable[Lead], signature: dict[str, Any]
+    ) -> ImportSummary:
+        """As `sqlite.Journal.import_leads`: one transaction, matched by content on a re-import."""
+        records = lead_records(leads, utc_now_iso())
+        with self.conn.transaction():
+            # One import at a time per campaign, whichever process or host started it.
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.schema,))
+            summary = reimport(self.conn, records) if self.is_imported else first_import(self.conn, records)
+            self.set_meta("headers", json.dumps(list(headers), ensure_ascii=False))
+            self.set_meta("columns", json.dumps(columns.describe(), ensure_ascii=False))
+            self.set_meta("signature", json.dumps(signature))
+        return summary
+
+    # -- reading --------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        rows = self._all("SELECT status, count(*) FROM leads WHERE position IS NOT NULL GROUP BY status")
+        return {str(status): int(n) for status, n in rows}
+
+    def count_removed(self) -> int:
+        row = self._one("SELECT count(*) FROM leads WHERE position IS NULL")
+        return 0 if row is None else int(row[0])
+
+    _ROW_SQL = Journal._ROW_SQL
+
+    def rows_with_status(self, statuses: Collection[Status], batch: int = 2000) -> Iterator[JournalRow]:
+        """Rows in any of `statuses`, in file order, read in batches (keyset on position)."""
+        wanted = [str(s) for s in sorted(statuses)]
+        last = -1
+        while True:
+            records = self._all(
+                f"{self._ROW_SQL} WHERE status = ANY(%s) AND position > %s ORDER BY position LIMIT %s",
+                (wanted, last, batch),
+            )
+            if not records:
+                return
+            headers = self.headers
+            for record in records:
+                yield Journal._row(record, headers)
+            last = records[-1][1]
+
+    def row(self, row_id: int) -> JournalRow:
+        record = self._one(f"{self._ROW_SQL} WHERE id = %s", (row_id,))
+        if record is None:
+            raise JournalError(f"{self.label}: no row {row_id}")
+        return Journal._row(record, self.headers)
+
+    def zone_sets(self, statuses: Collection[Status]) -> dict[tuple[str, ...], int]:
+        rows = self._all(
+            "SELECT timezones, count(*) FROM leads WHERE status = ANY(%s)"
+            " AND position IS NOT NULL GROUP BY timezones",
+            ([str(s) for s in statuses],),
+        )
+        return {tuple(str(zones).split()): int(n) for zones, n in rows}
+
+    def recent_sends(self, seconds: float = 5.0) -> list[float]:
+        """As `sqlite.Journal.recent_sends`: when earlier requests may have left, on this clock."""
+        wall, mono = time.time(), time.monotonic()
+        times = []
+        for status, updated_at in self._all(
+            "SELECT status, updated_at FROM leads WHERE intent_at > %s", (wall - seconds,)
+        ):
+            at = wall
+            if status != Status.UNKNOWN:
+                stamp = datetime.fromisoformat(str(updated_at).replace("Z", "+00:00")).timestamp()
+                at = min(wall, stamp + 1.0)
+            times.append(mono - (wall - at))
+        return times
+
+    def number_usage(self) -> dict[tuple[str, str], int]:
+        rows = self._all("SELECT number, day, calls FROM number_usage")
+        return {(str(number), str(day)): int(calls) for number, day, calls in rows}
+
+    def report_rows(self) -> Iterator[tuple[list[str], Outcome]]:
+        """Every row of the current leads file, in file order (a server-side cursor: any size)."""
+        with self.conn.transaction(), self.conn.cursor(name="report_rows") as cursor:
+            cursor.itersize = 5000
+            cursor.execute(
+                "SELECT raw, status, call_id, from_number, attempts, error, updated_at FROM leads"
+                " WHERE position IS NOT NULL ORDER BY position"
+            )
+            for raw, status, call_id, from_number, attempts, error, updated_at in cursor:
+                yield (
+                    json.loads(str(raw)),
+                    Outcome(
+                        status=str(status),
+                        id=str(call_id),
+                        from_number=str(from_number),
+                        attempts=int(str(attempts)),
+                        error=str(error),
+                        updated_at=str(updated_at),
+                    ),
+                )
+
+    # -- whole-table transitions at the start of a run ------------------------
+
+    def defer_dialable(self, reason: str) -> int:
+        return self._update(
+            "UPDATE leads SET status = %s, error = %s, updated_at = %s"
+            f" WHERE status IN ({sql_list(DIALABLE)}) AND position IS NOT NULL",
+            (Status.DEFERRED, reason, utc_now_iso()),
+        )
+
+    def suppress(self, sources: dict[str, str]) -> int:
+        if not sources:
+            return 0
+        with self.conn.transaction():
+            self.conn.execute("CREATE TEMP TABLE dnc (phone TEXT PRIMARY KEY, source TEXT) ON COMMIT DROP")
+            with self.conn.cursor().copy("COPY dnc (phone, source) FROM STDIN") as copy:
+                for item in sources.items():
+                    copy.write_row(item)
+            cursor = self.conn.execute(
+                (
+                    "UPDATE leads SET status = %s, error = 'on the do-not-call list '"
+                    " || dnc.source, updated_at = %s FROM dnc WHERE dnc.phone = leads.phone"
+                    f" AND leads.status IN ({sql_list(DIALABLE | {Status.FAILED})})"
+                ).encode(),
+                (str(Status.SUPPRESSED), utc_now_iso()),
+            )
+        return cursor.rowcount
+
+    def requeue(self, from_status: Status, note: str = "") -> int:
+        return self._update(
+            "UPDATE leads SET status = %s, error = %s, updated_at = %s"
+            " WHERE status = %s AND position IS NOT NULL",
+            (Status.PENDING, note, utc_now_iso(), from_status),
+        )
+
+
+class PgCampaignLock:
+    """One run per campaign, for now: a session lock on the campaign (not on rows).
+
+    The kernel's flock has no meaning across hosts; the server drops a session lock
+    when the holder's connection ends (a killed process included).
+    """
+
+    def __init__(self, url: str, campaign_name: str) -> None:
+        self.url = url
+        self.schema = schema_name(campaign_name)
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+
+    def __enter__(self) -> PgCampaignLock:
+        conn = connect(self.url, self.schema)
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self.schema + "/run",)).fetchone()
+        if row is None or not row[0]:
+            conn.close()
+            raise LockedError(
+                f"{redact(self.url)} (schema {self.schema}): another run of this campaign is in"
+                " progress; nothing sent"
+            )
+        self._conn = conn
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class PgJournalWriter:
+    """`JournalWriter` for PostgreSQL: the writes of one loop turn in one transaction.
+
+    Async (psycopg's AsyncConnection), so the loop keeps sending while the server
+    commits; the connection is opened at the first commit, inside the running loop.
+    """
+
+    def __init__(self, url: str, schema: str) -> None:
+        self._url = url
+        self._schema = schema
+        self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+        self._queue: list[tuple[list[Write], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    async def commit(self, writes: list[Write]) -> None:
+        await self._enqueue(writes)
+
+    def submit(self, writes: list[Write]) -> None:
+        """Queue writes without waiting (for use while being cancelled); close() commits them."""
+        self._enqueue(writes)
+
+    def _enqueue(self, writes: list[Write]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((writes, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return future
+
+    async def _flush(self) -> None:
+        while self._queue:
+            await asyncio.sleep(0)  # the writes of this loop turn gather: one commit for all
+            batch, self._queue = self._queue, []
+            try:
+                await self._write([w for writes, _ in batch for w in writes])
+            except BaseException as exc:
+                failure = exc
+                if isinstance(exc, psycopg.Error):
+                    failure = JournalError(f"{redact(self._url)}: cannot write: {scrub(str(exc), self._url)}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                raise failure from None
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _write(self, writes: list[Write]) -> None:
+        if self._conn is None:
+            self._conn = await connect_async(self._url, self._schema)
+        async with self._conn.transaction():
+            for write in writes:
+                await self._conn.execute(pg_sql(write.sql).encode(), _params(write.params))
+        self.commits += 1
+
+    async def close(self) -> None:
+        """Commit everything still queued, then close."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        if self._queue:
+            self._flusher = asyncio.create_task(self._flush())
+            await self._flusher
+        if self._conn is not None:
+            await self._conn.close()
