@@ -553,8 +553,7 @@ def status(campaign_file: str, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
-        from dialer.run import campaign_status
-        from dialer.store import journal_label
+        from dialer.run import campaign_status, journal_label
 
         out = _out()
         campaign = _campaign(campaign_file)

@@ -55,6 +55,7 @@ __all__ = [
     "Validation",
     "campaign_status",
     "iso",
+    "journal_label",
     "report_campaign",
     "run_campaign",
     "validate_campaign",

@@ -1,4 +1,4 @@
-"""Shared fixtures: real sandbox servers on loopback, each with a record file in tmp_path."""
+"""Shared fixtures: real sandbox servers on loopback (a record file each in tmp_path), a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from typing import Any
 import pytest
 
 from dialer.sandbox import RunningSandbox, SandboxOptions, read_record, start_in_thread
+from tests.pg import pg_server, pg_url
+from tests.stores import store
 
-__all__ = ["read_record"]  # re-exported: `from tests.conftest import read_record` works too
+# read_record re-exported: `from tests.conftest import read_record` works too. The
+# PostgreSQL fixtures: a throwaway server per session, a new database (or store) per test.
+__all__ = ["pg_server", "pg_url", "read_record", "store"]
 
 MakeSandbox = Callable[..., RunningSandbox]
 
@@ -33,10 +37,3 @@ def sandbox(tmp_path: Path) -> Iterator[MakeSandbox]:
     yield make
     for running in started:
         running.stop()
-
-
-# The throwaway PostgreSQL server (session-scoped) and a fresh database per test.
-from tests.pg import pg_server, pg_url  # noqa: E402
-from tests.stores import store  # noqa: E402
-
-__all__ += ["pg_server", "pg_url", "store"]

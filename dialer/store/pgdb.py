@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS leads (
     attempts    INTEGER NOT NULL DEFAULT 0,
     intent_at   DOUBLE PRECISION,
     updated_at  TEXT NOT NULL,
-    unanswered  INTEGER NOT NULL DEFAULT 0
+    unanswered  INTEGER NOT NULL DEFAULT 0,
+    claimed_by  TEXT,                  -- the run dialing or settling the row (claims.py)
+    claim_until DOUBLE PRECISION       -- its lease, on the database's clock (epoch seconds)
 );
 CREATE TABLE IF NOT EXISTS number_usage (
     number TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
@@ -45,7 +47,29 @@ CREATE TABLE IF NOT EXISTS number_usage (
 CREATE INDEX IF NOT EXISTS leads_status ON leads (status, position);
 CREATE INDEX IF NOT EXISTS leads_position ON leads (position);
 CREATE INDEX IF NOT EXISTS leads_phone ON leads (phone);
-CREATE INDEX IF NOT EXISTS leads_fingerprint ON leads (fingerprint)
+CREATE INDEX IF NOT EXISTS leads_fingerprint ON leads (fingerprint);
+CREATE INDEX IF NOT EXISTS leads_claimed_by ON leads (claimed_by)
+"""
+
+# Shared by every campaign of the database: the send windows of campaigns and accounts (pgrate.py).
+SHARED_SCHEMA = "dialer_shared"
+SHARED = """
+CREATE TABLE IF NOT EXISTS dialer_shared.buckets (
+    key        TEXT PRIMARY KEY,          -- 'campaign:<schema>' or 'account:<name>'
+    rate       DOUBLE PRECISION NOT NULL, -- requests a second now (lowered on 429s)
+    max_rate   DOUBLE PRECISION NOT NULL, -- as configured
+    min_rate   DOUBLE PRECISION NOT NULL,
+    lowered_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    raised_at  DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last_grant DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS dialer_shared.grants (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    key        TEXT NOT NULL,
+    granted_at DOUBLE PRECISION NOT NULL,  -- the database's clock
+    left_at    DOUBLE PRECISION            -- when the request's last byte went out (same clock)
+);
+CREATE INDEX IF NOT EXISTS grants_key ON dialer_shared.grants (key, granted_at)
 """
 
 # PG_STEPS[n]: the statements that take a PostgreSQL journal from version n to n + 1.
@@ -93,10 +117,13 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str, label: st
     if _version(conn, schema) == SCHEMA_VERSION:
         return
     with conn.transaction():
-        # Two processes opening a new campaign at once: the second waits here, then finds
-        # the schema made. A transaction-level lock, gone at COMMIT whatever happens.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+        # Two processes opening new campaigns at once: the second waits here, then finds
+        # the schemas made. A transaction-level lock, gone at COMMIT whatever happens.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('dialer:migrate'))")
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SHARED_SCHEMA)))
+        for statement in SHARED.split(";"):
+            conn.execute(statement.encode())
         found = _version(conn, schema)
         if found is not None and found > SCHEMA_VERSION:
             raise JournalError(

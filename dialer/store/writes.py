@@ -24,6 +24,10 @@ from dialer.model import JournalRow, Status
 class Write:
     sql: str
     params: tuple[Any, ...]
+    # The intent: with several runs on one campaign (PostgreSQL, claims.py) it applies only
+    # while this run holds the row's claim; if not, the rest of its writes are dropped and
+    # the caller is told (`ClaimLost`). A single run (SQLite) ignores it.
+    guarded: bool = False
 
 
 def utc_now_iso() -> str:
@@ -38,6 +42,7 @@ def intent(row_id: int, from_number: str, usage_day: str | None, at: float | Non
             "UPDATE leads SET status = ?, attempts = attempts + 1, intent_at = ?,"
             " from_number = ?, error = '', updated_at = ? WHERE id = ?",
             (Status.UNKNOWN, now, from_number, utc_now_iso(), row_id),
+            guarded=True,
         )
     ]
     if from_number and usage_day:
