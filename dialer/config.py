@@ -98,6 +98,19 @@ class Limits(_Strict):
     drain_seconds: Annotated[float, Field(ge=0)] = 30.0
     # Adaptive pacing lowers the rate on 429s; it never goes below this.
     min_rate_per_second: Annotated[float, Field(gt=0)] = 0.2
+    # PostgreSQL journal, several runs at once: how long a run's claim on a row lasts
+    # unless renewed (a run that dies gives its rows back after this).
+    claim_lease_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class Account(_Strict):
+    """[account]: the Synthflow account's own limits, shared by every campaign naming it."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    rate_per_second: Annotated[float, Field(gt=0)] | None = None
+    # Counted once the dialer follows live calls (follow.py, issue 12): the hook is
+    # SharedRate's buckets, which will gain a live-call count per account.
+    max_live_calls: Annotated[int, Field(ge=1)] | None = None
 
 
 def _parse_date(value: str) -> date | None:
@@ -206,6 +219,7 @@ class Campaign(_Strict):
     numbers: Numbers = Numbers()
     limits: Limits = Limits()
     hours: Hours = Hours()
+    account: Account | None = None
 
     @field_validator("name")
     @classmethod

@@ -15,6 +15,7 @@ Nothing here sleeps to pace: waiting is the pacer's job, so stopping is quick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from dialer.pacing import Pacer
 from dialer.send import Sender
 from dialer.settle import Settler
 from dialer.store import JournalStore, Write, outcome
+from dialer.store.claims import Claims
 from dialer.transitions import CAPPED, outside_hours
 
 # Deferrals the feeder gathers before committing them.
@@ -60,6 +62,8 @@ class Dispatcher:
         self.options = options
         self.limits = campaign.limits
         self.hours = CallingHours(campaign.hours)
+        # Several runs may share a PostgreSQL campaign: this run's claims (None: it is alone).
+        self.claims = journal.claims(self.limits.claim_lease_seconds)
         self.run_state = Run(journal, journal.writer(), options.progress)
         self.stats = self.run_state.stats
         self.stop = self.run_state.stop
@@ -71,7 +75,11 @@ class Dispatcher:
         )
         self.pacer = pacer
         self.pool = NumberPool(campaign.numbers, journal.number_usage())
-        self.sender = Sender(self.run_state, campaign, client, pacer, self.pool, options.clock, suppressed)
+        # The window shared with other runs and the account's other campaigns (None: alone).
+        self.gate = journal.rate_gate(campaign)
+        self.sender = Sender(
+            self.run_state, campaign, client, pacer, self.pool, options.clock, suppressed, gate=self.gate
+        )
         self.settler = (
             Settler(self.run_state, campaign, client, self._redial) if campaign.mode == "call" else None
         )
@@ -91,13 +99,19 @@ class Dispatcher:
         # Four workers per lane: while some wait on the journal, others send.
         workers = [asyncio.create_task(self._worker()) for _ in range(4 * self.limits.concurrency)]
         feeder = asyncio.create_task(self._feed())
+        renewer = asyncio.create_task(self._renew_claims())
         try:
             await self._until_done_or_stopped()
             feeder.cancel()
             await self._wind_down(workers)
             await asyncio.gather(*workers, feeder, *self._settlers, return_exceptions=True)
         finally:
+            renewer.cancel()
             await self.run_state.writer.close()
+            if self.gate is not None:
+                await self.gate.close()
+            if self.claims is not None:
+                self.claims.release()
             self.stats.finished = time.monotonic()
             self.stats.throttled = self.pacer.throttled
         if self.stats.pool_exhausted:
@@ -148,8 +162,11 @@ class Dispatcher:
 
     async def _feed(self) -> None:
         try:
-            self._settle_earlier_runs()
-            await self._feed_dialable()
+            if self.claims is None:
+                self._settle_earlier_runs()
+                await self._feed_dialable()
+            else:
+                await self._feed_claimed(self.claims)
         except Exception as exc:  # an internal error must stop the run, not end it quietly
             self.run_state.fail(exc)
         finally:
@@ -160,25 +177,73 @@ class Dispatcher:
     async def _feed_dialable(self) -> None:
         deferred: list[Write] = []
         for row in self.journal.rows_with_status(DIALABLE):
-            if self.stop.is_set() or self.stats.pool_exhausted:
+            if not await self._offer(row, deferred):
                 break
-            if row.id in self._owned:
-                continue
-            now = self.options.clock()
-            if not self.hours.is_open(row.timezones, now):
-                closed = outside_hours(row.timezones, self.hours.next_open(row.timezones, now))
-                deferred += outcome(row.id, closed.status, error=closed.error)
-                self.run_state.count(closed.status, row, log_it=False)
-                if len(deferred) >= DEFER_BATCH:
-                    await self.run_state.writer.commit(deferred)
-                    deferred = []
-                continue
-            if not self._within_limit(row):
-                break
-            self._enter(row)
-            await self._queue.put(row)
         if deferred:
             await self.run_state.writer.commit(deferred)
+
+    async def _offer(self, row: JournalRow, deferred: list[Write]) -> bool:
+        """Queue one due row (or defer it, its hours closed); False: the feed must stop."""
+        if self.stop.is_set() or self.stats.pool_exhausted:
+            return False
+        if row.id in self._owned:
+            return True
+        now = self.options.clock()
+        if not self.hours.is_open(row.timezones, now):
+            closed = outside_hours(row.timezones, self.hours.next_open(row.timezones, now))
+            deferred += outcome(row.id, closed.status, error=closed.error)
+            self.run_state.count(closed.status, row, log_it=False)
+            if len(deferred) >= DEFER_BATCH:
+                await self.run_state.writer.commit(deferred)
+                deferred.clear()
+            return True
+        if not self._within_limit(row):
+            return False
+        self._enter(row)
+        await self._queue.put(row)
+        return True
+
+    async def _feed_claimed(self, claims: Claims) -> None:
+        """Several runs on one campaign: rows claimed a few at a time, until none is left to anyone.
+
+        Rows another run left `unknown` and no longer holds are looked up; rows another
+        live run holds are its own; a dead run's rows come back when its lease runs out,
+        so this run waits for that rather than end with rows nobody will take.
+        """
+        deferred: list[Write] = []
+        while not self.stop.is_set():
+            if self.settler is not None:
+                for row in self.journal.rows_by_id(claims.claim_orphans()):
+                    self._settle_later(row, row.intent_at or 0.0)
+            rows = self.journal.rows_by_id(claims.claim_dialable(self.limits.concurrency))
+            if rows:
+                if not await self._offer_all(rows, deferred):
+                    break
+                continue
+            held = claims.others_hold()
+            if held is None:
+                break
+            await self._pause(min(held + 0.05, 1.0))
+        if deferred:
+            await self.run_state.writer.commit(deferred)
+
+    async def _offer_all(self, rows: list[JournalRow], deferred: list[Write]) -> bool:
+        for row in rows:
+            if not await self._offer(row, deferred):
+                return False
+        return True
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+    async def _renew_claims(self) -> None:
+        """Keep this run's leases alive while it runs (a third of the lease between renewals)."""
+        if self.claims is None:
+            return
+        while True:
+            await asyncio.sleep(self.limits.claim_lease_seconds / 3)
+            await self.run_state.writer.commit([self.claims.renewal()])
 
     def _settle_earlier_runs(self) -> None:
         """Rows an earlier run left `unknown` (it crashed, or got no answer): look them up."""

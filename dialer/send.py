@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +34,8 @@ from dialer.hours import CallingHours
 from dialer.model import JournalRow
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import Pacer, Ticket
-from dialer.store import intent, restore
+from dialer.store import RateGate, RateGrant, intent, restore
+from dialer.store.claims import ClaimLost
 from dialer.transitions import (
     Next,
     Policy,
@@ -84,8 +85,11 @@ class Sender:
         pool: NumberPool,
         clock: Clock,
         suppressed: Mapping[str, str],
+        gate: RateGate | None = None,
     ) -> None:
+        """`gate`: the send window shared with other runs and campaigns (None: this run alone)."""
         self.run = run
+        self.gate = gate
         self.campaign = campaign
         self.limits = campaign.limits
         self.policy = Policy(campaign.mode, campaign.limits.max_attempts)
@@ -192,23 +196,43 @@ class Sender:
                 if not self.hours.is_open(row.timezones, self.clock()):
                     attempt.closed = True
                     return
-                await self._commit_intent(attempt)
+                try:
+                    await self._commit_intent(attempt)
+                except ClaimLost:
+                    # Another run holds the row now (this run's lease ran out): it is theirs.
+                    attempt.intent_committed = False
+                    return
                 async with self.lane() as lane:
                     if self.run.stop.is_set():
                         return
+                    # The shared window's grant comes last, with the connection in hand, so
+                    # little time passes between the grant and the request leaving.
+                    on_sent = (
+                        ticket.left if self.gate is None else self._both(ticket, await self.gate.acquire())
+                    )
                     attempt.sending = True
                     self.run.stats.requests += 1
-                    answer = await self.client.post(self._path, attempt.body, on_sent=ticket.left, lane=lane)
+                    answer = await self.client.post(self._path, attempt.body, on_sent=on_sent, lane=lane)
                     attempt.sending = False
                 attempt.answer = answer
                 if answer.kind != "throttled":
                     self.pacer.accepted(ticket)
                     return
                 self.pacer.throttle(ticket, answer.retry_after)
+                if self.gate is not None:
+                    await self.gate.throttled()
             attempt.throttles += 1
             log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
             if self.run.stop.is_set() or attempt.throttles >= MAX_THROTTLES:
                 return  # a 429 means not placed: the row goes back untouched
+
+    @staticmethod
+    def _both(ticket: Ticket, grant: RateGrant) -> Callable[[], None]:
+        def left() -> None:
+            ticket.left()
+            grant.left()
+
+        return left
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Ticket]:

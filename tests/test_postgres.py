@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from dialer.config import load_campaign
 from dialer.run import RunOptions, campaign_status, run_campaign
 from tests.pg import PASSWORD, PgServer
-from tests.test_campaign import ALL_DAY, KEY, numbered_leads, posts, write_leads
+from tests.test_campaign import (
+    ALL_DAY,
+    KEY,
+    numbered_leads,
+    peak_per_second,
+    posts,
+    process_sandbox,
+    write_leads,
+)
+
+__all__ = ["process_sandbox"]  # the fixture, shared with test_campaign
 
 CALL = f'mode = "call"\n[call]\nmodel_id = "m-1"\n{ALL_DAY}'
 
@@ -73,3 +88,135 @@ def test_the_password_is_never_printed(tmp_path: Path, sandbox: Any, pg_server: 
     assert "cannot connect" in refused.stderr and "Traceback" not in refused.stderr
     for done in outputs:
         assert PASSWORD not in done.stdout + done.stderr
+
+
+# -- several runs at once -------------------------------------------------------------
+
+SHARED = f"""mode = "call"
+[call]
+model_id = "m-1"
+[limits]
+rate_per_second = {{rate}}
+concurrency = 4
+settle_after_seconds = 1
+claim_lease_seconds = 3
+{ALL_DAY}"""
+
+
+def _start(toml: Path, base_url: str) -> tuple[subprocess.Popen[str], Path]:
+    """A `dialer run` process; its output goes to a file (a full pipe would stall it)."""
+    output = toml.with_name(f"{toml.stem}-{time.monotonic_ns()}.out")
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dialer",
+                "run",
+                str(toml),
+                "--base-url",
+                base_url,
+                "--log-format",
+                "json",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "SYNTHFLOW_API_KEY": KEY},
+        )
+    return process, output
+
+
+def _finish(started: tuple[subprocess.Popen[str], Path]) -> tuple[int, str]:
+    process, output = started
+    process.wait(timeout=100)
+    return process.returncode, output.read_text()
+
+
+def _requests(output: str) -> int:
+    """The requests a run made, from its run.finished log line."""
+    for line in output.splitlines():
+        if '"run.finished"' in line:
+            return int(json.loads(line)["requests"])
+    raise AssertionError(f"no run.finished line in {output[-500:]}")
+
+
+def _arrivals(record: Path) -> list[float]:
+    return [float(r["time"]) for r in posts(record) if r["status"] == 200]
+
+
+def test_three_runs_share_one_campaign_one_call_per_lead_within_its_rate(
+    tmp_path: Path, process_sandbox: Any, pg_url: str
+) -> None:
+    server = process_sandbox()
+    write_leads(tmp_path / "leads.csv", numbered_leads(60))
+    toml = pg_campaign(tmp_path, pg_url, SHARED.format(rate=10))
+    runs = [_start(toml, server.url) for _ in range(3)]
+    results = [_finish(run) for run in runs]
+    assert [code for code, _ in results] == [0, 0, 0], [out[-2000:] for _, out in results]
+    phones = [p["body"]["phone"] for p in posts(server.record)]
+    assert len(phones) == len(set(phones)) == 60
+    assert peak_per_second(_arrivals(server.record)) <= 10
+    found = campaign_status(load_campaign(toml))
+    assert found is not None and found.counts == {"sent": 60}
+    # Each run dialed some of the rows: they really shared the campaign.
+    per_run = [_requests(out) for _, out in results]
+    assert sum(per_run) == 60 and sum(1 for n in per_run if n) >= 2, per_run
+
+
+def test_a_run_killed_mid_run_loses_and_repeats_nothing(
+    tmp_path: Path, process_sandbox: Any, pg_url: str
+) -> None:
+    server = process_sandbox()
+    write_leads(tmp_path / "leads.csv", numbered_leads(60))
+    toml = pg_campaign(tmp_path, pg_url, SHARED.format(rate=10))
+    runs = [_start(toml, server.url) for _ in range(3)]
+    victim = runs[0][0]
+    deadline = time.monotonic() + 60
+    while len(posts(server.record)) < 15 and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting on another process's progress, not timing the code under test
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    results = [_finish(run) for run in runs[1:]]
+    assert [code for code, _ in results] == [0, 0], [out[-2000:] for _, out in results]
+    phones = [p["body"]["phone"] for p in posts(server.record) if p["status"] == 200]
+    assert len(phones) == len(set(phones)) == 60  # nothing repeated, nothing lost
+    found = campaign_status(load_campaign(toml))
+    assert found is not None and found.counts == {"sent": 60}
+    assert peak_per_second(_arrivals(server.record)) <= 10
+
+
+def test_two_campaigns_on_one_account_share_its_rate(
+    tmp_path: Path, process_sandbox: Any, pg_url: str
+) -> None:
+    server = process_sandbox()
+    write_leads(tmp_path / "leads.csv", numbered_leads(40))
+    account = '[account]\nname = "acme"\nrate_per_second = 6\n'
+    tomls = [
+        pg_campaign(tmp_path, pg_url, SHARED.format(rate=10) + account, name=name)
+        for name in ("spring", "autumn")
+    ]
+    results = [_finish(run) for run in [_start(toml, server.url) for toml in tomls]]
+    assert [code for code, _ in results] == [0, 0], [out[-2000:] for _, out in results]
+    accepted = posts(server.record)
+    assert len(accepted) == 80  # both campaigns dialed every lead (the same 40 numbers each)
+    assert peak_per_second(_arrivals(server.record)) <= 6
+
+
+def test_sqlite_campaigns_on_one_account_share_its_rate_through_the_account_file(
+    tmp_path: Path, process_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIALER_ACCOUNTS_DIR", str(tmp_path / "accounts"))
+    server = process_sandbox()
+    write_leads(tmp_path / "leads.csv", numbered_leads(30))
+    account = '[account]\nname = "acme"\nrate_per_second = 5\n'
+    tomls = []
+    for name in ("spring", "autumn"):
+        toml = tmp_path / f"{name}.toml"
+        toml.write_text(f'name = "{name}"\nleads = "leads.csv"\n' + SHARED.format(rate=10) + account)
+        tomls.append(toml)
+    results = [_finish(run) for run in [_start(toml, server.url) for toml in tomls]]
+    assert [code for code, _ in results] == [0, 0], [out[-2000:] for _, out in results]
+    assert len(posts(server.record)) == 60
+    assert peak_per_second(_arrivals(server.record)) <= 5
+    assert (tmp_path / "accounts" / "acme.sqlite").exists()

@@ -13,7 +13,7 @@ postgres.py    PgJournal, PgJournalWriter: the journal in PostgreSQL, the same r
 pg_importing.py  importing.py's rules in PostgreSQL's SQL
 """
 
-from dialer.store.base import JournalStore, Writer
+from dialer.store.base import JournalStore, RateGate, RateGrant, Writer
 from dialer.store.importing import ImportSummary, file_signature
 from dialer.store.lock import CampaignLock
 from dialer.store.migrations import SCHEMA_VERSION
@@ -29,6 +29,8 @@ __all__ = [
     "Journal",
     "JournalStore",
     "JournalWriter",
+    "RateGate",
+    "RateGrant",
     "Write",
     "Writer",
     "file_signature",

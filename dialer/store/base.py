@@ -13,7 +13,9 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from dialer.columns import ColumnMap
+from dialer.config import Campaign
 from dialer.model import JournalRow, Lead, Outcome, Status
+from dialer.store.claims import Claims
 from dialer.store.importing import ImportSummary
 from dialer.store.writes import Write
 
@@ -30,6 +32,21 @@ class Writer(Protocol):
     async def close(self) -> None: ...
 
 
+class RateGrant(Protocol):
+    def left(self) -> None:
+        """The request's last byte went out (now)."""
+
+
+class RateGate(Protocol):
+    """A send window shared with other runs (pgrate.py): acquire before each POST."""
+
+    async def acquire(self) -> RateGrant: ...
+
+    async def throttled(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class JournalStore(Protocol):
     """A campaign's journal: meta, the import, reads, and whole-table transitions."""
 
@@ -40,6 +57,14 @@ class JournalStore(Protocol):
     def close(self) -> None: ...
 
     def writer(self) -> Writer: ...
+
+    def claims(self, lease_seconds: float) -> Claims | None:
+        """This run's claims, when several runs may share the campaign (else None: one run)."""
+
+    def rows_by_id(self, ids: Sequence[int]) -> list[JournalRow]: ...
+
+    def rate_gate(self, campaign: Campaign) -> RateGate | None:
+        """The window shared with other runs and campaigns of the account; None: this run alone."""
 
     def get_meta(self, key: str) -> str | None: ...
 

@@ -37,8 +37,9 @@ import psycopg
 
 from dialer.model import DIALABLE, Status
 from dialer.store.db import sql_list
+from dialer.store.writes import Write
 
-NOW = "extract(epoch from clock_timestamp())"
+NOW = "extract(epoch from clock_timestamp())::float8"
 
 
 class ClaimLost(Exception):
@@ -84,20 +85,26 @@ class Claims:
         return sorted(int(r[0]) for r in rows)
 
     def others_hold(self) -> float | None:
-        """Seconds until the first lease of another run on a remaining row runs out; None if none."""
+        """Seconds until the first lease of another run on a row it may still dial runs out; None: none.
+
+        `pending` and `unknown` rows only: a `deferred` row another run holds was tried by it
+        this run (its hours were closed), and waiting for it could make two runs wait on each
+        other for ever.
+        """
         row = self.conn.execute(
             (
                 f"SELECT min(claim_until) - {NOW} FROM leads WHERE claimed_by IS NOT NULL"
-                f" AND claimed_by != %s AND status IN ({sql_list(DIALABLE | {Status.UNKNOWN})})"
+                f" AND claimed_by != %s AND status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
             ).encode(),
             (self.owner,),
         ).fetchone()
         return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
-    def renew(self) -> None:
-        self.conn.execute(
-            f"UPDATE leads SET claim_until = {NOW} + %s WHERE claimed_by = %s".encode(),
-            (self.lease, self.owner),
+    def renewal(self) -> Write:
+        """The leases renewed, as a write for the run's writer: its transaction may hold locks
+        on this run's rows, and a renewal on another connection would wait on it for ever."""
+        return Write(
+            f"UPDATE leads SET claim_until = {NOW} + ? WHERE claimed_by = ?", (self.lease, self.owner)
         )
 
     def release(self) -> None:

@@ -19,12 +19,15 @@ from typing import Any
 import psycopg
 
 from dialer.columns import ColumnMap
-from dialer.errors import JournalError, LockedError
+from dialer.config import Campaign
+from dialer.errors import JournalError
 from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
+from dialer.store.claims import ClaimLost, Claims
 from dialer.store.db import sql_list
 from dialer.store.importing import ImportSummary, lead_records
 from dialer.store.pg_importing import first_import, reimport
 from dialer.store.pgdb import connect, connect_async, migrate, pg_sql
+from dialer.store.pgrate import Bucket, SharedRate
 from dialer.store.pgurl import redact, schema_name, scrub
 from dialer.store.sqlite import Journal
 from dialer.store.writes import Write, utc_now_iso
@@ -41,6 +44,7 @@ class PgJournal:
     def __init__(self, url: str, campaign_name: str) -> None:
         self.url = url
         self.schema = schema_name(campaign_name)
+        self._claims: Claims | None = None
         self.conn = connect(url, self.schema)
         try:
             migrate(self.conn, self.schema, self.label)
@@ -68,7 +72,34 @@ class PgJournal:
         self.conn.close()
 
     def writer(self) -> PgJournalWriter:
-        return PgJournalWriter(self.url, self.schema)
+        """Intents guarded by this run's claims, once it has taken claims (`claims()` first)."""
+        return PgJournalWriter(self.url, self.schema, None if self._claims is None else self._claims.owner)
+
+    def claims(self, lease_seconds: float) -> Claims:
+        if self._claims is None:
+            self._claims = Claims(self.conn, lease_seconds)
+        return self._claims
+
+    def rows_by_id(self, ids: Sequence[int]) -> list[JournalRow]:
+        """The rows, in file order."""
+        headers = self.headers
+        records = self._all(f"{self._ROW_SQL} WHERE id = ANY(%s) ORDER BY position", (list(ids),))
+        return [Journal._row(record, headers) for record in records]
+
+    def rate_gate(self, campaign: Campaign) -> SharedRate:
+        """The campaign's rate for all its runs, and its account's for all the account's campaigns."""
+        limits = campaign.limits
+        buckets = [Bucket(f"campaign:{self.schema}", limits.rate_per_second, limits.min_rate_per_second)]
+        account = campaign.account
+        if account is not None and account.rate_per_second is not None:
+            buckets.append(
+                Bucket(
+                    f"account:{account.name}",
+                    account.rate_per_second,
+                    min(limits.min_rate_per_second, account.rate_per_second),
+                )
+            )
+        return SharedRate(self.url, self.schema, buckets)
 
     def _all(self, statement: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(statement.encode(), _params(params)).fetchall()
@@ -239,36 +270,6 @@ class PgJournal:
         )
 
 
-class PgCampaignLock:
-    """One run per campaign, for now: a session lock on the campaign (not on rows).
-
-    The kernel's flock has no meaning across hosts; the server drops a session lock
-    when the holder's connection ends (a killed process included).
-    """
-
-    def __init__(self, url: str, campaign_name: str) -> None:
-        self.url = url
-        self.schema = schema_name(campaign_name)
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-
-    def __enter__(self) -> PgCampaignLock:
-        conn = connect(self.url, self.schema)
-        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self.schema + "/run",)).fetchone()
-        if row is None or not row[0]:
-            conn.close()
-            raise LockedError(
-                f"{redact(self.url)} (schema {self.schema}): another run of this campaign is in"
-                " progress; nothing sent"
-            )
-        self._conn = conn
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
 class PgJournalWriter:
     """`JournalWriter` for PostgreSQL: the writes of one loop turn in one transaction.
 
@@ -276,9 +277,11 @@ class PgJournalWriter:
     commits; the connection is opened at the first commit, inside the running loop.
     """
 
-    def __init__(self, url: str, schema: str) -> None:
+    def __init__(self, url: str, schema: str, owner: str | None = None) -> None:
+        """`owner`: the run's claim id; its intents apply only to rows it holds."""
         self._url = url
         self._schema = schema
+        self._owner = owner
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
         self._queue: list[tuple[list[Write], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -303,7 +306,7 @@ class PgJournalWriter:
             await asyncio.sleep(0)  # the writes of this loop turn gather: one commit for all
             batch, self._queue = self._queue, []
             try:
-                await self._write([w for writes, _ in batch for w in writes])
+                lost = await self._write(batch)
             except BaseException as exc:
                 failure = exc
                 if isinstance(exc, psycopg.Error):
@@ -312,17 +315,31 @@ class PgJournalWriter:
                     if not future.done():
                         future.set_exception(failure)
                 raise failure from None
-            for _, future in batch:
-                if not future.done():
+            for index, (_, future) in enumerate(batch):
+                if future.done():
+                    continue
+                if index in lost:
+                    future.set_exception(ClaimLost())
+                else:
                     future.set_result(None)
 
-    async def _write(self, writes: list[Write]) -> None:
+    async def _write(self, batch: list[tuple[list[Write], asyncio.Future[None]]]) -> set[int]:
+        """One transaction for the batch; the callers whose guarded write found its claim gone."""
         if self._conn is None:
             self._conn = await connect_async(self._url, self._schema)
+        lost = set()
         async with self._conn.transaction():
-            for write in writes:
-                await self._conn.execute(pg_sql(write.sql).encode(), _params(write.params))
+            for index, (writes, _) in enumerate(batch):
+                for write in writes:
+                    statement, params = pg_sql(write.sql), _params(write.params)
+                    if write.guarded and self._owner is not None:
+                        statement, params = statement + " AND claimed_by = %s", (*params, self._owner)
+                    cursor = await self._conn.execute(statement.encode(), params)
+                    if write.guarded and self._owner is not None and cursor.rowcount == 0:
+                        lost.add(index)  # nothing changed: the rest of this caller's writes go too
+                        break
         self.commits += 1
+        return lost
 
     async def close(self) -> None:
         """Commit everything still queued, then close."""

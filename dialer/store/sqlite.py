@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from dialer.columns import ColumnMap
+from dialer.config import Campaign
 from dialer.errors import JournalError
 from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
+from dialer.store.base import RateGate
 from dialer.store.db import connect, sql_list, transaction
 from dialer.store.importing import ImportSummary, first_import, lead_records, reimport
 from dialer.store.migrations import migrate
@@ -57,6 +59,19 @@ class Journal:
 
     def writer(self) -> JournalWriter:
         return JournalWriter(self.path)
+
+    def claims(self, lease_seconds: float) -> None:
+        return None  # the flock keeps every other run out: no claims needed
+
+    def rows_by_id(self, ids: Sequence[int]) -> list[JournalRow]:
+        return [self.row(i) for i in ids]
+
+    def rate_gate(self, campaign: Campaign) -> RateGate | None:
+        if campaign.account is None:
+            return None
+        from dialer.store.filerate import FileRate
+
+        return FileRate.for_account(campaign)
 
     # -- meta -----------------------------------------------------------------
 
