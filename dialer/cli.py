@@ -607,4 +607,32 @@ def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
         _out().print(f"report: {target} ({rows} rows)")
 
 
+@main.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.option("--to", "url", required=True, help="The PostgreSQL database: postgresql://user@host/db")
+@_log_option
+def migrate(campaign_file: str, url: str, log_format: str) -> None:
+    """Copy the campaign's SQLite journal into PostgreSQL, every row with its history.
+
+    Then set `journal = "<the URL>"` in the campaign file: the next run continues
+    there (rows sent are never sent again). The password may come from the URL,
+    PGPASSWORD or ~/.pgpass; it is never printed.
+
+    \b
+    Example:
+      dialer migrate spring.toml --to postgresql://dialer@db.internal/dialer
+    """
+    configure_logging(log_format)
+    with _errors():
+        from dialer.run import migrate_campaign, redact_url
+
+        campaign = _campaign(campaign_file)
+        moved = migrate_campaign(campaign, url)
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(moved.counts.items()))
+        _out().print(f"{campaign.name}: {moved.rows} rows copied to {moved.target} ({counts})")
+        _out().print(
+            f'next: set journal = "{redact_url(url)}" in {campaign_file} (the password as you keep it)'
+        )
+
+
 __all__ = ["main"]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -42,10 +42,16 @@ from dialer.store import (
     journal_exists,
     journal_label,
     journal_lock,
+    journal_url,
     open_journal,
 )
+from dialer.store.pgurl import URL_SCHEMES, redact
+from dialer.store.pgurl import redact as redact_url
 from dialer.suppress import suppression_sources
 from dialer.transitions import iso, never_open_reason
+
+if TYPE_CHECKING:
+    from dialer.store.moving import Moved
 
 __all__ = [
     "CampaignStatus",
@@ -56,6 +62,8 @@ __all__ = [
     "campaign_status",
     "iso",
     "journal_label",
+    "migrate_campaign",
+    "redact_url",
     "report_campaign",
     "run_campaign",
     "validate_campaign",
@@ -145,6 +153,18 @@ def next_due(journal: JournalStore, hours: CallingHours, now: datetime) -> datet
 
 def write_campaign_report(journal: JournalStore, path: Path) -> int:
     return write_report(path, journal.headers, journal.report_rows())
+
+
+def migrate_campaign(campaign: Campaign, url: str) -> Moved:
+    """Copy the campaign's SQLite journal into PostgreSQL at `url` (`dialer migrate`)."""
+    # Imported here: psycopg (libpq) is for PostgreSQL campaigns only.
+    from dialer.store.moving import copy_to_postgres
+
+    if journal_url(campaign) is not None:
+        raise SetupError(f"{campaign.path}: journal is already a PostgreSQL URL; nothing to migrate")
+    if not url.startswith(URL_SCHEMES):
+        raise SetupError(f"--to: {redact(url)!r} is not a postgresql:// URL")
+    return copy_to_postgres(campaign.journal_path, campaign.name, url)
 
 
 def report_campaign(campaign: Campaign, target: Path) -> int:

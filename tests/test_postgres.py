@@ -220,3 +220,31 @@ def test_sqlite_campaigns_on_one_account_share_its_rate_through_the_account_file
     assert len(posts(server.record)) == 60
     assert peak_per_second(_arrivals(server.record)) <= 5
     assert (tmp_path / "accounts" / "acme.sqlite").exists()
+
+
+def test_a_sqlite_campaign_migrated_halfway_resumes_on_postgresql_with_nothing_sent_twice(
+    tmp_path: Path, sandbox: Any, pg_url: str
+) -> None:
+    server = sandbox(api_key=KEY)
+    write_leads(tmp_path / "leads.csv", numbered_leads(30))
+    toml = tmp_path / "t.toml"
+    toml.write_text('name = "t"\nleads = "leads.csv"\n' + SHARED.format(rate=10))
+    half = run_campaign(load_campaign(toml), RunOptions(api_key=KEY, base_url=server.url, limit=12))
+    assert half.counts == {"sent": 12, "pending": 18}
+    # One row left `unknown`, as a crash right after its request would leave it.
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "out" / "t.sqlite")
+    with conn:
+        conn.execute("UPDATE leads SET status = 'unknown', call_id = '' WHERE id = 1")
+    conn.close()
+    moved = _dialer("migrate", str(toml), "--to", pg_url)
+    assert moved.returncode == 0, moved.stderr
+    assert "30 rows copied" in moved.stdout and PASSWORD not in moved.stdout + moved.stderr
+    again = _dialer("migrate", str(toml), "--to", pg_url)
+    assert again.returncode == 1 and "already there; nothing copied" in again.stderr
+    toml.write_text(f'name = "t"\nleads = "leads.csv"\njournal = "{pg_url}"\n' + SHARED.format(rate=10))
+    rest = run_campaign(load_campaign(toml), RunOptions(api_key=KEY, base_url=server.url))
+    assert rest.exit_code == 0 and rest.counts == {"sent": 30}
+    phones = [p["body"]["phone"] for p in posts(server.record)]
+    assert len(phones) == len(set(phones)) == 30  # the unknown row was looked up and found, not re-sent

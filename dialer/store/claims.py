@@ -31,13 +31,14 @@ dead client for as long as its TCP connection lingers; a lease is plain data.
 from __future__ import annotations
 
 import uuid
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from dialer.model import DIALABLE, Status
 from dialer.store.db import sql_list
 from dialer.store.writes import Write
+
+if TYPE_CHECKING:
+    import psycopg  # psycopg loads libpq: only PostgreSQL campaigns pay for it
 
 NOW = "extract(epoch from clock_timestamp())::float8"
 

@@ -26,11 +26,11 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg  # psycopg loads libpq: only PostgreSQL campaigns pay for it
 
-from dialer.store.pgdb import connect_async
 
 SLACK = 0.010
 LOST_AFTER = 10.0
@@ -73,6 +73,8 @@ class SharedRate:
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         if self._conn is None:
+            from dialer.store.pgdb import connect_async
+
             self._conn = await connect_async(self._url, self._schema)
             async with self._conn.transaction():
                 for bucket in self.buckets:
