@@ -53,6 +53,10 @@ class PgServer:
         return self.url(name)
 
 
+class MissingPostgres(RuntimeError):
+    """The server's binaries are not installed (the message says how to install them)."""
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -66,7 +70,7 @@ def _as_owner(command: list[str], owner: str | None) -> list[str]:
 def start_server() -> tuple[PgServer, str | None]:
     """initdb + pg_ctl start in a new temporary folder; the server and the user it runs as."""
     if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
-        pytest.fail(INSTALL_HINT, pytrace=False)
+        raise MissingPostgres(INSTALL_HINT)
     owner = None
     folder = Path(tempfile.mkdtemp(prefix="dialer-pg-"))
     if os.geteuid() == 0:
@@ -74,9 +78,10 @@ def start_server() -> tuple[PgServer, str | None]:
         try:
             entry = pwd.getpwnam(owner)
         except KeyError:
-            pytest.fail(
-                f"running as root, but there is no `{owner}` user to run PostgreSQL as", pytrace=False
-            )
+            raise MissingPostgres(
+                f"running as root, but there is no `{owner}` user to run PostgreSQL as"
+                " (`apt-get install postgresql` creates it)"
+            ) from None
         os.chmod(folder, 0o755)
         os.chown(folder, entry.pw_uid, entry.pw_gid)
     data = folder / "data"
@@ -145,7 +150,10 @@ def stop_server(server: PgServer, owner: str | None) -> None:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """The session's PostgreSQL server."""
-    server, owner = start_server()
+    try:
+        server, owner = start_server()
+    except MissingPostgres as exc:
+        pytest.fail(str(exc), pytrace=False)
     try:
         yield server
     finally:
