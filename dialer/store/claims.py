@@ -54,22 +54,37 @@ class Claims:
         self.conn = conn
         self.lease = lease_seconds
         self.owner = uuid.uuid4().hex
+        self._after = -1  # the position of the last row claimed in this pass over the file
 
     def claim_dialable(self, limit: int) -> list[int]:
-        """Up to `limit` due rows in file order, free or whose claim ran out; claimed for this run."""
+        """Up to `limit` due rows in file order, free or whose claim ran out; claimed for this run.
+
+        Read on from the last row claimed (keyset on position): rows this run holds but
+        could not dial yet (hours closed) are not scanned again at every batch. At the end
+        of the file, once more from the top, for rows given back since (a dead run's).
+        """
+        ids = self._claim_after(self._after, limit)
+        if not ids and self._after >= 0:
+            self._after = -1
+            ids = self._claim_after(-1, limit)
+        return ids
+
+    def _claim_after(self, after: int, limit: int) -> list[int]:
         with self.conn.transaction():
             rows = self.conn.execute(
                 (
                     f"WITH picked AS (SELECT id FROM leads WHERE status IN ({sql_list(DIALABLE)})"
-                    " AND position IS NOT NULL"
+                    " AND position > %s"
                     f" AND (claimed_by IS NULL OR claim_until < {NOW})"
                     " ORDER BY position LIMIT %s FOR UPDATE SKIP LOCKED)"
                     f" UPDATE leads SET claimed_by = %s, claim_until = {NOW} + %s"
-                    " FROM picked WHERE leads.id = picked.id RETURNING leads.id"
+                    " FROM picked WHERE leads.id = picked.id RETURNING leads.id, leads.position"
                 ).encode(),
-                (limit, self.owner, self.lease),
+                (after, limit, self.owner, self.lease),
             ).fetchall()
-        return [int(r[0]) for r in rows]
+        if rows:
+            self._after = max(self._after, *(int(r[1]) for r in rows))
+        return [int(r[0]) for r in sorted(rows, key=lambda r: int(r[1]))]
 
     def claim_orphans(self) -> list[int]:
         """`unknown` rows no run holds (their run died or ended): this run looks them up."""
