@@ -63,11 +63,13 @@ class Dispatcher:
         self.run_state = Run(journal, JournalWriter(journal.path), options.progress)
         self.stats = self.run_state.stats
         self.stop = self.run_state.stop
+        # A restart keeps the window of the run before it: no burst right after a crash. The
+        # window is the whole rate period (1/rate seconds at a rate under one a second).
+        window = Pacer.window_for(self.limits.rate_per_second)
         pacer = Pacer(
             self.limits.rate_per_second,
             self.limits.min_rate_per_second,
-            # A restart keeps the window of the run before it: no burst right after a crash.
-            recent=journal.recent_sends(),
+            recent=journal.recent_sends(window + 1.0),
         )
         self.pacer = pacer
         self.pool = NumberPool(campaign.numbers, journal.number_usage())
