@@ -1,10 +1,11 @@
-"""One row's attempt: gate -> send slot -> intent -> connection lane -> POST -> next state.
+"""One row's attempt: gate -> send slot -> intent -> connection lane -> hours -> POST -> next state.
 
     gate       do-not-call list, calling hours, a caller id under its cap (`_gate`)
     slot       the pacer's permission to send now (`async with self.slot()`)
     intent     committed right before the request: a crash leaves `unknown` only rows
                that may really have left
     lane       one connection; holding it is what "in flight" means
+    hours      checked again once the lane is held: waiting for a slot or a lane takes time
     POST       429: the pacer slows down and the row is sent again (not an attempt)
     next state `transitions.after_answer`, committed by the caller
 
@@ -185,16 +186,13 @@ class Sender:
         row = attempt.row
         while True:
             async with self.slot() as ticket:
-                if self.run.stop.is_set():
-                    return
-                # The slot may have come late (a slow rate, a Retry-After): the hours are
-                # checked again right before the request, not only before the wait.
-                if not self.hours.is_open(row.timezones, self.clock()):
-                    attempt.closed = True
+                if self.run.stop.is_set() or not self._still_open(attempt):
                     return
                 await self._commit_intent(attempt)
                 async with self.lane() as lane:
-                    if self.run.stop.is_set():
+                    # The lane may come late too (a slow API holds every connection): the
+                    # hours are checked last, right before the request leaves.
+                    if self.run.stop.is_set() or not self._still_open(attempt):
                         return
                     attempt.sending = True
                     self.run.stats.requests += 1
@@ -209,6 +207,13 @@ class Sender:
             log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
             if self.run.stop.is_set() or attempt.throttles >= MAX_THROTTLES:
                 return  # a 429 means not placed: the row goes back untouched
+
+    def _still_open(self, attempt: Attempt) -> bool:
+        """The row's hours, checked again after a wait (a slow rate, a Retry-After, a busy lane)."""
+        if self.hours.is_open(attempt.row.timezones, self.clock()):
+            return True
+        attempt.closed = True
+        return False
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Ticket]:

@@ -34,3 +34,41 @@ def test_a_restart_keeps_the_whole_rate_period_below_one_call_a_second(tmp_path:
     run_campaign(config, RunOptions(api_key=KEY, base_url=server.url))
     second = posts(server.record)[1]
     assert second["time"] >= before + 10 - 0.05
+
+
+class Answers(httpx.AsyncHTTPTransport):
+    """The real transport to the sandbox, counting the answers that came back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        self.answered += 1
+        return response
+
+
+def test_hours_are_checked_after_the_lane_comes_so_a_slow_api_calls_nobody_after_closing(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    # One connection and a slow API: the second and third rows get their send slots at once,
+    # then wait for the lane. The hours close (21:00 in New York) once the first answer is back.
+    server = sandbox(latency_ms=400)
+    write_leads(tmp_path / "leads.csv", numbered_leads(3))
+    config = campaign(
+        tmp_path, 'mode = "call"\n[call]\nmodel_id = "m"\n[limits]\nrate_per_second = 50\nconcurrency = 1\n'
+    )
+    transport = Answers()
+    open_, closed = datetime(2026, 11, 24, 1, 59, tzinfo=UTC), datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    result = run_campaign(
+        config,
+        RunOptions(
+            api_key=KEY,
+            base_url=server.url,
+            transport=transport,
+            clock=lambda: closed if transport.answered else open_,
+        ),
+    )
+    assert [r["body"]["name"] for r in posts(server.record)] == ["Lead 0"]
+    assert result.counts == {"sent": 1, "deferred": 2}
