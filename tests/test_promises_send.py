@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from dialer.run import RunOptions, run_campaign
+from dialer.sandbox import read_record
 from tests.test_campaign import ALL_DAY, KEY, campaign, numbered_leads, posts, write_leads
 
 
@@ -72,3 +74,41 @@ def test_hours_are_checked_after_the_lane_comes_so_a_slow_api_calls_nobody_after
     )
     assert [r["body"]["name"] for r in posts(server.record)] == ["Lead 0"]
     assert result.counts == {"sent": 1, "deferred": 2}
+
+
+def requests_of(record: Path) -> list[dict[str, Any]]:
+    return [r for r in read_record(record) if r["path"] == "/v2/calls"]
+
+
+@pytest.mark.timeout(20)  # the code before the fix waited out the 30 s grace first
+def test_a_lost_answer_is_looked_up_at_once_and_a_call_found_is_sent_at_once(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    server = sandbox(drop_rate=1.0)  # the call is placed, its answer lost
+    write_leads(tmp_path / "leads.csv", numbered_leads(1))
+    config = campaign(
+        tmp_path, f'mode = "call"\n[call]\nmodel_id = "m"\n[limits]\nsettle_after_seconds = 30\n{ALL_DAY}'
+    )
+    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url))
+    post, lookup = requests_of(server.record)
+    assert (post["method"], lookup["method"]) == ("POST", "GET")
+    assert lookup["time"] - post["time"] < 5  # not after the grace
+    assert result.counts == {"sent": 1}
+
+
+def test_not_found_is_looked_up_again_after_the_grace_before_a_redial(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox()
+    write_leads(tmp_path / "leads.csv", numbered_leads(1))
+    config = campaign(
+        tmp_path, f'mode = "call"\n[call]\nmodel_id = "m"\n[limits]\nsettle_after_seconds = 1.5\n{ALL_DAY}'
+    )
+    run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, limit=0))
+    # As if an earlier run had died right after committing its intent, before the request left.
+    intent_at = time.time()
+    with sqlite3.connect(config.journal_path) as db:
+        db.execute("UPDATE leads SET status = 'unknown', attempts = 1, intent_at = ?", (intent_at,))
+    result = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url))
+    first, again, redial = requests_of(server.record)
+    assert [first["method"], again["method"], redial["method"]] == ["GET", "GET", "POST"]
+    assert first["time"] < intent_at + 1.5 <= again["time"] <= redial["time"]
+    assert result.counts == {"sent": 1}
