@@ -64,13 +64,19 @@ class RunStats:
 
 
 class Progress:
-    """Told of each row that reached an outcome this run; the CLI draws a bar from it."""
+    """Told of each row that reached an outcome this run, and ticked every `every` seconds
+    while the run goes (waiting on look-ups or backoffs too); the CLI draws a bar from it."""
+
+    every: float = 10.0
 
     def start(self, total: int) -> None:
         """`total` rows are due in this run."""
 
     def advance(self, status: str) -> None:
         """One row reached `status`."""
+
+    def tick(self, stats: RunStats) -> None:
+        """The run's figures, on time: `stats` is the one count the summary reads too."""
 
 
 class Run:
@@ -93,7 +99,13 @@ class Run:
     async def record(
         self, row: JournalRow, next_state: Next, answer: Answer | None = None, *, counted: bool = True
     ) -> None:
-        """Commit the row's next state; `counted`: it is this run's outcome for the row."""
+        """Commit the row's next state; `counted`: it is this run's outcome for the row.
+
+        Counted first: the commit queues its writes before it first waits, and queued writes
+        land even if the wait is cancelled, so the figures and the journal always agree.
+        """
+        if counted:
+            self.count(next_state.status, row, answer)
         await self.writer.commit(
             outcome(
                 row.id,
@@ -103,8 +115,6 @@ class Run:
                 unanswered=next_state.unanswered,
             )
         )
-        if counted:
-            self.count(next_state.status, row, answer)
 
     def count(
         self, status: Status, row: JournalRow, answer: Answer | None = None, log_it: bool = True

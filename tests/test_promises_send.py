@@ -6,6 +6,8 @@ to time a test.
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -15,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dialer.run import RunOptions, run_campaign
+from dialer.run import RunOptions, campaign_status, run_campaign
 from dialer.sandbox import read_record
 from tests.test_campaign import ALL_DAY, KEY, campaign, numbered_leads, posts, write_leads
 
@@ -112,3 +114,46 @@ def test_not_found_is_looked_up_again_after_the_grace_before_a_redial(tmp_path: 
     assert [first["method"], again["method"], redial["method"]] == ["GET", "GET", "POST"]
     assert first["time"] < intent_at + 1.5 <= again["time"] <= redial["time"]
     assert result.counts == {"sent": 1}
+
+
+class Interrupts(Answers):
+    """Sends this process a SIGINT once the first answer is back."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if self.answered == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return response
+
+
+def test_after_ctrl_c_the_summary_counts_what_status_shows(tmp_path: Path, sandbox: Any) -> None:
+    server = sandbox(latency_ms=200)
+    # Every other lead closed (midnight in Tokyo): deferred by the feeder while the open
+    # ones wait for the one slow connection.
+    leads = [
+        {"Name": f"Lead {i}", "Phone": f"+1 212 555 {i:04d}", "Time Zone": "Asia/Tokyo" if i % 2 else ""}
+        for i in range(40)
+    ]
+    write_leads(tmp_path / "leads.csv", leads)
+    config = campaign(
+        tmp_path, 'mode = "call"\n[call]\nmodel_id = "m"\n[limits]\nrate_per_second = 50\nconcurrency = 1\n'
+    )
+    monday = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # 10:00 in New York, midnight in Tokyo
+    result = run_campaign(
+        config,
+        RunOptions(
+            api_key=KEY,
+            base_url=server.url,
+            transport=Interrupts(),
+            clock=lambda: monday,
+            handle_signals=True,
+        ),
+    )
+    assert result.stats.stopped_by == "SIGINT"
+    status = campaign_status(config, clock=lambda: monday)
+    assert status is not None
+    # Every row started pending: what this run did is what the journal now holds.
+    this_run = {k: v for k, v in result.stats.outcomes.items() if v}
+    assert this_run == {k: v for k, v in status.counts.items() if k != "pending"}
+    assert this_run["sent"] == len(posts(server.record))
+    assert result.stats.requests == len(posts(server.record))
