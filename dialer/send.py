@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 
-from dialer.bookkeeping import Clock, Run, key_refused, mask
+from dialer.bookkeeping import Clock, Run, key_refused, mask, never_reached
 from dialer.client import CALLS, CHATS, Answer, SynthflowClient, call_body, chat_body
 from dialer.config import Campaign
 from dialer.hours import CallingHours
@@ -108,7 +108,37 @@ class Sender:
 
     async def dial(self, row: JournalRow) -> Next | None:
         """Dial one row until an answer decides it; commit that. None: already recorded."""
-        answer = await self.attempt(row)
+        answered_before = self.run.reach.answered
+        answers: list[Answer] = []
+
+        async def once(this: JournalRow) -> Answer | None:
+            answer = await self.attempt(this)
+            if answer is not None:
+                answers.append(answer)
+            return answer
+
+        try:
+            answer = await self._with_retries(row, once)
+        except asyncio.CancelledError:
+            # A stop cancels a row waiting for its send slot, between two tries.
+            if self._not_the_rows_fault(answers, answered_before):
+                self.run.writer.submit(restore(row, "", None))
+            raise
+        if self._not_the_rows_fault(answers, answered_before):
+            await self.run.writer.commit(restore(row, "", None))  # as it was before this dial
+            return None
+        if answer is None:
+            return None  # deferred, capped or stopped: already recorded
+        next_state = after_answer(answer, self.policy)
+        # A row handed to a look-up is counted once the look-up decides it.
+        await self.run.record(row, next_state, answer, counted=not next_state.settle)
+        return next_state
+
+    async def _with_retries(
+        self, row: JournalRow, once: Callable[[JournalRow], Awaitable[Answer | None]]
+    ) -> Answer | None:
+        """The row's answer after its retries (503, 408, no connection), or None if not sent."""
+        answer = await once(row)
         if is_retryable(answer) and self.limits.max_attempts > 1:
             # Only a row that needs another try pays for the retry machinery (the happy
             # path is the hot path of a million rows).
@@ -122,13 +152,17 @@ class Sender:
                 retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
                 sleep=self._sleep,
             )
-            answer = await retrying(self.attempt, row)
-        if answer is None:
-            return None  # deferred, capped or stopped: already recorded
-        next_state = after_answer(answer, self.policy)
-        # A row handed to a look-up is counted once the look-up decides it.
-        await self.run.record(row, next_state, answer, counted=not next_state.settle)
-        return next_state
+            answer = await retrying(once, row)
+        return answer
+
+    def _not_the_rows_fault(self, answers: list[Answer], answered_before: int) -> bool:
+        """Not one of the row's requests reached the API, and the run stopped (the API is
+        down, say) or no request of any row got an answer since the row's first try: those
+        were no attempts of the row's. A row whose connection alone fails, while others get
+        answers, still gives up after max_attempts."""
+        if not answers or not all(never_reached(a) for a in answers):
+            return False
+        return self.run.stop.is_set() or self.run.reach.answered == answered_before
 
     def _backoff_after(self, attempts: int, answer: Answer | None) -> float:
         """Full jitter (uniform up to base * 2^(attempts-1), capped), never under Retry-After."""
@@ -198,6 +232,8 @@ class Sender:
                     self.run.stats.requests += 1
                     answer = await self.client.post(self._path, attempt.body, on_sent=ticket.left, lane=lane)
                     attempt.sending = False
+                if self.run.reach.note(answer):
+                    self.run.fail(self.run.reach.unreachable())  # the rows stay dialable
                 attempt.answer = answer
                 if answer.kind != "throttled":
                     self.pacer.accepted(ticket)

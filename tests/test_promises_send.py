@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
+from dialer.errors import ApiUnreachable
 from dialer.run import RunOptions, campaign_status, run_campaign
 from dialer.sandbox import read_record
+from tests import test_resilience as resilience
 from tests.test_campaign import ALL_DAY, KEY, campaign, numbered_leads, posts, write_leads
 
 
@@ -157,3 +162,69 @@ def test_after_ctrl_c_the_summary_counts_what_status_shows(tmp_path: Path, sandb
     assert this_run == {k: v for k, v in status.counts.items() if k != "pending"}
     assert this_run["sent"] == len(posts(server.record))
     assert result.stats.requests == len(posts(server.record))
+
+
+# -- an API that is down ---------------------------------------------------------------
+
+
+def closed_port() -> str:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_an_api_that_cannot_be_reached_stops_the_run_with_every_row_left_to_dial(
+    tmp_path: Path, sandbox: Any, concurrency: int
+) -> None:
+    resilience.write_leads(tmp_path / "leads.csv", resilience.lead_rows(range(12)))
+    config = resilience.write_campaign(
+        tmp_path, base_url=closed_port(), max_attempts=3, concurrency=concurrency
+    )
+    with pytest.raises(ApiUnreachable, match="the API was unreachable") as stopped:
+        resilience.run_here(config)
+    assert stopped.value.exit_code == 75
+    # Refused connections reached no API: no row failed, none has an attempt counted.
+    for row in resilience.report_of(tmp_path).values():
+        assert (row["dialer_status"], row["dialer_attempts"], row["dialer_error"]) == ("pending", "0", "")
+
+    # Once the API is back, a later run dials each row exactly once.
+    api = sandbox(api_key=resilience.KEY)
+    assert resilience.run_here(config, base_url=api.url).exit_code == 0
+    calls = resilience.placed(api.record)
+    assert {phone: len(ids) for phone, ids in calls.items()} == {resilience.e164(i): 1 for i in range(12)}
+
+
+def test_one_rows_flaky_connection_still_gives_up_after_max_attempts(tmp_path: Path) -> None:
+    flaky = resilience.e164(0)
+
+    def script(phone: str, nth: int) -> tuple[int, bool] | Exception:
+        return httpx.ConnectError("connection refused") if phone == flaky else (200, True)
+
+    api = resilience.FakeApi(script)
+    resilience.write_leads(tmp_path / "leads.csv", resilience.lead_rows(range(10)))
+    config = resilience.write_campaign(tmp_path, max_attempts=3, concurrency=1, rate=200)
+    result = resilience.run_here(config, transport=api.transport)
+    assert result.exit_code == 0
+    report = resilience.report_of(tmp_path)
+    assert (report["Lead 0"]["dialer_status"], report["Lead 0"]["dialer_attempts"]) == ("failed", "3")
+    assert report["Lead 0"]["dialer_error"].startswith(
+        "gave up after 3 attempts: no connection: ConnectError"
+    )
+    assert {report[f"Lead {i}"]["dialer_status"] for i in range(1, 10)} == {"sent"}
+
+
+def test_the_cli_says_in_one_line_that_the_api_was_unreachable_and_exits_75(tmp_path: Path) -> None:
+    resilience.write_leads(tmp_path / "leads.csv", resilience.lead_rows(range(6)))
+    config = resilience.write_campaign(tmp_path, base_url=closed_port(), max_attempts=2)
+    done = subprocess.run(
+        [sys.executable, "-m", "dialer", "run", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYNTHFLOW_API_KEY": resilience.KEY},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 75, done.stderr
+    failures = [line for line in done.stderr.splitlines() if "unreachable" in line]
+    assert len(failures) == 1 and "Traceback" not in done.stderr
