@@ -10,7 +10,8 @@
     next state `transitions.after_answer`, committed by the caller
 
 A row whose request never left (stopped, hours closed while waiting, cancelled before
-the POST, only 429s, a refused key) is restored as it was, caller id count included.
+the POST, only 429s, a refused key) is restored as it was, caller id count included. So is
+a row none of whose tries reached the API when the API seems down (`_not_the_rows_fault`).
 """
 
 from __future__ import annotations
