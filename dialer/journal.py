@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dialer.cells import decode_row, encode_row
 from dialer.errors import JournalError, LockedError
 from dialer.mapping import ColumnMap, Lead
 from dialer.report import Outcome
@@ -243,7 +244,7 @@ class Journal:
                 yield (
                     lead.row,
                     _fingerprint(lead.values, seen),
-                    json.dumps(lead.values, ensure_ascii=False),
+                    encode_row(lead.values),  # typed cells: dialer/cells.py
                     lead.phone,
                     lead.name,
                     lead.email,
@@ -450,7 +451,7 @@ class Journal:
         )
         for raw, status, call_id, from_number, attempts, error, updated_at in cursor:
             yield (
-                json.loads(raw),
+                decode_row(raw),
                 Outcome(
                     status=status,
                     id=call_id,

@@ -91,8 +91,7 @@ class Lead:
 
     `row` is the spreadsheet row number: the header is row 1, so the first data
     row is 2 (what Excel shows; used in every message). Blank rows are skipped
-    and not counted, so `row` is 2 + the index of the record among data rows,
-    which is also the row's line in the report.
+    but counted, so `row` is the number Excel shows for the row.
     """
 
     row: int
@@ -647,6 +646,8 @@ class _Mapper:
         self.email_at = at[columns.email] if columns.email is not None else None
         self.variable_names = columns.variables
         self.variable_at = [at[h] for h in columns.variables]
+        self.phone = columns.phone
+        self.name_columns = columns.name
         self.needs_name = campaign.mode == "call"
         self.delimiter = leads.delimiter or ","
         self.suppressed = suppressed
@@ -659,7 +660,7 @@ class _Mapper:
         count = len(frame)
         if not count:
             return
-        start = int(frame.index[0]) + 2
+        rows_at = (frame.index + 2).tolist()  # spreadsheet rows (blank rows leave gaps)
         # Column-wise first: a list comprehension per column is several times
         # cheaper than the same work done cell by cell inside the row loop.
         cells = [frame[h].tolist() for h in self.headers]
@@ -670,13 +671,13 @@ class _Mapper:
             variable_rows: Iterable[tuple[str, ...]] = zip(*(cells[i] for i in self.variable_at), strict=True)
         else:
             variable_rows = [()] * count
-        verdicts = self._verdicts(chunk, start, phones, results, names, zone_texts)
+        verdicts = self._verdicts(chunk, rows_at, phones, results, names, zone_texts)
         names_of = self.variable_names
         rows = zip(zip(*cells, strict=True), names, emails, variable_rows, verdicts, strict=True)
         for offset, (values, name, email, variables, verdict) in enumerate(rows):
             status, error, e164, zones = verdict
             yield Lead(
-                row=start + offset,
+                row=rows_at[offset],
                 values=values,
                 status=status,
                 error=error,
@@ -690,7 +691,7 @@ class _Mapper:
     def _verdicts(
         self,
         chunk: Chunk,
-        start: int,
+        rows_at: list[int],
         phones: list[str],
         results: dict[str, PhoneResult],
         names: list[str],
@@ -701,9 +702,11 @@ class _Mapper:
         dialable: list[int] = []  # offsets of the rows only a duplicate could still stop
         for offset, (phone, name, zone_text) in enumerate(zip(phones, names, zone_texts, strict=True)):
             e164, zones, error = results[phone]
-            if chunk.overflow and start - 2 + offset in chunk.overflow:
+            if chunk.unsaved and rows_at[offset] - 2 in chunk.unsaved:
+                error = self._unsaved(chunk.unsaved[rows_at[offset] - 2]) or error
+            if chunk.overflow and rows_at[offset] - 2 in chunk.overflow:
                 error = (
-                    f"the row has {chunk.overflow[start - 2 + offset]} cells but the header has "
+                    f"the row has {chunk.overflow[rows_at[offset] - 2]} cells but the header has "
                     f"{len(self.headers)}: a value may hold an unquoted {self.delimiter!r}"
                 )
             elif not error:
@@ -719,13 +722,23 @@ class _Mapper:
             verdicts.append(("invalid", error, e164, zones))
         if dialable:
             firsts = self.first_rows.claim(
-                [int(verdicts[i][2][1:]) for i in dialable], [start + i for i in dialable]
+                [int(verdicts[i][2][1:]) for i in dialable], [rows_at[i] for i in dialable]
             )
             for offset, first in zip(dialable, firsts, strict=True):
                 if first:
                     _, _, e164, zones = verdicts[offset]
                     verdicts[offset] = ("duplicate", f"same number as row {first}", e164, zones)
         return verdicts
+
+    def _unsaved(self, formulas: list[str]) -> str:
+        """The error of a row whose phone or name is a formula with no saved value (see dialer.load)."""
+        needed = [h for h in formulas if h == self.phone or h in self.name_columns]
+        if not needed:
+            return ""
+        return (
+            f"{' and '.join(needed)}: a formula with no saved value (the file was written without"
+            " computing it); open and save it in Excel, or paste the values"
+        )
 
     def _check(
         self, e164: str, zones: tuple[str, ...], zone_text: str, name: str

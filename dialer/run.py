@@ -38,7 +38,7 @@ from dialer.journal import CampaignLock, ImportSummary, Journal, JournalRow, fil
 from dialer.load import open_leads
 from dialer.mapping import ColumnMap, Lead, map_leads, resolve_columns, suppression_sources
 from dialer.numbers import NumberPool
-from dialer.report import write_report
+from dialer.report import check_report_path, write_report
 
 log = structlog.get_logger("dialer")
 
@@ -175,6 +175,7 @@ def quiet_by_default() -> None:
 def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
     quiet_by_default()
+    check_report_path(options.report or campaign.report_path)  # a .pdf is refused before any call
     with CampaignLock(campaign.journal_path):
         journal = Journal(campaign.journal_path, campaign.name)
         try:
