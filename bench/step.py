@@ -1,6 +1,7 @@
 """Single measured steps, each run by the benchmarks in a process of its own.
 
-    python -m bench.step pandas FILE [--chunksize N]   read a CSV with pandas alone
+    python -m bench.step pandas FILE [--chunksize N]   read a CSV (or XLSX, with calamine) with pandas alone
+    python -m bench.step load FILE                     the dialer's loader alone: every chunk of FILE
     python -m bench.step import CAMPAIGN.toml          import the leads into a new journal
     python -m bench.step settle CAMPAIGN.toml --due N  mark all but the last N dialable rows sent
     python -m bench.step bare CAMPAIGN.toml URL --concurrency C [--journal J]
@@ -29,6 +30,10 @@ def _pandas(args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     rows = 0
+    if args.file.endswith(".xlsx"):
+        # pandas' own XLSX reader on calamine, the engine the dialer uses: the floor.
+        rows = len(pd.read_excel(args.file, engine="calamine", dtype=object, na_filter=False))
+        return {"rows": rows, "seconds": time.perf_counter() - t0}
     options: dict[str, Any] = {"dtype": object, "na_filter": False, "engine": "c"}
     if args.chunksize:
         with pd.read_csv(args.file, chunksize=args.chunksize, **options) as reader:
@@ -36,6 +41,14 @@ def _pandas(args: argparse.Namespace) -> dict[str, Any]:
                 rows += len(frame)
     else:
         rows = len(pd.read_csv(args.file, **options))
+    return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def _load(args: argparse.Namespace) -> dict[str, Any]:
+    from dialer.load import open_leads
+
+    t0 = time.perf_counter()
+    rows = sum(len(chunk.frame) for chunk in open_leads(Path(args.file)).read())
     return {"rows": rows, "seconds": time.perf_counter() - t0}
 
 
@@ -182,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("file")
     p.add_argument("--chunksize", type=int, default=0)
     p.set_defaults(func=_pandas)
+    p = sub.add_parser("load")
+    p.add_argument("file")
+    p.set_defaults(func=_load)
     p = sub.add_parser("import")
     p.add_argument("campaign")
     p.set_defaults(func=_import)
