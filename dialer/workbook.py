@@ -40,6 +40,7 @@ from xml.etree import ElementTree
 import pandas as pd
 
 from dialer import cells
+from dialer.cells import typed
 from dialer.errors import LeadsFileError
 from dialer.load import Chunk, LeadsFile, _clean_headers, _one_line
 
@@ -262,7 +263,10 @@ class _Sheet:
         number = 0
         try:
             for number, values in enumerate(self.rows, start=1):
-                row = [*pad, *map(cells.typed, values)] if pad else list(map(cells.typed, values))
+                # Most cells are text: the type test inline costs a third of a call to typed().
+                row = [v if type(v) is str else typed(v) for v in values]
+                if pad:
+                    row[:0] = pad
                 if number in unsaved:
                     _put_formulas(row, unsaved[number])
                 if any(row):
@@ -303,13 +307,30 @@ def _sheet(path: Path, sheet: str | None) -> _Sheet:
     return _Sheet(path, name, scan, data.iter_rows(), first_column)
 
 
+# calamine parses the whole sheet before giving its first row: the sheet `open_xlsx`
+# parsed for the header is kept (the last one only) for the `xlsx_chunks` that
+# follows, rather than parsed twice. Keyed by the file's identity and stamp.
+_opened: dict[tuple[object, ...], tuple[_Sheet, Iterator[tuple[int, list[str]]]]] = {}
+
+
+def _identity(path: Path, sheet: str) -> tuple[object, ...]:
+    try:
+        info = path.stat()
+    except OSError:
+        return (str(path), sheet)
+    return (str(path), sheet, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 def open_xlsx(path: Path, sheet: str | None) -> LeadsFile:
     opened = _sheet(path, sheet)
-    found = next(opened.cells(), None)
+    rows = opened.cells()
+    found = next(rows, None)
     if found is None:
         where = f'sheet "{sheet}"' if sheet else "the first sheet"
         raise LeadsFileError(f"{path}: {where} is empty (no header row)")
     header_row, cells_ = found
+    _opened.clear()
+    _opened[_identity(path, opened.name)] = (opened, rows)
     return LeadsFile(
         path=path,
         headers=_clean_headers([str(cell) for cell in cells_]),
@@ -324,10 +345,14 @@ def xlsx_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
     """The data rows of the sheet, `rows` at a time; a row with cells only right of the last
     header is kept (its cells under the headers are empty), so that no row vanishes."""
     width = len(leads.headers)
-    opened = _sheet(leads.path, leads.sheet)
+    kept = _opened.pop(_identity(leads.path, leads.sheet or ""), None)
+    opened, rows_of = kept if kept is not None else (None, None)
+    if opened is None or rows_of is None:
+        opened = _sheet(leads.path, leads.sheet)
+        rows_of = opened.cells()
     buffer: list[list[str]] = []
     numbers: list[int] = []
-    for number, row in opened.cells():
+    for number, row in rows_of:
         if number <= leads.header_row:
             continue
         if len(row) < width:

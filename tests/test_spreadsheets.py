@@ -314,3 +314,28 @@ def test_a_report_that_cannot_be_written_is_one_line_and_out_recovers(tmp_path: 
     again = invoke("report", str(campaign_file), "--out", str(tmp_path / "elsewhere.csv"))
     assert again.exit_code == 0, again.output
     assert "sent" in (tmp_path / "elsewhere.csv").read_text(encoding="utf-8-sig")
+
+
+def test_xlsx_sheet_parsed_for_the_header_serves_one_read_then_is_read_again(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in (["Name", "Phone"], ["Ana", "+14155550132"], ["Bo", "+14155550133"]):
+        sheet.append(row)
+    book.save(tmp_path / "l.xlsx")
+    parsed: list[Path] = []
+    real = workbook._sheet
+
+    def counting(path: Path, name: str | None) -> Any:
+        parsed.append(path)
+        return real(path, name)
+
+    monkeypatch.setattr(workbook, "_sheet", counting)
+    leads = open_leads(tmp_path / "l.xlsx")
+    first = [row for frame in leads.chunks() for row in frame.to_numpy().tolist()]
+    assert len(parsed) == 1  # the header's parse served the rows too
+    again = [row for frame in leads.chunks(1) for row in frame.to_numpy().tolist()]
+    assert first == again == [["Ana", "+14155550132"], ["Bo", "+14155550133"]]
+    assert len(parsed) == 2
