@@ -132,6 +132,9 @@ class LeadsFile:
     header_cells: int = 0
     # The spreadsheet row of the header (1 unless blank rows come before it).
     header_row: int = 1
+    # The header cells as written (untrimmed, empty or repeated as they are), one per
+    # header: what the report shows. `headers` are the names the campaign uses.
+    written_headers: tuple[str, ...] = ()
 
     def chunks(self, rows: int = 50_000) -> Iterator[pd.DataFrame]:
         """Yield DataFrames of at most `rows` rows, columns = headers, every value a str."""
@@ -319,6 +322,14 @@ def _clean_headers(cells: Sequence[str]) -> list[str]:
     return unique
 
 
+def written_headers(cells_: Sequence[str], headers: Sequence[str]) -> tuple[str, ...]:
+    """The header row as written, cut to the headers kept (a BOM is not part of the text)."""
+    written = [str(cell) for cell in cells_[: len(headers)]]
+    if written:
+        written[0] = written[0].lstrip("\ufeff")
+    return tuple(written)
+
+
 def _open_text(path: Path, head: bytes, encoding: str | None) -> LeadsFile:
     chosen, errors = _choose_encoding(path, head, encoding)
     try:
@@ -350,6 +361,7 @@ def _open_text(path: Path, head: bytes, encoding: str | None) -> LeadsFile:
         encoding_errors=errors,
         header_cells=len(written),
         header_row=header_at + 1,
+        written_headers=written_headers(written, headers),
     )
 
 

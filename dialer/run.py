@@ -100,7 +100,10 @@ def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> Import
         journal.set_meta("signature", json.dumps(signature))
         return None
     columns = resolve_columns(campaign, leads.headers)
-    summary = journal.import_leads(leads.headers, columns, map_leads(campaign, leads, columns), signature)
+    # The journal keeps the headers as written: the report gives them back so.
+    summary = journal.import_leads(
+        leads.written_headers or leads.headers, columns, map_leads(campaign, leads, columns), signature
+    )
     if summary.first_import:
         log.info("leads.imported", file=str(path), rows=summary.added)
     else:

@@ -42,7 +42,7 @@ import pandas as pd
 from dialer import cells
 from dialer.cells import typed
 from dialer.errors import LeadsFileError
-from dialer.load import Chunk, LeadsFile, _clean_headers, _one_line
+from dialer.load import Chunk, LeadsFile, _clean_headers, _one_line, written_headers
 
 # Excel's own sheet is 1,048,576 rows by 16,384 columns; a leads file of a million
 # rows and 16 columns (16.8 million cells, ~1.6 GB as calamine holds it) is the most
@@ -331,13 +331,15 @@ def open_xlsx(path: Path, sheet: str | None) -> LeadsFile:
     header_row, cells_ = found
     _opened.clear()
     _opened[_identity(path, opened.name)] = (opened, rows)
+    headers = _clean_headers([str(cell) for cell in cells_])
     return LeadsFile(
         path=path,
-        headers=_clean_headers([str(cell) for cell in cells_]),
+        headers=headers,
         encoding=None,
         delimiter=None,
         sheet=opened.name,
         header_row=header_row,
+        written_headers=written_headers(cells_, headers),
     )
 
 

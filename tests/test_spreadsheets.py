@@ -339,3 +339,26 @@ def test_xlsx_sheet_parsed_for_the_header_serves_one_read_then_is_read_again(
     again = [row for frame in leads.chunks(1) for row in frame.to_numpy().tolist()]
     assert first == again == [["Ana", "+14155550132"], ["Bo", "+14155550133"]]
     assert len(parsed) == 2
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_report_headers_come_back_exactly_as_written(tmp_path: Path, sandbox: Any, kind: str) -> None:
+    server = sandbox(api_key=KEY)
+    written = [" Name ", "Phone", "", "Phone", "-notes"]
+    rows = [written, ["Ana", "+14155550132", "x", "2nd phone", "n"]]
+    if kind == "csv":
+        write_csv(tmp_path / "leads.csv", rows)
+    else:
+        book = openpyxl.Workbook()
+        sheet = book.active
+        assert sheet is not None
+        for row in rows:
+            sheet.append([cell or None for cell in row])
+        book.save(tmp_path / "leads.xlsx")
+    campaign_file = write_campaign(tmp_path, base_url=server.url, leads=f"leads.{kind}")
+    assert invoke("run", str(campaign_file), key=KEY).exit_code == 0
+    out = tmp_path / "again.xlsx"
+    assert invoke("report", str(campaign_file), "--out", str(out)).exit_code == 0
+    header = [c.value or "" for c in openpyxl.load_workbook(out).worksheets[0][1]]
+    assert header[:5] == written
+    assert header[5] == "dialer_status"
