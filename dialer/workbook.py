@@ -51,8 +51,6 @@ MAX_CELLS = 2**24
 MAX_XML_BYTES = 2 * 2**30
 _READ_BYTES = 4 * 2**20
 
-_CELL_TAGS = (b"<c ", b"<c>", b":c ", b":c>")
-_FORMULA_TAGS = (b"<f>", b"<f ", b":f>", b":f ")
 # A cell whose formula is followed by no value: <c r="B2"><f>A2*2</f></c>, <f .../>, <v/> or <v></v>.
 _UNSAVED = re.compile(
     rb"<(?:\w+:)?c\s([^>]*?[^/>])?>\s*<(?:\w+:)?f\b([^>]*?)(?:/>|>([^<]*)</(?:\w+:)?f>)\s*"
@@ -139,20 +137,23 @@ def _scan_sheet(archive: zipfile.ZipFile, member: str, path: Path) -> _Scan:
     scan = _Scan()
     tail = b""
     for block in _stream(archive, member, path):
-        scan.cells += sum(block.count(tag) for tag in _CELL_TAGS)
+        # Cells are <c ...> (or <x:c ...> from writers that prefix the namespace).
+        found = block.count(b"<c ") + block.count(b"<c>")
+        scan.cells += found or block.count(b":c ") + block.count(b":c>")
         if scan.cells > MAX_CELLS:
             raise _too_many_cells(path)
-        # Formulas are looked for in whole rows only: the block's cut-off last row waits.
+        # Formulas are looked for in whole rows only: a block's cut-off last row
+        # waits for the next block.
         text = tail + block
         cut = text.rfind(b"</row>")
         if cut < 0:
             tail = text
             continue
-        tail = text[cut:]
-        if any(tag in text for tag in _FORMULA_TAGS):
+        body, tail = text[:cut], text[cut:]
+        if b"<f" in body or b":f" in body:
             scan.formulas = True
-            _find_formulas(text[:cut], scan)
-    if tail and any(tag in tail for tag in _FORMULA_TAGS):
+            _find_formulas(body, scan)
+    if b"<f" in tail or b":f" in tail:
         scan.formulas = True
         _find_formulas(tail, scan)
     return scan
