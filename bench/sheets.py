@@ -104,6 +104,18 @@ def run(ctx: Context) -> Section:
                 section.add(f"  report of {rows} as {out.upper()}: wall", report.wall, "s")
                 section.add(f"  report peak memory ({out.upper()})", report.tree_rss_mib, "MiB")
                 section.details[f"report {out}"] = {"wall": report.wall, "tree_rss_mib": report.tree_rss_mib}
+    # The report's XLSX writer against openpyxl's write-only mode, the same typed rows
+    # (a tenth of the file: openpyxl takes minutes for a million).
+    sample = ctx.rows if ctx.quick else max(1, ctx.rows // 10)
+    seconds: dict[str, float] = {}
+    for lib in ("xlsxwriter", "openpyxl"):
+        out = folder / f"writer_{lib}.xlsx"
+        measured = _step(ctx, f"sheets-writer-{lib}", ctx.step("writer", lib, str(sample), str(out)))
+        seconds[lib] = _inside(measured)
+        section.add(f"typed XLSX report, {sample:,} rows, {lib}", seconds[lib], "s")
+        section.add(f"  peak memory ({lib})", measured.tree_rss_mib, "MiB")
+        section.details[f"writer {lib}"] = {"seconds": seconds[lib], "tree_rss_mib": measured.tree_rss_mib}
+    section.add("  openpyxl / xlsxwriter", seconds["openpyxl"] / seconds["xlsxwriter"], "x")
     ratio = figures["XLSX"]["validate"] / figures["CSV"]["validate"]
     section.add("validate XLSX / validate CSV", ratio, "x", "< 2", None if ctx.quick else ratio < 2)
     return section
