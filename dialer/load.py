@@ -1,8 +1,10 @@
 """Spreadsheets -> rows of text: CSV/TSV/TXT (sniffed delimiter and encoding) and XLSX/XLSM.
 
 Every cell comes out as the text a person would read in it: "" for an empty
-cell, 1500 not "1500.0", dates as ISO 8601. Large files are streamed in
-chunks so memory does not grow with the number of rows.
+cell, 1500 not "1500.0", dates as ISO 8601 (for XLSX a typed cell of
+dialer/cells.py, which is that text and remembers the type for the report).
+CSV is streamed in chunks so memory does not grow with the number of rows;
+XLSX is read by python-calamine (dialer/workbook.py), which holds the sheet.
 
 Choices a user may meet:
 
@@ -17,7 +19,7 @@ Choices a user may meet:
   `Chunk.overflow`: it usually means a value held an unquoted delimiter and the
   cells are shifted, so the mapping refuses that row (it names the problem)
   rather than dial it with the wrong values. In XLSX a cell under no header is
-  simply outside the table and is ignored.
+  outside the table and its value is not read, but its row is kept.
 - Blank rows (every cell empty) are skipped, in CSV and XLSX alike, but they
   are counted: every row number is the one Excel shows (the header's row is 1
   when the file starts with it; a CSV record with a quoted line break is one
