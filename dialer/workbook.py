@@ -209,7 +209,10 @@ def _inspect(path: Path, sheet_name: str) -> _Scan:
                         raise _too_many_cells(path)
             member = _sheet_members(archive).get(sheet_name)
             if member is None or member not in names:
-                return _Scan()  # calamine found the sheet another way; no formula pass
+                # calamine found the sheet another way: bound every sheet, find no formulas.
+                for other in sorted(n for n in names if n.startswith("xl/worksheets/")):
+                    _scan_sheet(archive, other, path)
+                return _Scan()
             scan = _scan_sheet(archive, member, path)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise LeadsFileError(f"{path}: not a valid XLSX file ({_one_line(exc)})") from None
