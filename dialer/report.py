@@ -246,16 +246,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _os_error(exc: BaseException) -> OSError | None:
-    """The OSError behind `exc` (xlsxwriter wraps them in its own exceptions)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen
-        inner = [arg for arg in getattr(seen, "args", ()) if isinstance(arg, OSError)]
-        if inner:
-            return inner[0]
-        seen = seen.__cause__ or seen.__context__
-    return None
+    """The OSError that xlsxwriter wrapped in its own exception (FileCreateError(OSError))."""
+    inner = [arg for arg in exc.args if isinstance(arg, OSError)]
+    if inner:
+        return inner[0]
+    return exc.__cause__ if isinstance(exc.__cause__, OSError) else None
 
 
 _HINTS = {

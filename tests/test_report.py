@@ -343,3 +343,18 @@ def test_sigterm_while_writing_leaves_no_temp_files(tmp_path: Path, name: str) -
     )
     assert result.returncode == 143, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_xlsxwriter_failing_to_create_the_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # xlsxwriter wraps the OSError of its zip file in its own FileCreateError.
+    import xlsxwriter.workbook
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(xlsxwriter.workbook, "ZipFile", full)
+    with pytest.raises(ReportError, match="the disk is full"):
+        write_report(tmp_path / "r.xlsx", HEADERS, iter(ROWS))
+    assert list(tmp_path.iterdir()) == []
