@@ -3,7 +3,8 @@
 Each row goes through the same checks, in this order, and the first that fails
 decides its status and `error`:
 
-1. the row is whole (a CSV row with text beyond the last header is refused),
+1. the row is whole (a CSV row with text beyond the last header is refused, and
+   so is an XLSX row whose phone or name is a formula with no saved value),
 2. the phone reads as a valid number (E.164 via phonenumbers and `default_region`),
 3. its time zone is an IANA name, or can be inferred from the number,
 4. it has a name, when the API needs one (mode "call"),
