@@ -13,13 +13,14 @@ from dialer.store.lock import CampaignLock
 from dialer.store.migrations import SCHEMA_VERSION
 from dialer.store.sqlite import Journal
 from dialer.store.writer import JournalWriter
-from dialer.store.writes import Write, intent, outcome, restore
+from dialer.store.writes import NumberTaken, Write, intent, outcome, restore
 
 __all__ = [
     "SCHEMA_VERSION",
     "CampaignLock",
     "ImportSummary",
     "Journal",
+    "NumberTaken",
     "JournalWriter",
     "Write",
     "file_signature",

@@ -88,9 +88,10 @@ class Journal:
         rest are new. A new row whose number an earlier row already holds is a
         `duplicate`. One transaction: a crash mid-import leaves the journal as it was.
         """
-        records = lead_records(leads, utc_now_iso())
+        now = utc_now_iso()
+        records = lead_records(leads, now)
         with transaction(self.conn) as conn:
-            summary = reimport(conn, records) if self.is_imported else first_import(conn, records)
+            summary = reimport(conn, records, now) if self.is_imported else first_import(conn, records)
             self.set_meta("headers", json.dumps(list(headers), ensure_ascii=False))
             self.set_meta("columns", json.dumps(columns.describe(), ensure_ascii=False))
             self.set_meta("signature", json.dumps(signature))

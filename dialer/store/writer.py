@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from dialer.errors import JournalError
 from dialer.store.db import connect, transaction
-from dialer.store.writes import Write
+from dialer.store.writes import NumberTaken, Write
+
+# For end-to-end tests of a full disk: the commit after this many raises what SQLite
+# raises when the disk is full. Unset in real use.
+FAULT_ENV = "DIALER_TEST_JOURNAL_FULL_AFTER"
 
 # A commit slower than this (a slow or network disk) is made in a thread, off the loop.
 SLOW_COMMIT = 0.002
@@ -23,8 +31,15 @@ class JournalWriter:
     and new writes queue up for the next group meanwhile.
     """
 
-    def __init__(self, path: Path, slow_commit: float = SLOW_COMMIT) -> None:
-        """`slow_commit`: seconds a commit may take in the loop before commits move to a thread."""
+    def __init__(
+        self, path: Path, slow_commit: float = SLOW_COMMIT, fault: Callable[[], None] | None = None
+    ) -> None:
+        """`slow_commit`: seconds a commit may take in the loop before commits move to a thread.
+
+        `fault`: called before each commit; tests make it raise what a full disk raises.
+        """
+        self.path = path
+        self.fault = fault if fault is not None else _fault_from_environment()
         self._conn = connect(path)
         self._slow_commit = slow_commit
         self._queue: list[tuple[list[Write], asyncio.Future[None]]] = []
@@ -54,16 +69,16 @@ class JournalWriter:
             # Let the writes of this loop turn gather: one fsync for all of them.
             await asyncio.sleep(0)
             batch, self._queue = self._queue, []
-            writes = [w for writes, _ in batch for w in writes]
+            groups = [writes for writes, _ in batch]
             try:
                 started = time.perf_counter()
                 if self._commit_seconds > self._slow_commit:
                     self.threaded_commits += 1
-                    await asyncio.to_thread(self._write, writes)
+                    refused = await asyncio.to_thread(self._write, groups)
                 else:
                     # A fast disk commits in a fraction of a millisecond: cheaper here than a
                     # hand-off to a thread, which costs both threads the GIL on every statement.
-                    self._write(writes)
+                    refused = self._write(groups)
                 took = time.perf_counter() - started
                 self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * took
             except BaseException as exc:
@@ -71,21 +86,76 @@ class JournalWriter:
                     if not future.done():
                         future.set_exception(exc)
                 raise
-            for _, future in batch:
-                if not future.done():
+            for (_, future), row_id in zip(batch, refused, strict=True):
+                if future.done():
+                    continue
+                if row_id is None:
                     future.set_result(None)
+                else:
+                    future.set_exception(NumberTaken(row_id))
+                    future.exception()  # a caller cancelled meanwhile must not warn of it
 
-    def _write(self, writes: list[Write]) -> None:
-        with transaction(self._conn) as conn:
-            for write in writes:
-                conn.execute(write.sql, write.params)
+    def _write(self, groups: list[list[Write]]) -> list[int | None]:
+        """Commit every group in one transaction; per group, the row a guard refused (or None)."""
+        refused: list[int | None] = []
+        try:
+            if self.fault is not None:
+                self.fault()
+            with transaction(self._conn) as conn:
+                refused = [_apply(conn, writes) for writes in groups]
+        except sqlite3.Error as exc:
+            raise journal_write_error(self.path, exc) from None
         self.commits += 1
+        return refused
 
     async def close(self) -> None:
-        """Commit everything still queued, then close."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
-        if self._queue:
-            self._flusher = asyncio.create_task(self._flush())
-            await self._flusher
-        self._conn.close()
+        """Commit everything still queued, then close (also when a commit fails: a full disk)."""
+        try:
+            while self._flusher is not None and not self._flusher.done():
+                await asyncio.shield(self._flusher)
+            if self._queue:
+                self._flusher = asyncio.create_task(self._flush())
+                await self._flusher
+        finally:
+            self._conn.close()
+
+
+def _apply(conn: sqlite3.Connection, writes: list[Write]) -> int | None:
+    """One caller's writes; the row id if a guard refused them (the rest skipped)."""
+    for write in writes:
+        cursor = conn.execute(write.sql, write.params)
+        if write.guard and cursor.rowcount == 0:
+            for fallback in write.refused:
+                conn.execute(fallback.sql, fallback.params)
+            return int(write.params[-1])
+    return None
+
+
+def journal_write_error(path: Path, exc: sqlite3.Error) -> JournalError:
+    """A commit that failed for the disk's sake: one line naming the journal and what to do."""
+    text = str(exc)
+    if "full" in text:
+        cause = "the disk is full"
+    elif "readonly" in text or "read-only" in text:
+        cause = "the journal is read-only"
+    else:
+        cause = f"the disk failed ({text})"
+    return JournalError(
+        f"{path}: cannot write the journal: {cause}; the dialer stopped. What was saved stays:"
+        " free space (or fix the disk), then run again; rows whose request may have left are"
+        " `unknown` and the next run looks them up before dialing anyone again"
+    )
+
+
+def _fault_from_environment() -> Callable[[], None] | None:
+    after = os.environ.get(FAULT_ENV)
+    if not after:
+        return None
+    remaining = [int(after)]
+
+    def fault() -> None:
+        remaining[0] -= 1
+        if remaining[0] < 0:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    return fault

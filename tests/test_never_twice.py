@@ -1,0 +1,154 @@
+"""Issue 10, "never twice", the journal's side: whatever happens to the leads file, the
+journal's path or the disk, one number is called by one row of a campaign, ever.
+
+End to end against a sandbox process, its `--record` the witness (a placed call is a
+recorded `POST /v2/calls` answered 200), with the dialer forked as in test_resilience.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dialer.sandbox import RunningSandbox
+from tests.test_resilience import (
+    Dialer,
+    dialer,
+    e164,
+    journal_rows,
+    lead_rows,
+    placed,
+    read_report,
+    sandbox_process,
+    write_campaign,
+    write_leads,
+    written,
+)
+
+__all__ = ["dialer", "sandbox_process"]  # fixtures, used by name
+
+Start = Callable[..., Dialer]
+Sandbox = Callable[..., RunningSandbox]
+
+
+def once_each(record: Path | None) -> dict[str, int]:
+    return {phone: len(ids) for phone, ids in placed(record).items()}
+
+
+def by_name(folder: Path) -> dict[str, dict[str, str]]:
+    return {row["Name"]: row for row in read_report(folder / "out" / "report.csv")}
+
+
+# -- 1. a re-import never makes a called number dialable for another row ---------------
+
+
+ORIGINAL = [*lead_rows([0, 1]), ["Twice", written(0), "Again"]]
+
+EDITS = {
+    # the row Twice duplicated is gone from the file
+    "removed": [r for r in ORIGINAL if r[0] != "Lead 0"],
+    # its phone edited: Twice is now the only row with that number
+    "phone edited": [["Lead 0", written(2), "Company 0"], ORIGINAL[1], ORIGINAL[2]],
+    # just reordered: Twice comes first
+    "reordered": [ORIGINAL[2], ORIGINAL[1], ORIGINAL[0]],
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_a_duplicate_never_becomes_dialable_whatever_happens_to_the_file(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox, edit: str
+) -> None:
+    api = sandbox_process()
+    write_leads(tmp_path / "leads.csv", ORIGINAL)
+    campaign = str(write_campaign(tmp_path, base_url=api.url))
+    assert dialer("run", campaign).wait() == 0
+    assert by_name(tmp_path)["Twice"]["dialer_status"] == "duplicate"
+
+    write_leads(tmp_path / "leads.csv", EDITS[edit])
+    second = dialer("run", campaign)
+    assert second.wait() == 0, second.stderr
+    expected = {e164(0): 1, e164(1): 1} | ({e164(2): 1} if edit == "phone edited" else {})
+    assert once_each(api.record) == expected
+    twice = by_name(tmp_path)["Twice"]
+    assert twice["dialer_status"] == "duplicate"
+    if edit == "reordered":
+        assert twice["dialer_error"] == "same number as row 4"  # Lead 0, now the file's last row
+    else:
+        assert twice["dialer_error"] == "same number as row no longer in the file, already called"
+    # Once more, unchanged: still nobody called twice.
+    assert dialer("run", campaign).wait() == 0
+    assert once_each(api.record) == expected
+
+
+def test_an_invalid_row_fixed_by_the_user_never_calls_a_number_another_row_called(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox
+) -> None:
+    """The README's own example: a bad time zone fixed makes a row dialable, but not
+    with a number another row already called (the fixed row now first in the file, so
+    the mapping alone finds the caller the duplicate)."""
+    api = sandbox_process()
+    leads = tmp_path / "leads.csv"
+
+    def write(rows: list[list[str]]) -> None:
+        with leads.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([["Name", "Phone", "Timezone"], *rows])
+
+    write([["Lead 0", written(0), "America/New_York"], ["Other", written(0), "Mars/Base"]])
+    campaign = str(write_campaign(tmp_path, base_url=api.url))
+    assert dialer("run", campaign).wait() == 0
+    assert by_name(tmp_path)["Other"]["dialer_status"] == "invalid"
+
+    write(
+        [
+            ["Other", written(0), "America/New_York"],
+            ["Lead 0", written(0), "America/New_York"],
+            ["New", written(1), "America/New_York"],
+        ]
+    )
+    second = dialer("run", campaign)
+    assert second.wait() == 0, second.stderr
+    assert once_each(api.record) == {e164(0): 1, e164(1): 1}
+    report = by_name(tmp_path)
+    assert (report["Other"]["dialer_status"], report["Other"]["dialer_error"]) == (
+        "duplicate",
+        "same number as row 3",
+    )
+    assert report["Lead 0"]["dialer_status"] == "sent"
+
+
+# -- 5. the journal's disk full mid-run -------------------------------------------------
+
+
+def test_a_full_disk_mid_run_stops_with_one_line_and_the_next_run_calls_nobody_twice(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's fault point raises what SQLite raises on a full disk after a few commits:
+    calls have gone out, the run ends with exit 1 and one line naming the journal; the next
+    run looks up what may have left and dials the rest, each number once."""
+    api = sandbox_process()
+    write_leads(tmp_path / "leads.csv", lead_rows(range(20)))
+    campaign = str(write_campaign(tmp_path, base_url=api.url, concurrency=2, rate=100))
+    monkeypatch.setenv("DIALER_TEST_JOURNAL_FULL_AFTER", "6")
+    first = dialer("run", campaign)
+    assert first.wait() == 1, first.stderr
+    journal = tmp_path / "out" / "journal.sqlite"
+    lines = [line for line in first.stderr.splitlines() if "cannot write the journal" in line]
+    assert len(lines) == 1, first.stderr
+    assert f"{journal}: cannot write the journal: the disk is full" in lines[0]
+    assert "internal error" not in first.stderr and "Traceback" not in first.stderr
+    assert placed(api.record), "the fault came after calls went out"
+    statuses = {row["status"] for row in journal_rows(tmp_path)}
+    assert statuses <= {"pending", "unknown", "sent"}
+
+    monkeypatch.delenv("DIALER_TEST_JOURNAL_FULL_AFTER")
+    second = dialer("run", campaign)
+    assert second.wait() == 0, second.stderr
+    assert once_each(api.record) == {e164(i): 1 for i in range(20)}
+    assert {row["status"] for row in journal_rows(tmp_path)} == {"sent"}
