@@ -8,6 +8,7 @@ needs no other stage); tests call them directly.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
@@ -93,21 +94,45 @@ def with_leads(campaign: Campaign, override: Path | None) -> Campaign:
     return campaign.model_copy(update={"leads": override}) if override else campaign
 
 
+# The campaign settings that decide a row's verdict at import (its number read, its zones,
+# its column mapping, its do-not-call lists, the hours that can never open for it): when
+# one changes, rows not yet dialed are judged again, as when the file changes.
+def verdict_settings(campaign: Campaign) -> str:
+    """A digest of the settings that decide verdicts, do-not-call lists' content included."""
+    settings = {
+        "default_region": campaign.default_region,
+        "encoding": campaign.encoding,
+        "sheet": campaign.sheet,
+        "columns": campaign.columns.model_dump(),
+        "hours": campaign.hours.model_dump(),
+        "suppress": [
+            [str(path), file_signature(path)["sha256"] if path.is_file() else None]
+            for path in campaign.suppress
+        ],
+    }
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def import_signature(campaign: Campaign, path: Path) -> dict[str, Any]:
+    """What the journal's rows were judged from: the file's content hash and the settings.
+
+    Decided by content, never by size and mtime alone: `cp -p`, `rsync -t` or `tar x`
+    keep both while the rows change. Hashing costs about a second per 100 MB (README).
+    """
+    return file_signature(path) | {"settings": verdict_settings(campaign)}
+
+
 def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> ImportSummary | None:
-    """Import the leads file the first time, and again (matching by content) when it changed."""
+    """Import the leads file the first time, and again (matching by content) when its
+    content or a setting that decided verdicts changed."""
     previous = journal.signature()
-    if previous is not None:
-        stat = path.stat() if path.exists() else None
-        # The journal alone is enough to continue, even if the file is gone.
-        if stat is None:
-            return None
-        if (stat.st_size, stat.st_mtime_ns) == (previous["size"], previous["mtime_ns"]):
-            return None
-    leads = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
-    signature = file_signature(path)
-    if previous is not None and signature["sha256"] == previous["sha256"]:
-        journal.set_meta("signature", json.dumps(signature))
+    if previous is not None and not path.exists():
+        return None  # the journal alone is enough to continue, even if the file is gone
+    signature = import_signature(campaign, path)
+    if previous is not None and all(previous.get(key) == signature[key] for key in ("sha256", "settings")):
         return None
+    leads = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
     columns = resolve_columns(campaign, leads.headers)
     summary = journal.import_leads(leads.headers, columns, map_leads(campaign, leads, columns), signature)
     if summary.first_import:
@@ -119,6 +144,7 @@ def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> Import
             added=summary.added,
             matched=summary.matched,
             no_longer_in_file=summary.removed,
+            settings_changed=previous is not None and previous.get("settings") != signature["settings"],
         )
     return summary
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,3 +149,59 @@ def test_a_full_disk_mid_run_stops_with_one_line_and_the_next_run_calls_nobody_t
     assert second.wait() == 0, second.stderr
     assert once_each(api.record) == {e164(i): 1 for i in range(20)}
     assert {row["status"] for row in journal_rows(tmp_path)} == {"sent"}
+
+
+# -- 3. an edit that keeps the file's size and mtime ------------------------------------
+
+
+def test_an_edit_keeping_size_and_mtime_is_seen_and_the_number_gone_is_not_dialed(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox
+) -> None:
+    """As after `cp -p`, `rsync -t` or `tar x`: same size, same mtime, other rows."""
+    api = sandbox_process()
+    leads = tmp_path / "leads.csv"
+    write_leads(leads, lead_rows(range(5)))
+    campaign = str(write_campaign(tmp_path, base_url=api.url))
+    first = dialer("run", campaign, "--limit", "2")
+    assert first.wait() == 75, first.stderr
+    before = leads.stat()
+    # Lead 4 now has number 5: the same number of characters.
+    write_leads(leads, [*lead_rows(range(4)), ["Lead 4", written(5), "Company 4"]])
+    os.utime(leads, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (leads.stat().st_size, leads.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    second = dialer("run", campaign)
+    assert second.wait() == 0, second.stderr
+    assert once_each(api.record) == {e164(i): 1 for i in (0, 1, 2, 3, 5)}
+    assert by_name(tmp_path)["Lead 4"]["dialer_status"] == "sent"
+
+
+# -- 4. a setting that decided verdicts, fixed ------------------------------------------
+
+
+def test_rows_not_yet_dialed_are_judged_again_when_a_verdict_setting_is_fixed(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox
+) -> None:
+    """Numbers written without a country code, read with the wrong `default_region` at
+    first: invalid. The region fixed, the same file: they are dialed, each once."""
+    api = sandbox_process()
+    rows = [[f"Lead {i}", f"(212) 555-0{100 + i}", f"Company {i}"] for i in range(3)]
+    write_leads(tmp_path / "leads.csv", [*rows, ["Intl", written(250), "Company"]])
+    path = write_campaign(tmp_path, base_url=api.url)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('mode = "call"\n', 'mode = "call"\ndefault_region = "GB"\n', 1))
+    assert dialer("run", str(path)).wait() == 0
+    report = by_name(tmp_path)
+    assert [report[f"Lead {i}"]["dialer_status"] for i in range(3)] == ["invalid"] * 3
+    assert once_each(api.record) == {e164(250): 1}
+
+    path.write_text(text.replace('mode = "call"\n', 'mode = "call"\ndefault_region = "US"\n', 1))
+    second = dialer("run", str(path))
+    assert second.wait() == 0, second.stderr
+    assert once_each(api.record) == {e164(i): 1 for i in (0, 1, 2, 250)}
+    assert {row["Name"]: row["dialer_status"] for row in read_report(tmp_path / "out" / "report.csv")} == {
+        "Lead 0": "sent",
+        "Lead 1": "sent",
+        "Lead 2": "sent",
+        "Intl": "sent",
+    }

@@ -132,11 +132,13 @@ def reimport(conn: sqlite3.Connection, records: Iterator[tuple[Any, ...]], now: 
             " FROM incoming i WHERE i.lead_id = leads.id"
         )
         # A row not yet acted on takes the verdict on its new cells (a time zone fixed, a
-        # number now on a do-not-call list); sent, failed and unknown rows keep theirs.
+        # number now on a do-not-call list), and its number as now read (the same cells
+        # read with another `default_region`); sent, failed and unknown rows keep theirs.
         conn.execute(
-            "UPDATE leads SET status = i.status, error = i.error, updated_at = i.updated_at"
-            f" FROM incoming i WHERE i.lead_id = leads.id AND leads.status IN ({_NOT_ACTED_ON})"
-            " AND (leads.status != i.status OR leads.error != i.error)"
+            "UPDATE leads SET status = i.status, error = i.error, phone = i.phone,"
+            " updated_at = i.updated_at FROM incoming i WHERE i.lead_id = leads.id"
+            f" AND leads.status IN ({_NOT_ACTED_ON})"
+            " AND (leads.status != i.status OR leads.error != i.error OR leads.phone != i.phone)"
             " AND NOT (leads.status = ? AND i.status = ?)",
             (Status.DEFERRED, Status.PENDING),
         )

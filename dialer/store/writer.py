@@ -81,6 +81,14 @@ class JournalWriter:
                     refused = self._write(groups)
                 took = time.perf_counter() - started
                 self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * took
+            except JournalError as exc:
+                # The disk failed: each waiting caller gets the one line; the flusher goes on
+                # with what is queued after (a disk freed meanwhile takes it).
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: a caller gone must not warn of it
+                continue
             except BaseException as exc:
                 for _, future in batch:
                     if not future.done():
