@@ -69,39 +69,31 @@ class JournalWriter:
             # Let the writes of this loop turn gather: one fsync for all of them.
             await asyncio.sleep(0)
             batch, self._queue = self._queue, []
-            groups = [writes for writes, _ in batch]
+            futures = [future for _, future in batch]
             try:
-                started = time.perf_counter()
-                if self._commit_seconds > self._slow_commit:
-                    self.threaded_commits += 1
-                    refused = await asyncio.to_thread(self._write, groups)
-                else:
-                    # A fast disk commits in a fraction of a millisecond: cheaper here than a
-                    # hand-off to a thread, which costs both threads the GIL on every statement.
-                    refused = self._write(groups)
-                took = time.perf_counter() - started
-                self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * took
+                refused = await self._commit_timed([writes for writes, _ in batch])
             except JournalError as exc:
                 # The disk failed: each waiting caller gets the one line; the flusher goes on
                 # with what is queued after (a disk freed meanwhile takes it).
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                        future.exception()  # retrieved: a caller gone must not warn of it
+                _settle(futures, [exc] * len(futures))
                 continue
             except BaseException as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                _settle(futures, [exc] * len(futures))
                 raise
-            for (_, future), row_id in zip(batch, refused, strict=True):
-                if future.done():
-                    continue
-                if row_id is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(NumberTaken(row_id))
-                    future.exception()  # a caller cancelled meanwhile must not warn of it
+            _settle(futures, [None if row_id is None else NumberTaken(row_id) for row_id in refused])
+
+    async def _commit_timed(self, groups: list[list[Write]]) -> list[int | None]:
+        started = time.perf_counter()
+        if self._commit_seconds > self._slow_commit:
+            self.threaded_commits += 1
+            refused = await asyncio.to_thread(self._write, groups)
+        else:
+            # A fast disk commits in a fraction of a millisecond: cheaper here than a
+            # hand-off to a thread, which costs both threads the GIL on every statement.
+            refused = self._write(groups)
+        took = time.perf_counter() - started
+        self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * took
+        return refused
 
     def _write(self, groups: list[list[Write]]) -> list[int | None]:
         """Commit every group in one transaction; per group, the row a guard refused (or None)."""
@@ -126,6 +118,19 @@ class JournalWriter:
                 await self._flusher
         finally:
             self._conn.close()
+
+
+def _settle(futures: list[asyncio.Future[None]], results: list[BaseException | None]) -> None:
+    """Each waiting caller's result: None, or the exception its commit raises."""
+    for future, result in zip(futures, results, strict=True):
+        if future.done():
+            continue
+        if result is None:
+            future.set_result(None)
+        else:
+            future.set_exception(result)
+            if not isinstance(result, asyncio.CancelledError):
+                future.exception()  # retrieved: a caller gone meanwhile must not warn of it
 
 
 def _apply(conn: sqlite3.Connection, writes: list[Write]) -> int | None:
