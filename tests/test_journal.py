@@ -152,8 +152,37 @@ def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path: Path)
         CampaignLock(path).acquire()
     holder.kill()
     holder.wait()
-    assert os.path.exists(str(path) + ".lock")
     with CampaignLock(path):
+        pass
+
+
+def test_the_lock_is_the_journals_whatever_the_path_names_it(tmp_path: Path) -> None:
+    """A symlink, a path through `..` and a hard link name one journal: one lock (issue 10).
+    Held by another process, as a second run would be."""
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "c.sqlite"
+    Journal(path, "c").close()
+    (tmp_path / "link.sqlite").symlink_to(path)
+    os.link(path, tmp_path / "hard.sqlite")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from dialer.store import CampaignLock;"
+            f"CampaignLock(Path({str(path)!r})).acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for other in ("link.sqlite", "out/../out/c.sqlite", "hard.sqlite"):
+            with pytest.raises(LockedError, match="another run"):
+                CampaignLock(tmp_path / other).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with CampaignLock(tmp_path / "hard.sqlite"):
         pass
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -205,3 +206,54 @@ def test_rows_not_yet_dialed_are_judged_again_when_a_verdict_setting_is_fixed(
         "Lead 2": "sent",
         "Intl": "sent",
     }
+
+
+# -- 2. one lock per journal, whatever path names it ------------------------------------
+
+
+def _wait_for_a_call(record: Path | None, run: Dialer) -> None:
+    """Until the first run has placed a call (it then holds the lock for a while yet)."""
+    deadline = time.monotonic() + 30
+    while not placed(record):
+        assert run.code is None and time.monotonic() < deadline, run.stderr
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("alias", ["symlink", "dot-dot", "hard link"])
+def test_two_campaign_files_naming_one_journal_two_ways_never_run_at_once(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox, alias: str
+) -> None:
+    api = sandbox_process(latency_ms=100)
+    write_leads(tmp_path / "leads.csv", lead_rows(range(20)))
+    first_file = write_campaign(tmp_path, base_url=api.url, rate=10, concurrency=1)
+    journal = tmp_path / "out" / "journal.sqlite"
+    journal.parent.mkdir()
+    journal.touch()
+    other = tmp_path / "other"
+    other.mkdir()
+    if alias == "symlink":
+        (other / "j.sqlite").symlink_to(journal)
+        name = "j.sqlite"
+    elif alias == "hard link":
+        os.link(journal, other / "j.sqlite")
+        name = "j.sqlite"
+    else:
+        name = "../out/../out/journal.sqlite"
+    second_file = other / "campaign.toml"
+    second_file.write_text(
+        first_file.read_text(encoding="utf-8")
+        .replace('leads = "leads.csv"', 'leads = "../leads.csv"')
+        .replace('journal = "out/journal.sqlite"', f'journal = "{name}"'),
+        encoding="utf-8",
+    )
+
+    first = dialer("run", str(first_file))
+    _wait_for_a_call(api.record, first)
+    second = dialer("run", str(second_file))
+    assert second.wait() == 75, second.stderr
+    assert "another run of this campaign is in progress; nothing sent" in second.stderr
+    assert first.wait() == 0, first.stderr
+    assert once_each(api.record) == {e164(i): 1 for i in range(20)}
+    # And once the first is done, the second continues the same journal: nobody again.
+    assert dialer("run", str(second_file)).wait() == 0
+    assert once_each(api.record) == {e164(i): 1 for i in range(20)}

@@ -67,8 +67,7 @@ STEPS: dict[int, tuple[str, ...]] = {
     # re-import; the `called` table makes it the first caller's for good. Filled from every
     # row whose intent was ever committed (attempts > 0), the earliest row first.
     2: (
-        "CREATE TABLE IF NOT EXISTS called (phone TEXT PRIMARY KEY, lead_id INTEGER NOT NULL)"
-        " WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS called (phone TEXT PRIMARY KEY, lead_id INTEGER NOT NULL) WITHOUT ROWID",
         "INSERT OR IGNORE INTO called (phone, lead_id) SELECT phone, id FROM leads"
         " WHERE phone != '' AND (attempts > 0 OR status IN ('sent', 'unknown')) ORDER BY id",
     ),
