@@ -36,7 +36,7 @@ from dialer.mapping import map_leads
 from dialer.model import DIALABLE, REMAINING, JournalRow, Lead, Status
 from dialer.numbers import ForeignCallers, NumberPool
 from dialer.report import write_report
-from dialer.store import CampaignLock, ImportSummary, Journal, file_signature
+from dialer.store import CampaignLock, ImportSummary, Journal, file_signature, journal_errors
 from dialer.suppress import suppression_sources
 from dialer.transitions import iso, never_open_reason
 
@@ -70,6 +70,8 @@ class RunOptions:
     transport: httpx.AsyncBaseTransport | None = None
     # SIGINT/SIGTERM stop the run gracefully (the CLI turns this on; tests may too).
     handle_signals: bool = False
+    # Start a new journal even though the report shows calls placed (--new-journal).
+    new_journal: bool = False
 
 
 @dataclass
@@ -149,6 +151,40 @@ def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> Import
     return summary
 
 
+def calls_in_report(path: Path) -> int:
+    """Rows of an existing report that show a call placed (or maybe placed): `sent` or
+    `unknown`, or a dialer_id. -1: there is a report, but it cannot be read."""
+    if not path.is_file():
+        return 0
+    try:
+        report = open_leads(path)
+        if "dialer_status" not in report.headers:
+            return 0
+        found = 0
+        for frame in report.chunks():
+            placed = frame["dialer_status"].isin(["sent", "unknown"])
+            if "dialer_id" in frame.columns:
+                placed |= frame["dialer_id"].str.strip() != ""
+            found += int(placed.sum())
+        return found
+    except DialerError:
+        return -1
+
+
+def refuse_a_new_journal_after_calls(campaign: Campaign, report: Path) -> None:
+    """A new journal for a campaign whose report shows calls would dial everyone again:
+    the journal was deleted, emptied, or lost its -wal after a crash. Refused (exit 2)."""
+    placed = calls_in_report(report)
+    if placed == 0:
+        return
+    seen = "cannot be read to tell" if placed < 0 else f"shows {placed} rows called"
+    raise SetupError(
+        f"{campaign.journal_path}: the journal is new (deleted, emptied, or its -wal lost),"
+        f" but the report {report} {seen}: a new journal would call them again; nothing"
+        " sent. Restore the journal, or run with --new-journal to start afresh anyway"
+    )
+
+
 def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime | None:
     """When the first row waiting for its calling hours becomes due."""
     moments = [
@@ -226,10 +262,13 @@ def quiet_by_default() -> None:
 def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
     quiet_by_default()
-    with CampaignLock(campaign.journal_path):
+    with CampaignLock(campaign.journal_path), journal_errors(campaign.journal_path):
         journal = Journal(campaign.journal_path, campaign.name)
         try:
             campaign = with_leads(campaign, options.leads)
+            report = options.report or campaign.report_path
+            if not journal.is_imported and not options.new_journal:
+                refuse_a_new_journal_after_calls(campaign, report)
             imported = import_if_needed(campaign, journal, campaign.leads)
             check_placeholders(campaign, journal.headers)  # the campaign may have changed since
             if options.retry_failed:
@@ -242,7 +281,6 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
             journal.suppress(suppressed)
             counts = journal.counts()
             options.progress.start(sum(counts.get(s, 0) for s in REMAINING))
-            report = options.report or campaign.report_path
             try:
                 stats = asyncio.run(_dispatch(campaign, journal, options, suppressed))
             except DialerError:

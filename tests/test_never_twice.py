@@ -257,3 +257,86 @@ def test_two_campaign_files_naming_one_journal_two_ways_never_run_at_once(
     # And once the first is done, the second continues the same journal: nobody again.
     assert dialer("run", str(second_file)).wait() == 0
     assert once_each(api.record) == {e164(i): 1 for i in range(20)}
+
+
+# -- 6. a journal lost, emptied or damaged ----------------------------------------------
+
+
+def _lose(journal: Path, how: str) -> None:
+    if how == "deleted":
+        journal.unlink()
+    elif how == "truncated":
+        journal.write_bytes(b"")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{journal}{suffix}").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated"])
+def test_a_new_journal_for_a_campaign_whose_report_shows_calls_is_refused(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox, how: str
+) -> None:
+    api = sandbox_process()
+    write_leads(tmp_path / "leads.csv", lead_rows(range(5)))
+    campaign = str(write_campaign(tmp_path, base_url=api.url))
+    assert dialer("run", campaign, "--limit", "3").wait() == 75
+    journal = tmp_path / "out" / "journal.sqlite"
+    _lose(journal, how)
+
+    refused = dialer("run", campaign)
+    assert refused.wait() == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"dialer: {journal}: the journal is new (deleted, emptied, or its -wal lost), but the"
+        f" report {tmp_path / 'out' / 'report.csv'} shows 3 rows called: a new journal would"
+        " call them again; nothing sent. Restore the journal, or run with --new-journal to"
+        " start afresh anyway"
+    ]
+    assert once_each(api.record) == {e164(i): 1 for i in range(3)}
+    # Refused again on the next try: the refusal itself made nothing of the journal.
+    assert dialer("run", campaign).wait() == 2
+    # The user insists: a new journal, and everyone is called (the first three again).
+    insisted = dialer("run", campaign, "--new-journal")
+    assert insisted.wait() == 0, insisted.stderr
+    assert once_each(api.record) == {e164(i): 2 if i < 3 else 1 for i in range(5)}
+
+
+def test_a_first_run_with_a_report_that_shows_no_call_is_not_refused(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox
+) -> None:
+    api = sandbox_process()
+    write_leads(tmp_path / "leads.csv", lead_rows(range(2)))
+    campaign = str(write_campaign(tmp_path, base_url=api.url))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.csv").write_text(
+        "Name,Phone,Company,dialer_status,dialer_id\nLead 0,x,y,pending,\n", encoding="utf-8"
+    )
+    run = dialer("run", campaign)
+    assert run.wait() == 0, run.stderr
+    assert once_each(api.record) == {e164(0): 1, e164(1): 1}
+
+
+@pytest.mark.parametrize("damage", ["not a database", "half of it"])
+def test_a_damaged_journal_is_one_line_and_nothing_is_sent(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox, damage: str
+) -> None:
+    api = sandbox_process()
+    write_leads(tmp_path / "leads.csv", lead_rows(range(300)))
+    campaign = str(write_campaign(tmp_path, base_url=api.url))
+    assert dialer("run", campaign, "--limit", "1").wait() == 75
+    calls = once_each(api.record)
+    journal = tmp_path / "out" / "journal.sqlite"
+    data = journal.read_bytes()
+    if damage == "not a database":
+        journal.write_bytes(b"these are not the bytes of a database\n" * 200)
+    else:
+        journal.write_bytes(data[: len(data) // 2])
+    run = dialer("run", campaign)
+    code = run.wait()
+    lines = run.stderr.strip().splitlines()
+    assert code == 1, run.stderr
+    assert lines[-1].startswith(f"dialer: {journal}: cannot open the journal: "), run.stderr
+    assert lines[-1].endswith(
+        "; nothing sent. Restore it from a backup, or move it away and run with --new-journal"
+        " (rows already called may be called again)"
+    )
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr
+    assert once_each(api.record) == calls

@@ -8,6 +8,7 @@ writes.py      the dispatcher's row transitions as SQL (intent, outcome, restore
 writer.py      JournalWriter: those writes committed in groups, one fsync per group
 """
 
+from dialer.store.db import journal_errors
 from dialer.store.importing import ImportSummary, file_signature
 from dialer.store.lock import CampaignLock
 from dialer.store.migrations import SCHEMA_VERSION
@@ -25,6 +26,7 @@ __all__ = [
     "Write",
     "file_signature",
     "intent",
+    "journal_errors",
     "outcome",
     "restore",
 ]

@@ -23,6 +23,16 @@ from dialer.store.migrations import migrate
 from dialer.store.writes import utc_now_iso
 
 
+def _advice(exc: BaseException) -> str:
+    """What to do about a journal SQLite cannot read: not a database, or damaged."""
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return (
+            "; nothing sent. Restore it from a backup, or move it away and run with"
+            " --new-journal (rows already called may be called again)"
+        )
+    return ""
+
+
 class Journal:
     """The campaign's SQLite journal (WAL, synchronous=FULL)."""
 
@@ -32,12 +42,12 @@ class Journal:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = connect(path)
         except (sqlite3.Error, OSError) as exc:
-            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+            raise JournalError(f"{path}: cannot open the journal: {exc}{_advice(exc)}") from None
         try:
             migrate(self.conn, path)
         except sqlite3.Error as exc:
             self.conn.close()
-            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+            raise JournalError(f"{path}: cannot open the journal: {exc}{_advice(exc)}") from None
         except BaseException:
             self.conn.close()
             raise

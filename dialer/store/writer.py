@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dialer.errors import JournalError
-from dialer.store.db import connect, transaction
+from dialer.store.db import connect, journal_write_error, transaction
 from dialer.store.writes import NumberTaken, Write
 
 # For end-to-end tests of a full disk: the commit after this many raises what SQLite
@@ -142,22 +142,6 @@ def _apply(conn: sqlite3.Connection, writes: list[Write]) -> int | None:
                 conn.execute(fallback.sql, fallback.params)
             return int(write.params[-1])
     return None
-
-
-def journal_write_error(path: Path, exc: sqlite3.Error) -> JournalError:
-    """A commit that failed for the disk's sake: one line naming the journal and what to do."""
-    text = str(exc)
-    if "full" in text:
-        cause = "the disk is full"
-    elif "readonly" in text or "read-only" in text:
-        cause = "the journal is read-only"
-    else:
-        cause = f"the disk failed ({text})"
-    return JournalError(
-        f"{path}: cannot write the journal: {cause}; the dialer stopped. What was saved stays:"
-        " free space (or fix the disk), then run again; rows whose request may have left are"
-        " `unknown` and the next run looks them up before dialing anyone again"
-    )
 
 
 def _fault_from_environment() -> Callable[[], None] | None:
