@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import os
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +20,7 @@ import pytest
 
 from dialer.sandbox import RunningSandbox
 from tests.test_resilience import (
+    KEY,
     Dialer,
     dialer,
     e164,
@@ -340,3 +344,37 @@ def test_a_damaged_journal_is_one_line_and_nothing_is_sent(
     )
     assert "Traceback" not in run.stderr and "internal error" not in run.stderr
     assert once_each(api.record) == calls
+
+
+def test_a_journal_that_cannot_grow_fails_for_real_with_one_line_and_the_next_run_recovers(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox
+) -> None:
+    """A real write failure, unprivileged: the dialer under RLIMIT_FSIZE (Python ignores
+    SIGXFSZ, so a write past the limit fails with EFBIG and SQLite reports an I/O error)."""
+    api = sandbox_process()
+    write_leads(tmp_path / "leads.csv", lead_rows(range(60)))
+    campaign = write_campaign(tmp_path, base_url=api.url, concurrency=2)
+    assert dialer("run", str(campaign), "--limit", "2").wait() == 75
+    journal = tmp_path / "out" / "journal.sqlite"
+    limit = journal.stat().st_size + 40_000  # the WAL holds a few commits, then no more
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dialer", "run", str(campaign)],
+        env={**os.environ, "SYNTHFLOW_API_KEY": KEY},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=cap,
+    )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"dialer: {journal}: cannot write the journal: the disk failed"), done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+    assert len(placed(api.record)) > 2, "calls went out before the journal could not grow"
+
+    again = dialer("run", str(campaign))
+    assert again.wait() == 0, again.stderr
+    assert once_each(api.record) == {e164(i): 1 for i in range(60)}
