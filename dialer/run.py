@@ -131,6 +131,8 @@ def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> Import
     previous = journal.signature()
     if previous is not None and not path.exists():
         return None  # the journal alone is enough to continue, even if the file is gone
+    if not path.is_file():
+        open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)  # its one line (a FIFO...)
     signature = import_signature(campaign, path)
     if previous is not None and all(previous.get(key) == signature[key] for key in ("sha256", "settings")):
         return None
