@@ -35,7 +35,7 @@ from dialer.load import open_leads
 from dialer.mapping import map_leads
 from dialer.model import DIALABLE, REMAINING, JournalRow, Lead, Status
 from dialer.numbers import ForeignCallers, NumberPool
-from dialer.report import write_report
+from dialer.report import check_report_path, write_report
 from dialer.store import CampaignLock, ImportSummary, Journal, file_signature, journal_errors
 from dialer.suppress import suppression_sources
 from dialer.transitions import iso, never_open_reason
@@ -138,7 +138,10 @@ def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> Import
         return None
     leads = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
     columns = resolve_columns(campaign, leads.headers)
-    summary = journal.import_leads(leads.headers, columns, map_leads(campaign, leads, columns), signature)
+    # The journal keeps the headers as written: the report gives them back so.
+    summary = journal.import_leads(
+        leads.written_headers or leads.headers, columns, map_leads(campaign, leads, columns), signature
+    )
     if summary.first_import:
         log.info("leads.imported", file=str(path), rows=summary.added)
     else:
@@ -164,9 +167,10 @@ def calls_in_report(path: Path) -> int:
             return 0
         found = 0
         for frame in report.chunks():
-            placed = frame["dialer_status"].isin(["sent", "unknown"])
+            # Cells as text whatever their type (an XLSX report's cells may be typed).
+            placed = frame["dialer_status"].map(lambda v: str(v).strip() in ("sent", "unknown"))
             if "dialer_id" in frame.columns:
-                placed |= frame["dialer_id"].str.strip() != ""
+                placed |= frame["dialer_id"].map(lambda v: str(v).strip() != "")
             found += int(placed.sum())
         return found
     except DialerError:
@@ -264,6 +268,7 @@ def quiet_by_default() -> None:
 def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
     quiet_by_default()
+    check_report_path(options.report or campaign.report_path)  # a .pdf is refused before any call
     with CampaignLock(campaign.journal_path), journal_errors(campaign.journal_path):
         journal = Journal(campaign.journal_path, campaign.name)
         try:

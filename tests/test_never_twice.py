@@ -378,3 +378,18 @@ def test_a_journal_that_cannot_grow_fails_for_real_with_one_line_and_the_next_ru
     again = dialer("run", str(campaign))
     assert again.wait() == 0, again.stderr
     assert once_each(api.record) == {e164(i): 1 for i in range(60)}
+
+
+def test_a_new_journal_is_refused_after_calls_an_xlsx_report_shows_too(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox
+) -> None:
+    api = sandbox_process()
+    write_leads(tmp_path / "leads.csv", lead_rows(range(3)))
+    campaign = str(write_campaign(tmp_path, base_url=api.url))
+    report = str(tmp_path / "out" / "report.xlsx")
+    assert dialer("run", campaign, "--limit", "2", "--report", report).wait() == 75
+    _lose(tmp_path / "out" / "journal.sqlite", "deleted")
+    refused = dialer("run", campaign, "--report", report)
+    assert refused.wait() == 2, refused.stderr
+    assert f"the report {report} shows 2 rows called" in refused.stderr
+    assert once_each(api.record) == {e164(0): 1, e164(1): 1}
