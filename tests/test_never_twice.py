@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import time
@@ -393,3 +394,27 @@ def test_a_new_journal_is_refused_after_calls_an_xlsx_report_shows_too(
     assert refused.wait() == 2, refused.stderr
     assert f"the report {report} shows 2 rows called" in refused.stderr
     assert once_each(api.record) == {e164(0): 1, e164(1): 1}
+
+
+def test_the_journal_refuses_a_second_row_for_a_called_number_even_behind_the_imports_back(
+    tmp_path: Path, dialer: Start, sandbox_process: Sandbox
+) -> None:
+    """The rule lives in the intent's transaction, not only in the import: a row given a
+    called number by any other way (here SQL behind the import) is refused at its intent,
+    sent nothing, and becomes a duplicate naming the caller."""
+    api = sandbox_process()
+    write_leads(tmp_path / "leads.csv", lead_rows(range(3)))
+    campaign = str(write_campaign(tmp_path, base_url=api.url))
+    assert dialer("run", campaign, "--limit", "1").wait() == 75
+    conn = sqlite3.connect(tmp_path / "out" / "journal.sqlite")
+    with conn:
+        conn.execute("UPDATE leads SET phone = ? WHERE position = 3", (e164(0),))
+    conn.close()
+    second = dialer("run", campaign)
+    assert second.wait() == 0, second.stderr
+    assert once_each(api.record) == {e164(0): 1, e164(2): 1}
+    report = by_name(tmp_path)
+    assert (report["Lead 1"]["dialer_status"], report["Lead 1"]["dialer_error"]) == (
+        "duplicate",
+        "same number as row 2",
+    )
