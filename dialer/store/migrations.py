@@ -14,7 +14,7 @@ from pathlib import Path
 from dialer.errors import JournalError
 from dialer.store.db import transaction
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,6 +37,13 @@ CREATE TABLE IF NOT EXISTS leads (
     updated_at  TEXT NOT NULL,
     unanswered  INTEGER NOT NULL DEFAULT 0  -- requests that got no answer (v2): caps the re-dials
 );
+-- Every number a request was ever committed for, and the one lead allowed to call it: an
+-- intent for any other lead of the campaign is refused (writes.intent). A property of the
+-- data: in PostgreSQL the same rule is the primary key on (campaign, phone).
+CREATE TABLE IF NOT EXISTS called (
+    phone   TEXT PRIMARY KEY,
+    lead_id INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS number_usage (
     number TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
     PRIMARY KEY (number, day)
@@ -56,6 +63,14 @@ STEPS: dict[int, tuple[str, ...]] = {
     # The cap on re-dials after a look-up found no call was counted in memory, from zero
     # at every run; counted here it holds across crashes and cron runs.
     1: ("ALTER TABLE leads ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0",),
+    # A number called (or maybe called) by one row could be dialed by another after a
+    # re-import; the `called` table makes it the first caller's for good. Filled from every
+    # row whose intent was ever committed (attempts > 0), the earliest row first.
+    2: (
+        "CREATE TABLE IF NOT EXISTS called (phone TEXT PRIMARY KEY, lead_id INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT OR IGNORE INTO called (phone, lead_id) SELECT phone, id FROM leads"
+        " WHERE phone != '' AND (attempts > 0 OR status IN ('sent', 'unknown')) ORDER BY id",
+    ),
 }
 
 
