@@ -11,15 +11,17 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from dialer.client import Answer
 from dialer.errors import ApiUnreachable, AuthError
 from dialer.model import JournalRow, Status
 from dialer.store import Journal, JournalWriter, outcome
 from dialer.transitions import Next
+
+if TYPE_CHECKING:  # the client (httpx) is not needed to reason about its answers
+    from dialer.client import Answer
 
 log = structlog.get_logger("dialer")
 

@@ -19,26 +19,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
-from dialer import client as api
 from dialer.bookkeeping import Clock, Progress, RunStats, utc_now
-from dialer.columns import ColumnMap, check_placeholders, resolve_columns
 from dialer.config import Campaign
-from dialer.dispatch import Dispatcher, DispatchOptions
 from dialer.errors import DialerError, SetupError
 from dialer.hours import CallingHours
-from dialer.load import open_leads
-from dialer.mapping import map_leads
 from dialer.model import DIALABLE, REMAINING, JournalRow, Lead, Status
-from dialer.numbers import ForeignCallers, NumberPool
-from dialer.report import check_report_path, write_report
 from dialer.store import CampaignLock, ImportSummary, Journal, file_signature, journal_errors
-from dialer.suppress import suppression_sources
 from dialer.transitions import iso, never_open_reason
+
+# The stages that pull in pandas, numpy, phonenumbers, httpx or xlsxwriter are imported
+# where a function needs them: `status` and `report` need none of them (issue 10: a
+# `status` that took 3-4 s to start).
+if TYPE_CHECKING:
+    import httpx
+
+    from dialer.columns import ColumnMap
+    from dialer.dispatch import Dispatcher
 
 __all__ = [
     "CampaignStatus",
@@ -128,6 +128,10 @@ def import_signature(campaign: Campaign, path: Path) -> dict[str, Any]:
 def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> ImportSummary | None:
     """Import the leads file the first time, and again (matching by content) when its
     content or a setting that decided verdicts changed."""
+    from dialer.columns import resolve_columns
+    from dialer.load import open_leads
+    from dialer.mapping import map_leads
+
     previous = journal.signature()
     if previous is not None and not path.exists():
         return None  # the journal alone is enough to continue, even if the file is gone
@@ -159,6 +163,8 @@ def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> Import
 def calls_in_report(path: Path) -> int:
     """Rows of an existing report that show a call placed (or maybe placed): `sent` or
     `unknown`, or a dialer_id. -1: there is a report, but it cannot be read."""
+    from dialer.load import open_leads
+
     if not path.is_file():
         return 0
     try:
@@ -203,6 +209,8 @@ def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime |
 
 
 def write_campaign_report(journal: Journal, path: Path) -> int:
+    from dialer.report import write_report
+
     return write_report(path, journal.headers, journal.report_rows())
 
 
@@ -222,6 +230,9 @@ def report_campaign(campaign: Campaign, target: Path) -> int:
 async def _dispatch(
     campaign: Campaign, journal: Journal, options: RunOptions, suppressed: dict[str, str]
 ) -> RunStats:
+    from dialer import client as api
+    from dialer.dispatch import Dispatcher, DispatchOptions
+
     client = api.SynthflowClient(
         options.base_url or campaign.api.base_url,
         options.api_key,
@@ -267,6 +278,10 @@ def quiet_by_default() -> None:
 
 def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
+    from dialer.columns import check_placeholders
+    from dialer.report import check_report_path
+    from dialer.suppress import suppression_sources
+
     quiet_by_default()
     check_report_path(options.report or campaign.report_path)  # a .pdf is refused before any call
     with CampaignLock(campaign.journal_path), journal_errors(campaign.journal_path):
@@ -336,8 +351,23 @@ def _reason_kind(error: str) -> str:
     return _VARYING.sub("…", error).strip() or error
 
 
+def _example_body(campaign: Campaign) -> Callable[[JournalRow], dict[str, Any]]:
+    """The request body `run` would send for a row, caller ids taken in turn."""
+    from dialer import client as api
+
+    body = api.call_body if campaign.mode == "call" else api.chat_body
+    pool = campaign.numbers.pool
+    cycle = itertools.cycle(pool) if pool else None
+    return lambda row: body(campaign, row, next(cycle) if cycle else "")
+
+
 def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: Clock = utc_now) -> Validation:
     """Read and map every row as `run` would; send nothing."""
+    from dialer.columns import resolve_columns
+    from dialer.load import open_leads
+    from dialer.mapping import map_leads
+    from dialer.numbers import ForeignCallers
+
     campaign = with_leads(campaign, leads)
     path = campaign.leads
     opened = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
@@ -352,9 +382,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
     zones_seen: set[tuple[str, ...]] = set()
     never: set[tuple[str, ...]] = set()
     due_now = 0
-    body = api.call_body if campaign.mode == "call" else api.chat_body
-    pool = campaign.numbers.pool
-    cycle = itertools.cycle(pool) if pool else None
+    example = _example_body(campaign)
     foreign = ForeignCallers(campaign.numbers)
     for lead in map_leads(campaign, opened, columns):
         counts[lead.status] += 1
@@ -382,7 +410,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
             due_now += 1
         foreign.count(lead.phone)
         if len(examples) < 3:
-            examples.append(body(campaign, _as_row(lead, opened.headers), next(cycle) if cycle else ""))
+            examples.append(example(_as_row(lead, opened.headers)))
     moments = [hours.next_open(z, now) for z in zones_seen if not zones_open[z] and z not in never]
     found = [m for m in moments if m is not None]
     return Validation(
@@ -428,6 +456,8 @@ class CampaignStatus:
 
 def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> CampaignStatus | None:
     """Counts per status from the journal, what is due now and when the rest becomes due."""
+    from dialer.numbers import NumberPool
+
     if not campaign.journal_path.exists():
         return None
     journal = Journal(campaign.journal_path, campaign.name)

@@ -1282,3 +1282,26 @@ def test_an_odd_retry_after_in_a_run_is_no_advice_and_no_crash(tmp_path: Path, h
     assert result.exit_code == 0
     assert result.counts["sent"] == 5 and result.stats.throttled == 5
     assert sorted(answered) == sorted(DIALABLE)
+
+
+def test_status_imports_neither_the_loader_nor_the_client(tmp_path: Path) -> None:
+    """`status` reads the journal only: pandas, numpy, httpx and aiohttp cost it seconds."""
+    campaign = write_campaign(tmp_path)
+    write_leads(tmp_path / "leads.csv", LEADS)
+    subprocess.run(
+        [sys.executable, "-m", "dialer", "run", str(campaign), "--sandbox"],
+        capture_output=True,
+        env={**os.environ, "SYNTHFLOW_API_KEY": "k"},
+        timeout=PROC_TIMEOUT,
+        check=False,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, "status", str(campaign)],
+        capture_output=True,
+        text=True,
+        timeout=PROC_TIMEOUT,
+        check=False,
+    )
+    imported = json.loads(done.stderr.splitlines()[-1].replace("'", '"'))
+    assert "sent" in done.stdout
+    assert not set(imported) & {"pandas", "numpy", "httpx", "aiohttp", "openpyxl"}, imported
