@@ -27,7 +27,7 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check dialer tests bench
 	$(BIN)/ruff format --check dialer tests bench
-	$(BIN)/mypy dialer
+	$(BIN)/mypy dialer tests bench
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

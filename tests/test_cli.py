@@ -1175,8 +1175,8 @@ def test_version_and_help_import_no_heavy_library(args: list[str], allowed: list
 
 
 def _summary_of(campaign: Path, requests: int, seconds: float) -> str:
+    from dialer.bookkeeping import RunStats
     from dialer.config import load_campaign
-    from dialer.dispatch import RunStats
     from dialer.run import RunResult
 
     stats = RunStats(requests=requests, started=100.0, finished=100.0 + seconds)

@@ -95,7 +95,7 @@ def test_group_commits_are_durable_and_fewer_than_the_writes(tmp_path: Path) -> 
     path = tmp_path / "c.sqlite"
     journal = Journal(path, "c")
     _import(journal, [_lead(i + 2, f"L{i}", f"+1212555{i:04d}") for i in range(200)], "a")
-    ids = [row.id for row in journal.rows_with_status(("pending",))]
+    ids = [row.id for row in journal.rows_with_status({Status.PENDING})]
 
     async def go() -> int:
         writer = JournalWriter(path)
@@ -118,7 +118,7 @@ def test_restore_undoes_an_intent(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     journal = Journal(path, "c")
     _import(journal, [_lead(2, "Ann", "+12125550101")], "a")
-    row = next(journal.rows_with_status(("pending",)))
+    row = next(journal.rows_with_status({Status.PENDING}))
 
     async def go() -> None:
         writer = JournalWriter(path)
@@ -192,7 +192,7 @@ def test_a_slow_disk_commits_in_a_thread_with_the_same_result(
     path = tmp_path / "c.sqlite"
     journal = Journal(path, "c")
     _import(journal, [_lead(i + 2, f"L{i}", f"+1212555{i:04d}") for i in range(50)], "a")
-    ids = [row.id for row in journal.rows_with_status(("pending",))]
+    ids = [row.id for row in journal.rows_with_status({Status.PENDING})]
 
     threads: list[int] = []
     to_thread = asyncio.to_thread
