@@ -24,7 +24,7 @@ import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,7 @@ class Chart:
     desc: str  # what the chart shows, in words, for a screen reader
     draw: Callable[[Axes], None]
     height: float = 3.2
+    width: float = 7.2  # inches: text keeps its size whatever the width, so half-width charts are narrower
 
 
 Chart_draw = Callable[["Axes"], None]
@@ -71,20 +72,19 @@ Chart_draw = Callable[["Axes"], None]
 def render_svg(chart: Chart) -> str:
     """The chart as an inline <svg> element, sized by CSS, with <title> and <desc>."""
     import matplotlib
-
-    matplotlib.use("svg", force=False)
+    from cycler import cycler
     from matplotlib.figure import Figure
 
-    style = {
+    style: Any = {
         "svg.fonttype": "none",  # text stays text: searchable, selectable, read by screen readers
         "svg.hashsalt": chart.key,  # ids the same from run to run, and unique among the page's charts
         "font.size": 10,
         "axes.spines.top": False,
         "axes.spines.right": False,
-        "axes.prop_cycle": matplotlib.cycler(color=list(OKABE_ITO)),
+        "axes.prop_cycle": cycler(color=list(OKABE_ITO)),
     }
     with matplotlib.rc_context(style):
-        figure = Figure(figsize=(7.2, chart.height), layout="constrained")
+        figure = Figure(figsize=(chart.width, chart.height), layout="tight")
         axes = figure.subplots()
         axes.set_title(chart.title, loc="left", fontsize=11)
         chart.draw(axes)
@@ -156,8 +156,8 @@ def time_bars(buckets: Sequence[tuple[datetime, fig.Rates]], step: float) -> Cha
         axes.set_xticks(x[::every], labels[::every], rotation=30, ha="right", fontsize=8)
         axes.set_xlabel(f"time placed (UTC), per {_step_name(step)}")
         axes.set_ylabel("calls")
-        axes.legend(frameon=False, loc="upper right")
-        axes.margins(y=0.15)
+        axes.legend(frameon=False, loc="upper left", ncols=2)
+        axes.set_ylim(0, max(calls) * 1.35)
 
     return draw
 
@@ -183,7 +183,12 @@ def _bucket_label(moment: datetime, step: float) -> str:
 class Page:
     campaign: Campaign
     counts: dict[str, int]
-    totals: fig.CallTotals | None  # None: the journal has no calls table
+    calls: fig.CallFigures | None  # None: the journal has no calls table
+
+    @property
+    def totals(self) -> fig.CallTotals | None:
+        return None if self.calls is None else self.calls.totals
+
     sections: list[str] = field(default_factory=list)
 
 
@@ -309,8 +314,8 @@ def outcomes(page: Page, call_statuses: dict[str, int] | None) -> str:
     return _section("Outcomes", "outcomes", *parts)
 
 
-def over_time(journal: Journal) -> str:
-    step, buckets = fig.calls_over_time(journal.conn)
+def over_time(calls: fig.CallFigures) -> str:
+    step, buckets = calls.step, calls.over_time
     if not buckets:
         return _section("Calls over time", "over-time", "<p>No call placed yet.</p>")
     busiest = max(buckets, key=lambda b: b[1].calls)
@@ -332,12 +337,12 @@ def over_time(journal: Journal) -> str:
 
 
 def _details(table: str, summary: str = "the numbers") -> str:
-    # Open, so that printing the page prints the numbers too.
-    return f"<details open><summary>{esc(summary)}</summary>{table}</details>"
+    # Closed: the chart has its numbers on its bars; the long table is there to read or copy.
+    return f"<details><summary>{esc(summary)}</summary>{table}</details>"
 
 
-def local_time(journal: Journal) -> str:
-    hours, days = fig.by_local_time(journal.conn)
+def local_time(calls: fig.CallFigures) -> str:
+    hours, days = calls.by_hour, calls.by_weekday
     hour_labels = [f"{h:02d}" for h in range(24)]
     best = max(hours.items(), key=lambda kv: kv[1].rate or 0.0)
     hour_chart = Chart(
@@ -354,7 +359,9 @@ def local_time(journal: Journal) -> str:
         rate_bars(WEEKDAYS, [days[d] for d in range(7)], "lead's local weekday"),
         height=2.8,
     )
-    hour_rows = [(f"{h:02d}:00", f"{r.calls:,}", f"{r.completed:,}", percent(r.rate)) for h, r in hours.items()]
+    hour_rows = [
+        (f"{h:02d}:00", f"{r.calls:,}", f"{r.completed:,}", percent(r.rate)) for h, r in hours.items()
+    ]
     day_rows = [(WEEKDAYS[d], f"{r.calls:,}", f"{r.completed:,}", percent(r.rate)) for d, r in days.items()]
     head = ("", "calls", "completed", "pick-up rate")
     return _section(
@@ -367,8 +374,8 @@ def local_time(journal: Journal) -> str:
     )
 
 
-def caller_ids(page: Page, journal: Journal) -> str:
-    found = fig.by_caller_id(journal.conn, page.campaign.numbers.daily_cap)
+def caller_ids(page: Page, calls: fig.CallFigures) -> str:
+    found = calls.callers
     if not found:
         return _section("Caller ids", "caller-ids", "<p>No call placed yet.</p>")
     chart = Chart(
@@ -402,8 +409,8 @@ def caller_ids(page: Page, journal: Journal) -> str:
     )
 
 
-def attempts(journal: Journal) -> str:
-    per_lead, by_ordinal = fig.attempts(journal.conn)
+def attempts(calls: fig.CallFigures) -> str:
+    per_lead, by_ordinal = calls.per_lead, calls.by_ordinal
     if not per_lead:
         return _section("Attempts", "attempts", "<p>No call placed yet.</p>")
     lead_chart = Chart(
@@ -411,14 +418,18 @@ def attempts(journal: Journal) -> str:
         "Leads per number of calls they had",
         "Bars: " + ", ".join(f"{n} leads had {k} call{'s' if k != 1 else ''}" for k, n in per_lead.items()),
         count_bars([str(k) for k in per_lead], list(per_lead.values()), "calls placed for the lead", "leads"),
-        height=2.6,
+        height=3.0,
+        width=4.2,
     )
     ordinal_chart = Chart(
         "chart-by-attempt",
-        "Pick-up rate by attempt (1 = the lead's first call)",
+        "Pick-up rate by attempt",
         "Bars: " + ", ".join(f"call {k}: {percent(r.rate)} of {r.calls}" for k, r in by_ordinal.items()),
-        rate_bars([str(k) for k in by_ordinal], list(by_ordinal.values()), "attempt"),
-        height=2.6,
+        rate_bars(
+            [str(k) for k in by_ordinal], list(by_ordinal.values()), "attempt (1 = the lead's first call)"
+        ),
+        height=3.0,
+        width=4.2,
     )
     rows = [(k, f"{r.calls:,}", f"{r.completed:,}", percent(r.rate)) for k, r in by_ordinal.items()]
     return _section(
@@ -494,7 +505,8 @@ nav { margin: .8rem 0; font-size: .9rem; }
 nav a { margin-right: .8rem; color: var(--accent); }
 h2 { border-bottom: 2px solid var(--rule); padding-bottom: .2rem; margin-top: 2rem; }
 h3 { font-size: 1rem; margin: 1.2rem 0 .3rem; }
-dl.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(9rem, 1fr)); gap: .6rem; margin: 0; }
+dl.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(9rem, 1fr)); gap: .6rem;
+  margin: 0; }
 .figure { border: 1px solid var(--rule); border-radius: .4rem; padding: .5rem .7rem; }
 .figure dt { font-size: .8rem; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; }
 .figure dd { margin: 0; font-size: 1.5rem; font-weight: 600; font-variant-numeric: tabular-nums; }
@@ -534,18 +546,18 @@ SECTIONS = (
 def build_page(campaign: Campaign, journal: Journal, now: datetime | None = None) -> str:
     """The page's HTML, from the journal's aggregates."""
     conn = journal.conn
-    calls = fig.has_calls(conn)
-    page = Page(campaign, journal.counts(), fig.call_totals(conn) if calls else None)
-    parts = [headline(page), outcomes(page, fig.call_statuses(conn) if calls else None)]
+    calls = fig.call_figures(conn, campaign.numbers.daily_cap) if fig.has_calls(conn) else None
+    page = Page(campaign, journal.counts(), calls)
+    parts = [headline(page), outcomes(page, calls.statuses if calls else None)]
     if calls:
-        parts += [over_time(journal), local_time(journal), caller_ids(page, journal), attempts(journal)]
+        parts += [over_time(calls), local_time(calls), caller_ids(page, calls), attempts(calls)]
     else:
         for anchor, title in SECTIONS[2:6]:
             parts.append(_section(title, anchor, f"<p>{NO_CALLS}.</p>"))
     parts += [problems(journal), settings(campaign)]
     first, last = fig.first_and_last_request(conn)
     span = f"requests from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC" if first and last else ""
-    made = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    made = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in SECTIONS)
     return (
         "<!DOCTYPE html>\n"
@@ -554,8 +566,8 @@ def build_page(campaign: Campaign, journal: Journal, now: datetime | None = None
         # No favicon request: the page must not ask the network (or the disk) for anything.
         '<link rel="icon" href="data:,">'
         f"<title>Campaign {esc(campaign.name)}</title><style>{CSS}</style></head><body>"
-        f'<header><h1>Campaign {esc(campaign.name)}</h1><p>{esc(campaign.mode)} campaign · {esc(span)}'
-        f"</p></header><nav aria-label=\"sections\">{nav}</nav><main>{''.join(parts)}</main>"
+        f"<header><h1>Campaign {esc(campaign.name)}</h1><p>{esc(campaign.mode)} campaign · {esc(span)}"
+        f'</p></header><nav aria-label="sections">{nav}</nav><main>{"".join(parts)}</main>'
         f"<footer>Written by dialer report at {esc(made)} from {esc(journal.path.name)}.</footer>"
         "</body></html>\n"
     )

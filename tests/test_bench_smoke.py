@@ -51,7 +51,14 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:
         assert words in done.stdout
     report = json.loads(out.read_text())
     assert report["quick"] is True
-    assert set(report["results"]) == {"1 ceiling", "2 validate", "3 import/resume", "4 pacing", "5 sandbox"}
+    assert set(report["results"]) == {
+        "1 ceiling",
+        "2 validate",
+        "3 import/resume",
+        "4 pacing",
+        "5 sandbox",
+        "6 page",
+    }
     for section in report["results"].values():
         assert section["rows"], section
         for row in section["rows"]:

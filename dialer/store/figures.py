@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dialer.model import Status
@@ -41,56 +41,6 @@ def has_calls(conn: sqlite3.Connection) -> bool:
 
 
 @dataclass
-class CallTotals:
-    """The calls of a campaign in a few numbers (the headline's call half)."""
-
-    calls: int = 0
-    leads_called: int = 0  # leads with at least one call
-    leads_reached: int = 0  # leads with at least one call that ended `completed`
-    completed: int = 0
-    answered_basis: int = 0  # calls with a final status that did not time out
-    live: int = 0  # the latest call of a lead still without a final status
-    timed_out: int = 0
-    talk_seconds: float = 0.0
-
-    @property
-    def pickup_rate(self) -> float | None:
-        return self.completed / self.answered_basis if self.answered_basis else None
-
-
-def call_totals(conn: sqlite3.Connection) -> CallTotals:
-    row = conn.execute(
-        "SELECT count(*), count(DISTINCT lead_id),"
-        " count(DISTINCT CASE WHEN status = 'completed' THEN lead_id END),"
-        " coalesce(sum(status = 'completed'), 0),"
-        " coalesce(sum(final = 1 AND timed_out = 0), 0),"
-        " coalesce(sum(timed_out), 0),"
-        " coalesce(sum(duration), 0.0)"
-        " FROM calls"
-    ).fetchone()
-    live = conn.execute(
-        "SELECT count(*) FROM leads JOIN calls ON calls.call_id = leads.call_id"
-        " WHERE leads.position IS NOT NULL AND calls.final = 0"
-    ).fetchone()[0]
-    return CallTotals(
-        calls=int(row[0]),
-        leads_called=int(row[1]),
-        leads_reached=int(row[2]),
-        completed=int(row[3]),
-        answered_basis=int(row[4]),
-        timed_out=int(row[5]),
-        talk_seconds=float(row[6]),
-        live=int(live),
-    )
-
-
-def call_statuses(conn: sqlite3.Connection) -> dict[str, int]:
-    """Calls per status the API last gave ('' before the first poll shows as 'placed')."""
-    rows = conn.execute("SELECT status, count(*) FROM calls GROUP BY status ORDER BY count(*) DESC")
-    return {(str(status) or "placed"): int(n) for status, n in rows}
-
-
-@dataclass
 class Rates:
     """Calls and pick-ups in one group (an hour, a weekday, a caller id, an ordinal)."""
 
@@ -108,55 +58,22 @@ class Rates:
         self.basis += basis
 
 
-_RATES = "count(*), coalesce(sum(status = 'completed'), 0), coalesce(sum(final = 1 AND timed_out = 0), 0)"
+@dataclass
+class CallTotals:
+    """The calls of a campaign in a few numbers (the headline's call half)."""
 
+    calls: int = 0
+    leads_called: int = 0  # leads with at least one call
+    leads_reached: int = 0  # leads with at least one call that ended `completed`
+    completed: int = 0
+    answered_basis: int = 0  # calls with a final status that did not time out
+    live: int = 0  # rows whose latest call has no final status yet
+    timed_out: int = 0
+    talk_seconds: float = 0.0
 
-def calls_over_time(conn: sqlite3.Connection) -> tuple[float, list[tuple[datetime, Rates]]]:
-    """Calls placed per time bucket (UTC), the bucket chosen so the chart has at most ~60 bars."""
-    first, last = conn.execute("SELECT min(placed_at), max(placed_at) FROM calls").fetchone()
-    if first is None:
-        return 60.0, []
-    span = max(float(last) - float(first), 1.0)
-    steps = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
-    step = next((s for s in steps if span / s <= 60), 30 * 86400)
-    rows = conn.execute(
-        f"SELECT CAST(placed_at / ? AS INTEGER) AS bucket, {_RATES} FROM calls GROUP BY bucket ORDER BY bucket",
-        (step,),
-    )
-    return float(step), [
-        (datetime.fromtimestamp(bucket * step, tz=timezone.utc), Rates(int(n), int(done), int(basis)))
-        for bucket, n, done, basis in rows
-    ]
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def by_local_time(conn: sqlite3.Connection) -> tuple[dict[int, Rates], dict[int, Rates]]:
-    """Pick-ups by the lead's local hour (0-23) and weekday (0 = Monday).
-
-    SQLite knows no time zones, so it groups by (the lead's first zone, UTC hour); each
-    group, a few thousand at most, is turned into the zone's local hour here (the middle
-    of the UTC hour, so a half-hour offset such as India's falls in its right hour).
-    """
-    rows = conn.execute(
-        "SELECT substr(leads.timezones, 1, instr(leads.timezones || ' ', ' ') - 1) AS zone,"
-        f" CAST(calls.placed_at / 3600 AS INTEGER) AS hour, {_RATES.replace('status', 'calls.status')}"
-        " FROM calls JOIN leads ON leads.id = calls.lead_id GROUP BY zone, hour"
-    )
-    hours: dict[int, Rates] = {h: Rates() for h in range(24)}
-    days: dict[int, Rates] = {d: Rates() for d in range(7)}
-    zones: dict[str, ZoneInfo] = {}
-    for zone, hour, n, done, basis in rows:
-        tz = zones.get(zone) or zones.setdefault(zone, _zone(str(zone or "UTC")))
-        local = datetime.fromtimestamp(hour * 3600 + 1800, tz=timezone.utc).astimezone(tz)
-        hours[local.hour].add(int(n), int(done), int(basis))
-        days[local.weekday()].add(int(n), int(done), int(basis))
-    return hours, days
+    @property
+    def pickup_rate(self) -> float | None:
+        return self.completed / self.answered_basis if self.answered_basis else None
 
 
 @dataclass
@@ -166,10 +83,88 @@ class CallerId:
     rested_days: int  # local days on which the number reached the daily cap
 
 
-def by_caller_id(conn: sqlite3.Connection, daily_cap: int | None) -> list[CallerId]:
+@dataclass
+class CallFigures:
+    """Everything the page says about calls, from two sorts of the calls table.
+
+    Each GROUP BY is one sort of the table, the costly part on a million rows (about a
+    second each), so the figures are read from as few as can be: (status, caller id,
+    attempt) for the counts and rates, (lead's zone, time bucket) for the time charts, and
+    the completed calls alone for the leads reached. Their groups are few (a few per
+    status, caller id, attempt, hour and zone).
+    """
+
+    totals: CallTotals
+    statuses: dict[str, int]  # calls per status the API last gave ('placed' before a poll)
+    callers: list[CallerId]
+    by_ordinal: dict[int, Rates]  # pick-ups by attempt (1 = the lead's first call)
+    per_lead: dict[int, int]  # leads per number of calls they had
+    step: float  # seconds per bucket of `over_time`
+    over_time: list[tuple[datetime, Rates]]  # UTC
+    by_hour: dict[int, Rates]  # the lead's local hour, 0-23
+    by_weekday: dict[int, Rates]  # the lead's local weekday, 0 = Monday
+
+
+_COMPLETED = "coalesce(sum(status = 'completed'), 0)"
+_BASIS = "coalesce(sum(final = 1 AND timed_out = 0), 0)"
+STEPS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+BARS = 60  # calls over time: at most about this many bars
+
+
+def call_figures(conn: sqlite3.Connection, daily_cap: int | None) -> CallFigures:
+    totals = CallTotals()
+    statuses: dict[str, int] = {}
+    callers: dict[str, Rates] = {}
+    by_ordinal: dict[int, Rates] = {}
     rows = conn.execute(
-        f"SELECT from_number, {_RATES} FROM calls GROUP BY from_number ORDER BY count(*) DESC, from_number"
-    ).fetchall()
+        f"SELECT status, from_number, ordinal, count(*), {_COMPLETED}, {_BASIS},"
+        " coalesce(sum(timed_out), 0), coalesce(sum(duration), 0.0)"
+        " FROM calls GROUP BY status, from_number, ordinal"
+    )
+    for status, number, ordinal, n, done, basis, timed_out, talk in rows:
+        statuses[str(status) or "placed"] = statuses.get(str(status) or "placed", 0) + int(n)
+        callers.setdefault(str(number), Rates()).add(int(n), int(done), int(basis))
+        by_ordinal.setdefault(int(ordinal), Rates()).add(int(n), int(done), int(basis))
+        totals.calls += int(n)
+        totals.completed += int(done)
+        totals.answered_basis += int(basis)
+        totals.timed_out += int(timed_out)
+        totals.talk_seconds += float(talk)
+    # Ordinals run 1, 2, ... per lead (1 = its first call): the leads with k calls are those
+    # with a call k and none k + 1, which spares a scan grouped by lead.
+    ordinals = sorted(by_ordinal)
+    per_lead = {
+        k: by_ordinal[k].calls - (by_ordinal[k + 1].calls if k + 1 in by_ordinal else 0) for k in ordinals
+    }
+    per_lead = {k: n for k, n in per_lead.items() if n > 0}
+    totals.leads_called = by_ordinal[1].calls if 1 in by_ordinal else 0
+    reached = conn.execute("SELECT count(DISTINCT lead_id) FROM calls WHERE status = 'completed'").fetchone()
+    totals.leads_reached = int(reached[0])
+    totals.live = live_rows(conn)
+    step, over_time, by_hour, by_weekday = _in_time(conn)
+    return CallFigures(
+        totals=totals,
+        statuses=dict(sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0]))),
+        callers=_callers(conn, callers, daily_cap),
+        by_ordinal=dict(sorted(by_ordinal.items())),
+        per_lead=per_lead,
+        step=step,
+        over_time=over_time,
+        by_hour=by_hour,
+        by_weekday=by_weekday,
+    )
+
+
+def live_rows(conn: sqlite3.Connection) -> int:
+    """Rows of the leads file whose latest call has no final status yet (the contract's "live")."""
+    found = conn.execute(
+        "SELECT count(*) FROM calls WHERE final = 0 AND EXISTS (SELECT 1 FROM leads WHERE"
+        " leads.id = calls.lead_id AND leads.call_id = calls.call_id AND leads.position IS NOT NULL)"
+    ).fetchone()
+    return int(found[0])
+
+
+def _callers(conn: sqlite3.Connection, callers: dict[str, Rates], daily_cap: int | None) -> list[CallerId]:
     rested: dict[str, int] = {}
     if daily_cap:
         rested = {
@@ -178,27 +173,62 @@ def by_caller_id(conn: sqlite3.Connection, daily_cap: int | None) -> list[Caller
                 "SELECT number, count(*) FROM number_usage WHERE calls >= ? GROUP BY number", (daily_cap,)
             )
         }
-    return [
-        CallerId(str(number) or "(none)", Rates(int(n), int(done), int(basis)), rested.get(str(number), 0))
-        for number, n, done, basis in rows
+    ordered = sorted(callers.items(), key=lambda kv: (-kv[1].calls, kv[0]))
+    return [CallerId(number or "(none)", rates, rested.get(number, 0)) for number, rates in ordered]
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _in_time(
+    conn: sqlite3.Connection,
+) -> tuple[float, list[tuple[datetime, Rates]], dict[int, Rates], dict[int, Rates]]:
+    """Calls over time, and pick-ups by the lead's local hour and weekday, from one scan.
+
+    SQLite knows no time zones, so it groups by (the lead's zones, UTC bucket of at most an
+    hour); each group is turned into the local hour of the lead's first zone here, at the middle of
+    its bucket (a half-hour offset such as India's falls in its right hour). Calls carried
+    over from a journal of schema 2 have no time (placed_at 0) and are left out.
+    """
+    # Four look-ups in the calls_live index (final, placed_at) instead of a scan.
+    ends = [
+        conn.execute(
+            f"SELECT {end}(placed_at) FROM calls WHERE final = ? AND placed_at > 0", (final,)
+        ).fetchone()[0]
+        for end in ("min", "max")
+        for final in (0, 1)
     ]
-
-
-def attempts(conn: sqlite3.Connection) -> tuple[dict[int, int], dict[int, Rates]]:
-    """Leads per number of calls they had, and pick-ups by the call's ordinal (1 = first call)."""
-    per_lead = {
-        int(calls): int(leads)
-        for calls, leads in conn.execute(
-            "SELECT n, count(*) FROM (SELECT count(*) AS n FROM calls GROUP BY lead_id) GROUP BY n ORDER BY n"
-        )
-    }
-    by_ordinal = {
-        int(ordinal): Rates(int(n), int(done), int(basis))
-        for ordinal, n, done, basis in conn.execute(
-            f"SELECT ordinal, {_RATES} FROM calls GROUP BY ordinal ORDER BY ordinal"
-        )
-    }
-    return per_lead, by_ordinal
+    first = min((e for e in ends[:2] if e is not None), default=None)
+    last = max((e for e in ends[2:] if e is not None), default=None)
+    by_hour = {h: Rates() for h in range(24)}
+    by_weekday = {d: Rates() for d in range(7)}
+    if first is None or last is None:
+        return 60.0, [], by_hour, by_weekday
+    span = max(float(last) - float(first), 1.0)
+    step = next((s for s in STEPS if span / s <= BARS), STEPS[-1])
+    bucket = min(step, 3600)  # divides an hour: each bucket lies in one local hour
+    rows = conn.execute(
+        "SELECT leads.timezones AS zones, CAST(calls.placed_at / ? AS INTEGER) AS bucket, count(*),"
+        f" {_COMPLETED.replace('status', 'calls.status')}, {_BASIS}"
+        " FROM calls JOIN leads ON leads.id = calls.lead_id WHERE calls.placed_at > 0 GROUP BY zones, bucket",
+        (bucket,),
+    )
+    zones: dict[str, ZoneInfo] = {}
+    periods: dict[int, Rates] = {}
+    for names, number, n, done, basis in rows:
+        tz = zones.get(names) or zones.setdefault(names, _zone((str(names).split() or ["UTC"])[0]))
+        local = datetime.fromtimestamp(number * bucket + bucket / 2, tz=UTC).astimezone(tz)
+        for group in (by_hour[local.hour], by_weekday[local.weekday()]):
+            group.add(int(n), int(done), int(basis))
+        periods.setdefault(int(number * bucket // step), Rates()).add(int(n), int(done), int(basis))
+    over_time = [
+        (datetime.fromtimestamp(period * step, tz=UTC), rates) for period, rates in sorted(periods.items())
+    ]
+    return float(step), over_time, by_hour, by_weekday
 
 
 @dataclass
@@ -243,24 +273,21 @@ def first_and_last_request(conn: sqlite3.Connection) -> tuple[datetime | None, d
     first, last = conn.execute("SELECT min(intent_at), max(intent_at) FROM leads").fetchone()
 
     def moment(value: float | None) -> datetime | None:
-        return None if value is None else datetime.fromtimestamp(float(value), tz=timezone.utc)
+        return None if value is None else datetime.fromtimestamp(float(value), tz=UTC)
 
     return moment(first), moment(last)
 
 
 __all__ = [
+    "CallFigures",
     "CallTotals",
     "CallerId",
     "Rates",
     "Reason",
-    "attempts",
-    "by_caller_id",
-    "by_local_time",
-    "call_statuses",
-    "call_totals",
-    "calls_over_time",
+    "call_figures",
     "first_and_last_request",
     "has_calls",
+    "live_rows",
     "problems",
     "reason_kind",
     "requests_per_row",
