@@ -108,6 +108,11 @@ def run(ctx: Context) -> Section:
                 target,
                 measured.wall < 10 if target else None,
             )
+            section.add(
+                "  CPU time (user + system; the wall time depends on the machine's load)",
+                measured.cpu_seconds,
+                "s",
+            )
             section.add("  page size", page.stat().st_size / 1024, "KiB")
     smallest, largest = min(peaks), max(peaks)
     for rows in sorted(peaks):

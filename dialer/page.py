@@ -547,6 +547,8 @@ def build_page(campaign: Campaign, journal: Journal, now: datetime | None = None
     """The page's HTML, from the journal's aggregates."""
     conn = journal.conn
     calls = fig.call_figures(conn, campaign.numbers.daily_cap) if fig.has_calls(conn) else None
+    if calls is not None and not calls.totals.calls:
+        calls = None  # sent rows from a dialer that did not follow its calls, or nothing sent yet
     page = Page(campaign, journal.counts(), calls)
     parts = [headline(page), outcomes(page, calls.statuses if calls else None)]
     if calls:

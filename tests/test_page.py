@@ -330,8 +330,11 @@ def without_calls(tmp_path: Path, sandbox: Any) -> Path:
 def test_a_journal_with_no_calls_says_so(without_calls: Path, browser: Any) -> None:
     opened = open_page(browser, without_calls)
     assert opened.errors == []
-    assert "No call placed yet" in opened.page.inner_text("#over-time")
-    assert int(data_values(opened.page, "figure")["dialed"]) == 0
+    for section in ("#over-time", "#local-time", "#caller-ids", "#attempts"):
+        assert "no calls followed yet" in opened.page.inner_text(section)
+    assert opened.page.eval_on_selector_all("svg.chart", "els => els.length") == 1  # the statuses
+    sent = status_counts(without_calls.parent / "demo.toml")["sent"]
+    assert int(data_values(opened.page, "figure")["dialed"]) == sent > 0
 
 
 def test_matplotlib_is_imported_only_when_a_page_is_written() -> None:
