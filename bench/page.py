@@ -1,4 +1,4 @@
-"""(6) The campaign page of a big campaign: `dialer report X.toml --out X.html` on a journal
+"""(7) The campaign page of a big campaign: `dialer report X.toml --out X.html` on a journal
 of `--rows` leads (a million by default) with about 1.5 calls per lead, a tenth of the
 rows failed or invalid, at a tenth, a quarter and all of the size: the time should grow
 with the rows (the aggregates are SQL), and the memory stay flat.
@@ -75,7 +75,7 @@ def fill_journal(path: Path, rows: int) -> None:
 
 
 def run(ctx: Context) -> Section:
-    section = Section("6 page")
+    section = Section("7 page")
     folder = ctx.work / "page"
     folder.mkdir(parents=True, exist_ok=True)
     sizes = [ctx.rows] if ctx.quick else sorted({max(1, ctx.rows // 10), max(1, ctx.rows // 4), ctx.rows})

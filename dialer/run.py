@@ -34,7 +34,7 @@ from dialer.load import open_leads
 from dialer.mapping import map_leads
 from dialer.model import DIALABLE, REMAINING, JournalRow, Lead, Status
 from dialer.numbers import ForeignCallers, NumberPool
-from dialer.report import write_report
+from dialer.report import check_report_path, write_report
 from dialer.store import CampaignLock, ImportSummary, Journal, file_signature
 from dialer.suppress import suppression_sources
 from dialer.transitions import iso, never_open_reason
@@ -109,7 +109,10 @@ def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> Import
         journal.set_meta("signature", json.dumps(signature))
         return None
     columns = resolve_columns(campaign, leads.headers)
-    summary = journal.import_leads(leads.headers, columns, map_leads(campaign, leads, columns), signature)
+    # The journal keeps the headers as written: the report gives them back so.
+    summary = journal.import_leads(
+        leads.written_headers or leads.headers, columns, map_leads(campaign, leads, columns), signature
+    )
     if summary.first_import:
         log.info("leads.imported", file=str(path), rows=summary.added)
     else:
@@ -205,6 +208,7 @@ def quiet_by_default() -> None:
 def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
     quiet_by_default()
+    check_report_path(options.report or campaign.report_path)  # a .pdf is refused before any call
     with CampaignLock(campaign.journal_path):
         journal = Journal(campaign.journal_path, campaign.name)
         try:

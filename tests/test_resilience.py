@@ -961,7 +961,8 @@ def test_dialer_report_replaces_the_file_and_keeps_it_whole_when_writing_fails(
     monkeypatch.setattr(report_module, "_write_csv", half_then_fail)
     failing = load_campaign(campaign)
     journal = Journal(failing.journal_path, failing.name)
-    with pytest.raises(OSError, match="No space left"):
+    # One line naming the file and what to do (issue 10), not an internal error.
+    with pytest.raises(report_module.ReportError, match="No space left"):
         write_campaign_report(journal, path)
     journal.close()
     assert path.read_bytes() == before

@@ -63,7 +63,9 @@ def test_a_request_that_raises_gives_back_its_slot_and_its_lane(tmp_path: Path) 
         return httpx.Response(200, json={"status": "ok", "response": {"call_id": "c-2"}})
 
     async def go(clock: Callable[[], float]) -> None:
-        run = Run(journal, JournalWriter(journal.path), Progress())
+        # Commits stay in the loop: a commit handed to a thread leaves the virtual loop idle,
+        # and idle virtual time jumps ahead (a loaded machine made the wait below time out).
+        run = Run(journal, JournalWriter(journal.path, slow_commit=float("inf")), Progress())
         client = SynthflowClient(
             "http://sandbox.test", "k", connections=1, transport=httpx.MockTransport(answer)
         )

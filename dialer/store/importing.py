@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dialer.cells import encode_row
 from dialer.model import NEVER_DIALED, Lead, Status
 from dialer.store.db import sql_list
 from dialer.store.migrations import INDEX_NAMES, INDEXES
@@ -53,7 +54,7 @@ def lead_records(leads: Iterable[Lead], now: str) -> Iterator[tuple[Any, ...]]:
         yield (
             lead.row,
             _fingerprint(lead.values, seen),
-            json.dumps(lead.values, ensure_ascii=False),
+            encode_row(lead.values),  # typed cells: dialer/cells.py
             lead.phone,
             lead.name,
             lead.email,

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dialer.cells import decode_row
 from dialer.columns import ColumnMap
 from dialer.errors import JournalError
 from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
@@ -130,7 +131,7 @@ class Journal:
             call_id=record[11],
             error=record[12],
             unanswered=record[13],
-            cells=dict(zip(headers, json.loads(record[14]), strict=False)),
+            cells=dict(zip(headers, decode_row(record[14]), strict=False)),
         )
 
     def rows_with_status(self, statuses: Collection[Status], batch: int = 2000) -> Iterator[JournalRow]:
@@ -196,7 +197,7 @@ class Journal:
         )
         for raw, status, call_id, from_number, attempts, error, updated_at in cursor:
             yield (
-                json.loads(raw),
+                decode_row(raw),
                 Outcome(
                     status=status,
                     id=call_id,
