@@ -183,7 +183,7 @@ def _bucket_label(moment: datetime, step: float) -> str:
 class Page:
     campaign: Campaign
     counts: dict[str, int]
-    calls: fig.CallFigures | None  # None: the journal has no calls table
+    calls: fig.CallCharts | None  # None: the journal has no calls table
 
     @property
     def totals(self) -> fig.CallTotals | None:
@@ -265,7 +265,7 @@ def _headline_values(page: Page) -> dict[str, object]:
     return values
 
 
-def outcomes(page: Page, call_statuses: dict[str, int] | None) -> str:
+def outcomes(page: Page, calls: fig.CallCharts | None) -> str:
     present = [s for s in STATUS_ORDER if page.counts.get(s)]
     values = [page.counts[s] for s in present]
     total = sum(values) or 1
@@ -289,32 +289,44 @@ def outcomes(page: Page, call_statuses: dict[str, int] | None) -> str:
         ),
     ]
     parts.append("<h3>Calls per call status</h3>")
-    if call_statuses is None:
+    if calls is None:
         parts.append(f"<p>{NO_CALLS}.</p>")
-    elif not call_statuses:
-        parts.append("<p>No call placed yet.</p>")
     else:
-        names, numbers = list(call_statuses), list(call_statuses.values())
-        all_calls = sum(numbers) or 1
-        parts += [
-            render_svg(
-                Chart(
-                    "chart-call-status",
-                    "Calls per call status (the API's last word on each call)",
-                    "Horizontal bars: " + ", ".join(f"{s} {n}" for s, n in call_statuses.items()),
-                    hbars(names, numbers, [f"{n:,} ({100 * n / all_calls:.0f}%)" for n in numbers], "calls"),
-                    height=0.5 + 0.35 * max(len(names), 2),
-                )
-            ),
-            _table(
-                ("call status", "calls"),
-                [(s, _cell(f"{n:,}", call_status=s, value=n)) for s, n in call_statuses.items()],
-            ),
-        ]
+        parts += call_statuses(calls)
     return _section("Outcomes", "outcomes", *parts)
 
 
-def over_time(calls: fig.CallFigures) -> str:
+def call_statuses(calls: fig.CallCharts) -> list[str]:
+    """Calls per final status, as `dialer status` counts them, then those live or given up on."""
+    ended, totals = calls.ended, calls.totals
+    parts = []
+    if ended:
+        all_ended = sum(ended.values())
+        parts.append(
+            render_svg(
+                Chart(
+                    "chart-call-status",
+                    "Calls per final status",
+                    "Horizontal bars: " + ", ".join(f"{s} {n}" for s, n in ended.items()),
+                    hbars(
+                        list(ended),
+                        list(ended.values()),
+                        [f"{n:,} ({100 * n / all_ended:.0f}%)" for n in ended.values()],
+                        "calls ended",
+                    ),
+                    height=0.5 + 0.35 * max(len(ended), 2),
+                )
+            )
+        )
+    rows: list[tuple[object, ...]] = [(s, _cell(f"{n:,}", call_status=s, value=n)) for s, n in ended.items()]
+    rows.append(("still live", _cell(f"{totals.live:,}")))
+    if totals.timed_out:
+        rows.append(("never ended (given up)", _cell(f"{totals.timed_out:,}")))
+    parts.append(_table(("call status", "calls"), rows))
+    return parts
+
+
+def over_time(calls: fig.CallCharts) -> str:
     step, buckets = calls.step, calls.over_time
     if not buckets:
         return _section("Calls over time", "over-time", "<p>No call placed yet.</p>")
@@ -341,7 +353,7 @@ def _details(table: str, summary: str = "the numbers") -> str:
     return f"<details><summary>{esc(summary)}</summary>{table}</details>"
 
 
-def local_time(calls: fig.CallFigures) -> str:
+def local_time(calls: fig.CallCharts) -> str:
     hours, days = calls.by_hour, calls.by_weekday
     hour_labels = [f"{h:02d}" for h in range(24)]
     best = max(hours.items(), key=lambda kv: kv[1].rate or 0.0)
@@ -374,7 +386,7 @@ def local_time(calls: fig.CallFigures) -> str:
     )
 
 
-def caller_ids(page: Page, calls: fig.CallFigures) -> str:
+def caller_ids(page: Page, calls: fig.CallCharts) -> str:
     found = calls.callers
     if not found:
         return _section("Caller ids", "caller-ids", "<p>No call placed yet.</p>")
@@ -409,7 +421,7 @@ def caller_ids(page: Page, calls: fig.CallFigures) -> str:
     )
 
 
-def attempts(calls: fig.CallFigures) -> str:
+def attempts(calls: fig.CallCharts) -> str:
     per_lead, by_ordinal = calls.per_lead, calls.by_ordinal
     if not per_lead:
         return _section("Attempts", "attempts", "<p>No call placed yet.</p>")
@@ -546,11 +558,11 @@ SECTIONS = (
 def build_page(campaign: Campaign, journal: Journal, now: datetime | None = None) -> str:
     """The page's HTML, from the journal's aggregates."""
     conn = journal.conn
-    calls = fig.call_figures(conn, campaign.numbers.daily_cap) if fig.has_calls(conn) else None
+    calls = fig.call_charts(conn, campaign.numbers.daily_cap) if fig.has_calls(conn) else None
     if calls is not None and not calls.totals.calls:
         calls = None  # sent rows from a dialer that did not follow its calls, or nothing sent yet
     page = Page(campaign, journal.counts(), calls)
-    parts = [headline(page), outcomes(page, calls.statuses if calls else None)]
+    parts = [headline(page), outcomes(page, calls)]
     if calls:
         parts += [over_time(calls), local_time(calls), caller_ids(page, calls), attempts(calls)]
     else:

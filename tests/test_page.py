@@ -241,12 +241,16 @@ def test_the_page_loads_offline_and_its_figures_are_those_of_status(built: Built
     assert float(figures["pickup-rate"]) == pytest.approx(len(completed) / len(basis), abs=1e-4)
     assert int(figures["dialed"]) == len({p.lead_id for p in placed})
     assert int(figures["reached"]) == len({p.lead_id for p in completed})
-    assert int(figures["live"]) == 1
+    assert int(figures["live"]) == sum(1 for p in placed if not p.final) == 1
     talk = sum(p.duration or 0.0 for p in placed) / 60
     assert float(figures["talk-minutes"]) == pytest.approx(talk, abs=0.05)
-    assert {k: int(v) for k, v in data_values(page, "call-status").items()} == Counter(
-        p.status for p in placed
-    )
+    # As `status` counts them: calls per final status, those given up on and still live apart.
+    ended = Counter(p.status for p in basis)
+    assert {k: int(v) for k, v in data_values(page, "call-status").items()} == ended
+    outcomes = page.inner_text("#outcomes")
+    given_up = sum(1 for p in placed if p.timed_out)
+    assert given_up > 0 and outcomes.endswith(f"never ended (given up)\t{given_up}")
+    assert "still live\t1\n" in outcomes
     callers = Counter(p.from_number for p in placed)
     assert {k: int(v) for k, v in data_values(page, "caller").items()} == callers
 

@@ -67,7 +67,7 @@ class CallTotals:
     leads_reached: int = 0  # leads with at least one call that ended `completed`
     completed: int = 0
     answered_basis: int = 0  # calls with a final status that did not time out
-    live: int = 0  # rows whose latest call has no final status yet
+    live: int = 0  # calls with no final status yet
     timed_out: int = 0
     talk_seconds: float = 0.0
 
@@ -84,7 +84,7 @@ class CallerId:
 
 
 @dataclass
-class CallFigures:
+class CallCharts:
     """Everything the page says about calls, from two sorts of the calls table.
 
     Each GROUP BY is one sort of the table, the costly part on a million rows (about a
@@ -95,7 +95,7 @@ class CallFigures:
     """
 
     totals: CallTotals
-    statuses: dict[str, int]  # calls per status the API last gave ('placed' before a poll)
+    ended: dict[str, int]  # calls per final status (those given up on are `totals.timed_out`)
     callers: list[CallerId]
     by_ordinal: dict[int, Rates]  # pick-ups by attempt (1 = the lead's first call)
     per_lead: dict[int, int]  # leads per number of calls they had
@@ -111,9 +111,9 @@ STEPS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
 BARS = 60  # calls over time: at most about this many bars
 
 
-def call_figures(conn: sqlite3.Connection, daily_cap: int | None) -> CallFigures:
+def call_charts(conn: sqlite3.Connection, daily_cap: int | None) -> CallCharts:
     totals = CallTotals()
-    statuses: dict[str, int] = {}
+    ended: dict[str, int] = {}
     callers: dict[str, Rates] = {}
     by_ordinal: dict[int, Rates] = {}
     rows = conn.execute(
@@ -122,7 +122,9 @@ def call_figures(conn: sqlite3.Connection, daily_cap: int | None) -> CallFigures
         " FROM calls GROUP BY status, from_number, ordinal"
     )
     for status, number, ordinal, n, done, basis, timed_out, talk in rows:
-        statuses[str(status) or "placed"] = statuses.get(str(status) or "placed", 0) + int(n)
+        if basis:  # final and not given up on: a status that ended the call
+            ended[str(status)] = ended.get(str(status), 0) + int(basis)
+        totals.live += int(n) - int(basis) - int(timed_out)  # a time-out is final too
         callers.setdefault(str(number), Rates()).add(int(n), int(done), int(basis))
         by_ordinal.setdefault(int(ordinal), Rates()).add(int(n), int(done), int(basis))
         totals.calls += int(n)
@@ -140,11 +142,10 @@ def call_figures(conn: sqlite3.Connection, daily_cap: int | None) -> CallFigures
     totals.leads_called = by_ordinal[1].calls if 1 in by_ordinal else 0
     reached = conn.execute("SELECT count(DISTINCT lead_id) FROM calls WHERE status = 'completed'").fetchone()
     totals.leads_reached = int(reached[0])
-    totals.live = live_rows(conn)
     step, over_time, by_hour, by_weekday = _in_time(conn)
-    return CallFigures(
+    return CallCharts(
         totals=totals,
-        statuses=dict(sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0]))),
+        ended=dict(sorted(ended.items(), key=lambda kv: (-kv[1], kv[0]))),
         callers=_callers(conn, callers, daily_cap),
         by_ordinal=dict(sorted(by_ordinal.items())),
         per_lead=per_lead,
@@ -153,15 +154,6 @@ def call_figures(conn: sqlite3.Connection, daily_cap: int | None) -> CallFigures
         by_hour=by_hour,
         by_weekday=by_weekday,
     )
-
-
-def live_rows(conn: sqlite3.Connection) -> int:
-    """Rows of the leads file whose latest call has no final status yet (the contract's "live")."""
-    found = conn.execute(
-        "SELECT count(*) FROM calls WHERE final = 0 AND EXISTS (SELECT 1 FROM leads WHERE"
-        " leads.id = calls.lead_id AND leads.call_id = calls.call_id AND leads.position IS NOT NULL)"
-    ).fetchone()
-    return int(found[0])
 
 
 def _callers(conn: sqlite3.Connection, callers: dict[str, Rates], daily_cap: int | None) -> list[CallerId]:
@@ -279,15 +271,14 @@ def first_and_last_request(conn: sqlite3.Connection) -> tuple[datetime | None, d
 
 
 __all__ = [
-    "CallFigures",
+    "CallCharts",
     "CallTotals",
     "CallerId",
     "Rates",
     "Reason",
-    "call_figures",
+    "call_charts",
     "first_and_last_request",
     "has_calls",
-    "live_rows",
     "problems",
     "reason_kind",
     "requests_per_row",
