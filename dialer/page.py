@@ -525,7 +525,7 @@ dl.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(9rem,
 svg.chart { width: 100%; height: auto; display: block; margin: .4rem 0; }
 .pair { display: grid; grid-template-columns: 1fr; gap: .5rem; }
 @media (min-width: 48rem) { .pair { grid-template-columns: 1fr 1fr; } }
-table { border-collapse: collapse; width: 100%; margin: .4rem 0 1rem; font-size: .9rem; }
+table { border-collapse: collapse; width: auto; min-width: 50%; margin: .4rem 0 1rem; font-size: .9rem; }
 th, td { text-align: left; padding: .25rem .5rem; border-bottom: 1px solid var(--rule); vertical-align: top; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .tablewrap, details { overflow-x: auto; }

@@ -350,3 +350,33 @@ def test_matplotlib_is_imported_only_when_a_page_is_written() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+@pytest.fixture
+def hostile(built: Built) -> Path:
+    """The page again, after the API answered a call status and an error made of markup."""
+    journal = load_campaign(built.campaign_file).journal_path
+    conn = sqlite3.connect(journal)
+    with conn:
+        conn.execute(
+            "UPDATE calls SET status = '<img src=x onerror=console.error(1)>' WHERE call_id = ?",
+            (built.placed[0].call_id,),
+        )
+        conn.execute(
+            "UPDATE leads SET error = 'refused: <script>console.error(2)</script>'"
+            " WHERE id = (SELECT min(id) FROM leads WHERE status = 'failed')"
+        )
+    conn.close()
+    page = built.page.with_name("hostile.html")
+    report_campaign(load_campaign(built.campaign_file), page)
+    return page
+
+
+def test_markup_in_answers_and_errors_is_shown_as_text(hostile: Path, browser: Any) -> None:
+    opened = open_page(browser, hostile)
+    assert opened.errors == []
+    assert opened.requests == [hostile.resolve().as_uri()]
+    page = opened.page
+    assert page.eval_on_selector_all("script, img", "els => els.length") == 0
+    assert "<img src=x onerror=console.error(1)>" in page.inner_text("#outcomes")
+    assert "<script>console.error(…)</script>" in page.inner_text("#problems")
