@@ -347,6 +347,11 @@ def _log_option(func: F) -> F:
 @click.option(
     "--retry-unknown", is_flag=True, help="Send `unknown` rows again, accepting that some may ring twice."
 )
+@click.option(
+    "--new-journal",
+    is_flag=True,
+    help="Start a new journal even though the report shows calls placed (they may be called again).",
+)
 @_log_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every row, sent ones too.")
 def run(
@@ -358,6 +363,7 @@ def run(
     limit: int | None,
     retry_failed: bool,
     retry_unknown: bool,
+    new_journal: bool,
     log_format: str,
     verbose: bool,
 ) -> None:
@@ -410,6 +416,7 @@ def run(
             limit=limit,
             retry_failed=retry_failed,
             retry_unknown=retry_unknown,
+            new_journal=new_journal,
             progress=bar,
             handle_signals=True,
         )

@@ -8,6 +8,7 @@ needs no other stage); tests call them directly.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
@@ -35,7 +36,7 @@ from dialer.mapping import map_leads
 from dialer.model import DIALABLE, REMAINING, JournalRow, Lead, Status
 from dialer.numbers import ForeignCallers, NumberPool
 from dialer.report import check_report_path, write_report
-from dialer.store import CampaignLock, ImportSummary, Journal, file_signature
+from dialer.store import CampaignLock, ImportSummary, Journal, file_signature, journal_errors
 from dialer.suppress import suppression_sources
 from dialer.transitions import iso, never_open_reason
 
@@ -69,6 +70,8 @@ class RunOptions:
     transport: httpx.AsyncBaseTransport | None = None
     # SIGINT/SIGTERM stop the run gracefully (the CLI turns this on; tests may too).
     handle_signals: bool = False
+    # Start a new journal even though the report shows calls placed (--new-journal).
+    new_journal: bool = False
 
 
 @dataclass
@@ -93,21 +96,47 @@ def with_leads(campaign: Campaign, override: Path | None) -> Campaign:
     return campaign.model_copy(update={"leads": override}) if override else campaign
 
 
+# The campaign settings that decide a row's verdict at import (its number read, its zones,
+# its column mapping, its do-not-call lists, the hours that can never open for it): when
+# one changes, rows not yet dialed are judged again, as when the file changes.
+def verdict_settings(campaign: Campaign) -> str:
+    """A digest of the settings that decide verdicts, do-not-call lists' content included."""
+    settings = {
+        "default_region": campaign.default_region,
+        "encoding": campaign.encoding,
+        "sheet": campaign.sheet,
+        "columns": campaign.columns.model_dump(),
+        "hours": campaign.hours.model_dump(),
+        "suppress": [
+            [str(path), file_signature(path)["sha256"] if path.is_file() else None]
+            for path in campaign.suppress
+        ],
+    }
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def import_signature(campaign: Campaign, path: Path) -> dict[str, Any]:
+    """What the journal's rows were judged from: the file's content hash and the settings.
+
+    Decided by content, never by size and mtime alone: `cp -p`, `rsync -t` or `tar x`
+    keep both while the rows change. Hashing costs about a second per 100 MB (README).
+    """
+    return file_signature(path) | {"settings": verdict_settings(campaign)}
+
+
 def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> ImportSummary | None:
-    """Import the leads file the first time, and again (matching by content) when it changed."""
+    """Import the leads file the first time, and again (matching by content) when its
+    content or a setting that decided verdicts changed."""
     previous = journal.signature()
-    if previous is not None:
-        stat = path.stat() if path.exists() else None
-        # The journal alone is enough to continue, even if the file is gone.
-        if stat is None:
-            return None
-        if (stat.st_size, stat.st_mtime_ns) == (previous["size"], previous["mtime_ns"]):
-            return None
-    leads = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
-    signature = file_signature(path)
-    if previous is not None and signature["sha256"] == previous["sha256"]:
-        journal.set_meta("signature", json.dumps(signature))
+    if previous is not None and not path.exists():
+        return None  # the journal alone is enough to continue, even if the file is gone
+    if not path.is_file():
+        open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)  # its one line (a FIFO...)
+    signature = import_signature(campaign, path)
+    if previous is not None and all(previous.get(key) == signature[key] for key in ("sha256", "settings")):
         return None
+    leads = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
     columns = resolve_columns(campaign, leads.headers)
     # The journal keeps the headers as written: the report gives them back so.
     summary = journal.import_leads(
@@ -122,8 +151,44 @@ def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> Import
             added=summary.added,
             matched=summary.matched,
             no_longer_in_file=summary.removed,
+            settings_changed=previous is not None and previous.get("settings") != signature["settings"],
         )
     return summary
+
+
+def calls_in_report(path: Path) -> int:
+    """Rows of an existing report that show a call placed (or maybe placed): `sent` or
+    `unknown`, or a dialer_id. -1: there is a report, but it cannot be read."""
+    if not path.is_file():
+        return 0
+    try:
+        report = open_leads(path)
+        if "dialer_status" not in report.headers:
+            return 0
+        found = 0
+        for frame in report.chunks():
+            # Cells as text whatever their type (an XLSX report's cells may be typed).
+            placed = frame["dialer_status"].map(lambda v: str(v).strip() in ("sent", "unknown"))
+            if "dialer_id" in frame.columns:
+                placed |= frame["dialer_id"].map(lambda v: str(v).strip() != "")
+            found += int(placed.sum())
+        return found
+    except DialerError:
+        return -1
+
+
+def refuse_a_new_journal_after_calls(campaign: Campaign, report: Path) -> None:
+    """A new journal for a campaign whose report shows calls would dial everyone again:
+    the journal was deleted, emptied, or lost its -wal after a crash. Refused (exit 2)."""
+    placed = calls_in_report(report)
+    if placed == 0:
+        return
+    seen = "cannot be read to tell" if placed < 0 else f"shows {placed} rows called"
+    raise SetupError(
+        f"{campaign.journal_path}: the journal is new (deleted, emptied, or its -wal lost),"
+        f" but the report {report} {seen}: a new journal would call them again; nothing"
+        " sent. Restore the journal, or run with --new-journal to start afresh anyway"
+    )
 
 
 def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime | None:
@@ -209,10 +274,13 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
     quiet_by_default()
     check_report_path(options.report or campaign.report_path)  # a .pdf is refused before any call
-    with CampaignLock(campaign.journal_path):
+    with CampaignLock(campaign.journal_path), journal_errors(campaign.journal_path):
         journal = Journal(campaign.journal_path, campaign.name)
         try:
             campaign = with_leads(campaign, options.leads)
+            report = options.report or campaign.report_path
+            if not journal.is_imported and not options.new_journal:
+                refuse_a_new_journal_after_calls(campaign, report)
             imported = import_if_needed(campaign, journal, campaign.leads)
             check_placeholders(campaign, journal.headers)  # the campaign may have changed since
             if options.retry_failed:
@@ -225,7 +293,6 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
             journal.suppress(suppressed)
             counts = journal.counts()
             options.progress.start(sum(counts.get(s, 0) for s in REMAINING))
-            report = options.report or campaign.report_path
             try:
                 stats = asyncio.run(_dispatch(campaign, journal, options, suppressed))
             except DialerError:

@@ -29,6 +29,7 @@ from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
 from dialer import cli
+from dialer.bookkeeping import RunStats
 from dialer.progress import LogProgress
 from dialer.run import iso
 from dialer.sandbox import SandboxOptions, start_in_thread
@@ -820,28 +821,28 @@ def test_without_a_terminal_there_is_no_bar_but_plain_log_lines(tmp_path: Path, 
     assert "time taken" in done.stdout
 
 
-def test_progress_log_lines_every_interval_with_rate_eta_and_counts() -> None:
+def test_progress_log_lines_with_the_request_rate_eta_and_counts() -> None:
     now = [100.0]
     progress = LogProgress(every=10, clock=lambda: now[0])
+    stats = RunStats()
     with capture_logs() as logs:
         progress.start(40)
-        for status in ["sent"] * 9 + ["failed"]:
-            now[0] += 0.5
-            progress.advance(status)  # 5 s in: nothing yet
-        now[0] += 5
-        progress.advance("sent")  # 10 s in: 11 done
-        now[0] += 1
-        progress.advance("deferred")  # 11 s in: too soon after the last line
+        now[0] += 10
+        stats.requests = 11
+        stats.outcomes.update({"sent": 10, "failed": 1, "deferred": 9})
+        progress.tick(stats)
     assert logs == [
         {"event": "run.started", "due": 40, "log_level": "info"},
         {
             "event": "run.progress",
-            "done": 11,
+            "done": 20,
             "total": 40,
-            "rate": 1.1,
-            "eta_seconds": 26,
+            "requests": 11,
+            "rate": 1.1,  # requests per second: the 9 deferred rows are no requests
+            "eta_seconds": 10,
             "sent": 10,
             "failed": 1,
+            "deferred": 9,
             "log_level": "info",
         },
     ]
