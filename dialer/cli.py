@@ -593,16 +593,18 @@ def status(campaign_file: str, log_format: str) -> None:
     "--out",
     "out_path",
     type=click.Path(dir_okay=False),
-    help="Where to write (default: the campaign's report). .xlsx writes Excel.",
+    help="Where to write (default: the campaign's report). .xlsx writes Excel; .html the campaign page.",
 )
 @_log_option
 def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
-    """Write the per-row report again from the journal (CSV, or XLSX for a .xlsx name).
+    """Write the per-row report again from the journal (CSV, or XLSX for a .xlsx name),
+    or the campaign page for a .html name: figures and charts in one self-contained file.
 
     \b
     Examples:
       dialer report campaigns/demo.toml
       dialer report campaigns/demo.toml --out out/demo.xlsx
+      dialer report campaigns/demo.toml --out out/demo.report.html
     """
     configure_logging(log_format)
     with _errors():

@@ -215,13 +215,18 @@ def write_campaign_report(journal: Journal, path: Path) -> int:
 
 
 def report_campaign(campaign: Campaign, target: Path) -> int:
-    """Write the per-row report again from the journal; the number of rows written."""
+    """Write the per-row report again from the journal (or, for a .html name, the campaign
+    page); the number of rows written."""
     if not campaign.journal_path.exists():
         raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
     journal = Journal(campaign.journal_path, campaign.name)
     try:
         if not journal.is_imported:
             raise SetupError(f"{campaign.journal_path}: no leads imported yet; run the campaign first")
+        if target.suffix.lower() in (".html", ".htm"):
+            from dialer.page import write_page  # matplotlib: only when a page is asked for
+
+            return write_page(campaign, journal, target)
         return write_campaign_report(journal, target)
     finally:
         journal.close()

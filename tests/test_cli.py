@@ -1143,7 +1143,8 @@ try:
     main()
 except SystemExit:
     pass
-heavy = {"pandas", "numpy", "aiohttp", "httpx", "pydantic", "openpyxl", "phonenumbers", "rich", "structlog"}
+heavy = {"pandas", "numpy", "aiohttp", "httpx", "pydantic", "openpyxl", "phonenumbers", "rich", "structlog",
+         "matplotlib"}
 print(sorted({name.split(".")[0] for name in sys.modules} & heavy), file=sys.stderr)
 """
 

@@ -268,7 +268,7 @@ def test_a_journal_of_schema_1_is_migrated_in_place_and_keeps_every_row(tmp_path
     assert "unanswered" not in _columns(path)
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "3"
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "4"
     rows = journal.conn.execute(
         "SELECT id, position, phone, status, attempts, call_id, error FROM leads"
     ).fetchall()
@@ -306,7 +306,7 @@ def test_a_journal_from_a_newer_dialer_is_refused_with_one_line(tmp_path: Path) 
     with pytest.raises(JournalError) as caught:
         Journal(path, "c")
     assert str(caught.value) == (
-        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 3);"
+        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 4);"
         " upgrade dialer to continue this campaign"
     )
 
@@ -316,6 +316,84 @@ def test_a_new_journal_is_written_at_the_current_version(tmp_path: Path) -> None
     assert journal.get_meta("schema") == str(j.SCHEMA_VERSION)
     assert "unanswered" in _columns(tmp_path / "c.sqlite")
     journal.close()
+
+
+def _schema_2(tmp_path: Path) -> Path:
+    """A journal as the dialer of schema 2 left it: the v1 fixture with step 1 applied."""
+    from dialer.store import migrations
+
+    path = _copy_v1(tmp_path)
+    conn = sqlite3.connect(path)
+    for statement in migrations.STEPS[1]:
+        conn.execute(statement)
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _tables_and_indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            name
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
+        }
+    finally:
+        conn.close()
+
+
+def test_a_journal_of_schema_2_gains_the_calls_table_with_its_sent_rows_as_calls_never_followed(
+    tmp_path: Path,
+) -> None:
+    path = _schema_2(tmp_path)
+    assert "calls" not in _tables_and_indexes(path)
+    conn = sqlite3.connect(path)
+    leads_before = conn.execute("SELECT * FROM leads ORDER BY id").fetchall()
+    sent = conn.execute(
+        "SELECT call_id, id, from_number, intent_at FROM leads WHERE status = 'sent' ORDER BY id"
+    ).fetchall()
+    conn.close()
+    assert len(sent) == 3 and all(call_id for call_id, *_ in sent)  # the fixture is what it says
+
+    journal = Journal(path, "v1")
+    assert journal.get_meta("schema") == "4"
+    journal.close()
+
+    assert {"calls", "calls_lead", "calls_live"} <= _tables_and_indexes(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT * FROM leads ORDER BY id").fetchall() == leads_before
+    calls = conn.execute(
+        "SELECT call_id, lead_id, from_number, placed_at, ordinal, status, final, timed_out, ended_at,"
+        " duration, end_reason, recording_url, collected FROM calls ORDER BY lead_id"
+    ).fetchall()
+    conn.close()
+    # Each sent row's call, never followed by the old dialer: given up, no status, no end time,
+    # so it is never polled, never waited for, and stays out of the pick-up rate.
+    assert calls == [(*row, 1, "", 1, 1, None, None, "", "", "{}") for row in sent]
+    Journal(path, "v1").close()  # opened again: nothing left to do
+
+
+def test_a_failed_migration_to_schema_4_leaves_a_schema_2_journal_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _schema_2(tmp_path)
+    from dialer.store import migrations
+
+    monkeypatch.setattr(
+        migrations, "STEPS", {**migrations.STEPS, 3: (*migrations.STEPS[3], "SELECT nope FROM calls")}
+    )
+    with pytest.raises(JournalError, match="cannot open the journal"):
+        Journal(path, "v1")
+    assert "calls" not in _tables_and_indexes(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    conn.close()
+
+
+def test_a_new_journal_has_the_calls_table_and_its_indexes(tmp_path: Path) -> None:
+    Journal(tmp_path / "c.sqlite", "c").close()
+    assert {"calls", "calls_lead", "calls_live"} <= _tables_and_indexes(tmp_path / "c.sqlite")
 
 
 # -- one number, one row: the intent claims the number (issue 10) -------------------------

@@ -2,7 +2,7 @@
 
 lock.py        CampaignLock: one run per campaign at a time
 db.py          connect(), and transaction(): the one BEGIN/COMMIT helper
-migrations.py  the schema, its version, and the steps from each older version
+migrations.py  the schema (leads, number_usage, calls), its version, and the steps from each older version
 sqlite.py      Journal: import, reads, whole-table transitions at the start of a run
 writes.py      the dispatcher's row transitions as SQL (intent, outcome, restore)
 writer.py      JournalWriter: those writes committed in groups, one fsync per group
