@@ -1,4 +1,4 @@
-"""(6) PostgreSQL: claims per second, and the shared rate bound read from the sandbox's record.
+"""(8) PostgreSQL: claims per second, and the shared rate bound read from the sandbox's record.
 
 A throwaway PostgreSQL 15 cluster (tests/pg.py) is started for the section and
 stopped after it. Measured:
@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.data import campaign_toml, clean_leads_csv
 from bench.measure import peak_window, rate_of, read_posts, run_measured
@@ -24,7 +25,7 @@ from tests.pg import MissingPostgres, PgServer, start_server, stop_server
 
 
 def run(ctx: Context) -> Section:
-    section = Section("6 postgresql")
+    section = Section("8 postgresql")
     try:
         server, owner = start_server()
     except MissingPostgres as exc:
@@ -91,7 +92,7 @@ def _claims(ctx: Context, server: PgServer, section: Section) -> None:
 
 def _parallel(
     ctx: Context, folder: Path, server: PgServer, runs: list[tuple[str, float, int | None]], leads: int
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """`dialer run` processes side by side against one sandbox; its record's POSTs."""
     url = server.new_database()
     csv_path = clean_leads_csv(folder / f"clean_{leads}.csv", leads)

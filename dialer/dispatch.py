@@ -32,7 +32,7 @@ from dialer.send import Sender
 from dialer.settle import Settler
 from dialer.store import JournalStore, Write, outcome
 from dialer.store.claims import Claims
-from dialer.transitions import CAPPED, outside_hours
+from dialer.transitions import CAPPED, Next, outside_hours
 
 # Deferrals the feeder gathers before committing them.
 DEFER_BATCH = 2000
@@ -67,11 +67,15 @@ class Dispatcher:
         self.run_state = Run(journal, journal.writer(), options.progress)
         self.stats = self.run_state.stats
         self.stop = self.run_state.stop
+        # A restart keeps the window of the run before it: no burst right after a crash. The
+        # window is the whole rate period (1/rate seconds at a rate under one a second).
+        window = Pacer.window_for(self.limits.rate_per_second)
         pacer = Pacer(
             self.limits.rate_per_second,
             self.limits.min_rate_per_second,
-            # A restart keeps the window of the run before it: no burst right after a crash.
-            recent=journal.recent_sends(),
+            recent=journal.recent_sends(window + 1.0),
+            # The loop's clock, as aiolimiter reads it (time.monotonic on asyncio's own loop).
+            clock=asyncio.get_running_loop().time,
         )
         self.pacer = pacer
         self.pool = NumberPool(campaign.numbers, journal.number_usage())
@@ -100,6 +104,7 @@ class Dispatcher:
         workers = [asyncio.create_task(self._worker()) for _ in range(4 * self.limits.concurrency)]
         feeder = asyncio.create_task(self._feed())
         renewer = asyncio.create_task(self._renew_claims())
+        ticker = asyncio.create_task(self._tick_progress())
         try:
             await self._until_done_or_stopped()
             feeder.cancel()
@@ -107,6 +112,7 @@ class Dispatcher:
             await asyncio.gather(*workers, feeder, *self._settlers, return_exceptions=True)
         finally:
             renewer.cancel()
+            ticker.cancel()
             await self.run_state.writer.close()
             if self.gate is not None:
                 await self.gate.close()
@@ -114,11 +120,19 @@ class Dispatcher:
                 self.claims.release()
             self.stats.finished = time.monotonic()
             self.stats.throttled = self.pacer.throttled
+            self.options.progress.tick(self.stats)  # the last figures, however short the run
         if self.stats.pool_exhausted:
             self.journal.defer_dialable(CAPPED)
         if self.run_state.fatal is not None:
             raise self.run_state.fatal
         return self.stats
+
+    async def _tick_progress(self) -> None:
+        """Progress on time, not on outcomes: a run waiting on look-ups or backoffs shows it."""
+        progress = self.options.progress
+        while True:
+            await asyncio.sleep(progress.every)
+            progress.tick(self.stats)
 
     async def _until_done_or_stopped(self) -> None:
         done_waiter = asyncio.create_task(self._idle.wait())
@@ -175,14 +189,24 @@ class Dispatcher:
                 self._idle.set()
 
     async def _feed_dialable(self) -> None:
-        deferred: list[Write] = []
-        for row in self.journal.rows_with_status(DIALABLE):
-            if not await self._offer(row, deferred):
-                break
-        if deferred:
-            await self.run_state.writer.commit(deferred)
+        deferred: list[tuple[JournalRow, Next]] = []
+        try:
+            for row in self.journal.rows_with_status(DIALABLE):
+                if not await self._offer(row, deferred):
+                    break
+        finally:
+            if deferred:  # also when a stop cancels the feeder: what is counted is what the journal gets
+                self.run_state.writer.submit(self._deferrals(deferred))
 
-    async def _offer(self, row: JournalRow, deferred: list[Write]) -> bool:
+    def _deferrals(self, batch: list[tuple[JournalRow, Next]]) -> list[Write]:
+        """The writes of rows outside their hours, counted here: the caller queues them at once."""
+        writes: list[Write] = []
+        for row, closed in batch:
+            writes += outcome(row.id, closed.status, error=closed.error)
+            self.run_state.count(closed.status, row, log_it=False)
+        return writes
+
+    async def _offer(self, row: JournalRow, deferred: list[tuple[JournalRow, Next]]) -> bool:
         """Queue one due row (or defer it, its hours closed); False: the feed must stop."""
         if self.stop.is_set() or self.stats.pool_exhausted:
             return False
@@ -190,12 +214,11 @@ class Dispatcher:
             return True
         now = self.options.clock()
         if not self.hours.is_open(row.timezones, now):
-            closed = outside_hours(row.timezones, self.hours.next_open(row.timezones, now))
-            deferred += outcome(row.id, closed.status, error=closed.error)
-            self.run_state.count(closed.status, row, log_it=False)
+            deferred.append((row, outside_hours(row.timezones, self.hours.next_open(row.timezones, now))))
             if len(deferred) >= DEFER_BATCH:
-                await self.run_state.writer.commit(deferred)
+                batch = list(deferred)
                 deferred.clear()
+                await self.run_state.writer.commit(self._deferrals(batch))
             return True
         if not self._within_limit(row):
             return False
@@ -210,24 +233,26 @@ class Dispatcher:
         live run holds are its own; a dead run's rows come back when its lease runs out,
         so this run waits for that rather than end with rows nobody will take.
         """
-        deferred: list[Write] = []
-        while not self.stop.is_set():
-            if self.settler is not None:
-                for row in self.journal.rows_by_id(claims.claim_orphans()):
-                    self._settle_later(row, row.intent_at or 0.0)
-            rows = self.journal.rows_by_id(claims.claim_dialable(self.limits.concurrency))
-            if rows:
-                if not await self._offer_all(rows, deferred):
+        deferred: list[tuple[JournalRow, Next]] = []
+        try:
+            while not self.stop.is_set():
+                if self.settler is not None:
+                    for row in self.journal.rows_by_id(claims.claim_orphans()):
+                        self._settle_later(row, row.intent_at or 0.0)
+                rows = self.journal.rows_by_id(claims.claim_dialable(self.limits.concurrency))
+                if rows:
+                    if not await self._offer_all(rows, deferred):
+                        break
+                    continue
+                held = claims.others_hold()
+                if held is None:
                     break
-                continue
-            held = claims.others_hold()
-            if held is None:
-                break
-            await self._pause(min(held + 0.05, 1.0))
-        if deferred:
-            await self.run_state.writer.commit(deferred)
+                await self._pause(min(held + 0.05, 1.0))
+        finally:
+            if deferred:
+                self.run_state.writer.submit(self._deferrals(deferred))
 
-    async def _offer_all(self, rows: list[JournalRow], deferred: list[Write]) -> bool:
+    async def _offer_all(self, rows: list[JournalRow], deferred: list[tuple[JournalRow, Next]]) -> bool:
         for row in rows:
             if not await self._offer(row, deferred):
                 return False

@@ -47,6 +47,18 @@ class Store:
             assert row is not None
             return row[0]
 
+    def rows(self, statement: str, campaign: str = "c") -> list[tuple[Any, ...]]:
+        """Rows read over a connection of their own."""
+        if self.kind == "sqlite":
+            conn = sqlite3.connect(self.folder / "c.sqlite")
+            try:
+                return [tuple(r) for r in conn.execute(statement).fetchall()]
+            finally:
+                conn.close()
+        with psycopg.connect(self.url) as pg:
+            pg.execute(f'SET search_path TO "{schema_name(campaign)}"'.encode())
+            return [tuple(r) for r in pg.execute(statement.encode()).fetchall()]
+
     def execute(self, statement: str, campaign: str = "c") -> None:
         """A statement committed over a connection of its own."""
         if self.kind == "sqlite":

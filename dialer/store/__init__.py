@@ -2,7 +2,7 @@
 
 lock.py        CampaignLock: one run per campaign at a time
 db.py          connect(), and transaction(): the one BEGIN/COMMIT helper
-migrations.py  the schema, its version, and the steps from each older version
+migrations.py  the schema (leads, number_usage, calls), its version, and the steps from each older version
 sqlite.py      Journal: import, reads, whole-table transitions at the start of a run
 writes.py      the dispatcher's row transitions as SQL (intent, outcome, restore)
 writer.py      JournalWriter: those writes committed in groups, one fsync per group
@@ -14,13 +14,14 @@ pg_importing.py  importing.py's rules in PostgreSQL's SQL
 """
 
 from dialer.store.base import JournalStore, RateGate, RateGrant, Writer
+from dialer.store.db import journal_errors
 from dialer.store.importing import ImportSummary, file_signature
 from dialer.store.lock import CampaignLock
 from dialer.store.migrations import SCHEMA_VERSION
 from dialer.store.opening import journal_exists, journal_label, journal_lock, journal_url, open_journal
 from dialer.store.sqlite import Journal
 from dialer.store.writer import JournalWriter
-from dialer.store.writes import Write, intent, outcome, restore
+from dialer.store.writes import NumberTaken, Write, intent, outcome, restore
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -28,6 +29,7 @@ __all__ = [
     "ImportSummary",
     "Journal",
     "JournalStore",
+    "NumberTaken",
     "JournalWriter",
     "RateGate",
     "RateGrant",
@@ -40,6 +42,7 @@ __all__ = [
     "journal_lock",
     "journal_url",
     "open_journal",
+    "journal_errors",
     "outcome",
     "restore",
 ]

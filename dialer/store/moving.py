@@ -22,6 +22,11 @@ _LEADS = (
     " call_id, from_number, attempts, intent_at, updated_at, unanswered"
 )
 
+_CALLS = (
+    "call_id, lead_id, ordinal, from_number, placed_at, status, final, timed_out, ended_at,"
+    " duration, end_reason, recording_url, collected"
+)
+
 
 @dataclass(frozen=True)
 class Moved:
@@ -55,6 +60,17 @@ def copy_to_postgres(path: Path, campaign_name: str, url: str) -> Moved:
                         "INSERT INTO number_usage (number, day, calls) VALUES (%s, %s, %s)",
                         (number, day, calls),
                     )
+                for phone, lead_id in source.conn.execute("SELECT phone, lead_id FROM called"):
+                    target.conn.execute(
+                        "INSERT INTO called (phone, lead_id) VALUES (%s, %s)", (phone, lead_id)
+                    )
+                calls = source.conn.execute(
+                    f"SELECT {_CALLS} FROM calls ORDER BY lead_id, ordinal"
+                ).fetchall()
+                if calls:
+                    with target.conn.cursor().copy(f"COPY calls ({_CALLS}) FROM STDIN".encode()) as copy:
+                        for record in calls:
+                            copy.write_row(record)
                 for key, value in source.conn.execute("SELECT key, value FROM meta WHERE key != 'schema'"):
                     target.set_meta(str(key), str(value))
             return Moved(rows=sum(target.counts().values()), counts=target.counts(), target=target.label)

@@ -12,9 +12,10 @@ from typing import Any
 
 import psycopg
 
-from dialer.model import NEVER_DIALED, Status
+from dialer.model import DIALABLE, NEVER_DIALED, Status
 from dialer.store.db import sql_list
 from dialer.store.importing import _NOT_ACTED_ON, ImportSummary
+from dialer.store.writes import HOLDER
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -43,7 +44,7 @@ def first_import(conn: Conn, records: Iterator[tuple[Any, ...]]) -> ImportSummar
     return ImportSummary(added=added, matched=0, removed=0, first_import=True)
 
 
-def reimport(conn: Conn, records: Iterator[tuple[Any, ...]]) -> ImportSummary:
+def reimport(conn: Conn, records: Iterator[tuple[Any, ...]], now: str) -> ImportSummary:
     conn.execute(
         "CREATE TEMP TABLE incoming (row_key BIGSERIAL, position INTEGER, fingerprint TEXT, raw TEXT,"
         " phone TEXT, name TEXT, email TEXT, timezones TEXT, variables TEXT, status TEXT, error TEXT,"
@@ -78,9 +79,10 @@ def reimport(conn: Conn, records: Iterator[tuple[Any, ...]]) -> ImportSummary:
     )
     conn.execute(
         (
-            "UPDATE leads SET status = i.status, error = i.error, updated_at = i.updated_at"
-            f" FROM incoming i WHERE i.lead_id = leads.id AND leads.status IN ({_NOT_ACTED_ON})"
-            " AND (leads.status != i.status OR leads.error != i.error)"
+            "UPDATE leads SET status = i.status, error = i.error, phone = i.phone,"
+            " updated_at = i.updated_at FROM incoming i WHERE i.lead_id = leads.id"
+            f" AND leads.status IN ({_NOT_ACTED_ON})"
+            " AND (leads.status != i.status OR leads.error != i.error OR leads.phone != i.phone)"
             " AND NOT (leads.status = %s AND i.status = %s)"
         ).encode(),
         (str(Status.DEFERRED), str(Status.PENDING)),
@@ -101,6 +103,16 @@ def reimport(conn: Conn, records: Iterator[tuple[Any, ...]]) -> ImportSummary:
             f" ({sql_list(NEVER_DIALED)}))"
         ).encode(),
         (str(Status.DUPLICATE), before, before, str(Status.PENDING), before),
+    )
+    # A number another row called (or may have) is that row's: a row still to dial with it
+    # is a duplicate naming the caller, as the intent would refuse it.
+    conn.execute(
+        (
+            f"UPDATE leads SET status = %s, error = {HOLDER}, updated_at = %s"
+            f" WHERE status IN ({sql_list(DIALABLE)}) AND position IS NOT NULL AND EXISTS"
+            " (SELECT 1 FROM called c WHERE c.phone = leads.phone AND c.lead_id != leads.id)"
+        ).encode(),
+        (str(Status.DUPLICATE), now),
     )
     removed = _one(conn, "SELECT count(*) FROM leads WHERE position IS NULL")
     return ImportSummary(added=added, matched=matched, removed=removed, first_import=False)

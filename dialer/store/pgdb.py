@@ -40,10 +40,33 @@ CREATE TABLE IF NOT EXISTS leads (
     claimed_by  TEXT,                  -- the run dialing or settling the row (claims.py)
     claim_until DOUBLE PRECISION       -- its lease, on the database's clock (epoch seconds)
 );
+-- One number, one lead, for good (writes.intent): the primary key is the rule.
+CREATE TABLE IF NOT EXISTS called (
+    phone   TEXT PRIMARY KEY,
+    lead_id BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS number_usage (
     number TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
     PRIMARY KEY (number, day)
 );
+-- Each call placed and what became of it (migrations.CALLS, the same columns).
+CREATE TABLE IF NOT EXISTS calls (
+    call_id       TEXT PRIMARY KEY,
+    lead_id       BIGINT NOT NULL REFERENCES leads(id),
+    ordinal       INTEGER NOT NULL,
+    from_number   TEXT NOT NULL DEFAULT '',
+    placed_at     DOUBLE PRECISION NOT NULL,
+    status        TEXT NOT NULL DEFAULT '',
+    final         INTEGER NOT NULL DEFAULT 0,
+    timed_out     INTEGER NOT NULL DEFAULT 0,
+    ended_at      DOUBLE PRECISION,
+    duration      DOUBLE PRECISION,
+    end_reason    TEXT NOT NULL DEFAULT '',
+    recording_url TEXT NOT NULL DEFAULT '',
+    collected     TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS calls_lead ON calls (lead_id, ordinal);
+CREATE INDEX IF NOT EXISTS calls_live ON calls (final, placed_at);
 CREATE INDEX IF NOT EXISTS leads_status ON leads (status, position);
 CREATE INDEX IF NOT EXISTS leads_position ON leads (position);
 CREATE INDEX IF NOT EXISTS leads_phone ON leads (phone);
@@ -73,7 +96,7 @@ CREATE INDEX IF NOT EXISTS grants_key ON dialer_shared.grants (key, granted_at)
 """
 
 # PG_STEPS[n]: the statements that take a PostgreSQL journal from version n to n + 1.
-# PostgreSQL journals start at version 2 (the SQLite numbering): none yet.
+# PostgreSQL journals start at version 4 (the SQLite numbering, `called` and `calls` in): none yet.
 PG_STEPS: dict[int, tuple[str, ...]] = {}
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from dialer.cells import decode_row
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
 from dialer.errors import JournalError
@@ -30,7 +31,7 @@ from dialer.store.pgdb import connect, connect_async, migrate, pg_sql
 from dialer.store.pgrate import Bucket, SharedRate
 from dialer.store.pgurl import redact, schema_name, scrub
 from dialer.store.sqlite import Journal
-from dialer.store.writes import Write, utc_now_iso
+from dialer.store.writes import NumberTaken, Write, utc_now_iso
 
 
 def _params(params: Iterable[Any]) -> tuple[Any, ...]:
@@ -144,11 +145,14 @@ class PgJournal:
         self, headers: Sequence[str], columns: ColumnMap, leads: Iterable[Lead], signature: dict[str, Any]
     ) -> ImportSummary:
         """As `sqlite.Journal.import_leads`: one transaction, matched by content on a re-import."""
-        records = lead_records(leads, utc_now_iso())
+        now = utc_now_iso()
+        records = lead_records(leads, now)
         with self.conn.transaction():
             # One import at a time per campaign, whichever process or host started it.
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.schema,))
-            summary = reimport(self.conn, records) if self.is_imported else first_import(self.conn, records)
+            summary = (
+                reimport(self.conn, records, now) if self.is_imported else first_import(self.conn, records)
+            )
             self.set_meta("headers", json.dumps(list(headers), ensure_ascii=False))
             self.set_meta("columns", json.dumps(columns.describe(), ensure_ascii=False))
             self.set_meta("signature", json.dumps(signature))
@@ -224,7 +228,7 @@ class PgJournal:
             )
             for raw, status, call_id, from_number, attempts, error, updated_at in cursor:
                 yield (
-                    json.loads(str(raw)),
+                    decode_row(str(raw)),
                     Outcome(
                         status=str(status),
                         id=str(call_id),
@@ -306,7 +310,7 @@ class PgJournalWriter:
             await asyncio.sleep(0)  # the writes of this loop turn gather: one commit for all
             batch, self._queue = self._queue, []
             try:
-                lost = await self._write(batch)
+                refused = await self._write(batch)
             except BaseException as exc:
                 failure = exc
                 if isinstance(exc, psycopg.Error):
@@ -318,28 +322,50 @@ class PgJournalWriter:
             for index, (_, future) in enumerate(batch):
                 if future.done():
                     continue
-                if index in lost:
-                    future.set_exception(ClaimLost())
+                if index in refused:
+                    future.set_exception(refused[index])
+                    future.exception()  # retrieved: a caller gone meanwhile must not warn of it
                 else:
                     future.set_result(None)
 
-    async def _write(self, batch: list[tuple[list[Write], asyncio.Future[None]]]) -> set[int]:
-        """One transaction for the batch; the callers whose guarded write found its claim gone."""
+    async def _write(self, batch: list[tuple[list[Write], asyncio.Future[None]]]) -> dict[int, Exception]:
+        """One transaction for the batch; per caller refused, the exception its commit raises."""
         if self._conn is None:
             self._conn = await connect_async(self._url, self._schema)
-        lost = set()
+        refused: dict[int, Exception] = {}
         async with self._conn.transaction():
             for index, (writes, _) in enumerate(batch):
-                for write in writes:
-                    statement, params = pg_sql(write.sql), _params(write.params)
-                    if write.guarded and self._owner is not None:
-                        statement, params = statement + " AND claimed_by = %s", (*params, self._owner)
-                    cursor = await self._conn.execute(statement.encode(), params)
-                    if write.guarded and self._owner is not None and cursor.rowcount == 0:
-                        lost.add(index)  # nothing changed: the rest of this caller's writes go too
-                        break
+                failure = await self._apply(self._conn, writes)
+                if failure is not None:
+                    refused[index] = failure
         self.commits += 1
-        return lost
+        return refused
+
+    async def _apply(
+        self, conn: psycopg.AsyncConnection[tuple[Any, ...]], writes: list[Write]
+    ) -> Exception | None:
+        """One caller's writes, as writer._apply; a guard also holds only while the row is this
+        run's (when the run claims rows): ClaimLost if another run took it, NumberTaken if the
+        number is another row's (its `refused` writes run then)."""
+        for write in writes:
+            statement, params = pg_sql(write.sql), _params(write.params)
+            claimed = write.guard and self._owner is not None
+            if claimed:
+                statement, params = statement + " AND claimed_by = %s", (*params, self._owner)
+            cursor = await conn.execute(statement.encode(), params)
+            if not write.guard or cursor.rowcount != 0:
+                continue
+            row_id = int(write.params[-1])
+            if claimed:
+                holder = await (
+                    await conn.execute("SELECT claimed_by FROM leads WHERE id = %s", (row_id,))
+                ).fetchone()
+                if holder is None or holder[0] != self._owner:
+                    return ClaimLost()
+            for fallback in write.refused:
+                await conn.execute(pg_sql(fallback.sql).encode(), _params(fallback.params))
+            return NumberTaken(row_id)
+        return None
 
     async def close(self) -> None:
         """Commit everything still queued, then close."""
