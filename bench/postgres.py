@@ -99,6 +99,7 @@ def _parallel(
     record = folder / f"parallel-{time.monotonic_ns()}.record.jsonl"
     with spawn_process(SandboxOptions(api_key=ctx.key, record=record)) as box:
         threads = []
+        failures: list[BaseException] = []
         for index, (name, rate, account) in enumerate(runs):
             toml = campaign_toml(
                 folder / f"{name}-{index}.toml", name=name, leads=csv_path, rate=rate, concurrency=8
@@ -107,16 +108,23 @@ def _parallel(
             if account is not None:
                 text += f'\n[account]\nname = "bench"\nrate_per_second = {account}\n'
             toml.write_text(text)
+            # A report left by an earlier bench would make a new journal refuse to start.
+            toml.with_suffix(".report.csv").unlink(missing_ok=True)
             argv = ctx.dialer("run", str(toml), "--base-url", box.url, "--log-format", "json")
             threads.append(
-                threading.Thread(
-                    target=lambda argv=argv, index=index: run_measured(
-                        argv, env=ctx.env(), out_dir=ctx.logs, name=f"postgres-{index}"
-                    ).check()
-                )
+                threading.Thread(target=_run_checked, args=(ctx, argv, f"postgres-{index}", failures))
             )
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+    if failures:
+        raise failures[0]
     return read_posts(record)[0]
+
+
+def _run_checked(ctx: Context, argv: list[str], name: str, failures: list[BaseException]) -> None:
+    try:
+        run_measured(argv, env=ctx.env(), out_dir=ctx.logs, name=name).check()
+    except BaseException as exc:  # handed to the main thread, which raises it
+        failures.append(exc)
