@@ -87,6 +87,13 @@ class LawRules:
             text += f", at most {self.cap_per_24h} calls per 24 h"
         return text
 
+    def validate_line(self, rows: int) -> str:
+        """'law: FL (412 rows): Mon-Sun 08:00-20:00, at most 3 calls per 24 h (Florida: Fla. Stat. ...)'."""
+        where, _, rule = self.describe.partition(": ")
+        plural = "row" if rows == 1 else "rows"
+        cited = "; ".join(self.citations[1:]) or self.citations[0]
+        return f"law: {where} ({rows} {plural}): {rule} ({cited})"
+
 
 @dataclass(frozen=True)
 class LawTable:
@@ -250,6 +257,11 @@ def rules_for(phone: str, state: str | None = None) -> LawRules:
     Raises ValueError for a column value that is no US state.
     """
     return _rules(area_code_state(phone), state)
+
+
+def rules_for_area_code(area_code: str, state: str | None = None) -> LawRules:
+    """rules_for, for a group of leads that share a US area code ('' for none) and a state column value."""
+    return _rules(table().area_codes.get(area_code), state)
 
 
 @lru_cache(maxsize=4096)

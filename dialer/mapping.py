@@ -9,6 +9,7 @@ its status and `error`:
    so is an XLSX row whose phone or name is a formula with no saved value),
 2. the phone reads as a valid number (E.164 via phonenumbers and `default_region`),
 3. its time zone is an IANA name, or can be inferred from the number,
+   and its state, when the file has a state column, is a US state (for the law),
 4. it has a name, when the API needs one (mode "call"),
 5. the number is not on a do-not-call list (`suppressed`),
 6. no earlier dialable row has the same number (`duplicate`).
@@ -26,6 +27,7 @@ import numpy as np
 
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
+from dialer.law import parse_state
 from dialer.load import Chunk, LeadsFile
 from dialer.model import Lead, Status
 from dialer.phones import (
@@ -76,6 +78,9 @@ class _Mapper:
         self.name_at = [at[h] for h in columns.name]
         self.zone_at = at[columns.timezone] if columns.timezone is not None else None
         self.email_at = at[columns.email] if columns.email is not None else None
+        self.state_at = at[columns.state] if columns.state is not None else None
+        self.state_column = columns.state
+        self.states: dict[str, str] = {}  # the state column's texts -> "" or their error
         self.variable_names = columns.variables
         self.variable_at = [at[h] for h in columns.variables]
         self.phone = columns.phone
@@ -99,14 +104,15 @@ class _Mapper:
         names = _join_names([cells[i] for i in self.name_at], count)
         emails = [v.strip() for v in cells[self.email_at]] if self.email_at is not None else [""] * count
         zone_texts = cells[self.zone_at] if self.zone_at is not None else [""] * count
+        states = [v.strip() for v in cells[self.state_at]] if self.state_at is not None else [""] * count
         if self.variable_at:
             variable_rows: Iterable[tuple[str, ...]] = zip(*(cells[i] for i in self.variable_at), strict=True)
         else:
             variable_rows = [()] * count
-        verdicts = self._verdicts(chunk, rows_at, phones, results, names, zone_texts)
+        verdicts = self._verdicts(chunk, rows_at, phones, results, names, zone_texts, states)
         names_of = self.variable_names
-        rows = zip(zip(*cells, strict=True), names, emails, variable_rows, verdicts, strict=True)
-        for offset, (values, name, email, variables, verdict) in enumerate(rows):
+        rows = zip(zip(*cells, strict=True), names, emails, variable_rows, verdicts, states, strict=True)
+        for offset, (values, name, email, variables, verdict, state) in enumerate(rows):
             status, error, e164, zones = verdict
             yield Lead(
                 row=rows_at[offset],
@@ -118,6 +124,7 @@ class _Mapper:
                 email=email,
                 timezones=zones if status != Status.INVALID else (),
                 variables=dict(zip(names_of, variables, strict=True)),
+                state=state,
             )
 
     def _verdicts(
@@ -128,11 +135,13 @@ class _Mapper:
         results: dict[str, PhoneResult],
         names: list[str],
         zone_texts: list[str],
+        states: list[str],
     ) -> list[_Verdict]:
         """(status, error, E.164, zones) of each row of a chunk, in the order of the module docstring."""
         verdicts: list[_Verdict] = []
         dialable: list[int] = []  # offsets of the rows only a duplicate could still stop
-        for offset, (phone, name, zone_text) in enumerate(zip(phones, names, zone_texts, strict=True)):
+        rows = zip(phones, names, zone_texts, states, strict=True)
+        for offset, (phone, name, zone_text, state) in enumerate(rows):
             e164, zones, error = results[phone]
             if chunk.unsaved and rows_at[offset] - 2 in chunk.unsaved:
                 error = self._unsaved(chunk.unsaved[rows_at[offset] - 2]) or error
@@ -143,6 +152,7 @@ class _Mapper:
                 )
             elif not error:
                 error, zones = self._check(e164, zones, zone_text, name)
+                error = error or self._state_error(state)
                 if not error:
                     source = self.suppressed.get(e164)
                     if source is not None:
@@ -171,6 +181,22 @@ class _Mapper:
             f"{' and '.join(needed)}: a formula with no saved value (the file was written without"
             " computing it); open and save it in Excel, or paste the values"
         )
+
+    def _state_error(self, state: str) -> str:
+        """'' when the state column is blank or names a US state, else why not (checked once per text)."""
+        if not state:
+            return ""
+        error = self.states.get(state)
+        if error is None:
+            if len(self.states) >= _ZONE_CACHE_LIMIT:
+                self.states.clear()  # a column of free text, mapped as the state by mistake
+            try:
+                parse_state(state)
+                error = ""
+            except ValueError as exc:
+                error = f"{self.state_column}: {exc}"
+            self.states[state] = error
+        return error
 
     def _check(
         self, e164: str, zones: tuple[str, ...], zone_text: str, name: str

@@ -14,7 +14,7 @@ from pathlib import Path
 from dialer.errors import JournalError
 from dialer.store.db import transaction
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,12 +35,19 @@ CREATE TABLE IF NOT EXISTS leads (
     attempts    INTEGER NOT NULL DEFAULT 0,
     intent_at   REAL,                  -- epoch seconds the last request was committed to be sent
     updated_at  TEXT NOT NULL,
-    unanswered  INTEGER NOT NULL DEFAULT 0  -- requests that got no answer (v2): caps the re-dials
+    unanswered  INTEGER NOT NULL DEFAULT 0, -- requests that got no answer (v2): caps the re-dials
+    state       TEXT NOT NULL DEFAULT ''    -- the state column's text (v3), for the law
 );
 CREATE TABLE IF NOT EXISTS number_usage (
     number TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
     PRIMARY KEY (number, day)
 );
+-- Every committed intent (v4): the per-24-hour cap per number counts them, across
+-- re-sends, re-imports and runs. A restored intent (never sent) is deleted.
+CREATE TABLE IF NOT EXISTS dials (
+    phone TEXT NOT NULL, at REAL NOT NULL, lead_id INTEGER NOT NULL, attempt INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dials_phone ON dials (phone, at);
 """
 
 INDEXES = """
@@ -56,6 +63,16 @@ STEPS: dict[int, tuple[str, ...]] = {
     # The cap on re-dials after a look-up found no call was counted in memory, from zero
     # at every run; counted here it holds across crashes and cron runs.
     1: ("ALTER TABLE leads ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0",),
+    # The lead's state column, which with its area code decides the law (issue 13).
+    2: ("ALTER TABLE leads ADD COLUMN state TEXT NOT NULL DEFAULT ''",),
+    # Every intent, for the per-24-hour cap; an older journal knew each lead's last one.
+    3: (
+        "CREATE TABLE dials (phone TEXT NOT NULL, at REAL NOT NULL, lead_id INTEGER NOT NULL,"
+        " attempt INTEGER NOT NULL)",
+        "CREATE INDEX dials_phone ON dials (phone, at)",
+        "INSERT INTO dials (phone, at, lead_id, attempt) SELECT phone, intent_at, id, attempts FROM leads"
+        " WHERE intent_at IS NOT NULL AND phone != ''",
+    ),
 }
 
 
