@@ -25,6 +25,7 @@ import structlog
 
 from dialer import client as api
 from dialer.bookkeeping import Clock, Progress, RunStats, utc_now
+from dialer.caps import WINDOW, cap_for, due_after_cap
 from dialer.columns import ColumnMap, check_placeholders, resolve_columns
 from dialer.config import Campaign
 from dialer.dispatch import Dispatcher, DispatchOptions
@@ -136,15 +137,40 @@ def _law_groups(journal: Journal) -> dict[tuple[tuple[str, ...], LawRules], int]
     return groups
 
 
-def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime | None:
-    """When the first row waiting for its calling hours (its campaign's and its law's) becomes due."""
-    moments = [
-        hours.next_open(zones, now, law)
-        for zones, law in _law_groups(journal)
-        if not hours.is_open(zones, now, law)
-    ]
+@dataclass
+class _Due:
+    """What is due now and when the rest is: by the hours (the campaign's and the law's) and
+    by the per-24-hour cap of each number."""
+
+    now: int
+    next: datetime | None
+
+
+def _due(journal: Journal, campaign: Campaign, now: datetime) -> _Due:
+    hours = CallingHours(campaign.hours)
+    due_now = 0
+    moments: list[datetime | None] = []
+    for (zones, law), n in _law_groups(journal).items():
+        if hours.is_open(zones, now, law):
+            due_now += n
+        else:
+            moments.append(hours.next_open(zones, now, law))
+    # Rows whose number is at its cap wait for it, inside their hours.
+    for (phone, zones, state), dialed in journal.dialable_dials_since((now - WINDOW).timestamp()).items():
+        law = rules_for(phone, state)
+        cap = cap_for(campaign.limits.calls_per_24h, law)
+        until = due_after_cap(dialed, cap[0], now) if cap and zones else None
+        if until is not None:
+            due_now -= hours.is_open(zones, now, law)
+            moments.append(hours.next_open(zones, until, law))
     found = [m for m in moments if m is not None]
-    return min(found) if found else None
+    return _Due(now=max(due_now, 0), next=min(found) if found else None)
+
+
+def next_due(journal: Journal, campaign: Campaign, now: datetime) -> datetime | None:
+    """When the first row waiting for its calling hours (its campaign's and its law's) or for
+    its number's per-24-hour cap becomes due."""
+    return _due(journal, campaign, now).next
 
 
 def write_campaign_report(journal: Journal, path: Path) -> int:
@@ -245,7 +271,7 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
                 counts=journal.counts(),
                 imported=imported,
                 report=report,
-                next_due=next_due(journal, CallingHours(campaign.hours), now),
+                next_due=next_due(journal, campaign, now),
             )
         finally:
             journal.close()
@@ -402,13 +428,12 @@ def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> CampaignSt
         return None
     journal = Journal(campaign.journal_path, campaign.name)
     try:
-        hours = CallingHours(campaign.hours)
         now = clock()
-        due_now = sum(n for (zones, law), n in _law_groups(journal).items() if hours.is_open(zones, now, law))
+        due = _due(journal, campaign, now)
         return CampaignStatus(
             counts=journal.counts(),
-            due_now=due_now,
-            next_due=next_due(journal, hours, now),
+            due_now=due.now,
+            next_due=due.next,
             removed=journal.count_removed(),
             caps_reset=NumberPool(campaign.numbers, journal.number_usage()).next_reset(now),
         )

@@ -212,6 +212,10 @@ def test_the_law_caps_a_florida_number_at_three_calls_in_24_hours_across_runs(
     assert florida["dialer_error"] == (
         "3 calls to this number in 24 hours, the cap of the law for FL; due 2026-11-25T15:00Z"
     )
+    # The summary and `status` wait for the cap too, though the hours are open.
+    assert result.next_due == start + timedelta(hours=24)
+    status = campaign_status(config, clock=lambda: start + timedelta(hours=5))
+    assert status is not None and (status.due_now, status.next_due) == (0, start + timedelta(hours=24))
     run(config, healthy.url, start + timedelta(hours=23, minutes=59))
     assert dialed(healthy.record) == [e164(NEW_YORK)]  # still under the cap's 24 hours
     result = run(config, healthy.url, start + timedelta(hours=24, minutes=1))

@@ -180,6 +180,19 @@ class Journal:
         )
         return {(tuple(str(zones).split()), str(code), str(state)): int(n) for zones, code, state, n in rows}
 
+    def dialable_dials_since(self, since: float) -> dict[tuple[str, tuple[str, ...], str], list[float]]:
+        """(phone, time zones, state column) of each dialable row dialed after `since`, with
+        those intents: the rows a per-24-hour cap may hold back (few, however large the file)."""
+        rows = self.conn.execute(
+            "SELECT l.phone, l.timezones, l.state, d.at FROM leads l JOIN dials d ON d.phone = l.phone"
+            f" WHERE l.status IN ({sql_list(DIALABLE)}) AND l.position IS NOT NULL AND d.at > ?",
+            (since,),
+        )
+        found: dict[tuple[str, tuple[str, ...], str], list[float]] = {}
+        for phone, zones, state, at in rows:
+            found.setdefault((str(phone), tuple(str(zones).split()), str(state)), []).append(float(at))
+        return found
+
     def dials_since(self, phone: str, since: float) -> list[float]:
         """Epoch seconds of every committed intent to `phone` after `since`, by any row."""
         rows = self.conn.execute("SELECT at FROM dials WHERE phone = ? AND at > ?", (phone, since))
