@@ -249,18 +249,30 @@ def _combined(codes: tuple[str, ...]) -> LawRules:
     )
 
 
+# What the table says of a number outside the North American plan (+1) with no state
+# column value: nothing (the campaign's [hours] alone hold, as before the law was applied).
+NO_LAW = LawRules(states=(), week=((time(0), time.max),) * 7, cap_per_24h=None, citations=())
+
+
 def rules_for(phone: str, state: str | None = None) -> LawRules:
     """The law for a lead with this E.164 number and this state column value (None: no column).
 
     The column decides when it names a state; else the area code does. A state
-    whose law presumes residency by area code applies by area code as well.
+    whose law presumes residency by area code applies by area code as well. A +1
+    number of no known state gets the federal rule; a number outside +1 gets NO_LAW
+    unless its state column names a US state.
     Raises ValueError for a column value that is no US state.
     """
+    if not phone.startswith("+1") and (state is None or not state.strip()):
+        return NO_LAW
     return _rules(area_code_state(phone), state)
 
 
 def rules_for_area_code(area_code: str, state: str | None = None) -> LawRules:
-    """rules_for, for a group of leads that share a US area code ('' for none) and a state column value."""
+    """rules_for, for leads that share an area code (of a +1 number; '' for a number outside
+    +1) and a state column value."""
+    if not area_code and (state is None or not state.strip()):
+        return NO_LAW
     return _rules(table().area_codes.get(area_code), state)
 
 
