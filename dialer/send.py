@@ -37,10 +37,10 @@ from dialer.client import CALLS, CHATS, Answer, SynthflowClient, call_body, chat
 from dialer.config import Campaign
 from dialer.hours import CallingHours
 from dialer.law import LawRules, rules_for
-from dialer.model import JournalRow
+from dialer.model import JournalRow, Status
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import Pacer, Ticket
-from dialer.store import intent, restore
+from dialer.store import NumberTaken, intent, restore
 from dialer.transitions import (
     Next,
     Policy,
@@ -75,6 +75,7 @@ class Attempt:
     sending: bool = False  # the POST is out: a cancel now must not restore the row
     throttles: int = 0
     closed: bool = False  # the hours closed while the row waited for its slot
+    taken: bool = False  # the journal refused the intent: another row called the number
     answer: Answer | None = None
 
 
@@ -245,7 +246,8 @@ class Sender:
             async with self.slot() as ticket:
                 if self.run.stop.is_set() or not self._still_open(attempt):
                     return
-                await self._commit_intent(attempt)
+                if not await self._commit_intent(attempt):
+                    return  # the number is another row's: the journal made the row a duplicate
                 async with self.lane() as lane:
                     # The lane may come late too (a slow API holds every connection): the
                     # hours are checked last, right before the request leaves.
@@ -303,20 +305,26 @@ class Sender:
         finally:
             self._lanes.put_nowait(lane)
 
-    async def _commit_intent(self, attempt: Attempt) -> None:
+    async def _commit_intent(self, attempt: Attempt) -> bool:
         """Once per attempt, after the slot: the window counts real send times, so the
-        commit's few milliseconds cannot bunch requests."""
+        commit's few milliseconds cannot bunch requests. False: the journal refused it."""
         if attempt.intent_committed:
-            return
+            return True
         at = self.intent_at[attempt.row.id] = time.time()
         # Set first: cancelled mid-commit, the writes still land, and the restore queued
         # after them puts the row back.
         attempt.intent_committed = True
         # The cap counts on the dispatcher's clock, like the hours.
         dialed_at = self.clock().timestamp()
-        await self.run.writer.commit(
-            intent(attempt.row.id, attempt.number, attempt.day, at=at, dialed_at=dialed_at)
-        )
+        try:
+            await self.run.writer.commit(
+                intent(attempt.row.id, attempt.number, attempt.day, at=at, dialed_at=dialed_at)
+            )
+        except NumberTaken:
+            attempt.intent_committed = False
+            attempt.taken = True
+            return False
+        return True
 
     async def _conclude(self, attempt: Attempt) -> Answer | None:
         """After the last request of the attempt: restore what was not sent, stop on auth."""
@@ -324,7 +332,9 @@ class Sender:
         if answer is None or answer.kind == "throttled":
             # Stopped, hours closed, or only ever answered 429: nothing was placed.
             self._restore(attempt)
-            if attempt.closed:
+            if attempt.taken:
+                self.run.count(Status.DUPLICATE, row)  # the journal wrote it with the refusal
+            elif attempt.closed:
                 await self.run.record(row, self.closed(row, self.clock()))
             elif attempt.throttles >= MAX_THROTTLES:
                 await self.run.record(row, throttled_out(row, attempt.throttles))

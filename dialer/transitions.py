@@ -22,9 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from dialer.client import Answer
 from dialer.model import JournalRow, Status
+
+if TYPE_CHECKING:  # the client (httpx) is not needed to reason about its answers
+    from dialer.client import Answer
 
 CAPPED = "every caller id has reached its daily cap"
 

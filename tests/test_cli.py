@@ -1144,7 +1144,8 @@ try:
     main()
 except SystemExit:
     pass
-heavy = {"pandas", "numpy", "aiohttp", "httpx", "pydantic", "openpyxl", "phonenumbers", "rich", "structlog"}
+heavy = {"pandas", "numpy", "aiohttp", "httpx", "pydantic", "openpyxl", "phonenumbers", "rich", "structlog",
+         "matplotlib"}
 print(sorted({name.split(".")[0] for name in sys.modules} & heavy), file=sys.stderr)
 """
 
@@ -1176,8 +1177,8 @@ def test_version_and_help_import_no_heavy_library(args: list[str], allowed: list
 
 
 def _summary_of(campaign: Path, requests: int, seconds: float) -> str:
+    from dialer.bookkeeping import RunStats
     from dialer.config import load_campaign
-    from dialer.dispatch import RunStats
     from dialer.run import RunResult
 
     stats = RunStats(requests=requests, started=100.0, finished=100.0 + seconds)
@@ -1283,3 +1284,26 @@ def test_an_odd_retry_after_in_a_run_is_no_advice_and_no_crash(tmp_path: Path, h
     assert result.exit_code == 0
     assert result.counts["sent"] == 5 and result.stats.throttled == 5
     assert sorted(answered) == sorted(DIALABLE)
+
+
+def test_status_imports_neither_the_loader_nor_the_client(tmp_path: Path) -> None:
+    """`status` reads the journal only: pandas, numpy, httpx and aiohttp cost it seconds."""
+    campaign = write_campaign(tmp_path)
+    write_leads(tmp_path / "leads.csv", LEADS)
+    subprocess.run(
+        [sys.executable, "-m", "dialer", "run", str(campaign), "--sandbox"],
+        capture_output=True,
+        env={**os.environ, "SYNTHFLOW_API_KEY": "k"},
+        timeout=PROC_TIMEOUT,
+        check=False,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, "status", str(campaign)],
+        capture_output=True,
+        text=True,
+        timeout=PROC_TIMEOUT,
+        check=False,
+    )
+    imported = json.loads(done.stderr.splitlines()[-1].replace("'", '"'))
+    assert "sent" in done.stdout
+    assert not set(imported) & {"pandas", "numpy", "httpx", "aiohttp", "openpyxl"}, imported
