@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS dials (
     phone TEXT NOT NULL, at REAL NOT NULL, lead_id INTEGER NOT NULL, attempt INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dials_phone ON dials (phone, at);
+CREATE INDEX IF NOT EXISTS dials_at ON dials (at);
 """
     + CALLS
 )
@@ -135,6 +136,7 @@ STEPS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE dials (phone TEXT NOT NULL, at REAL NOT NULL, lead_id INTEGER NOT NULL,"
         " attempt INTEGER NOT NULL)",
         "CREATE INDEX dials_phone ON dials (phone, at)",
+        "CREATE INDEX dials_at ON dials (at)",
         "INSERT INTO dials (phone, at, lead_id, attempt) SELECT phone, intent_at, id, attempts FROM leads"
         " WHERE intent_at IS NOT NULL AND phone != ''",
     ),
