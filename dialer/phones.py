@@ -187,23 +187,32 @@ class _RegionTypes:
         self.mobile = re.compile(mobile) if mobile else None
         # One alternation, a group per type in _number_type_helper's order: fullmatch takes
         # the first alternative that matches the whole number, the type it would return.
-        self.types = re.compile("|".join(f"({text})" for _, text in self.kinds)) if self.kinds else None
+        self.types = (
+            re.compile("|".join(f"(?P<k{i}>{text})" for i, (_, text) in enumerate(self.kinds)))
+            if self.kinds
+            else None
+        )
+        self.kind_of = {f"k{i}": kind for i, (kind, _) in enumerate(self.kinds)}
         leading = metadata.leading_digits
         self.leading = re.compile(leading) if leading else None
 
     def number_type(self, national: str) -> int:
         if self.general is None or self.general.fullmatch(national) is None:
             return PhoneNumberType.UNKNOWN
-        kind = PhoneNumberType.UNKNOWN
         match = self.types.fullmatch(national) if self.types is not None else None
-        if match is not None:
-            kind = self.kinds[next(i for i, group in enumerate(match.groups()) if group is not None)][0]
-        mobile = self.mobile is not None and self.mobile.fullmatch(national) is not None
-        if kind == PhoneNumberType.FIXED_LINE and mobile:
-            return PhoneNumberType.FIXED_LINE_OR_MOBILE
-        if kind == PhoneNumberType.UNKNOWN and mobile:
-            return PhoneNumberType.MOBILE
-        return kind
+        # The outer group of the alternative taken closes last: it is lastgroup.
+        kind = self.kind_of[match.lastgroup or ""] if match is not None else PhoneNumberType.UNKNOWN
+        if kind not in _MOBILE_TOO or self.mobile is None or self.mobile.fullmatch(national) is None:
+            return kind
+        return (
+            PhoneNumberType.FIXED_LINE_OR_MOBILE
+            if kind == PhoneNumberType.FIXED_LINE
+            else PhoneNumberType.MOBILE
+        )
+
+
+# The types _number_type_helper goes on to test the mobile pattern for (when it differs).
+_MOBILE_TOO = frozenset({PhoneNumberType.FIXED_LINE, PhoneNumberType.UNKNOWN})
 
 
 def _pattern(desc: object) -> str | None:
