@@ -245,4 +245,6 @@ def _join_names(columns: list[list[str]], count: int) -> list[str]:
     if len(columns) == 1:
         return [v.strip() for v in columns[0]]
     parts = [[v.strip() for v in column] for column in columns]
+    if len(parts) == 2:  # first and last name: the common case, without a generator per row
+        return [f"{a} {b}" if a and b else a or b for a, b in zip(*parts, strict=True)]
     return [" ".join(p for p in row if p) for row in zip(*parts, strict=True)]
