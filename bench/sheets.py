@@ -109,8 +109,8 @@ def run(ctx: Context) -> Section:
     sample = ctx.rows if ctx.quick else max(1, ctx.rows // 10)
     seconds: dict[str, float] = {}
     for lib in ("xlsxwriter", "openpyxl"):
-        out = folder / f"writer_{lib}.xlsx"
-        measured = _step(ctx, f"sheets-writer-{lib}", ctx.step("writer", lib, str(sample), str(out)))
+        written = folder / f"writer_{lib}.xlsx"
+        measured = _step(ctx, f"sheets-writer-{lib}", ctx.step("writer", lib, str(sample), str(written)))
         seconds[lib] = _inside(measured)
         section.add(f"typed XLSX report, {sample:,} rows, {lib}", seconds[lib], "s")
         section.add(f"  peak memory ({lib})", measured.tree_rss_mib, "MiB")

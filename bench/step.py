@@ -56,7 +56,7 @@ def _load(args: argparse.Namespace) -> dict[str, Any]:
 
 def _report_rows(rows: int) -> Any:
     from dialer import cells
-    from dialer.report import Outcome
+    from dialer.model import Outcome
 
     for i in range(rows):
         yield (
@@ -174,12 +174,15 @@ def _bodies(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The request bodies the dialer sent (or would send): call_body over the journal's rows."""
     from dialer.client import call_body
     from dialer.config import load_campaign
+    from dialer.model import Status
     from dialer.store import Journal
 
     campaign = load_campaign(Path(args.campaign))
     journal = Journal(Path(args.journal) if args.journal else campaign.journal_path, campaign.name)
     try:
-        rows = journal.rows_with_status(("pending", "deferred", "sent", "unknown", "failed"))
+        rows = journal.rows_with_status(
+            {Status.PENDING, Status.DEFERRED, Status.SENT, Status.UNKNOWN, Status.FAILED}
+        )
         return [call_body(campaign, row, "") for row in rows]
     finally:
         journal.close()

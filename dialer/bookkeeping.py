@@ -11,15 +11,17 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from dialer.client import Answer
-from dialer.errors import AuthError
+from dialer.errors import ApiUnreachable, AuthError
 from dialer.model import JournalRow, Status
 from dialer.store import Journal, JournalWriter, outcome
 from dialer.transitions import Next
+
+if TYPE_CHECKING:  # the client (httpx) is not needed to reason about its answers
+    from dialer.client import Answer
 
 log = structlog.get_logger("dialer")
 
@@ -38,6 +40,44 @@ def mask(phone: str) -> str:
 def key_refused(error: str) -> AuthError:
     """The one stop for a refused key, whether a POST or a look-up heard it."""
     return AuthError(f"the API refused the key ({error}); stopped, every row left as it was")
+
+
+# The API is down when this many requests in a row, whatever their rows, made no contact
+# (a refused connection, a connect or read timeout), with no HTTP answer between them.
+DOWN_AFTER = 5
+
+
+def never_reached(answer: Answer) -> bool:
+    """No connection was made: the request never reached the API (safe to send again)."""
+    return answer.kind == "retry" and answer.no_contact
+
+
+class Reach:
+    """Whether the API answers at all, over every row's requests (see DOWN_AFTER)."""
+
+    def __init__(self, down_after: int = DOWN_AFTER) -> None:
+        self.down_after = down_after
+        self.misses = 0  # requests in a row with no HTTP answer
+        self.answered = 0  # requests with an HTTP answer, in all
+        self.last_error = ""
+
+    def note(self, answer: Answer) -> bool:
+        """One request's answer; True when the API now counts as down."""
+        if answer.status is not None:
+            self.misses = 0
+            self.answered += 1
+            return False
+        if not answer.no_contact:
+            return False  # a closed connection: the API was reached, and said nothing
+        self.misses += 1
+        self.last_error = answer.error
+        return self.misses >= self.down_after
+
+    def unreachable(self) -> ApiUnreachable:
+        return ApiUnreachable(
+            f"the API was unreachable ({self.misses} requests in a row made no contact, the last:"
+            f" {self.last_error}); stopped, rows left to dial for a later run"
+        )
 
 
 @dataclass
@@ -64,13 +104,19 @@ class RunStats:
 
 
 class Progress:
-    """Told of each row that reached an outcome this run; the CLI draws a bar from it."""
+    """Told of each row that reached an outcome this run, and ticked every `every` seconds
+    while the run goes (waiting on look-ups or backoffs too); the CLI draws a bar from it."""
+
+    every: float = 10.0
 
     def start(self, total: int) -> None:
         """`total` rows are due in this run."""
 
     def advance(self, status: str) -> None:
         """One row reached `status`."""
+
+    def tick(self, stats: RunStats) -> None:
+        """The run's figures, on time: `stats` is the one count the summary reads too."""
 
 
 class Run:
@@ -83,6 +129,7 @@ class Run:
         self.stats = RunStats()
         self.stop = asyncio.Event()
         self.fatal: BaseException | None = None
+        self.reach = Reach()
 
     def fail(self, exc: BaseException) -> None:
         """Stop the run on an error it cannot get past; the dispatcher raises it once all is saved."""
@@ -93,7 +140,13 @@ class Run:
     async def record(
         self, row: JournalRow, next_state: Next, answer: Answer | None = None, *, counted: bool = True
     ) -> None:
-        """Commit the row's next state; `counted`: it is this run's outcome for the row."""
+        """Commit the row's next state; `counted`: it is this run's outcome for the row.
+
+        Counted first: the commit queues its writes before it first waits, and queued writes
+        land even if the wait is cancelled, so the figures and the journal always agree.
+        """
+        if counted:
+            self.count(next_state.status, row, answer)
         await self.writer.commit(
             outcome(
                 row.id,
@@ -103,8 +156,6 @@ class Run:
                 unanswered=next_state.unanswered,
             )
         )
-        if counted:
-            self.count(next_state.status, row, answer)
 
     def count(
         self, status: Status, row: JournalRow, answer: Answer | None = None, log_it: bool = True

@@ -347,6 +347,11 @@ def _log_option(func: F) -> F:
 @click.option(
     "--retry-unknown", is_flag=True, help="Send `unknown` rows again, accepting that some may ring twice."
 )
+@click.option(
+    "--new-journal",
+    is_flag=True,
+    help="Start a new journal even though the report shows calls placed (they may be called again).",
+)
 @_log_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every row, sent ones too.")
 def run(
@@ -358,6 +363,7 @@ def run(
     limit: int | None,
     retry_failed: bool,
     retry_unknown: bool,
+    new_journal: bool,
     log_format: str,
     verbose: bool,
 ) -> None:
@@ -410,6 +416,7 @@ def run(
             limit=limit,
             retry_failed=retry_failed,
             retry_unknown=retry_unknown,
+            new_journal=new_journal,
             progress=bar,
             handle_signals=True,
         )
@@ -586,16 +593,18 @@ def status(campaign_file: str, log_format: str) -> None:
     "--out",
     "out_path",
     type=click.Path(dir_okay=False),
-    help="Where to write (default: the campaign's report). .xlsx writes Excel.",
+    help="Where to write (default: the campaign's report). .xlsx writes Excel; .html the campaign page.",
 )
 @_log_option
 def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
-    """Write the per-row report again from the journal (CSV, or XLSX for a .xlsx name).
+    """Write the per-row report again from the journal (CSV, or XLSX for a .xlsx name),
+    or the campaign page for a .html name: figures and charts in one self-contained file.
 
     \b
     Examples:
       dialer report campaigns/demo.toml
       dialer report campaigns/demo.toml --out out/demo.xlsx
+      dialer report campaigns/demo.toml --out out/demo.report.html
     """
     configure_logging(log_format)
     with _errors():

@@ -59,6 +59,7 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:
         "4 pacing",
         "5 sandbox",
         "6 spreadsheets",
+        "7 page",
     }
     for section in report["results"].values():
         assert section["rows"], section

@@ -17,7 +17,8 @@ import pytest
 
 from dialer import cells
 from dialer.errors import UserError
-from dialer.report import DIALER_COLUMNS, Outcome, ReportError, report_headers, safe_cell, write_report
+from dialer.model import Outcome
+from dialer.report import DIALER_COLUMNS, ReportError, report_headers, safe_cell, write_report
 
 HEADERS = ["Name", "Phone", "Company", "Note"]
 ROWS: list[tuple[list[str], Outcome]] = [

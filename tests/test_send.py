@@ -11,9 +11,9 @@ import pytest
 
 from dialer.bookkeeping import Progress, Run, utc_now
 from dialer.client import SynthflowClient
+from dialer.columns import ColumnMap
 from dialer.config import Campaign, load_campaign
-from dialer.mapping import ColumnMap, Lead
-from dialer.model import Status
+from dialer.model import Lead, Status
 from dialer.numbers import NumberPool
 from dialer.pacing import Pacer
 from dialer.send import Sender
@@ -39,7 +39,7 @@ def _setup(tmp_path: Path, rows: int) -> tuple[Journal, Campaign]:
         Lead(
             row=i + 2,
             values=(f"L{i}", f"+1212555{i:04d}"),
-            status="pending",
+            status=Status.PENDING,
             error="",
             phone=f"+1212555{i:04d}",
             name=f"L{i}",

@@ -19,8 +19,8 @@ import pytest
 from dialer import cells, workbook
 from dialer.errors import LeadsFileError
 from dialer.load import open_leads
+from tests.mapped import campaign, mapped, write_csv
 from tests.test_cli import KEY, invoke, write_campaign
-from tests.test_mapping import campaign, mapped, write_csv
 
 # --- row numbers -----------------------------------------------------------------------
 
@@ -139,7 +139,9 @@ def test_typed_cells_survive_the_journal_and_old_rows_stay_text() -> None:
     back = cells.decode_row(cells.encode_row(row))
     assert back == row
     assert [type(c) for c in back] == [type(c) for c in row]
-    assert back[1].value() == 14155550132.0 and back[3].value() == datetime(2024, 5, 1, 10, 30)
+    number, moment = back[1], back[3]
+    assert isinstance(number, cells.Number) and isinstance(moment, cells.DateTime)
+    assert number.value() == 14155550132.0 and moment.value() == datetime(2024, 5, 1, 10, 30)
     # What journals written before typed cells hold: a JSON list of strings.
     old = cells.decode_row(json.dumps(["Ana", "14155550132"]))
     assert old == ["Ana", "14155550132"] and all(type(c) is str for c in old)

@@ -2,28 +2,31 @@
 
 lock.py        CampaignLock: one run per campaign at a time
 db.py          connect(), and transaction(): the one BEGIN/COMMIT helper
-migrations.py  the schema, its version, and the steps from each older version
+migrations.py  the schema (leads, number_usage, calls), its version, and the steps from each older version
 sqlite.py      Journal: import, reads, whole-table transitions at the start of a run
 writes.py      the dispatcher's row transitions as SQL (intent, outcome, restore)
 writer.py      JournalWriter: those writes committed in groups, one fsync per group
 """
 
+from dialer.store.db import journal_errors
 from dialer.store.importing import ImportSummary, file_signature
 from dialer.store.lock import CampaignLock
 from dialer.store.migrations import SCHEMA_VERSION
 from dialer.store.sqlite import Journal
 from dialer.store.writer import JournalWriter
-from dialer.store.writes import Write, intent, outcome, restore
+from dialer.store.writes import NumberTaken, Write, intent, outcome, restore
 
 __all__ = [
     "SCHEMA_VERSION",
     "CampaignLock",
     "ImportSummary",
     "Journal",
+    "NumberTaken",
     "JournalWriter",
     "Write",
     "file_signature",
     "intent",
+    "journal_errors",
     "outcome",
     "restore",
 ]

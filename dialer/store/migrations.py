@@ -14,9 +14,33 @@ from pathlib import Path
 from dialer.errors import JournalError
 from dialer.store.db import transaction
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
-SCHEMA = """
+# One row per call (or chat) the API accepted, or a look-up found (v4). `leads.call_id` stays
+# the id of the row's latest call; a row is live while that call has final = 0. Its indexes
+# live here, not in INDEXES: an import drops and rebuilds those of `leads` only.
+CALLS = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id       TEXT PRIMARY KEY,
+    lead_id       INTEGER NOT NULL REFERENCES leads(id),
+    ordinal       INTEGER NOT NULL,           -- 1 = the lead's first call, 2 = first redial ...
+    from_number   TEXT NOT NULL DEFAULT '',
+    placed_at     REAL NOT NULL,              -- epoch seconds the API accepted it
+    status        TEXT NOT NULL DEFAULT '',   -- last status the API gave ('' before any poll)
+    final         INTEGER NOT NULL DEFAULT 0, -- 1 once a final status was seen (or it timed out)
+    timed_out     INTEGER NOT NULL DEFAULT 0, -- 1: no final status within the time-out
+    ended_at      REAL,                       -- epoch seconds the final status was seen
+    duration      REAL,                       -- seconds, as the API gave it
+    end_reason    TEXT NOT NULL DEFAULT '',
+    recording_url TEXT NOT NULL DEFAULT '',
+    collected     TEXT NOT NULL DEFAULT '{}'  -- JSON object of collected variables (flattened)
+);
+CREATE INDEX IF NOT EXISTS calls_lead ON calls (lead_id, ordinal);
+CREATE INDEX IF NOT EXISTS calls_live ON calls (final, placed_at);
+"""
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leads (
     id          INTEGER PRIMARY KEY,   -- stable for the life of the journal
@@ -37,11 +61,21 @@ CREATE TABLE IF NOT EXISTS leads (
     updated_at  TEXT NOT NULL,
     unanswered  INTEGER NOT NULL DEFAULT 0  -- requests that got no answer (v2): caps the re-dials
 );
+-- Every number a request was ever committed for, and the one lead allowed to call it: an
+-- intent for any other lead of the campaign is refused (writes.intent). A property of the
+-- data: in PostgreSQL the same rule is the primary key on (campaign, phone).
+CREATE TABLE IF NOT EXISTS called (
+    phone   TEXT PRIMARY KEY,
+    lead_id INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS number_usage (
     number TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
     PRIMARY KEY (number, day)
 );
 """
+    + CALLS
+)
+
 
 INDEXES = """
 CREATE INDEX IF NOT EXISTS leads_status ON leads (status, position);
@@ -50,13 +84,6 @@ CREATE INDEX IF NOT EXISTS leads_phone ON leads (phone);
 CREATE INDEX IF NOT EXISTS leads_fingerprint ON leads (fingerprint);
 """
 INDEX_NAMES = ("leads_status", "leads_position", "leads_phone", "leads_fingerprint")
-
-# STEPS[n]: the statements that take a journal from version n to n + 1.
-STEPS: dict[int, tuple[str, ...]] = {
-    # The cap on re-dials after a look-up found no call was counted in memory, from zero
-    # at every run; counted here it holds across crashes and cron runs.
-    1: ("ALTER TABLE leads ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0",),
-}
 
 
 def _statements(script: str) -> list[str]:
@@ -68,6 +95,33 @@ def _statements(script: str) -> list[str]:
             statements.append(buffer)
             buffer = ""
     return statements
+
+
+# STEPS[n]: the statements that take a journal from version n to n + 1.
+STEPS: dict[int, tuple[str, ...]] = {
+    # The cap on re-dials after a look-up found no call was counted in memory, from zero
+    # at every run; counted here it holds across crashes and cron runs.
+    1: ("ALTER TABLE leads ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0",),
+    # A number called (or maybe called) by one row could be dialed by another after a
+    # re-import; the `called` table makes it the first caller's for good. Filled from every
+    # row whose intent was ever committed (attempts > 0), the earliest row first.
+    2: (
+        "CREATE TABLE IF NOT EXISTS called (phone TEXT PRIMARY KEY, lead_id INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT OR IGNORE INTO called (phone, lead_id) SELECT phone, id FROM leads"
+        " WHERE phone != '' AND (attempts > 0 OR status IN ('sent', 'unknown')) ORDER BY id",
+    ),
+    # Calls are followed to their end (issue 12). A call placed by a dialer of schema 3 or
+    # older was never followed: it becomes the row's first call, given up with no status seen
+    # and no end time (timed_out = 1 keeps it out of the pick-up rate; ended_at NULL says the
+    # time-out was not this dialer's), so it counts in `dialer_calls` and is never polled or
+    # waited for.
+    3: (
+        *_statements(CALLS),
+        "INSERT OR IGNORE INTO calls (call_id, lead_id, ordinal, from_number, placed_at, final,"
+        " timed_out) SELECT call_id, id, 1, from_number, COALESCE(intent_at, 0), 1, 1 FROM leads"
+        " WHERE call_id != ''",
+    ),
+}
 
 
 def _version(conn: sqlite3.Connection) -> int | None:

@@ -24,6 +24,16 @@ from dialer.store.migrations import migrate
 from dialer.store.writes import utc_now_iso
 
 
+def _advice(exc: BaseException) -> str:
+    """What to do about a journal SQLite cannot read: not a database, or damaged."""
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return (
+            "; nothing sent. Restore it from a backup, or move it away and run with"
+            " --new-journal (rows already called may be called again)"
+        )
+    return ""
+
+
 class Journal:
     """The campaign's SQLite journal (WAL, synchronous=FULL)."""
 
@@ -33,12 +43,12 @@ class Journal:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = connect(path)
         except (sqlite3.Error, OSError) as exc:
-            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+            raise JournalError(f"{path}: cannot open the journal: {exc}{_advice(exc)}") from None
         try:
             migrate(self.conn, path)
         except sqlite3.Error as exc:
             self.conn.close()
-            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+            raise JournalError(f"{path}: cannot open the journal: {exc}{_advice(exc)}") from None
         except BaseException:
             self.conn.close()
             raise
@@ -89,9 +99,10 @@ class Journal:
         rest are new. A new row whose number an earlier row already holds is a
         `duplicate`. One transaction: a crash mid-import leaves the journal as it was.
         """
-        records = lead_records(leads, utc_now_iso())
+        now = utc_now_iso()
+        records = lead_records(leads, now)
         with transaction(self.conn) as conn:
-            summary = reimport(conn, records) if self.is_imported else first_import(conn, records)
+            summary = reimport(conn, records, now) if self.is_imported else first_import(conn, records)
             self.set_meta("headers", json.dumps(list(headers), ensure_ascii=False))
             self.set_meta("columns", json.dumps(columns.describe(), ensure_ascii=False))
             self.set_meta("signature", json.dumps(signature))
