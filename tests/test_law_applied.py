@@ -22,9 +22,10 @@ from dialer.errors import LeadsFileError
 from dialer.law import rules_for
 from dialer.run import RunOptions, RunResult, campaign_status, run_campaign, validate_campaign
 from dialer.store import Journal
+from tests.conftest import posts, write_leads
 from tests.mapped import campaign as mapped_campaign
 from tests.mapped import mapped, write_csv
-from tests.test_campaign import ALL_DAY, KEY, campaign, posts, report_rows, write_leads
+from tests.test_campaign import ALL_DAY, KEY, campaign, report_rows
 
 # Tuesday 24 Nov 2026 in New York (UTC-5): 19:30 and 20:30 local.
 EVENING = datetime(2026, 11, 24, 0, 30, tzinfo=UTC)
