@@ -7,6 +7,7 @@
     │   └── SetupError          the environment (no API key, bad --base-url)
     ├── LockedError             exit 75: another run holds this campaign's lock
     ├── AuthError               exit 1: the API refused the key (401/403); the run stops at once
+    ├── FailingError            exit 1: stop_when_failed: too many of the last calls failed
     └── JournalError            exit 1: the journal cannot be opened or is not this campaign's
 
 Each stage wraps the errors of the libraries it uses (tomllib, pydantic, pandas,
@@ -55,5 +56,11 @@ class AuthError(DialerError):
 
 class JournalError(DialerError):
     """The journal cannot be opened, or belongs to another campaign."""
+
+    exit_code = 1
+
+
+class FailingError(DialerError):
+    """`[limits] stop_when_failed`: that share of the last calls failed (a wrong agent, say)."""
 
     exit_code = 1

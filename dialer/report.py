@@ -34,7 +34,15 @@ DIALER_COLUMNS = (
     "dialer_attempts",
     "dialer_error",
     "dialer_updated_at",
+    # How the row's latest call ended (interface.md, "Call outcomes"); chats: chat_status.
+    "dialer_call_status",
+    "dialer_end_reason",
+    "dialer_duration",
+    "dialer_calls",
+    "dialer_recording_url",
 )
+# Then one column per collected variable the campaign's calls returned.
+COLLECTED_PREFIX = "dialer_collected_"
 
 
 # The characters that make Excel, LibreOffice or Google Sheets read a cell as
@@ -58,16 +66,18 @@ def safe_cell(value: str) -> str:
     return value
 
 
-def report_headers(headers: Sequence[str]) -> list[str]:
-    """The report's header row: the input headers, then DIALER_COLUMNS, with no duplicates.
+def report_headers(headers: Sequence[str], collected: Sequence[str] = ()) -> list[str]:
+    """The report's header row: the input headers, then DIALER_COLUMNS and a
+    dialer_collected_<name> column per name of `collected`, with no duplicates.
 
     An input column named like a dialer_* column keeps its values under
     "<name> (input)" (or "(input 2)" and so on if that is taken too).
     """
-    taken = set(headers) | set(DIALER_COLUMNS)
+    ours = [*DIALER_COLUMNS, *(COLLECTED_PREFIX + name for name in collected)]
+    taken = set(headers) | set(ours)
     out: list[str] = []
     for header in headers:
-        if header in DIALER_COLUMNS:
+        if header in ours:
             renamed, n = f"{header} (input)", 1
             while renamed in taken:
                 n += 1
@@ -75,10 +85,17 @@ def report_headers(headers: Sequence[str]) -> list[str]:
             taken.add(renamed)
             header = renamed
         out.append(header)
-    return out + list(DIALER_COLUMNS)
+    return out + ours
 
 
-def _cells(width: int, values: Sequence[str], outcome: Outcome) -> list[Any]:
+def _duration(seconds: float | None) -> float | int | str:
+    """Seconds as a number (whole ones without a decimal point); '' before the call ended."""
+    if seconds is None:
+        return ""
+    return int(seconds) if float(seconds).is_integer() else round(seconds, 3)
+
+
+def _cells(width: int, values: Sequence[str], outcome: Outcome, collected: Sequence[str] = ()) -> list[Any]:
     """One report row: the input values (padded to the header width), then the outcome."""
     # The first-character test is inlined: this runs for every cell of a
     # million-row report, and most cells start with a letter or a digit.
@@ -89,23 +106,38 @@ def _cells(width: int, values: Sequence[str], outcome: Outcome) -> list[Any]:
     for value in (outcome.status, outcome.id, outcome.from_number):
         row.append(value if not value or value[0] not in start else safe_cell(value))
     row.append(outcome.attempts)
-    for value in (outcome.error, outcome.updated_at):
+    for value in (outcome.error, outcome.updated_at, outcome.call_status, outcome.end_reason):
         row.append(value if not value or value[0] not in start else safe_cell(value))
+    row.append(_duration(outcome.duration))
+    row.append(outcome.calls)
+    row.append(safe_cell(outcome.recording_url))
+    # Collected values come from the call (what a person said): never trusted as formulas.
+    row.extend(safe_cell(outcome.collected.get(name, "")) for name in collected)
     return row
 
 
-def _write_csv(file: IO[str], headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]) -> int:
+def _write_csv(
+    file: IO[str],
+    headers: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Outcome]],
+    collected: Sequence[str] = (),
+) -> int:
     writer = csv.writer(file, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
-    writer.writerow([safe_cell(h) for h in report_headers(headers)])
+    writer.writerow([safe_cell(h) for h in report_headers(headers, collected)])
     width = len(headers)
     count = 0
     for values, outcome in rows:
-        writer.writerow(_cells(width, values, outcome))
+        writer.writerow(_cells(width, values, outcome, collected))
         count += 1
     return count
 
 
-def _write_xlsx(path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]) -> int:
+def _write_xlsx(
+    path: Path,
+    headers: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Outcome]],
+    collected: Sequence[str] = (),
+) -> int:
     # Imported here: only XLSX reports pay for openpyxl's import time.
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
@@ -122,15 +154,15 @@ def _write_xlsx(path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequenc
         return cell
 
     def row_of(cells: list[Any]) -> list[Any]:
-        # dialer_attempts stays a number; everything else is text.
-        return [c if isinstance(c, int) else text(c) for c in cells]
+        # dialer_attempts, dialer_duration and dialer_calls stay numbers; everything else is text.
+        return [c if isinstance(c, int | float) else text(c) for c in cells]
 
     try:
-        sheet.append(row_of([safe_cell(h) for h in report_headers(headers)]))
+        sheet.append(row_of([safe_cell(h) for h in report_headers(headers, collected)]))
         width = len(headers)
         count = 0
         for values, outcome in rows:
-            sheet.append(row_of(_cells(width, values, outcome)))
+            sheet.append(row_of(_cells(width, values, outcome, collected)))
             count += 1
     except BaseException:
         # Finish openpyxl's row writer and drop its scratch file in the system
@@ -154,8 +186,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_report(path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]) -> int:
+def write_report(
+    path: Path,
+    headers: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Outcome]],
+    collected: Sequence[str] = (),
+) -> int:
     """Write the report to `path` (XLSX when it ends in .xlsx, else CSV); return the row count.
+
+    `collected`: the collected variables' names, a dialer_collected_<name> column each.
 
     Atomic: written to a temporary file beside `path`, fsynced, then os.replace'd.
     `rows` is consumed once, row by row, so memory does not grow with its length.
@@ -177,12 +216,12 @@ def write_report(path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequen
     try:
         if path.suffix.lower() == ".xlsx":
             handle.close()  # openpyxl writes the file by name
-            count = _write_xlsx(temp, headers, rows)
+            count = _write_xlsx(temp, headers, rows, collected)
             with open(temp, "rb") as written:
                 os.fsync(written.fileno())
         else:
             with handle:
-                count = _write_csv(handle, headers, rows)
+                count = _write_csv(handle, headers, rows, collected)
                 handle.flush()
                 os.fsync(handle.fileno())
         # mkstemp makes the file 0600; a report is for sharing, like any file the user writes.

@@ -32,7 +32,7 @@ from dialer import cli
 from dialer.progress import LogProgress
 from dialer.run import iso
 from dialer.sandbox import SandboxOptions, start_in_thread
-from tests.conftest import read_record
+from tests.conftest import ended_at_once, read_record
 
 KEY = "sk-test-SECRET-123456"
 KEY_VARIABLE = "SYNTHFLOW_API_KEY"
@@ -1276,7 +1276,9 @@ def test_an_odd_retry_after_in_a_run_is_no_advice_and_no_crash(tmp_path: Path, h
     write_leads(tmp_path / "leads.csv", LEADS)
     campaign = load_campaign(write_campaign(tmp_path))
 
-    result = run_campaign(campaign, RunOptions(api_key=KEY, transport=httpx.MockTransport(api)))
+    result = run_campaign(
+        campaign, RunOptions(api_key=KEY, transport=httpx.MockTransport(ended_at_once(api)))
+    )
 
     assert result.exit_code == 0
     assert result.counts["sent"] == 5 and result.stats.throttled == 5
