@@ -167,7 +167,8 @@ def test_stop_when_failed_stops_a_campaign_whose_calls_all_fail(tmp_path: Path, 
         run_here(campaign, api.url)
 
     assert str(stopped.value) == (
-        "stopped: 4 of the last 4 calls failed (call ended failed (4)); rows not yet dialed are left as they were"
+        "stopped: 4 of the last 4 calls failed (call ended failed (4));"
+        " rows not yet dialed are left as they were"
     )
     assert api.record is not None
     placed = len(accepted(api.record))

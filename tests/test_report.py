@@ -74,6 +74,11 @@ def test_csv_round_trip_with_csv_module(tmp_path: Path) -> None:
         "1",
         "",
         "2024-06-03T16:00:00Z",
+        "",
+        "",
+        "",
+        "0",
+        "",
     ]
     assert rows[2] == [
         "Zoë",
@@ -86,9 +91,14 @@ def test_csv_round_trip_with_csv_module(tmp_path: Path) -> None:
         "4",
         "'=1+1 from API",
         "2024-06-03T16:00:01Z",
+        "",
+        "",
+        "",
+        "0",
+        "",
     ]
     assert rows[3][:4] == ['Åsa, "quoted"', "", "line\nbreak", "0042"]
-    assert rows[3][4:] == ["invalid", "", "", "0", "bad phone: ''", ""]
+    assert rows[3][4:] == ["invalid", "", "", "0", "bad phone: ''", "", "", "", "", "0", ""]
 
 
 def test_csv_round_trip_with_pandas(tmp_path: Path) -> None:
@@ -133,7 +143,7 @@ def test_report_headers_simple_collision() -> None:
 def test_short_rows_are_padded(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     write_report(path, ["A", "B", "C"], iter([(["1"], Outcome("pending"))]))
-    assert read_csv(path)[1] == ["1", "", "", "pending", "", "", "0", "", ""]
+    assert read_csv(path)[1] == ["1", "", "", "pending", "", "", "0", "", "", "", "", "", "0", ""]
 
 
 def test_empty_input_gives_header_only(tmp_path: Path) -> None:
@@ -224,3 +234,23 @@ def test_rows_are_consumed_lazily(tmp_path: Path) -> None:
     row_bytes = len((tmp_path / "r.csv").read_bytes()) // 1001
     # The file's buffer holds a few kB; at least half the rows must be written by then.
     assert on_disk_when_last_asked[0] > 500 * row_bytes
+
+
+def test_call_outcomes_and_collected_variables_have_their_columns(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    called = Outcome(
+        "sent",
+        id="c-1",
+        attempts=1,
+        call_status="completed",
+        end_reason="human_ended_call",
+        duration=83.25,
+        calls=1,
+        recording_url="https://x/r.mp3",
+        collected={"interest": "=1+1", "email": "a@b.c"},
+    )
+    write_report(path, ["A"], iter([(["x"], called), (["y"], Outcome("pending"))]), ["email", "interest"])
+    header, first, second = read_csv(path)
+    assert header == ["A", *DIALER_COLUMNS, "dialer_collected_email", "dialer_collected_interest"]
+    assert first[7:] == ["completed", "human_ended_call", "83.25", "1", "https://x/r.mp3", "a@b.c", "'=1+1"]
+    assert second[7:] == ["", "", "", "0", "", "", ""]
