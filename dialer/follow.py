@@ -170,8 +170,10 @@ class Follower:
             stats.calls_timed_out += 1
         else:
             stats.calls_ended[last.status] += 1
-        log.info(
-            "call.ended" if not decided.timed_out else "call.given_up",
+        # Every call's end is the hot path of a big campaign: debug, like lead.sent.
+        emit = log.warning if decided.timed_out else log.debug
+        emit(
+            "call.given_up" if decided.timed_out else "call.ended",
             call_id=call_id,
             status=last.status,
             duration=last.duration,
