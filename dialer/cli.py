@@ -608,6 +608,8 @@ def status(campaign_file: str, base_url: str | None, log_format: str) -> None:
         out.print(f"  total      {sum(found.counts.values())}")
         if found.removed:
             out.print(f"  ({found.removed} rows in the journal are no longer in the leads file)")
+        if campaign.mode == "call" and found.calls is not None and found.calls.placed:
+            _call_lines(out, found.calls)
         out.print(f"due now: {found.due_now}")
         out.print(f"next due: {'now' if found.due_now else _when(found.next_due)}")
         hint = _unknown_hint(campaign, found.counts)
@@ -615,8 +617,6 @@ def status(campaign_file: str, base_url: str | None, log_format: str) -> None:
             out.print(hint)
         if found.caps_reset:
             out.print(f"caller ids at their daily cap dial again from: {_when(found.caps_reset)}")
-        if campaign.mode == "call":
-            _call_lines(out, found.calls)
         if found.note:
             out.print(found.note)
 

@@ -253,3 +253,27 @@ def test_outcomes_are_collected_after_a_kill_9_with_calls_live(
     rows = report(tmp_path)
     assert {r["dialer_id"] for r in rows} == set(calls)
     assert all(r["dialer_call_status"] == ended[r["dialer_id"]] for r in rows), rows
+
+
+def test_chats_are_not_waited_for_and_the_report_carries_their_chat_status(
+    tmp_path: Path, sandbox: MakeSandbox
+) -> None:
+    api = sandbox(api_key=KEY, chat_seconds="0")
+    campaign = write_campaign(tmp_path, 3, url=api.url)
+    text = campaign.read_text().replace('mode = "call"', 'mode = "chat"')
+    text = text.replace(
+        f'[call]\nmodel_id = "{MODEL}"\n',
+        '[chat]\nagent_id = "2a886b7d-d52d-4f8b-8ea0-19d3edc79214"\nchannel = "sms"\n'
+        '[numbers]\npool = ["+14155550100"]\nstrategy = "round_robin"\n',
+    )
+    campaign.write_text(text)
+
+    result = run_here(campaign, api.url)
+
+    assert result.exit_code == 0 and result.calls is None  # nothing followed, nothing waited for
+    assert api.record is not None
+    assert not [r for r in read_record(api.record) if r["method"] == "GET"]
+    assert {r["dialer_call_status"] for r in report(tmp_path)} == {""}
+    report_campaign(load_campaign(campaign), tmp_path / "out" / "report.csv", Collect(KEY, api.url))
+    rows = report(tmp_path)
+    assert [(r["dialer_call_status"], r["dialer_calls"]) for r in rows] == [("completed", "1")] * 3

@@ -83,6 +83,10 @@ class CallFigures:
     timed_out: int
 
     @property
+    def placed(self) -> int:
+        return sum(self.by_status.values()) + self.live + self.timed_out
+
+    @property
     def pick_up_rate(self) -> float | None:
         """Calls `completed` among calls with a final status (timed-out ones left out)."""
         ended = sum(self.by_status.values())
