@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.synced
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo screenshot test lint bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): uv.lock pyproject.toml
 demo: $(STAMP)
 	rm -f out/demo.report.csv out/demo.sqlite*
 	$(BIN)/dialer run campaigns/demo.toml --sandbox
+	$(BIN)/dialer report campaigns/demo.toml --out out/demo.report.html
+
+# The README's picture of the demo's page (needs Debian's chromium: apt-get install -y chromium).
+screenshot: demo
+	$(BIN)/python tools/page_screenshot.py out/demo.report.html docs/campaign-page.png
 
 test: $(STAMP) lint
 	$(BIN)/pytest -q
@@ -27,7 +32,7 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check dialer tests bench
 	$(BIN)/ruff format --check dialer tests bench
-	$(BIN)/mypy dialer
+	$(BIN)/mypy dialer tests bench
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

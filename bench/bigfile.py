@@ -11,6 +11,7 @@ interpreter's start and every import.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from bench.data import campaign_toml, messy_leads_csv, prefix_csv, reset_journal
 from bench.measure import read_posts, run_measured
@@ -144,7 +145,7 @@ def import_and_resume(ctx: Context) -> Section:
             out_dir=ctx.logs,
             name="resume",
         ).check()
-        posts: list[dict] = []
+        posts: list[dict[str, Any]] = []
         deadline = time.monotonic() + 5
         while len(posts) < due and time.monotonic() < deadline:
             posts = read_posts(record)[0]

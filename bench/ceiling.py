@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.data import campaign_toml, clean_leads_csv, reset_journal
 from bench.measure import cpu_seconds, rate_of, read_posts, run_measured
@@ -115,9 +116,9 @@ def run(ctx: Context) -> Section:
     return section
 
 
-def _settled_posts(record: Path, offset: int, expected: int) -> tuple[list[dict], int]:
+def _settled_posts(record: Path, offset: int, expected: int) -> tuple[list[dict[str, Any]], int]:
     """The POSTs a phase made; waits briefly for the sandbox's last flushed lines."""
-    posts: list[dict] = []
+    posts: list[dict[str, Any]] = []
     deadline = time.monotonic() + 5
     while True:
         more, offset = read_posts(record, offset)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from bench.gen_leads import HEADERS, write_leads_csv
@@ -84,6 +85,33 @@ def messy_leads_csv(folder: Path, rows: int) -> Path:
         tmp = path.with_suffix(".tmp")
         write_leads_csv(tmp, rows, seed=0)
         tmp.replace(path)
+    return path
+
+
+def leads_xlsx(source: Path) -> Path:
+    """The same leads as `source` (a gen_leads CSV) in a workbook, made once and kept.
+
+    Written by xlsxwriter (inline strings, as scripts write workbooks); phones stay
+    text as in most exports, the signup date is a date cell.
+    """
+    import xlsxwriter
+
+    path = source.with_suffix(".xlsx")
+    if path.exists():
+        return path
+    tmp = path.with_name(path.stem + ".tmp.xlsx")
+    workbook = xlsxwriter.Workbook(str(tmp), {"constant_memory": True})
+    sheet = workbook.add_worksheet("Leads")
+    dates = workbook.add_format({"num_format": "yyyy-mm-dd"})
+    with source.open(encoding="utf-8", newline="") as handle:
+        for row, cells in enumerate(csv.reader(handle)):
+            for column, cell in enumerate(cells):
+                if row and column == 6 and len(cell) == 10 and cell[4] == "-":
+                    sheet.write_datetime(row, column, datetime.fromisoformat(cell), dates)
+                elif cell:
+                    sheet.write_string(row, column, cell)
+    workbook.close()
+    tmp.replace(path)
     return path
 
 

@@ -20,6 +20,7 @@ from bench.data import campaign_toml, clean_leads_csv
 from bench.measure import run_measured
 from bench.results import Context, Section
 from dialer.sandbox import SandboxOptions, read_events, read_record, spawn_process
+from dialer.sandbox.options import parse_outcomes, parse_seconds
 
 
 def _most_live(record: list[dict[str, object]], ended: list[dict[str, object]]) -> int:
@@ -48,9 +49,9 @@ def run(ctx: Context) -> Section:
         SandboxOptions(
             api_key=ctx.key,
             record=record_path,
-            call_seconds=seconds,
+            call_seconds=parse_seconds(seconds),
             max_live_calls=live_limit,
-            outcomes="completed=0.6,no-answer=0.25,busy=0.05,hangup_on_voicemail=0.1",
+            outcomes=parse_outcomes("completed=0.6,no-answer=0.25,busy=0.05,hangup_on_voicemail=0.1"),
             seed=6,
         )
     )

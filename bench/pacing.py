@@ -7,6 +7,7 @@ with the ideal of sending at exactly that limit, and the number of 429s.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bench.data import campaign_toml, clean_leads_csv, reset_journal
 from bench.measure import peak_window, rate_of, read_posts, run_measured
@@ -63,7 +64,7 @@ def run(ctx: Context) -> Section:
 
 def _campaign_run(
     ctx: Context, folder: Path, name: str, rate: float, leads: int, limit: int | None
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     csv_path = clean_leads_csv(folder / f"clean_{leads}.csv", leads)
     campaign = campaign_toml(folder / f"{name}.toml", name=name, leads=csv_path, rate=rate, concurrency=10)
     reset_journal(campaign)

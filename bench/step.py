@@ -1,6 +1,9 @@
 """Single measured steps, each run by the benchmarks in a process of its own.
 
-    python -m bench.step pandas FILE [--chunksize N]   read a CSV with pandas alone
+    python -m bench.step pandas FILE [--chunksize N]   read a CSV (or XLSX, with calamine) with pandas alone
+    python -m bench.step load FILE                     the dialer's loader alone: every chunk of FILE
+    python -m bench.step writer LIB ROWS OUT.xlsx      a typed XLSX report of ROWS rows, streamed by
+                                                       LIB: xlsxwriter (the report's) or openpyxl
     python -m bench.step import CAMPAIGN.toml          import the leads into a new journal
     python -m bench.step settle CAMPAIGN.toml --due N  mark all but the last N dialable rows sent
     python -m bench.step bare CAMPAIGN.toml URL --concurrency C [--journal J]
@@ -29,6 +32,10 @@ def _pandas(args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     rows = 0
+    if args.file.endswith(".xlsx"):
+        # pandas' own XLSX reader on calamine, the engine the dialer uses: the floor.
+        rows = len(pd.read_excel(args.file, engine="calamine", dtype=object, na_filter=False))
+        return {"rows": rows, "seconds": time.perf_counter() - t0}
     options: dict[str, Any] = {"dtype": object, "na_filter": False, "engine": "c"}
     if args.chunksize:
         with pd.read_csv(args.file, chunksize=args.chunksize, **options) as reader:
@@ -37,6 +44,81 @@ def _pandas(args: argparse.Namespace) -> dict[str, Any]:
     else:
         rows = len(pd.read_csv(args.file, **options))
     return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def _load(args: argparse.Namespace) -> dict[str, Any]:
+    from dialer.load import open_leads
+
+    t0 = time.perf_counter()
+    rows = sum(len(chunk.frame) for chunk in open_leads(Path(args.file)).read())
+    return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def _report_rows(rows: int) -> Any:
+    from dialer import cells
+    from dialer.model import Outcome
+
+    for i in range(rows):
+        yield (
+            [
+                "Liam",
+                "Williams",
+                cells.Number(14155550000 + i),
+                "Umbrella",
+                f"liam.{i}@example.com",
+                "",
+                cells.Date("2024-06-19"),
+            ],
+            Outcome("sent", f"call-{i}", "+14155550100", 1, "", "2024-06-03T16:00:00Z"),
+        )
+
+
+def _openpyxl_report(path: Path, headers: list[str], rows: Any) -> None:
+    """The report's typed cells through openpyxl's write-only mode, for comparison."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    from dialer import cells
+    from dialer.report import report_headers
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("report")
+
+    def text(value: str) -> Any:
+        if not value:
+            return None
+        cell = WriteOnlyCell(sheet, value=value)
+        cell.data_type = "s"  # never a formula
+        return cell
+
+    sheet.append([text(h) for h in report_headers(headers)])
+    for values, outcome in rows:
+        row: list[Any] = []
+        for value in values:
+            if type(value) is cells.Number:
+                row.append(float(value))
+            elif type(value) is cells.Date:
+                cell = WriteOnlyCell(sheet, value=value.value())
+                cell.number_format = "yyyy-mm-dd"
+                row.append(cell)
+            else:
+                row.append(text(value))
+        row += [text(outcome.status), text(outcome.id), text(outcome.from_number), outcome.attempts]
+        row += [text(outcome.error), text(outcome.updated_at)]
+        sheet.append(row)
+    book.save(path)
+
+
+def _writer(args: argparse.Namespace) -> dict[str, Any]:
+    from dialer.report import write_report
+
+    headers = ["First Name", "Last Name", "Phone Number", "Company", "E-mail", "Time Zone", "Signup Date"]
+    t0 = time.perf_counter()
+    if args.lib == "xlsxwriter":
+        write_report(Path(args.out), headers, _report_rows(args.rows))
+    else:
+        _openpyxl_report(Path(args.out), headers, _report_rows(args.rows))
+    return {"rows": args.rows, "seconds": time.perf_counter() - t0, "bytes": Path(args.out).stat().st_size}
 
 
 def _import(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,12 +174,15 @@ def _bodies(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The request bodies the dialer sent (or would send): call_body over the journal's rows."""
     from dialer.client import call_body
     from dialer.config import load_campaign
+    from dialer.model import Status
     from dialer.store import Journal
 
     campaign = load_campaign(Path(args.campaign))
     journal = Journal(Path(args.journal) if args.journal else campaign.journal_path, campaign.name)
     try:
-        rows = journal.rows_with_status(("pending", "deferred", "sent", "unknown", "failed"))
+        rows = journal.rows_with_status(
+            {Status.PENDING, Status.DEFERRED, Status.SENT, Status.UNKNOWN, Status.FAILED}
+        )
         return [call_body(campaign, row, "") for row in rows]
     finally:
         journal.close()
@@ -182,6 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("file")
     p.add_argument("--chunksize", type=int, default=0)
     p.set_defaults(func=_pandas)
+    p = sub.add_parser("load")
+    p.add_argument("file")
+    p.set_defaults(func=_load)
+    p = sub.add_parser("writer")
+    p.add_argument("lib", choices=["xlsxwriter", "openpyxl"])
+    p.add_argument("rows", type=int)
+    p.add_argument("out")
+    p.set_defaults(func=_writer)
     p = sub.add_parser("import")
     p.add_argument("campaign")
     p.set_defaults(func=_import)

@@ -11,16 +11,18 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from dialer.client import Answer
 from dialer.config import StopWhenFailed
-from dialer.errors import AuthError, FailingError
+from dialer.errors import ApiUnreachable, AuthError, FailingError
 from dialer.model import JournalRow, Status
 from dialer.store import Journal, JournalWriter, calls, outcome
 from dialer.transitions import Next
+
+if TYPE_CHECKING:  # the client (httpx) is not needed to reason about its answers
+    from dialer.client import Answer
 
 log = structlog.get_logger("dialer")
 
@@ -39,6 +41,44 @@ def mask(phone: str) -> str:
 def key_refused(error: str) -> AuthError:
     """The one stop for a refused key, whether a POST or a look-up heard it."""
     return AuthError(f"the API refused the key ({error}); stopped, every row left as it was")
+
+
+# The API is down when this many requests in a row, whatever their rows, made no contact
+# (a refused connection, a connect or read timeout), with no HTTP answer between them.
+DOWN_AFTER = 5
+
+
+def never_reached(answer: Answer) -> bool:
+    """No connection was made: the request never reached the API (safe to send again)."""
+    return answer.kind == "retry" and answer.no_contact
+
+
+class Reach:
+    """Whether the API answers at all, over every row's requests (see DOWN_AFTER)."""
+
+    def __init__(self, down_after: int = DOWN_AFTER) -> None:
+        self.down_after = down_after
+        self.misses = 0  # requests in a row with no HTTP answer
+        self.answered = 0  # requests with an HTTP answer, in all
+        self.last_error = ""
+
+    def note(self, answer: Answer) -> bool:
+        """One request's answer; True when the API now counts as down."""
+        if answer.status is not None:
+            self.misses = 0
+            self.answered += 1
+            return False
+        if not answer.no_contact:
+            return False  # a closed connection: the API was reached, and said nothing
+        self.misses += 1
+        self.last_error = answer.error
+        return self.misses >= self.down_after
+
+    def unreachable(self) -> ApiUnreachable:
+        return ApiUnreachable(
+            f"the API was unreachable ({self.misses} requests in a row made no contact, the last:"
+            f" {self.last_error}); stopped, rows left to dial for a later run"
+        )
 
 
 @dataclass
@@ -71,13 +111,19 @@ class RunStats:
 
 
 class Progress:
-    """Told of each row that reached an outcome this run; the CLI draws a bar from it."""
+    """Told of each row that reached an outcome this run, and ticked every `every` seconds
+    while the run goes (waiting on look-ups or backoffs too); the CLI draws a bar from it."""
+
+    every: float = 10.0
 
     def start(self, total: int) -> None:
         """`total` rows are due in this run."""
 
     def advance(self, status: str) -> None:
         """One row reached `status`."""
+
+    def tick(self, stats: RunStats) -> None:
+        """The run's figures, on time: `stats` is the one count the summary reads too."""
 
 
 class FailureWatch:
@@ -116,6 +162,7 @@ class Run:
         self.stats = RunStats()
         self.stop = asyncio.Event()
         self.fatal: BaseException | None = None
+        self.reach = Reach()
         self.failures = FailureWatch(stop_when_failed) if stop_when_failed else None
 
     def call_result(self, failure: str | None) -> None:
@@ -138,8 +185,12 @@ class Run:
         """Commit the row's next state; `counted`: it is this run's outcome for the row.
 
         A call (or chat) accepted, or found by a look-up, becomes a row of `calls` in the
-        same commit: from then on it is live until follow.py sees it end.
+        same commit: from then on it is live until follow.py sees it end. Counted first: the
+        commit queues its writes before it first waits, and queued writes land even if the
+        wait is cancelled, so the figures and the journal always agree.
         """
+        if counted:
+            self.count(next_state.status, row, answer)
         writes = outcome(
             row.id,
             next_state.status,
@@ -149,11 +200,9 @@ class Run:
         )
         if next_state.status == Status.SENT and next_state.call_id:
             writes += calls.placed(row.id, time.time())
-        await self.writer.commit(writes)
-        if counted:
-            self.count(next_state.status, row, answer)
         if next_state.status == Status.FAILED and answer is not None:
             self.call_result(answer.error or "refused")
+        await self.writer.commit(writes)
 
     def count(
         self, status: Status, row: JournalRow, answer: Answer | None = None, log_it: bool = True

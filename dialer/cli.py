@@ -352,6 +352,11 @@ def _log_option(func: F) -> F:
     is_flag=True,
     help="Do not wait for live calls to end: a later run, status or report collects them (exit 75).",
 )
+@click.option(
+    "--new-journal",
+    is_flag=True,
+    help="Start a new journal even though the report shows calls placed (they may be called again).",
+)
 @_log_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every row, sent ones too.")
 def run(
@@ -364,6 +369,7 @@ def run(
     retry_failed: bool,
     retry_unknown: bool,
     no_wait: bool,
+    new_journal: bool,
     log_format: str,
     verbose: bool,
 ) -> None:
@@ -418,6 +424,7 @@ def run(
             limit=limit,
             retry_failed=retry_failed,
             retry_unknown=retry_unknown,
+            new_journal=new_journal,
             progress=bar,
             handle_signals=True,
             no_wait=no_wait,
@@ -627,12 +634,13 @@ def status(campaign_file: str, base_url: str | None, log_format: str) -> None:
     "--out",
     "out_path",
     type=click.Path(dir_okay=False),
-    help="Where to write (default: the campaign's report). .xlsx writes Excel.",
+    help="Where to write (default: the campaign's report). .xlsx writes Excel; .html the campaign page.",
 )
 @click.option("--base-url", help="API base URL (overrides [api].base_url).")
 @_log_option
 def report(campaign_file: str, out_path: str | None, base_url: str | None, log_format: str) -> None:
-    """Write the per-row report again from the journal (CSV, or XLSX for a .xlsx name).
+    """Write the per-row report again from the journal (CSV, or XLSX for a .xlsx name),
+    or the campaign page for a .html name: figures and charts in one self-contained file.
 
     With an API key, the calls still live are polled first (never a POST), so the report
     has the outcomes of calls that ended since the run.
@@ -641,6 +649,7 @@ def report(campaign_file: str, out_path: str | None, base_url: str | None, log_f
     Examples:
       dialer report campaigns/demo.toml
       dialer report campaigns/demo.toml --out out/demo.xlsx
+      dialer report campaigns/demo.toml --out out/demo.report.html
     """
     configure_logging(log_format)
     with _errors():

@@ -52,6 +52,8 @@ class Answer:
     error: str = ""
     status: int | None = None
     retry_after: float | None = None
+    # No contact with the API: no connection, or a timeout (a sign it may be down).
+    no_contact: bool = False
 
 
 class LookupError_(Exception):
@@ -347,13 +349,14 @@ def classify_exception(exc: httpx.HTTPError) -> Answer:
     """A request that got no HTTP answer: did it reach the API?"""
     # These fail before a byte of the request leaves: safe to send again.
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Answer("retry", error=f"no connection: {type(exc).__name__} {exc}".strip())
+        return Answer("retry", error=f"no connection: {type(exc).__name__} {exc}".strip(), no_contact=True)
     if isinstance(exc, httpx.LocalProtocolError):
         # httpx refused to send what it was given; its message quotes the offending header,
         # which may be the key. Nothing left: safe to send again, and nothing to quote.
         return Answer("retry", error="not sent: the request could not be encoded as HTTP")
     # Everything else may have been received and acted on.
-    return Answer("unknown", error=f"no answer: {type(exc).__name__} {exc}".strip())
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    return Answer("unknown", error=f"no answer: {type(exc).__name__} {exc}".strip(), no_contact=timed_out)
 
 
 class SynthflowClient:

@@ -34,7 +34,7 @@ from dialer.pacing import LiveCeiling, Pacer
 from dialer.send import Sender
 from dialer.settle import Settler
 from dialer.store import Journal, JournalWriter, Write, calls, outcome
-from dialer.transitions import CAPPED, outside_hours
+from dialer.transitions import CAPPED, Next, outside_hours
 
 # Deferrals the feeder gathers before committing them.
 DEFER_BATCH = 2000
@@ -70,11 +70,15 @@ class Dispatcher:
         )
         self.stats = self.run_state.stats
         self.stop = self.run_state.stop
+        # A restart keeps the window of the run before it: no burst right after a crash. The
+        # window is the whole rate period (1/rate seconds at a rate under one a second).
+        window = Pacer.window_for(self.limits.rate_per_second)
         pacer = Pacer(
             self.limits.rate_per_second,
             self.limits.min_rate_per_second,
-            # A restart keeps the window of the run before it: no burst right after a crash.
-            recent=journal.recent_sends(),
+            recent=journal.recent_sends(window + 1.0),
+            # The loop's clock, as aiolimiter reads it (time.monotonic on asyncio's own loop).
+            clock=asyncio.get_running_loop().time,
         )
         self.pacer = pacer
         self.pool = NumberPool(campaign.numbers, journal.number_usage())
@@ -109,6 +113,7 @@ class Dispatcher:
         workers = [asyncio.create_task(self._worker()) for _ in range(4 * self.limits.concurrency)]
         feeder = asyncio.create_task(self._feed())
         follower = asyncio.create_task(self.follower.follow()) if self.follower else None
+        ticker = asyncio.create_task(self._tick_progress())
         try:
             await self._until_done_or_stopped()
             feeder.cancel()
@@ -119,16 +124,25 @@ class Dispatcher:
             if follower is not None:
                 await asyncio.gather(follower, return_exceptions=True)
         finally:
+            ticker.cancel()
             await self.run_state.writer.close()
             self.stats.finished = time.monotonic()
             self.stats.throttled = self.pacer.throttled
             if self.ceiling is not None:
                 self.stats.most_live = max(self.stats.most_live, self.ceiling.most_held)
+            self.options.progress.tick(self.stats)  # the last figures, however short the run
         if self.stats.pool_exhausted:
             self.journal.defer_dialable(CAPPED)
         if self.run_state.fatal is not None:
             raise self.run_state.fatal
         return self.stats
+
+    async def _tick_progress(self) -> None:
+        """Progress on time, not on outcomes: a run waiting on look-ups or backoffs shows it."""
+        progress = self.options.progress
+        while True:
+            await asyncio.sleep(progress.every)
+            progress.tick(self.stats)
 
     async def _until_done_or_stopped(self) -> None:
         """Every row dialed (and, unless --no-wait, every call ended), or a stop."""
@@ -189,27 +203,37 @@ class Dispatcher:
                 self._idle.set()
 
     async def _feed_dialable(self) -> None:
-        deferred: list[Write] = []
-        for row in self.journal.rows_with_status(DIALABLE):
-            if self.stop.is_set() or self.stats.pool_exhausted:
-                break
-            if row.id in self._owned:
-                continue
-            now = self.options.clock()
-            if not self.hours.is_open(row.timezones, now):
-                closed = outside_hours(row.timezones, self.hours.next_open(row.timezones, now))
-                deferred += outcome(row.id, closed.status, error=closed.error)
-                self.run_state.count(closed.status, row, log_it=False)
-                if len(deferred) >= DEFER_BATCH:
-                    await self.run_state.writer.commit(deferred)
-                    deferred = []
-                continue
-            if not self._within_limit(row):
-                break
-            self._enter(row)
-            await self._queue.put(row)
-        if deferred:
-            await self.run_state.writer.commit(deferred)
+        deferred: list[tuple[JournalRow, Next]] = []
+        try:
+            for row in self.journal.rows_with_status(DIALABLE):
+                if self.stop.is_set() or self.stats.pool_exhausted:
+                    break
+                if row.id in self._owned:
+                    continue
+                now = self.options.clock()
+                if not self.hours.is_open(row.timezones, now):
+                    deferred.append(
+                        (row, outside_hours(row.timezones, self.hours.next_open(row.timezones, now)))
+                    )
+                    if len(deferred) >= DEFER_BATCH:
+                        batch, deferred = deferred, []
+                        await self.run_state.writer.commit(self._deferrals(batch))
+                    continue
+                if not self._within_limit(row):
+                    break
+                self._enter(row)
+                await self._queue.put(row)
+        finally:
+            if deferred:  # also when a stop cancels the feeder: what is counted is what the journal gets
+                self.run_state.writer.submit(self._deferrals(deferred))
+
+    def _deferrals(self, batch: list[tuple[JournalRow, Next]]) -> list[Write]:
+        """The writes of rows outside their hours, counted here: the caller queues them at once."""
+        writes: list[Write] = []
+        for row, closed in batch:
+            writes += outcome(row.id, closed.status, error=closed.error)
+            self.run_state.count(closed.status, row, log_it=False)
+        return writes
 
     def _settle_earlier_runs(self) -> None:
         """Rows an earlier run left `unknown` (it crashed, or got no answer): look them up."""

@@ -6,6 +6,7 @@
     │   ├── LeadsFileError      a leads or do-not-call file (missing, empty, binary, a column)
     │   └── SetupError          the environment (no API key, bad --base-url)
     ├── LockedError             exit 75: another run holds this campaign's lock
+    ├── ApiUnreachable          exit 75: the API is down; rows left dialable for a later run
     ├── AuthError               exit 1: the API refused the key (401/403); the run stops at once
     ├── FailingError            exit 1: stop_when_failed: too many of the last calls failed
     └── JournalError            exit 1: the journal cannot be opened or is not this campaign's
@@ -44,6 +45,12 @@ class SetupError(UserError):
 
 class LockedError(DialerError):
     """Another run holds this campaign's lock."""
+
+    exit_code = 75
+
+
+class ApiUnreachable(DialerError):
+    """Requests in a row, across rows, reached no API: it is down, not the rows' fault."""
 
     exit_code = 75
 

@@ -1,8 +1,10 @@
 """Spreadsheets -> rows of text: CSV/TSV/TXT (sniffed delimiter and encoding) and XLSX/XLSM.
 
 Every cell comes out as the text a person would read in it: "" for an empty
-cell, 1500 not "1500.0", dates as ISO 8601. Large files are streamed in
-chunks so memory does not grow with the number of rows.
+cell, 1500 not "1500.0", dates as ISO 8601 (for XLSX a typed cell of
+dialer/cells.py, which is that text and remembers the type for the report).
+CSV is streamed in chunks so memory does not grow with the number of rows;
+XLSX is read by python-calamine (dialer/workbook.py), which holds the sheet.
 
 Choices a user may meet:
 
@@ -17,10 +19,15 @@ Choices a user may meet:
   `Chunk.overflow`: it usually means a value held an unquoted delimiter and the
   cells are shifted, so the mapping refuses that row (it names the problem)
   rather than dial it with the wrong values. In XLSX a cell under no header is
-  simply outside the table and is ignored.
-- Blank rows (every cell empty) are skipped, in CSV and XLSX alike, and do not
-  count as records: the record index starts at 0 with the first non-blank row
-  after the header.
+  outside the table and its value is not read, but its row is kept.
+- Blank rows (every cell empty) are skipped, in CSV and XLSX alike, but they
+  are counted: every row number is the one Excel shows (the header's row is 1
+  when the file starts with it; a CSV record with a quoted line break is one
+  row, as Excel opens it). A chunk's index is that row number minus 2.
+- Refused with one line: anything but a regular file (a FIFO would block
+  forever), a header row longer than 4 MB, a UTF-16/32 encoding named by the
+  campaign on a file with no BOM, and workbooks whose size or cell count is
+  absurd (see dialer/workbook.py).
 """
 
 from __future__ import annotations
@@ -28,17 +35,19 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 import re
-from collections.abc import Generator, Iterator, Sequence
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from dialer import cells
 from dialer.errors import LeadsFileError
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -61,6 +70,11 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _TOO_MANY_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+# A header is read from the first 4 MB; no header row is longer.
+_MAX_HEADER_BYTES = 64 * _SAMPLE_BYTES
+# The sample is parsed by the csv module, whose default cell limit (128 KB) would
+# make a long note in the first rows look like an unreadable file.
+csv.field_size_limit(2 * _MAX_HEADER_BYTES)
 
 
 def _cp1252_byte(byte: int) -> str:
@@ -88,14 +102,20 @@ codecs.register_error("dialer-cp1252-c1", _utf8_else_cp1252)
 class Chunk:
     """Up to `rows` records of a leads file, as `LeadsFile.read` yields them.
 
-    `frame` has the file's headers as columns and every value a str; its index
-    is the record index (0 = first data row, so the spreadsheet row is 2 + index).
-    `overflow` maps the record index of each CSV row that had non-empty cells
-    beyond the last header to its number of cells.
+    `frame` has the file's headers as columns and every value a str (for XLSX,
+    a typed cell of dialer.cells for numbers, dates and the like); its index is
+    the spreadsheet row minus 2 (the first row under a header in row 1 is 0),
+    with gaps where blank rows were.
+    `overflow` maps the index of each CSV row that had non-empty cells beyond
+    the last header to its number of cells.
+    `unsaved` maps the index of each XLSX row holding formulas with no saved
+    value (a file written by a script) to the headers of those cells; the cell
+    holds the formula's text (a `cells.Formula`).
     """
 
     frame: pd.DataFrame
     overflow: dict[int, int] = field(default_factory=dict)
+    unsaved: dict[int, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,11 @@ class LeadsFile:
     encoding_errors: str = "strict"
     # Cells in the header row as written, trailing empty ones included (text files).
     header_cells: int = 0
+    # The spreadsheet row of the header (1 unless blank rows come before it).
+    header_row: int = 1
+    # The header cells as written (untrimmed, empty or repeated as they are), one per
+    # header: what the report shows. `headers` are the names the campaign uses.
+    written_headers: tuple[str, ...] = ()
 
     def chunks(self, rows: int = 50_000) -> Iterator[pd.DataFrame]:
         """Yield DataFrames of at most `rows` rows, columns = headers, every value a str."""
@@ -123,7 +148,9 @@ class LeadsFile:
         if rows < 1:
             raise ValueError("rows must be at least 1")
         if self.encoding is None:
-            yield from _xlsx_chunks(self, rows)
+            from dialer.workbook import xlsx_chunks
+
+            yield from xlsx_chunks(self, rows)
         else:
             yield from _text_chunks(self, rows)
 
@@ -135,13 +162,10 @@ def open_leads(path: Path, *, encoding: str | None = None, sheet: str | None = N
     if suffix not in SUPPORTED_SUFFIXES:
         kind = f"file type {suffix}" if suffix else "file without an extension"
         raise LeadsFileError(f"{path}: unsupported {kind} (use .csv, .tsv, .txt, .xlsx or .xlsm)")
+    _check_regular(path)
     try:
         with path.open("rb") as handle:
             head = handle.read(_SAMPLE_BYTES)
-    except FileNotFoundError:
-        raise LeadsFileError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise LeadsFileError(f"{path}: is a folder, not a leads file") from None
     except OSError as exc:
         raise LeadsFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not head:
@@ -150,8 +174,26 @@ def open_leads(path: Path, *, encoding: str | None = None, sheet: str | None = N
         raise LeadsFileError(f"{path}: an old Excel .xls workbook; save it as .xlsx or CSV")
     # A workbook renamed to .csv is still a workbook: read what the user has.
     if suffix in XLSX_SUFFIXES or head.startswith(_ZIP_MAGIC):
-        return _open_xlsx(path, sheet)
+        from dialer.workbook import open_xlsx
+
+        return open_xlsx(path, sheet)
     return _open_text(path, head, encoding)
+
+
+def _check_regular(path: Path) -> None:
+    """Refuse what is not a regular file before opening it: opening a FIFO blocks until
+    a writer comes, and a device never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise LeadsFileError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise LeadsFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise LeadsFileError(f"{path}: is a folder, not a leads file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise LeadsFileError(f"{path}: {kind}; save the leads to a file and name that file")
 
 
 # --- text files ----------------------------------------------------------------------
@@ -168,6 +210,12 @@ def _choose_encoding(path: Path, head: bytes, encoding: str | None) -> tuple[str
         # "utf-8" on a file with a BOM means utf-8-sig: the BOM is not a character of the header.
         if name == "utf-8" and bom == "utf-8-sig":
             return "utf-8-sig", "strict"
+        if name in ("utf-16", "utf-32") and bom is None:
+            # Without a BOM Python's codec cannot tell the byte order and stops the read.
+            raise LeadsFileError(
+                f"{path}: encoding {encoding!r} needs a byte-order mark, and the file has none;"
+                f" name the byte order: {name}-le (what Windows writes) or {name}-be"
+            )
         return encoding, "strict"
     if bom is not None:
         return bom, "strict"
@@ -194,22 +242,30 @@ def _read_sample(path: Path, encoding: str, errors: str) -> tuple[str, bool]:
             if not block:
                 return "".join(parts), True
             # Enough once a whole line is in; a header longer than 4 MB is not a header.
-            if read >= 64 * _SAMPLE_BYTES or (
+            if read >= _MAX_HEADER_BYTES or (
                 read >= _SAMPLE_BYTES and ("\n" in parts[-1] or "\r" in parts[-1])
             ):
                 break
     sample = "".join(parts)
     cut = max(sample.rfind("\n"), sample.rfind("\r"))
-    return (sample[: cut + 1] if cut >= 0 else sample), False
+    if cut < 0:
+        raise LeadsFileError(
+            f"{path}: the first row is longer than {_MAX_HEADER_BYTES // 2**20} MB with no line end:"
+            " not a leads file with a header row"
+        )
+    return sample[: cut + 1], False
 
 
 def _records(sample: str, delimiter: str) -> list[list[str]]:
     """Non-blank records of the sample, as pandas will see them."""
+    return [row for row in _all_records(sample, delimiter) if not _is_blank(row)]
+
+
+def _all_records(sample: str, delimiter: str) -> list[list[str]]:
     try:
-        rows = list(csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter))
+        return list(csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter))
     except csv.Error:
         return []
-    return [row for row in rows if not _is_blank(row)]
 
 
 def _is_blank(row: Sequence[str]) -> bool:
@@ -268,22 +324,34 @@ def _clean_headers(cells: Sequence[str]) -> list[str]:
     return unique
 
 
+def written_headers(cells_: Sequence[str], headers: Sequence[str]) -> tuple[str, ...]:
+    """The header row as written, cut to the headers kept (a BOM is not part of the text)."""
+    written = [str(cell) for cell in cells_[: len(headers)]]
+    if written:
+        written[0] = written[0].lstrip("\ufeff")
+    return tuple(written)
+
+
 def _open_text(path: Path, head: bytes, encoding: str | None) -> LeadsFile:
     chosen, errors = _choose_encoding(path, head, encoding)
     try:
         sample, complete = _read_sample(path, chosen, errors)
     except UnicodeDecodeError as exc:
         raise LeadsFileError(f"{path}: cannot be read as {chosen}: {exc.reason}") from None
+    except UnicodeError as exc:  # e.g. "UTF-16 stream does not start with BOM"
+        raise LeadsFileError(f"{path}: cannot be read as {chosen}: {_one_line(exc)}") from None
     except OSError as exc:
         raise LeadsFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if "\x00" in sample:
         raise LeadsFileError(f"{path}: not a text file (it holds binary data)")
     preferred = "\t" if path.suffix.lower() == ".tsv" else ","
     delimiter = _sniff_delimiter(sample, complete, preferred)
-    records = _records(sample, delimiter)
-    if not records:
+    every = _all_records(sample, delimiter)
+    header_at = next((i for i, row in enumerate(every) if not _is_blank(row)), None)
+    if header_at is None:
         raise LeadsFileError(f"{path}: file is empty (no header row)")
-    headers = _clean_headers(records[0])
+    written = every[header_at]
+    headers = _clean_headers(written)
     if not headers:
         raise LeadsFileError(f"{path}: the header row is empty")
     return LeadsFile(
@@ -293,7 +361,9 @@ def _open_text(path: Path, head: bytes, encoding: str | None) -> LeadsFile:
         delimiter=delimiter,
         sheet=None,
         encoding_errors=errors,
-        header_cells=len(records[0]),
+        header_cells=len(written),
+        header_row=header_at + 1,
+        written_headers=written_headers(written, headers),
     )
 
 
@@ -312,7 +382,8 @@ def _text_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
             index_col=False,
             dtype=object,
             na_filter=False,  # no type or NA inference: "00123" and "NA" stay as written
-            skip_blank_lines=True,
+            # Blank lines are records too: Excel shows them as rows, and counts them.
+            skip_blank_lines=False,
             quotechar='"',
             doublequote=True,
             encoding=leads.encoding,
@@ -322,66 +393,77 @@ def _text_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
         )
     except (OSError, UnicodeError, pd.errors.ParserError) as exc:
         raise LeadsFileError(f"{path}: cannot read: {_one_line(exc)}") from None
-    header_pending = True
-    start = 0
+    records = 0  # records read so far, header and blank lines included
     with reader:
         while True:
-            try:
-                # One more row while the header record is still to come, so
-                # that every chunk but the last holds `rows` rows.
-                frame = reader.get_chunk(rows + 1 if header_pending else rows)
-            except StopIteration:
+            # The header (and any blank rows above it) come with the first chunk,
+            # so that every chunk but the last holds `rows` rows.
+            frame = _next_frame(reader, rows + leads.header_row if not records else rows, leads)
+            if frame is None:
                 return
-            except UnicodeError as exc:
-                reason = getattr(exc, "reason", str(exc))
-                raise LeadsFileError(f"{path}: cannot be read as {leads.encoding}: {reason}") from None
-            except pd.errors.ParserError as exc:
-                raise LeadsFileError(f"{path}: {_parser_problem(exc, width, leads)}") from None
-            except (OSError, ValueError) as exc:
-                raise LeadsFileError(f"{path}: cannot read: {_one_line(exc)}") from None
-            blank = _blank_rows(frame)
-            if blank.any():
-                frame = frame[~blank]
-            if header_pending and len(frame):
-                frame = frame.iloc[1:]  # the header record, already read by open_leads
-                header_pending = False
-            if not len(frame):
-                continue
-            extra = frame[names[width:]]
-            overflow_mask = np.zeros(len(frame), dtype=bool)
-            for name in names[width:]:
-                overflow_mask |= extra[name].to_numpy() != ""
-            frame = frame[names[:width]]
-            frame.columns = pd.Index(leads.headers)
-            frame.index = pd.RangeIndex(start, start + len(frame))
-            overflow: dict[int, int] = {}
-            if overflow_mask.any():
-                flagged = extra[overflow_mask].itertuples(index=False, name=None)
-                for index, cells in zip(frame.index[overflow_mask], flagged, strict=True):
-                    last = max(i for i, cell in enumerate(cells) if cell != "")
-                    overflow[int(index)] = width + last + 1
-            start += len(frame)
-            yield Chunk(frame, overflow)
+            # Record k (from 0) is spreadsheet row k + 1; a chunk's index is that row - 2.
+            frame.index = pd.RangeIndex(records - 1, records - 1 + len(frame))
+            records += len(frame)
+            keep = ~_blank_rows(frame)
+            keep &= frame.index.to_numpy() >= leads.header_row - 1  # the header, and blank rows above it
+            if not keep.all():
+                frame = frame[keep]
+            if len(frame):
+                yield _text_chunk(frame, names, width, leads.headers)
+
+
+def _next_frame(reader: Any, rows: int, leads: LeadsFile) -> pd.DataFrame | None:
+    """The next `rows` records from pandas' reader; None at the end; one line for a bad file."""
+    path = leads.path
+    try:
+        frame: pd.DataFrame = reader.get_chunk(rows)
+    except StopIteration:
+        return None
+    except UnicodeError as exc:
+        reason = getattr(exc, "reason", str(exc))
+        raise LeadsFileError(f"{path}: cannot be read as {leads.encoding}: {reason}") from None
+    except pd.errors.ParserError as exc:
+        raise LeadsFileError(f"{path}: {_parser_problem(exc, len(leads.headers), leads)}") from None
+    except (OSError, ValueError) as exc:
+        raise LeadsFileError(f"{path}: cannot read: {_one_line(exc)}") from None
+    return frame
+
+
+def _text_chunk(frame: pd.DataFrame, names: list[str], width: int, headers: list[str]) -> Chunk:
+    """The chunk of a frame of positional columns: the header's columns, extra cells flagged."""
+    extra = frame[names[width:]]
+    overflow_mask = np.zeros(len(frame), dtype=bool)
+    for name in names[width:]:
+        overflow_mask |= extra[name].to_numpy() != ""
+    index = frame.index
+    frame = frame[names[:width]]
+    frame.columns = pd.Index(headers)
+    overflow: dict[int, int] = {}
+    if overflow_mask.any():
+        flagged = extra[overflow_mask].itertuples(index=False, name=None)
+        for at, cells_ in zip(index[overflow_mask], flagged, strict=True):
+            last = max(i for i, cell in enumerate(cells_) if cell != "")
+            overflow[int(at)] = width + last + 1
+    return Chunk(frame, overflow)
 
 
 def _blank_rows(frame: pd.DataFrame) -> npt.NDArray[np.bool_]:
-    """A mask of the rows whose every cell is "".
+    """A mask of the rows whose every cell is "" (the first may be spaces: a line of spaces).
 
     Column by column on numpy arrays, and only over rows still in doubt: a
     whole-frame comparison costs ten times more, for rows that are rare.
     """
     columns = list(frame.columns)
-    blank = frame[columns[0]].to_numpy() == ""
-    if blank.any():
-        doubt = np.flatnonzero(blank)
-        for column in columns[1:]:
-            values = frame[column].to_numpy()[doubt]
-            doubt = doubt[values == ""]
-            if not len(doubt):
-                break
-        blank = np.zeros(len(frame), dtype=bool)
-        blank[doubt] = True
-    return np.asarray(blank, dtype=bool)
+    doubt = np.arange(len(frame))
+    for column in columns[1:]:
+        values = frame[column].to_numpy()[doubt]
+        doubt = doubt[values == ""]
+        if not len(doubt):
+            break
+    first = frame[columns[0]].to_numpy()
+    blank = np.zeros(len(frame), dtype=bool)
+    blank[[i for i in doubt if not first[i].strip()]] = True
+    return blank
 
 
 def _parser_problem(exc: Exception, width: int, leads: LeadsFile) -> str:
@@ -399,132 +481,6 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-# --- XLSX ----------------------------------------------------------------------------
-
-
 def cell_text(value: Any) -> str:
-    """The text a person would write for a spreadsheet cell's value."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        # Up to 2**53 every integer is exact, so 4155550141.0 is the integer 4155550141.
-        if value.is_integer() and abs(value) < 2**53:
-            return str(int(value))
-        return repr(value)
-    if isinstance(value, datetime):
-        if value.time() == time(0):
-            return value.date().isoformat()
-        return value.replace(tzinfo=None).isoformat()
-    if isinstance(value, date | time):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        # A duration cell ([h]:mm:ss): hours may pass 24.
-        seconds = int(value.total_seconds())
-        sign = "-" if seconds < 0 else ""
-        hours, rest = divmod(abs(seconds), 3600)
-        return f"{sign}{hours}:{rest // 60:02d}:{rest % 60:02d}"
-    return str(value)
-
-
-def _load_workbook(path: Path, handle: BinaryIO) -> Any:
-    from openpyxl import load_workbook
-
-    try:
-        # A file object rather than the path: openpyxl would refuse a workbook
-        # named .csv by its extension alone.
-        return load_workbook(handle, read_only=True, data_only=True)
-    except Exception:  # BadZipFile, KeyError, openpyxl's InvalidFileException, bad XML...
-        raise LeadsFileError(f"{path}: not a valid XLSX file") from None
-
-
-def _pick_sheet(path: Path, workbook: Any, sheet: str | None) -> Any:
-    sheets = [ws for ws in workbook.worksheets]
-    if not sheets:
-        raise LeadsFileError(f"{path}: the workbook has no sheet of cells")
-    if sheet is None:
-        return sheets[0]
-    for want in (sheet, sheet.strip().casefold()):
-        for ws in sheets:
-            if ws.title == want or ws.title.strip().casefold() == want:
-                return ws
-    listed = ", ".join(f'"{name}"' for name in workbook.sheetnames)
-    raise LeadsFileError(f'{path}: no sheet "{sheet}"; the sheets are: {listed}')
-
-
-def _xlsx_rows(path: Path, sheet: str | None) -> Generator[tuple[Any, list[str]], None, None]:
-    """(worksheet, cells as text) for each non-blank row, the header first."""
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise LeadsFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        workbook = _load_workbook(path, handle)
-    except LeadsFileError:
-        handle.close()
-        raise
-    try:
-        ws = _pick_sheet(path, workbook, sheet)
-        # Some writers record a wrong sheet size; forgetting it makes openpyxl
-        # read every cell that is really there.
-        ws.reset_dimensions()
-        for values in ws.iter_rows(values_only=True):
-            cells = [cell_text(v) for v in values]
-            if any(cells):
-                yield ws, cells
-    except LeadsFileError:
-        raise
-    except Exception as exc:  # corrupt XML or zip members: openpyxl raises many kinds
-        raise LeadsFileError(f"{path}: cannot read the workbook: {_one_line(exc)}") from None
-    finally:
-        workbook.close()
-        handle.close()
-
-
-def _open_xlsx(path: Path, sheet: str | None) -> LeadsFile:
-    rows = _xlsx_rows(path, sheet)
-    try:
-        ws, cells = next(rows)
-    except StopIteration:
-        where = f'sheet "{sheet}"' if sheet else "the first sheet"
-        raise LeadsFileError(f"{path}: {where} is empty (no header row)") from None
-    finally:
-        rows.close()
-    headers = _clean_headers(cells)
-    return LeadsFile(path=path, headers=headers, encoding=None, delimiter=None, sheet=str(ws.title))
-
-
-def _xlsx_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
-    width = len(leads.headers)
-    buffer: list[list[str]] = []
-    start = 0
-    records = _xlsx_rows(leads.path, leads.sheet)
-    try:
-        next(records, None)  # the header
-        for _, cells in records:
-            if len(cells) < width:
-                cells.extend([""] * (width - len(cells)))
-            elif len(cells) > width:
-                del cells[width:]  # cells under no header are outside the table
-                if not any(cells):
-                    continue
-            buffer.append(cells)
-            if len(buffer) >= rows:
-                yield Chunk(_frame(buffer, leads.headers, start))
-                start += len(buffer)
-                buffer = []
-        if buffer:
-            yield Chunk(_frame(buffer, leads.headers, start))
-    finally:
-        records.close()
-
-
-def _frame(rows: list[list[str]], headers: list[str], start: int) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=pd.Index(headers), dtype=object)
-    frame.index = pd.RangeIndex(start, start + len(rows))
-    return frame
+    """The text a person would write for a spreadsheet cell's value (see dialer.cells)."""
+    return str(cells.typed(value))

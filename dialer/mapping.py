@@ -5,7 +5,8 @@ the do-not-call numbers from dialer.suppress; this module joins them. Each row
 goes through the same checks, in this order, and the first that fails decides
 its status and `error`:
 
-1. the row is whole (a CSV row with text beyond the last header is refused),
+1. the row is whole (a CSV row with text beyond the last header is refused, and
+   so is an XLSX row whose phone or name is a formula with no saved value),
 2. the phone reads as a valid number (E.164 via phonenumbers and `default_region`),
 3. its time zone is an IANA name, or can be inferred from the number,
 4. it has a name, when the API needs one (mode "call"),
@@ -77,6 +78,8 @@ class _Mapper:
         self.email_at = at[columns.email] if columns.email is not None else None
         self.variable_names = columns.variables
         self.variable_at = [at[h] for h in columns.variables]
+        self.phone = columns.phone
+        self.name_columns = columns.name
         self.needs_name = campaign.mode == "call"
         self.delimiter = leads.delimiter or ","
         self.suppressed = suppressed
@@ -89,7 +92,7 @@ class _Mapper:
         count = len(frame)
         if not count:
             return
-        start = int(frame.index[0]) + 2
+        rows_at = (frame.index + 2).tolist()  # spreadsheet rows (blank rows leave gaps)
         # Column-wise first: a list comprehension per column is several times
         # cheaper than the same work done cell by cell inside the row loop.
         cells = [frame[h].tolist() for h in self.headers]
@@ -100,13 +103,13 @@ class _Mapper:
             variable_rows: Iterable[tuple[str, ...]] = zip(*(cells[i] for i in self.variable_at), strict=True)
         else:
             variable_rows = [()] * count
-        verdicts = self._verdicts(chunk, start, phones, results, names, zone_texts)
+        verdicts = self._verdicts(chunk, rows_at, phones, results, names, zone_texts)
         names_of = self.variable_names
         rows = zip(zip(*cells, strict=True), names, emails, variable_rows, verdicts, strict=True)
         for offset, (values, name, email, variables, verdict) in enumerate(rows):
             status, error, e164, zones = verdict
             yield Lead(
-                row=start + offset,
+                row=rows_at[offset],
                 values=values,
                 status=status,
                 error=error,
@@ -120,7 +123,7 @@ class _Mapper:
     def _verdicts(
         self,
         chunk: Chunk,
-        start: int,
+        rows_at: list[int],
         phones: list[str],
         results: dict[str, PhoneResult],
         names: list[str],
@@ -131,9 +134,11 @@ class _Mapper:
         dialable: list[int] = []  # offsets of the rows only a duplicate could still stop
         for offset, (phone, name, zone_text) in enumerate(zip(phones, names, zone_texts, strict=True)):
             e164, zones, error = results[phone]
-            if chunk.overflow and start - 2 + offset in chunk.overflow:
+            if chunk.unsaved and rows_at[offset] - 2 in chunk.unsaved:
+                error = self._unsaved(chunk.unsaved[rows_at[offset] - 2]) or error
+            if chunk.overflow and rows_at[offset] - 2 in chunk.overflow:
                 error = (
-                    f"the row has {chunk.overflow[start - 2 + offset]} cells but the header has "
+                    f"the row has {chunk.overflow[rows_at[offset] - 2]} cells but the header has "
                     f"{len(self.headers)}: a value may hold an unquoted {self.delimiter!r}"
                 )
             elif not error:
@@ -149,13 +154,23 @@ class _Mapper:
             verdicts.append((Status.INVALID, error, e164, zones))
         if dialable:
             firsts = self.first_rows.claim(
-                [int(verdicts[i][2][1:]) for i in dialable], [start + i for i in dialable]
+                [int(verdicts[i][2][1:]) for i in dialable], [rows_at[i] for i in dialable]
             )
             for offset, first in zip(dialable, firsts, strict=True):
                 if first:
                     _, _, e164, zones = verdicts[offset]
                     verdicts[offset] = (Status.DUPLICATE, f"same number as row {first}", e164, zones)
         return verdicts
+
+    def _unsaved(self, formulas: list[str]) -> str:
+        """The error of a row whose phone or name is a formula with no saved value (see dialer.load)."""
+        needed = [h for h in formulas if h == self.phone or h in self.name_columns]
+        if not needed:
+            return ""
+        return (
+            f"{' and '.join(needed)}: a formula with no saved value (the file was written without"
+            " computing it); open and save it in Excel, or paste the values"
+        )
 
     def _check(
         self, e164: str, zones: tuple[str, ...], zone_text: str, name: str

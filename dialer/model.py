@@ -59,8 +59,7 @@ class Lead:
 
     `row` is the spreadsheet row number: the header is row 1, so the first data
     row is 2 (what Excel shows; used in every message). Blank rows are skipped
-    and not counted, so `row` is 2 + the index of the record among data rows,
-    which is also the row's line in the report.
+    but counted, so `row` is the number Excel shows for the row.
     """
 
     row: int

@@ -89,7 +89,7 @@ class Pacer:
         self.rate = rate_per_second
         self.min_rate = min(min_rate, rate_per_second)
         self.window_count = max(1, math.floor(rate_per_second + 1e-9))
-        self.window_seconds = max(1.0, self.window_count / rate_per_second)
+        self.window_seconds = self.window_for(rate_per_second)
         self._spacing = AsyncLimiter(1, 1 / (rate_per_second * SPACING_SLACK))
         self._lock = asyncio.Lock()
         self._window: deque[Ticket] = deque(maxlen=self.window_count)
@@ -104,6 +104,11 @@ class Pacer:
         self._accepted: deque[float] = deque()  # send times of requests the API took
         self.throttled = 0
         self.sent = 0
+
+    @staticmethod
+    def window_for(rate_per_second: float) -> float:
+        """The window's width in seconds: 1, or the whole rate period below one a second."""
+        return max(1.0, max(1, math.floor(rate_per_second + 1e-9)) / rate_per_second)
 
     async def wait(self) -> Ticket:
         """Wait for the next slot; the caller sends at once and calls `ticket.left()`."""

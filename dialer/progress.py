@@ -22,15 +22,17 @@ from rich.progress import (
 )
 
 from dialer.bookkeeping import Progress as RunProgress
+from dialer.bookkeeping import RunStats
 
 log = structlog.get_logger("dialer")
 
 
 class Bar(RunProgress):
-    """A live bar on a terminal: done/total, rate, ETA and counts per status."""
+    """A live bar on a terminal: done/total, requests per second, ETA and counts per status."""
+
+    every = 0.5
 
     def __init__(self, console: Console) -> None:
-        self.counts: dict[str, int] = {}
         self.progress = Progress(
             TextColumn("[bold]dialing"),
             BarColumn(),
@@ -50,11 +52,11 @@ class Bar(RunProgress):
         self.progress.start()
 
     def advance(self, status: str) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
-        task = self.progress.tasks[0]
-        rate = task.completed / task.elapsed if task.elapsed else 0.0
-        counts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-        self.progress.update(self.task, advance=1, rate=f"{rate:.1f}", counts=counts)
+        self.progress.update(self.task, advance=1)
+
+    def tick(self, stats: RunStats) -> None:
+        counts = " ".join(f"{k}={v}" for k, v in sorted(stats.outcomes.items()) if v)
+        self.progress.update(self.task, rate=f"{stats.rate:.1f}", counts=counts)
 
     def stop(self) -> None:
         self.progress.stop()
@@ -63,33 +65,33 @@ class Bar(RunProgress):
 class LogProgress(RunProgress):
     """Without a terminal (cron), or with JSON logs: plain log lines instead of a bar.
 
-    `run.started` with the rows due, then `run.progress` every `every` seconds: done/total,
-    the rate, the ETA and counts per status.
+    `run.started` with the rows due, then `run.progress` every `every` seconds, whether
+    rows finish or the run waits (look-ups, backoffs): done/total, the requests made and
+    their rate (requests per second: deferred rows are no requests), the ETA and counts
+    per status, all from the run's one count (`RunStats`, which the summary reads too).
     """
 
     def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = every
         self.clock = clock
-        self.done = 0
         self.total = 0
-        self.began = self.last = 0.0
-        self.counts: dict[str, int] = {}
+        self.began = 0.0
 
     def start(self, total: int) -> None:
         self.total = total
-        self.began = self.last = self.clock()
+        self.began = self.clock()
         log.info("run.started", due=total)
 
-    def advance(self, status: str) -> None:
-        self.done += 1
-        self.counts[status] = self.counts.get(status, 0) + 1
-        now = self.clock()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        rate = self.done / (now - self.began) if now > self.began else 0.0
-        left = max(self.total - self.done, 0)
-        fields: dict[str, Any] = {"done": self.done, "total": self.total, "rate": round(rate, 2)}
-        if rate and left:
-            fields["eta_seconds"] = round(left / rate)
-        log.info("run.progress", **fields, **self.counts)
+    def tick(self, stats: RunStats) -> None:
+        elapsed = self.clock() - self.began
+        done = sum(stats.outcomes.values())
+        fields: dict[str, Any] = {
+            "done": done,
+            "total": self.total,
+            "requests": stats.requests,
+            "rate": round(stats.requests / elapsed, 2) if elapsed > 0 else 0.0,
+        }
+        left = max(self.total - done, 0)
+        if done and left and elapsed > 0:
+            fields["eta_seconds"] = round(left * elapsed / done)
+        log.info("run.progress", **fields, **{str(k): v for k, v in stats.outcomes.items() if v})

@@ -2,30 +2,52 @@
 
 CSV is UTF-8 with a byte-order mark (so Excel shows accents; pandas and the
 csv module read it with encoding "utf-8-sig"), comma-separated, minimal
-quoting, CRLF line ends as RFC 4180 has them. XLSX writes every cell as text
-(dialer_attempts excepted), so phone numbers keep their "+" and leading zeros;
-control characters XML cannot hold are dropped and cells cut at Excel's
+quoting, CRLF line ends as RFC 4180 has them.
+
+XLSX is written by xlsxwriter in constant-memory mode (rows go to disk as they
+come; measured against openpyxl's write-only mode in `make bench`). Cells keep
+their type: the typed cells of an XLSX input (dialer/cells.py) come back as
+numbers, dates, times, durations and booleans with a display format; every
+other cell is a text cell, which Excel never reads as a formula, so no cell
+needs an apostrophe (phone numbers keep their "+" and leading zeros).
+Control characters XML cannot hold are dropped and cells cut at Excel's
 32,767 characters.
 
-No cell may start a spreadsheet formula (OWASP "CSV injection"): a cell that
-starts with = + - @ tab or CR (or their full-width forms) gets a leading "'",
-unless it is plainly a number or a phone number ("+14155550132",
-"-12.5", "+1 (415) 555-0132"): digits, spaces and ( ) . - cannot call a
-function or reach another cell, and those must stay readable as they were.
+In CSV no cell may start a spreadsheet formula (OWASP "CSV injection"): a cell
+that starts with = + - @ tab or CR (or their full-width forms) gets a leading
+"'", unless it is plainly a number or a phone number ("+14155550132",
+"-12.5", "+1 (415) 555-0132", "+1 514 555 0208 ext 7"): digits, spaces and
+( ) . - cannot call a function, and an extension word followed by digits at
+the end is at most a cell reference, never a call; those must stay readable.
+
+Writing fails in one line (ReportError, naming the file and what to do) when
+the folder is read-only, the disk full, or the report open elsewhere; the
+previous report stays as it was. Temporary files are named after the report
+and the writing process: one that a killed process left behind is removed by
+the next write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import os
 import re
+import shutil
+import signal
 import tempfile
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
+from dialer import cells
+from dialer.errors import DialerError, UserError
 from dialer.model import Outcome
+
+REPORT_SUFFIXES = (".csv", ".xlsx")
 
 DIALER_COLUMNS = (
     "dialer_status",
@@ -49,7 +71,9 @@ COLLECTED_PREFIX = "dialer_collected_"
 # a formula (or, for tab and CR, hide one behind whitespace), full-width forms
 # included since some spreadsheets fold them to ASCII.
 _FORMULA_START = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
-_PLAIN_NUMBER = re.compile(r"[+-]?[\d\s().-]*\d[\d\s().-]*")
+_PLAIN_NUMBER = re.compile(
+    r"[+-]?[\d\s().-]*\d[\d\s().-]*(?:\s*(?:ext\.?|extension|x|#)\s*\d+)?", re.IGNORECASE
+)
 # openpyxl refuses these control characters in a string cell (XML 1.0 forbids them).
 _XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # Excel will not open a workbook with a longer cell ("repairs" it instead).
@@ -95,6 +119,21 @@ def _duration(seconds: float | None) -> float | int | str:
     return int(seconds) if float(seconds).is_integer() else round(seconds, 3)
 
 
+def _call_cells(outcome: Outcome, collected: Sequence[str]) -> list[Any]:
+    """The row's latest call: status, end reason, duration, calls, recording, collected values.
+
+    Collected values come from the call (what a person said): never trusted as formulas.
+    """
+    return [
+        safe_cell(outcome.call_status),
+        safe_cell(outcome.end_reason),
+        _duration(outcome.duration),
+        outcome.calls,
+        safe_cell(outcome.recording_url),
+        *(safe_cell(outcome.collected.get(name, "")) for name in collected),
+    ]
+
+
 def _cells(width: int, values: Sequence[str], outcome: Outcome, collected: Sequence[str] = ()) -> list[Any]:
     """One report row: the input values (padded to the header width), then the outcome."""
     # The first-character test is inlined: this runs for every cell of a
@@ -106,13 +145,9 @@ def _cells(width: int, values: Sequence[str], outcome: Outcome, collected: Seque
     for value in (outcome.status, outcome.id, outcome.from_number):
         row.append(value if not value or value[0] not in start else safe_cell(value))
     row.append(outcome.attempts)
-    for value in (outcome.error, outcome.updated_at, outcome.call_status, outcome.end_reason):
+    for value in (outcome.error, outcome.updated_at):
         row.append(value if not value or value[0] not in start else safe_cell(value))
-    row.append(_duration(outcome.duration))
-    row.append(outcome.calls)
-    row.append(safe_cell(outcome.recording_url))
-    # Collected values come from the call (what a person said): never trusted as formulas.
-    row.extend(safe_cell(outcome.collected.get(name, "")) for name in collected)
+    row += _call_cells(outcome, collected)
     return row
 
 
@@ -132,46 +167,101 @@ def _write_csv(
     return count
 
 
+class ReportError(DialerError):
+    """The report cannot be written where it should go; the journal is intact."""
+
+    exit_code = 1
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse a report name the dialer cannot write, before anything is done."""
+    if Path(path).suffix.lower() not in REPORT_SUFFIXES:
+        suffix = Path(path).suffix or "no extension"
+        raise UserError(f"{path}: a report is written as .csv or .xlsx, not {suffix}; name the file so")
+
+
+# Excel's display formats for the typed cells of an XLSX input.
+_FORMATS: dict[type[str], str] = {
+    cells.Date: "yyyy-mm-dd",
+    cells.DateTime: "yyyy-mm-dd hh:mm:ss",
+    cells.Time: "hh:mm:ss",
+    cells.Duration: "[h]:mm:ss",
+}
+
+
+def _xlsx_text(value: str) -> str:
+    if _XML_ILLEGAL.search(value):
+        value = _XML_ILLEGAL.sub("", value)
+    return value[:_XLSX_MAX_CELL]
+
+
+class _XlsxRows:
+    """Writes typed cells into one xlsxwriter worksheet, row by row."""
+
+    def __init__(self, workbook: Any) -> None:
+        self.sheet = workbook.add_worksheet("report")
+        self.formats: dict[type[str], Any] = {
+            kind: workbook.add_format({"num_format": fmt}) for kind, fmt in _FORMATS.items()
+        }
+        self.row = 0
+
+    def write(self, values: Sequence[Any]) -> None:
+        sheet, row = self.sheet, self.row
+        for column, value in enumerate(values):
+            kind = type(value)
+            if kind is str or kind is cells.Formula:
+                if value:
+                    sheet.write_string(row, column, _xlsx_text(value))
+            elif kind is int or kind is float:  # dialer_attempts, _duration, _calls
+                sheet.write_number(row, column, value)
+            elif kind is cells.Number:
+                sheet.write_number(row, column, float(value))
+            elif kind is cells.Boolean:
+                sheet.write_boolean(row, column, value == "TRUE")
+            elif kind is cells.Duration:
+                sheet.write_number(row, column, value.value().total_seconds() / 86400, self.formats[kind])
+            elif kind in self.formats:
+                sheet.write_datetime(row, column, value.value(), self.formats[kind])
+            elif value:
+                sheet.write_string(row, column, _xlsx_text(str(value)))
+        self.row += 1
+
+
 def _write_xlsx(
     path: Path,
+    scratch: Path,
     headers: Sequence[str],
     rows: Iterable[tuple[Sequence[str], Outcome]],
     collected: Sequence[str] = (),
 ) -> int:
-    # Imported here: only XLSX reports pay for openpyxl's import time.
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
+    # Imported here: only XLSX reports pay for xlsxwriter's import time.
+    import xlsxwriter
 
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("report")
-
-    def text(value: str) -> WriteOnlyCell | None:
-        if not value:
-            return None  # a truly empty cell, not an empty string
-        cell = WriteOnlyCell(sheet, value=_XML_ILLEGAL.sub("", value)[:_XLSX_MAX_CELL])
-        # openpyxl would type "=..." as a formula; a report cell is always text.
-        cell.data_type = "s"
-        return cell
-
-    def row_of(cells: list[Any]) -> list[Any]:
-        # dialer_attempts, dialer_duration and dialer_calls stay numbers; everything else is text.
-        return [c if isinstance(c, int | float) else text(c) for c in cells]
-
-    try:
-        sheet.append(row_of([safe_cell(h) for h in report_headers(headers, collected)]))
-        width = len(headers)
-        count = 0
-        for values, outcome in rows:
-            sheet.append(row_of(_cells(width, values, outcome, collected)))
-            count += 1
-    except BaseException:
-        # Finish openpyxl's row writer and drop its scratch file in the system
-        # temp folder, rather than leave both to the garbage collector and atexit.
-        with contextlib.suppress(Exception):
-            sheet.close()
-            sheet._writer.cleanup()
-        raise
-    workbook.save(path)
+    workbook = xlsxwriter.Workbook(
+        str(path),
+        {"constant_memory": True, "tmpdir": str(scratch), "strings_to_numbers": False},
+    )
+    out = _XlsxRows(workbook)
+    out.write(report_headers(headers, collected))
+    width = len(headers)
+    count = 0
+    for values, outcome in rows:
+        if len(values) != width:
+            values = [*values[:width], *([""] * (width - len(values)))]
+        out.write(
+            [
+                *values,
+                outcome.status,
+                outcome.id,
+                outcome.from_number,
+                outcome.attempts,
+                outcome.error,
+                outcome.updated_at,
+                *_call_cells(outcome, collected),
+            ]
+        )
+        count += 1
+    workbook.close()
     return count
 
 
@@ -186,37 +276,145 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError that xlsxwriter wrapped in its own exception (FileCreateError(OSError))."""
+    inner = [arg for arg in exc.args if isinstance(arg, OSError)]
+    if inner:
+        return inner[0]
+    return exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+
+
+_HINTS = {
+    errno.EACCES: "check the folder's permissions, and close the report if it is open (Excel locks it)",
+    errno.EPERM: "check the folder's permissions, and close the report if it is open (Excel locks it)",
+    errno.EROFS: "the folder is on a read-only disk",
+    errno.ENOSPC: "the disk is full; free some space",
+    errno.EDQUOT: "the disk quota is used up; free some space",
+}
+
+
+def _cannot_write(path: Path, error: OSError) -> ReportError:
+    hint = _HINTS.get(error.errno or 0, "check the folder")
+    return ReportError(
+        f"{path}: cannot write the report ({error.strerror or error}): {hint};"
+        " or write it elsewhere with `dialer report CAMPAIGN.toml --out OTHER.csv`"
+        " (the journal is intact)"
+    )
+
+
+def _temp_prefix(path: Path, pid: int) -> str:
+    return f".{path.name}.{pid}."
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files of earlier writes of this report whose process is gone."""
+    head = f".{path.name}."
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(head) and name.endswith(".tmp")):
+            continue
+        pid = name[len(head) :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # alive, someone else's
+    return True
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the report is written, SIGTERM unwinds (removing the temporary file) rather
+    than killing the process on the spot; the handler of whoever installed one is kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def write_report(
     path: Path,
     headers: Sequence[str],
     rows: Iterable[tuple[Sequence[str], Outcome]],
     collected: Sequence[str] = (),
 ) -> int:
-    """Write the report to `path` (XLSX when it ends in .xlsx, else CSV); return the row count.
+    """Write the report to `path` (.csv or .xlsx); return the row count.
 
     `collected`: the collected variables' names, a dialer_collected_<name> column each.
 
     Atomic: written to a temporary file beside `path`, fsynced, then os.replace'd.
     `rows` is consumed once, row by row, so memory does not grow with its length.
-    If anything fails, the previous report (if any) is left as it was.
+    If anything fails, the previous report (if any) is left as it was; a folder
+    or disk that refuses the file is a ReportError (one line).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_report_path(path)
+    with _sigterm_raises():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temps(path)
+            return _write_atomically(path, headers, rows, collected)
+        except OSError as exc:
+            raise _cannot_write(path, exc) from None
+        except Exception as exc:
+            error = _os_error(exc)
+            if error is None:
+                raise
+            raise _cannot_write(path, error) from None
+
+
+def _write_atomically(
+    path: Path,
+    headers: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Outcome]],
+    collected: Sequence[str] = (),
+) -> int:
     # Same folder as the target, so os.replace is a rename within one filesystem.
+    prefix = _temp_prefix(path, os.getpid())
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, kept on success
         mode="w",
         encoding="utf-8-sig",
         newline="",
         dir=path.parent,
-        prefix=f".{path.name}.",
+        prefix=prefix,
         suffix=".tmp",
         delete=False,
     )
     temp = Path(handle.name)
+    scratch: Path | None = None
     try:
         if path.suffix.lower() == ".xlsx":
-            handle.close()  # openpyxl writes the file by name
-            count = _write_xlsx(temp, headers, rows, collected)
+            handle.close()  # xlsxwriter writes the file by name
+            # xlsxwriter's own scratch files, beside the report so that one cleanup finds them.
+            scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix, suffix=".tmp"))
+            count = _write_xlsx(temp, scratch, headers, rows, collected)
             with open(temp, "rb") as written:
                 os.fsync(written.fileno())
         else:
@@ -229,8 +427,12 @@ def write_report(
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
+            handle.close()
             temp.unlink()
         raise
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     _fsync_dir(path.parent)
     return count
 

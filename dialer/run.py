@@ -8,6 +8,7 @@ needs no other stage); tests call them directly.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
@@ -18,26 +19,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
-from dialer import client as api
 from dialer.bookkeeping import Clock, Progress, RunStats, utc_now
-from dialer.columns import ColumnMap, check_placeholders, resolve_columns
 from dialer.config import Campaign
-from dialer.dispatch import Dispatcher, DispatchOptions
 from dialer.errors import DialerError, LockedError, SetupError
 from dialer.hours import CallingHours
-from dialer.load import open_leads
-from dialer.mapping import map_leads
 from dialer.model import DIALABLE, REMAINING, JournalRow, Lead, Status
-from dialer.numbers import ForeignCallers, NumberPool
-from dialer.report import write_report
-from dialer.store import CallFigures, CampaignLock, ImportSummary, Journal, calls, file_signature
-from dialer.suppress import suppression_sources
+from dialer.store import (
+    CallFigures,
+    CampaignLock,
+    ImportSummary,
+    Journal,
+    calls,
+    file_signature,
+    journal_errors,
+)
 from dialer.transitions import iso, never_open_reason
+
+# The stages that pull in pandas, numpy, phonenumbers, httpx or xlsxwriter are imported
+# where a function needs them: `status` and `report` need none of them (issue 10: a
+# `status` that took 3-4 s to start).
+if TYPE_CHECKING:
+    import httpx
+
+    from dialer.columns import ColumnMap
+    from dialer.dispatch import Dispatcher
 
 __all__ = [
     "CallFigures",
@@ -73,6 +82,8 @@ class RunOptions:
     handle_signals: bool = False
     # --no-wait: leave live calls to a later run, `status` or `report` (the run exits 75).
     no_wait: bool = False
+    # Start a new journal even though the report shows calls placed (--new-journal).
+    new_journal: bool = False
 
 
 @dataclass
@@ -99,23 +110,56 @@ def with_leads(campaign: Campaign, override: Path | None) -> Campaign:
     return campaign.model_copy(update={"leads": override}) if override else campaign
 
 
+# The campaign settings that decide a row's verdict at import (its number read, its zones,
+# its column mapping, its do-not-call lists, the hours that can never open for it): when
+# one changes, rows not yet dialed are judged again, as when the file changes.
+def verdict_settings(campaign: Campaign) -> str:
+    """A digest of the settings that decide verdicts, do-not-call lists' content included."""
+    settings = {
+        "default_region": campaign.default_region,
+        "encoding": campaign.encoding,
+        "sheet": campaign.sheet,
+        "columns": campaign.columns.model_dump(),
+        "hours": campaign.hours.model_dump(),
+        "suppress": [
+            [str(path), file_signature(path)["sha256"] if path.is_file() else None]
+            for path in campaign.suppress
+        ],
+    }
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def import_signature(campaign: Campaign, path: Path) -> dict[str, Any]:
+    """What the journal's rows were judged from: the file's content hash and the settings.
+
+    Decided by content, never by size and mtime alone: `cp -p`, `rsync -t` or `tar x`
+    keep both while the rows change. Hashing costs about a second per 100 MB (README).
+    """
+    return file_signature(path) | {"settings": verdict_settings(campaign)}
+
+
 def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> ImportSummary | None:
-    """Import the leads file the first time, and again (matching by content) when it changed."""
+    """Import the leads file the first time, and again (matching by content) when its
+    content or a setting that decided verdicts changed."""
+    from dialer.columns import resolve_columns
+    from dialer.load import open_leads
+    from dialer.mapping import map_leads
+
     previous = journal.signature()
-    if previous is not None:
-        stat = path.stat() if path.exists() else None
-        # The journal alone is enough to continue, even if the file is gone.
-        if stat is None:
-            return None
-        if (stat.st_size, stat.st_mtime_ns) == (previous["size"], previous["mtime_ns"]):
-            return None
-    leads = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
-    signature = file_signature(path)
-    if previous is not None and signature["sha256"] == previous["sha256"]:
-        journal.set_meta("signature", json.dumps(signature))
+    if previous is not None and not path.exists():
+        return None  # the journal alone is enough to continue, even if the file is gone
+    if not path.is_file():
+        open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)  # its one line (a FIFO...)
+    signature = import_signature(campaign, path)
+    if previous is not None and all(previous.get(key) == signature[key] for key in ("sha256", "settings")):
         return None
+    leads = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
     columns = resolve_columns(campaign, leads.headers)
-    summary = journal.import_leads(leads.headers, columns, map_leads(campaign, leads, columns), signature)
+    # The journal keeps the headers as written: the report gives them back so.
+    summary = journal.import_leads(
+        leads.written_headers or leads.headers, columns, map_leads(campaign, leads, columns), signature
+    )
     if summary.first_import:
         log.info("leads.imported", file=str(path), rows=summary.added)
     else:
@@ -125,8 +169,46 @@ def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> Import
             added=summary.added,
             matched=summary.matched,
             no_longer_in_file=summary.removed,
+            settings_changed=previous is not None and previous.get("settings") != signature["settings"],
         )
     return summary
+
+
+def calls_in_report(path: Path) -> int:
+    """Rows of an existing report that show a call placed (or maybe placed): `sent` or
+    `unknown`, or a dialer_id. -1: there is a report, but it cannot be read."""
+    from dialer.load import open_leads
+
+    if not path.is_file():
+        return 0
+    try:
+        report = open_leads(path)
+        if "dialer_status" not in report.headers:
+            return 0
+        found = 0
+        for frame in report.chunks():
+            # Cells as text whatever their type (an XLSX report's cells may be typed).
+            placed = frame["dialer_status"].map(lambda v: str(v).strip() in ("sent", "unknown"))
+            if "dialer_id" in frame.columns:
+                placed |= frame["dialer_id"].map(lambda v: str(v).strip() != "")
+            found += int(placed.sum())
+        return found
+    except DialerError:
+        return -1
+
+
+def refuse_a_new_journal_after_calls(campaign: Campaign, report: Path) -> None:
+    """A new journal for a campaign whose report shows calls would dial everyone again:
+    the journal was deleted, emptied, or lost its -wal after a crash. Refused (exit 2)."""
+    placed = calls_in_report(report)
+    if placed == 0:
+        return
+    seen = "cannot be read to tell" if placed < 0 else f"shows {placed} rows called"
+    raise SetupError(
+        f"{campaign.journal_path}: the journal is new (deleted, emptied, or its -wal lost),"
+        f" but the report {report} {seen}: a new journal would call them again; nothing"
+        " sent. Restore the journal, or run with --new-journal to start afresh anyway"
+    )
 
 
 def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime | None:
@@ -141,6 +223,8 @@ def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime |
 
 
 def write_campaign_report(journal: Journal, path: Path) -> int:
+    from dialer.report import write_report
+
     names = calls.collected_names(journal.conn)
     return write_report(path, journal.headers, journal.report_rows(), names)
 
@@ -169,6 +253,7 @@ def collect_outcomes(campaign: Campaign, journal: Journal, how: Collect | None) 
     except LockedError:
         return None  # a run is going: it follows them
     try:
+        from dialer import client as api
         from dialer.follow import collect
 
         client = api.SynthflowClient(
@@ -194,8 +279,9 @@ def collect_outcomes(campaign: Campaign, journal: Journal, how: Collect | None) 
 
 
 def report_campaign(campaign: Campaign, target: Path, collect: Collect | None = None) -> int:
-    """Write the per-row report again from the journal (after collecting the outcomes of calls
-    that ended since, given a key); the number of rows written."""
+    """Write the per-row report again from the journal (or, for a .html name, the campaign
+    page), after collecting the outcomes of calls that ended since (given a key); the
+    number of rows written."""
     if not campaign.journal_path.exists():
         raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
     journal = Journal(campaign.journal_path, campaign.name)
@@ -205,6 +291,10 @@ def report_campaign(campaign: Campaign, target: Path, collect: Collect | None = 
         note = collect_outcomes(campaign, journal, collect)
         if note:
             log.warning("calls.not_polled", reason=note)
+        if target.suffix.lower() in (".html", ".htm"):
+            from dialer.page import write_page  # matplotlib: only when a page is asked for
+
+            return write_page(campaign, journal, target)
         return write_campaign_report(journal, target)
     finally:
         journal.close()
@@ -213,6 +303,9 @@ def report_campaign(campaign: Campaign, target: Path, collect: Collect | None = 
 async def _dispatch(
     campaign: Campaign, journal: Journal, options: RunOptions, suppressed: dict[str, str]
 ) -> RunStats:
+    from dialer import client as api
+    from dialer.dispatch import Dispatcher, DispatchOptions
+
     client = api.SynthflowClient(
         options.base_url or campaign.api.base_url,
         options.api_key,
@@ -263,11 +356,19 @@ def quiet_by_default() -> None:
 
 def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
+    from dialer.columns import check_placeholders
+    from dialer.report import check_report_path
+    from dialer.suppress import suppression_sources
+
     quiet_by_default()
-    with CampaignLock(campaign.journal_path):
+    check_report_path(options.report or campaign.report_path)  # a .pdf is refused before any call
+    with CampaignLock(campaign.journal_path), journal_errors(campaign.journal_path):
         journal = Journal(campaign.journal_path, campaign.name)
         try:
             campaign = with_leads(campaign, options.leads)
+            report = options.report or campaign.report_path
+            if not journal.is_imported and not options.new_journal:
+                refuse_a_new_journal_after_calls(campaign, report)
             imported = import_if_needed(campaign, journal, campaign.leads)
             check_placeholders(campaign, journal.headers)  # the campaign may have changed since
             if options.retry_failed:
@@ -280,7 +381,6 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
             journal.suppress(suppressed)
             counts = journal.counts()
             options.progress.start(sum(counts.get(s, 0) for s in REMAINING))
-            report = options.report or campaign.report_path
             try:
                 stats = asyncio.run(_dispatch(campaign, journal, options, suppressed))
             except DialerError:
@@ -330,8 +430,23 @@ def _reason_kind(error: str) -> str:
     return _VARYING.sub("…", error).strip() or error
 
 
+def _example_body(campaign: Campaign) -> Callable[[JournalRow], dict[str, Any]]:
+    """The request body `run` would send for a row, caller ids taken in turn."""
+    from dialer import client as api
+
+    body = api.call_body if campaign.mode == "call" else api.chat_body
+    pool = campaign.numbers.pool
+    cycle = itertools.cycle(pool) if pool else None
+    return lambda row: body(campaign, row, next(cycle) if cycle else "")
+
+
 def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: Clock = utc_now) -> Validation:
     """Read and map every row as `run` would; send nothing."""
+    from dialer.columns import resolve_columns
+    from dialer.load import open_leads
+    from dialer.mapping import map_leads
+    from dialer.numbers import ForeignCallers
+
     campaign = with_leads(campaign, leads)
     path = campaign.leads
     opened = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
@@ -346,9 +461,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
     zones_seen: set[tuple[str, ...]] = set()
     never: set[tuple[str, ...]] = set()
     due_now = 0
-    body = api.call_body if campaign.mode == "call" else api.chat_body
-    pool = campaign.numbers.pool
-    cycle = itertools.cycle(pool) if pool else None
+    example = _example_body(campaign)
     foreign = ForeignCallers(campaign.numbers)
     for lead in map_leads(campaign, opened, columns):
         counts[lead.status] += 1
@@ -376,7 +489,7 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
             due_now += 1
         foreign.count(lead.phone)
         if len(examples) < 3:
-            examples.append(body(campaign, _as_row(lead, opened.headers), next(cycle) if cycle else ""))
+            examples.append(example(_as_row(lead, opened.headers)))
     moments = [hours.next_open(z, now) for z in zones_seen if not zones_open[z] and z not in never]
     found = [m for m in moments if m is not None]
     return Validation(
@@ -427,6 +540,8 @@ def campaign_status(
 ) -> CampaignStatus | None:
     """Counts per status from the journal, what is due now and when the rest becomes due;
     given a key (`collect`), the outcomes of calls that ended since are collected first."""
+    from dialer.numbers import NumberPool
+
     if not campaign.journal_path.exists():
         return None
     journal = Journal(campaign.journal_path, campaign.name)

@@ -1,15 +1,17 @@
-"""One row's attempt: gate -> send slot -> intent -> connection lane -> POST -> next state.
+"""One row's attempt: gate -> send slot -> intent -> connection lane -> hours -> POST -> next state.
 
     gate       do-not-call list, calling hours, a caller id under its cap (`_gate`)
     slot       the pacer's permission to send now (`async with self.slot()`)
     intent     committed right before the request: a crash leaves `unknown` only rows
                that may really have left
     lane       one connection; holding it is what "in flight" means
+    hours      checked again once the lane is held: waiting for a slot or a lane takes time
     POST       429: the pacer slows down and the row is sent again (not an attempt)
     next state `transitions.after_answer`, committed by the caller
 
 A row whose request never left (stopped, hours closed while waiting, cancelled before
-the POST, only 429s, a refused key) is restored as it was, caller id count included.
+the POST, only 429s, a refused key) is restored as it was, caller id count included. So is
+a row none of whose tries reached the API when the API seems down (`_not_the_rows_fault`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,14 +29,14 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 
-from dialer.bookkeeping import Clock, Run, key_refused, mask
+from dialer.bookkeeping import Clock, Run, key_refused, mask, never_reached
 from dialer.client import CALLS, CHATS, Answer, SynthflowClient, call_body, chat_body
 from dialer.config import Campaign
 from dialer.hours import CallingHours
-from dialer.model import JournalRow
+from dialer.model import JournalRow, Status
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import LiveCeiling, Pacer, Ticket
-from dialer.store import intent, restore
+from dialer.store import NumberTaken, intent, restore
 from dialer.transitions import (
     Next,
     Policy,
@@ -74,6 +76,7 @@ class Attempt:
     sending: bool = False  # the POST is out: a cancel now must not restore the row
     throttles: int = 0
     closed: bool = False  # the hours closed while the row waited for its slot
+    taken: bool = False  # the journal refused the intent: another row called the number
     answer: Answer | None = None
     live_held: bool = False  # holds a live-call slot (passed to follow.py once accepted)
 
@@ -116,7 +119,37 @@ class Sender:
 
     async def dial(self, row: JournalRow) -> Next | None:
         """Dial one row until an answer decides it; commit that. None: already recorded."""
-        answer = await self.attempt(row)
+        answered_before = self.run.reach.answered
+        answers: list[Answer] = []
+
+        async def once(this: JournalRow) -> Answer | None:
+            answer = await self.attempt(this)
+            if answer is not None:
+                answers.append(answer)
+            return answer
+
+        try:
+            answer = await self._with_retries(row, once)
+        except asyncio.CancelledError:
+            # A stop cancels a row waiting for its send slot, between two tries.
+            if self._not_the_rows_fault(answers, answered_before):
+                self.run.writer.submit(restore(row, "", None))
+            raise
+        if self._not_the_rows_fault(answers, answered_before):
+            await self.run.writer.commit(restore(row, "", None))  # as it was before this dial
+            return None
+        if answer is None:
+            return None  # deferred, capped or stopped: already recorded
+        next_state = after_answer(answer, self.policy)
+        # A row handed to a look-up is counted once the look-up decides it.
+        await self.run.record(row, next_state, answer, counted=not next_state.settle)
+        return next_state
+
+    async def _with_retries(
+        self, row: JournalRow, once: Callable[[JournalRow], Awaitable[Answer | None]]
+    ) -> Answer | None:
+        """The row's answer after its retries (503, 408, no connection), or None if not sent."""
+        answer = await once(row)
         if is_retryable(answer) and self.limits.max_attempts > 1:
             # Only a row that needs another try pays for the retry machinery (the happy
             # path is the hot path of a million rows).
@@ -130,13 +163,17 @@ class Sender:
                 retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
                 sleep=self._sleep,
             )
-            answer = await retrying(self.attempt, row)
-        if answer is None:
-            return None  # deferred, capped or stopped: already recorded
-        next_state = after_answer(answer, self.policy)
-        # A row handed to a look-up is counted once the look-up decides it.
-        await self.run.record(row, next_state, answer, counted=not next_state.settle)
-        return next_state
+            answer = await retrying(once, row)
+        return answer
+
+    def _not_the_rows_fault(self, answers: list[Answer], answered_before: int) -> bool:
+        """Not one of the row's requests reached the API, and the run stopped (the API is
+        down, say) or no request of any row got an answer since the row's first try: those
+        were no attempts of the row's. A row whose connection alone fails, while others get
+        answers, still gives up after max_attempts."""
+        if not answers or not all(never_reached(a) for a in answers):
+            return False
+        return self.run.stop.is_set() or self.run.reach.answered == answered_before
 
     def _backoff_after(self, attempts: int, answer: Answer | None) -> float:
         """Full jitter (uniform up to base * 2^(attempts-1), capped), never under Retry-After."""
@@ -219,21 +256,21 @@ class Sender:
         while True:
             await self._live_slot(attempt)
             async with self.slot() as ticket:
-                if self.run.stop.is_set():
+                if self.run.stop.is_set() or not self._still_open(attempt):
                     return
-                # The slot may have come late (a slow rate, a Retry-After): the hours are
-                # checked again right before the request, not only before the wait.
-                if not self.hours.is_open(row.timezones, self.clock()):
-                    attempt.closed = True
-                    return
-                await self._commit_intent(attempt)
+                if not await self._commit_intent(attempt):
+                    return  # the number is another row's: the journal made the row a duplicate
                 async with self.lane() as lane:
-                    if self.run.stop.is_set():
+                    # The lane may come late too (a slow API holds every connection): the
+                    # hours are checked last, right before the request leaves.
+                    if self.run.stop.is_set() or not self._still_open(attempt):
                         return
                     attempt.sending = True
                     self.run.stats.requests += 1
                     answer = await self.client.post(self._path, attempt.body, on_sent=ticket.left, lane=lane)
                     attempt.sending = False
+                if self.run.reach.note(answer):
+                    self.run.fail(self.run.reach.unreachable())  # the rows stay dialable
                 attempt.answer = answer
                 if answer.kind != "throttled":
                     self.pacer.accepted(ticket)
@@ -250,6 +287,13 @@ class Sender:
             log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
             if self.run.stop.is_set() or attempt.throttles >= MAX_THROTTLES:
                 return  # a 429 means not placed: the row goes back untouched
+
+    def _still_open(self, attempt: Attempt) -> bool:
+        """The row's hours, checked again after a wait (a slow rate, a Retry-After, a busy lane)."""
+        if self.hours.is_open(attempt.row.timezones, self.clock()):
+            return True
+        attempt.closed = True
+        return False
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Ticket]:
@@ -279,16 +323,22 @@ class Sender:
         finally:
             self._lanes.put_nowait(lane)
 
-    async def _commit_intent(self, attempt: Attempt) -> None:
+    async def _commit_intent(self, attempt: Attempt) -> bool:
         """Once per attempt, after the slot: the window counts real send times, so the
-        commit's few milliseconds cannot bunch requests."""
+        commit's few milliseconds cannot bunch requests. False: the journal refused it."""
         if attempt.intent_committed:
-            return
+            return True
         at = self.intent_at[attempt.row.id] = time.time()
         # Set first: cancelled mid-commit, the writes still land, and the restore queued
         # after them puts the row back.
         attempt.intent_committed = True
-        await self.run.writer.commit(intent(attempt.row.id, attempt.number, attempt.day, at=at))
+        try:
+            await self.run.writer.commit(intent(attempt.row.id, attempt.number, attempt.day, at=at))
+        except NumberTaken:
+            attempt.intent_committed = False
+            attempt.taken = True
+            return False
+        return True
 
     async def _conclude(self, attempt: Attempt) -> Answer | None:
         """After the last request of the attempt: restore what was not sent, stop on auth."""
@@ -296,7 +346,9 @@ class Sender:
         if answer is None or answer.kind == "throttled":
             # Stopped, hours closed, or only ever answered 429: nothing was placed.
             self._restore(attempt)
-            if attempt.closed:
+            if attempt.taken:
+                self.run.count(Status.DUPLICATE, row)  # the journal wrote it with the refusal
+            elif attempt.closed:
                 await self.run.record(row, self._closed(row, self.clock()))
             elif attempt.throttles >= MAX_THROTTLES:
                 await self.run.record(row, throttled_out(row, attempt.throttles))

@@ -1,6 +1,7 @@
-"""Rows whose answer was lost: wait out the grace period, look the call up, then transition.
+"""Rows whose answer was lost: look the call up at once, then transition.
 
-Found -> `sent` with its call_id; not found -> dialed again (until the row's unanswered
+Found -> `sent` with its call_id; not found -> looked up again once `settle_after_seconds`
+have passed since the request, and still not found -> dialed again (until the row's unanswered
 requests reach max_attempts, counted in the journal across runs); the look-up failed ->
 still `unknown`, for a later run; the key refused -> the run stops, the row untouched.
 """
@@ -42,25 +43,41 @@ class Settler:
         self._lookups = asyncio.Semaphore(LOOKUP_CONCURRENCY)
 
     async def settle(self, row: JournalRow, intent_at: float) -> bool:
-        """Decide the row; True when it went back to the queue (the queue now owns it)."""
-        wait = intent_at + self.settle_after - time.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self.run.stats.lookups += 1
-        try:
-            async with self._lookups:
-                call_id = await self.client.find_call(self.model_id, row.phone, intent_at)
-        except LookupRefused as exc:
-            self.run.fail(key_refused(str(exc)))  # as for a POST; the row stays as it was
-            return False
-        except LookupError_ as exc:
-            await self.run.record(row, lookup_failed(str(exc)))
-            return False
+        """Decide the row; True when it went back to the queue (the queue now owns it).
+
+        Looked up at once: a call already listed is `sent` at once. Only a "not found"
+        waits for the grace period, then the row is looked up again; only a "not found"
+        after the grace lets it be dialed again.
+        """
+        grace_ends = intent_at + self.settle_after
+        while True:
+            grace_over = time.time() >= grace_ends
+            made, call_id = await self._look_up(row, intent_at)
+            if not made:
+                return False  # recorded `unknown`, or the run stops
+            # The journal has the row's unanswered requests over every run, this one's included.
+            next_state = after_lookup(
+                self.run.journal.row(row.id), call_id, self.policy, grace_over=grace_over
+            )
+            if not next_state.settle:
+                break
+            await asyncio.sleep(max(0.0, grace_ends - time.time()))
         log.info("lead.settled", row=row.position, found=bool(call_id))
-        # The journal has the row's unanswered requests over every run, this one's included.
-        next_state = after_lookup(self.run.journal.row(row.id), call_id, self.policy)
         if not next_state.redial:
             await self.run.record(row, next_state)
             return False
         await self.run.record(row, next_state, counted=False)
         return await self.redial(row)
+
+    async def _look_up(self, row: JournalRow, intent_at: float) -> tuple[bool, str | None]:
+        """(made, the call_id found or None); not made: the row was recorded `unknown`, or
+        the run stops on a refused key."""
+        self.run.stats.lookups += 1
+        try:
+            async with self._lookups:
+                return True, await self.client.find_call(self.model_id, row.phone, intent_at)
+        except LookupRefused as exc:
+            self.run.fail(key_refused(str(exc)))  # as for a POST; the row stays as it was
+        except LookupError_ as exc:
+            await self.run.record(row, lookup_failed(str(exc)))
+        return False, None

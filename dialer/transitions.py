@@ -11,7 +11,8 @@ here, tested from a table in tests/test_transitions.py:
             retry, attempts spent  -> failed ("gave up after N attempts")
             retry, attempts left   -> pending (tried again after a backoff)
             unknown                -> unknown; in call mode counted and looked up
-    look-up: found                 -> sent (its call_id)
+    look-up: found                 -> sent (its call_id), at once
+             not found, in grace   -> unknown, looked up again once the grace is over
              not found, capped     -> failed
              not found             -> pending, dialed again
              failed                -> unknown, for a later run's look-up
@@ -25,9 +26,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from dialer.client import Answer
 from dialer.model import FINAL_CALL_STATUSES, CallOutcome, JournalRow, Status
+
+if TYPE_CHECKING:  # the client (httpx) is not needed to reason about its answers
+    from dialer.client import Answer
 
 CAPPED = "every caller id has reached its daily cap"
 
@@ -104,13 +108,17 @@ def after_answer(answer: Answer, policy: Policy, *, final: bool = True) -> Next:
     raise ValueError(f"no next state for an answer of kind {answer.kind!r}")
 
 
-def after_lookup(row: JournalRow, call_id: str | None, policy: Policy) -> Next:
+def after_lookup(row: JournalRow, call_id: str | None, policy: Policy, *, grace_over: bool = True) -> Next:
     """The row's state once a look-up said whether its last request placed a call.
 
-    `row.unanswered` counts its requests that got no answer, over every run.
+    `row.unanswered` counts its requests that got no answer, over every run. `grace_over`:
+    the look-up was made `settle_after_seconds` or more after the request; the API may list
+    a call a little after placing it, so only then is "not found" trusted.
     """
     if call_id:
         return Next(Status.SENT, call_id=call_id)
+    if not grace_over:
+        return Next(Status.UNKNOWN, row.error, settle=True)  # look again once the grace is over
     if row.unanswered >= policy.max_attempts:
         return Next(Status.FAILED, f"no answer to {row.unanswered} attempts, and no call was placed")
     return Next(Status.PENDING, "no answer, and no call was placed", redial=True)

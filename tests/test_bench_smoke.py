@@ -47,11 +47,20 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:
         "time to first request",
         "hidden limit",
         "429 answers",
+        "validate XLSX / validate CSV",
     ):
         assert words in done.stdout
     report = json.loads(out.read_text())
     assert report["quick"] is True
-    assert set(report["results"]) == {"1 ceiling", "2 validate", "3 import/resume", "4 pacing", "5 sandbox"}
+    assert set(report["results"]) == {
+        "1 ceiling",
+        "2 validate",
+        "3 import/resume",
+        "4 pacing",
+        "5 sandbox",
+        "6 spreadsheets",
+        "7 page",
+    }
     for section in report["results"].values():
         assert section["rows"], section
         for row in section["rows"]:

@@ -29,6 +29,7 @@ from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
 from dialer import cli
+from dialer.bookkeeping import RunStats
 from dialer.progress import LogProgress
 from dialer.run import iso
 from dialer.sandbox import SandboxOptions, start_in_thread
@@ -824,28 +825,28 @@ def test_without_a_terminal_there_is_no_bar_but_plain_log_lines(tmp_path: Path, 
     assert "time taken" in done.stdout
 
 
-def test_progress_log_lines_every_interval_with_rate_eta_and_counts() -> None:
+def test_progress_log_lines_with_the_request_rate_eta_and_counts() -> None:
     now = [100.0]
     progress = LogProgress(every=10, clock=lambda: now[0])
+    stats = RunStats()
     with capture_logs() as logs:
         progress.start(40)
-        for status in ["sent"] * 9 + ["failed"]:
-            now[0] += 0.5
-            progress.advance(status)  # 5 s in: nothing yet
-        now[0] += 5
-        progress.advance("sent")  # 10 s in: 11 done
-        now[0] += 1
-        progress.advance("deferred")  # 11 s in: too soon after the last line
+        now[0] += 10
+        stats.requests = 11
+        stats.outcomes.update({"sent": 10, "failed": 1, "deferred": 9})
+        progress.tick(stats)
     assert logs == [
         {"event": "run.started", "due": 40, "log_level": "info"},
         {
             "event": "run.progress",
-            "done": 11,
+            "done": 20,
             "total": 40,
-            "rate": 1.1,
-            "eta_seconds": 26,
+            "requests": 11,
+            "rate": 1.1,  # requests per second: the 9 deferred rows are no requests
+            "eta_seconds": 10,
             "sent": 10,
             "failed": 1,
+            "deferred": 9,
             "log_level": "info",
         },
     ]
@@ -1146,7 +1147,8 @@ try:
     main()
 except SystemExit:
     pass
-heavy = {"pandas", "numpy", "aiohttp", "httpx", "pydantic", "openpyxl", "phonenumbers", "rich", "structlog"}
+heavy = {"pandas", "numpy", "aiohttp", "httpx", "pydantic", "openpyxl", "phonenumbers", "rich", "structlog",
+         "matplotlib"}
 print(sorted({name.split(".")[0] for name in sys.modules} & heavy), file=sys.stderr)
 """
 
@@ -1178,8 +1180,8 @@ def test_version_and_help_import_no_heavy_library(args: list[str], allowed: list
 
 
 def _summary_of(campaign: Path, requests: int, seconds: float) -> str:
+    from dialer.bookkeeping import RunStats
     from dialer.config import load_campaign
-    from dialer.dispatch import RunStats
     from dialer.run import RunResult
 
     stats = RunStats(requests=requests, started=100.0, finished=100.0 + seconds)
@@ -1287,3 +1289,26 @@ def test_an_odd_retry_after_in_a_run_is_no_advice_and_no_crash(tmp_path: Path, h
     assert result.exit_code == 0
     assert result.counts["sent"] == 5 and result.stats.throttled == 5
     assert sorted(answered) == sorted(DIALABLE)
+
+
+def test_status_imports_neither_the_loader_nor_the_client(tmp_path: Path) -> None:
+    """`status` reads the journal only: pandas, numpy, httpx and aiohttp cost it seconds."""
+    campaign = write_campaign(tmp_path)
+    write_leads(tmp_path / "leads.csv", LEADS)
+    subprocess.run(
+        [sys.executable, "-m", "dialer", "run", str(campaign), "--sandbox"],
+        capture_output=True,
+        env={**os.environ, "SYNTHFLOW_API_KEY": "k"},
+        timeout=PROC_TIMEOUT,
+        check=False,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, "status", str(campaign)],
+        capture_output=True,
+        text=True,
+        timeout=PROC_TIMEOUT,
+        check=False,
+    )
+    imported = json.loads(done.stderr.splitlines()[-1].replace("'", '"'))
+    assert "sent" in done.stdout
+    assert not set(imported) & {"pandas", "numpy", "httpx", "aiohttp", "openpyxl"}, imported

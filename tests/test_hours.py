@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -340,7 +341,8 @@ def test_skip_date_with_the_law_and_several_zones() -> None:
 
 
 def test_skip_dates_validated_at_load() -> None:
-    assert Hours(skip_dates=[date(2026, 12, 25), "2027-01-01"]).skip_date_set == {
+    skip: list[Any] = [date(2026, 12, 25), "2027-01-01"]  # TOML gives dates or strings
+    assert Hours(skip_dates=skip).skip_date_set == {
         date(2026, 12, 25),
         date(2027, 1, 1),
     }

@@ -95,7 +95,7 @@ def test_group_commits_are_durable_and_fewer_than_the_writes(tmp_path: Path) -> 
     path = tmp_path / "c.sqlite"
     journal = Journal(path, "c")
     _import(journal, [_lead(i + 2, f"L{i}", f"+1212555{i:04d}") for i in range(200)], "a")
-    ids = [row.id for row in journal.rows_with_status(("pending",))]
+    ids = [row.id for row in journal.rows_with_status({Status.PENDING})]
 
     async def go() -> int:
         writer = JournalWriter(path)
@@ -118,7 +118,7 @@ def test_restore_undoes_an_intent(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     journal = Journal(path, "c")
     _import(journal, [_lead(2, "Ann", "+12125550101")], "a")
-    row = next(journal.rows_with_status(("pending",)))
+    row = next(journal.rows_with_status({Status.PENDING}))
 
     async def go() -> None:
         writer = JournalWriter(path)
@@ -152,8 +152,37 @@ def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path: Path)
         CampaignLock(path).acquire()
     holder.kill()
     holder.wait()
-    assert os.path.exists(str(path) + ".lock")
     with CampaignLock(path):
+        pass
+
+
+def test_the_lock_is_the_journals_whatever_the_path_names_it(tmp_path: Path) -> None:
+    """A symlink, a path through `..` and a hard link name one journal: one lock (issue 10).
+    Held by another process, as a second run would be."""
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "c.sqlite"
+    Journal(path, "c").close()
+    (tmp_path / "link.sqlite").symlink_to(path)
+    os.link(path, tmp_path / "hard.sqlite")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from dialer.store import CampaignLock;"
+            f"CampaignLock(Path({str(path)!r})).acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for other in ("link.sqlite", "out/../out/c.sqlite", "hard.sqlite"):
+            with pytest.raises(LockedError, match="another run"):
+                CampaignLock(tmp_path / other).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with CampaignLock(tmp_path / "hard.sqlite"):
         pass
 
 
@@ -163,7 +192,7 @@ def test_a_slow_disk_commits_in_a_thread_with_the_same_result(
     path = tmp_path / "c.sqlite"
     journal = Journal(path, "c")
     _import(journal, [_lead(i + 2, f"L{i}", f"+1212555{i:04d}") for i in range(50)], "a")
-    ids = [row.id for row in journal.rows_with_status(("pending",))]
+    ids = [row.id for row in journal.rows_with_status({Status.PENDING})]
 
     threads: list[int] = []
     to_thread = asyncio.to_thread
@@ -239,7 +268,7 @@ def test_a_journal_of_schema_1_is_migrated_in_place_and_keeps_every_row(tmp_path
     assert "unanswered" not in _columns(path)
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "3"
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "4"
     rows = journal.conn.execute(
         "SELECT id, position, phone, status, attempts, call_id, error FROM leads"
     ).fetchall()
@@ -277,7 +306,7 @@ def test_a_journal_from_a_newer_dialer_is_refused_with_one_line(tmp_path: Path) 
     with pytest.raises(JournalError) as caught:
         Journal(path, "c")
     assert str(caught.value) == (
-        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 3);"
+        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 4);"
         " upgrade dialer to continue this campaign"
     )
 
@@ -328,7 +357,7 @@ def test_a_journal_of_schema_2_gains_the_calls_table_with_its_sent_rows_as_calls
     assert len(sent) == 3 and all(call_id for call_id, *_ in sent)  # the fixture is what it says
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == "3"
+    assert journal.get_meta("schema") == "4"
     journal.close()
 
     assert {"calls", "calls_lead", "calls_live"} <= _tables_and_indexes(path)
@@ -345,14 +374,14 @@ def test_a_journal_of_schema_2_gains_the_calls_table_with_its_sent_rows_as_calls
     Journal(path, "v1").close()  # opened again: nothing left to do
 
 
-def test_a_failed_migration_to_schema_3_leaves_a_schema_2_journal_as_it_was(
+def test_a_failed_migration_to_schema_4_leaves_a_schema_2_journal_as_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = _schema_2(tmp_path)
     from dialer.store import migrations
 
     monkeypatch.setattr(
-        migrations, "STEPS", {**migrations.STEPS, 2: (*migrations.STEPS[2], "SELECT nope FROM calls")}
+        migrations, "STEPS", {**migrations.STEPS, 3: (*migrations.STEPS[3], "SELECT nope FROM calls")}
     )
     with pytest.raises(JournalError, match="cannot open the journal"):
         Journal(path, "v1")
@@ -365,3 +394,121 @@ def test_a_failed_migration_to_schema_3_leaves_a_schema_2_journal_as_it_was(
 def test_a_new_journal_has_the_calls_table_and_its_indexes(tmp_path: Path) -> None:
     Journal(tmp_path / "c.sqlite", "c").close()
     assert {"calls", "calls_lead", "calls_live"} <= _tables_and_indexes(tmp_path / "c.sqlite")
+
+
+# -- one number, one row: the intent claims the number (issue 10) -------------------------
+
+
+def _status(journal: Journal, row_id: int) -> tuple[str, str, int]:
+    row = journal.row(row_id)
+    return row.status, row.error, row.attempts
+
+
+def test_an_intent_for_a_number_another_row_claimed_is_refused_in_its_transaction(
+    tmp_path: Path,
+) -> None:
+    """Whatever let two rows hold one number (here a write behind the import's back), the
+    second intent is refused: the row becomes `duplicate` naming the caller, nothing sent,
+    the caller id's day count untouched; the first row may still be dialed again (a redial)."""
+    path = tmp_path / "c.sqlite"
+    journal = Journal(path, "c")
+    _import(journal, [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102")], "a")
+    journal.conn.execute("UPDATE leads SET phone = '+12125550101' WHERE id = 2")
+
+    async def go() -> list[BaseException | None]:
+        writer = JournalWriter(path)
+        results: list[BaseException | None] = []
+        for row_id in (1, 2, 1):
+            try:
+                await writer.commit(j.intent(row_id, "+14155550100", "2026-12-01"))
+                results.append(None)
+            except j.NumberTaken as exc:
+                results.append(exc)
+        await writer.close()
+        return results
+
+    first, second, again = asyncio.run(go())
+    assert first is None and again is None
+    assert isinstance(second, j.NumberTaken) and second.row_id == 2
+    assert _status(journal, 1) == ("unknown", "", 2)
+    assert _status(journal, 2) == ("duplicate", "same number as row 2", 0)
+    assert journal.conn.execute("SELECT phone, lead_id FROM called").fetchall() == [("+12125550101", 1)]
+    assert journal.number_usage() == {("+14155550100", "2026-12-01"): 2}
+    journal.close()
+
+
+def test_a_refused_intent_leaves_the_rest_of_its_group_committed(tmp_path: Path) -> None:
+    """Intents gathered in one transaction: the refused one is skipped alone."""
+    path = tmp_path / "c.sqlite"
+    journal = Journal(path, "c")
+    leads = [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102"), _lead(4, "Cy", "+12125550103")]
+    _import(journal, leads, "a")
+    journal.conn.execute("UPDATE leads SET phone = '+12125550101' WHERE id = 2")
+
+    async def go() -> list[Any]:
+        writer = JournalWriter(path)
+        results = await asyncio.gather(
+            *(writer.commit(j.intent(row_id, "", None)) for row_id in (1, 2, 3)), return_exceptions=True
+        )
+        commits = writer.commits
+        await writer.close()
+        return [*results, commits]
+
+    first, second, third, commits = asyncio.run(go())
+    assert (first, third, commits) == (None, None, 1)
+    assert isinstance(second, j.NumberTaken)
+    assert [_status(journal, i)[0] for i in (1, 2, 3)] == ["unknown", "duplicate", "unknown"]
+    journal.close()
+
+
+def test_migration_2_to_3_gives_each_called_number_to_its_first_caller(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    journal = Journal(path, "c")
+    leads = [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102"), _lead(4, "Cy", "+12125550103")]
+    _import(journal, leads, "a")
+    conn = journal.conn
+    conn.execute("UPDATE leads SET status = 'sent', attempts = 1 WHERE id = 1")
+    conn.execute("UPDATE leads SET status = 'failed', attempts = 4 WHERE id = 2")
+    # As a version-2 journal: no `called` table.
+    conn.execute("DROP TABLE called")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    journal.close()
+    journal = Journal(path, "c")
+    assert journal.conn.execute("SELECT phone, lead_id FROM called ORDER BY lead_id").fetchall() == [
+        ("+12125550101", 1),
+        ("+12125550102", 2),
+    ]
+    journal.close()
+
+
+# -- the disk full mid-run: one line, the journal as after a crash (issue 10) -------------
+
+
+def test_a_full_disk_at_a_commit_is_one_line_and_rolls_back_only_that_group(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    journal = Journal(path, "c")
+    _import(journal, [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102")], "a")
+    commits = [0]
+
+    def fault() -> None:
+        commits[0] += 1
+        if commits[0] == 2:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    async def go() -> BaseException | None:
+        writer = JournalWriter(path, fault=fault)
+        await writer.commit(j.intent(1, "", None))
+        try:
+            await writer.commit(j.intent(2, "", None))
+        except JournalError as exc:
+            await writer.commit(j.intent(2, "", None))  # the disk freed: the next commit lands
+            await writer.close()
+            return exc
+        return None
+
+    error = asyncio.run(go())
+    assert isinstance(error, JournalError) and error.exit_code == 1
+    assert str(error).startswith(f"{path}: cannot write the journal: the disk is full; the dialer stopped.")
+    assert "\n" not in str(error)
+    assert [_status(journal, i) for i in (1, 2)] == [("unknown", "", 1), ("unknown", "", 1)]
+    journal.close()

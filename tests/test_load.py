@@ -104,7 +104,7 @@ def test_cells_stay_text_as_written(tmp_path: Path) -> None:
     assert read_all(open_leads(path)) == [["00123", "1500.0", "NA", "nan"], ["", "  x  ", "None", ""]]
 
 
-def test_short_rows_padded_blank_rows_skipped_quoted_newlines_kept(tmp_path: Path) -> None:
+def test_short_rows_padded_blank_rows_skipped_but_counted_quoted_newlines_kept(tmp_path: Path) -> None:
     path = tmp_path / "ragged.csv"
     path.write_text('\n\nName,Phone,Note\n\nAna,1\n,,\n"Bo\nBo",2,"a, b"\n   \nCy,3,x,,\n', encoding="utf-8")
     leads = open_leads(path)
@@ -115,7 +115,9 @@ def test_short_rows_padded_blank_rows_skipped_quoted_newlines_kept(tmp_path: Pat
         ["Bo\nBo", "2", "a, b"],
         ["Cy", "3", "x"],  # trailing empty cells are not extra cells
     ]
-    assert list(frames[0].index) == [0, 1, 2]  # blank rows are not records
+    # Blank rows are not records, but they count: Excel shows Ana on row 5, the
+    # two-line "Bo\nBo" on row 7 (one row, as Excel opens it) and Cy on row 9.
+    assert list(frames[0].index + 2) == [5, 7, 9]
 
 
 def test_extra_cells_with_text_are_flagged_and_too_many_refused(tmp_path: Path) -> None:
@@ -222,8 +224,11 @@ def test_xlsx_named_sheet_blank_top_rows_and_cells_outside_the_table(tmp_path: P
         },
     )
     leads = open_leads(path, sheet="spring")  # sheet names match ignoring case
-    assert (leads.sheet, leads.headers) == ("Spring", ["Name", "Phone"])
-    assert read_all(leads) == [["Ana", "+1 415 555 0132"], ["Bo", ""]]
+    assert (leads.sheet, leads.headers, leads.header_row) == ("Spring", ["Name", "Phone"], 3)
+    # The row with text only right of the last header does not vanish: its cells
+    # under the headers are empty (the mapping says what is missing).
+    assert read_all(leads) == [["Ana", "+1 415 555 0132"], ["", ""], ["Bo", ""]]
+    assert [i + 2 for frame in leads.chunks() for i in frame.index] == [4, 5, 6]
     assert open_leads(path).sheet == "Notes"  # the first sheet by default
 
 

@@ -112,7 +112,7 @@ def assert_report_says_what_the_record_says(
 def test_every_row_says_how_its_call_ended_and_the_live_limit_holds(
     tmp_path: Path, sandbox: MakeSandbox
 ) -> None:
-    options = dict(
+    options: dict[str, Any] = dict(
         api_key=KEY,
         seed=11,
         call_seconds="0.1:0.4",

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import csv
+import errno
+import os
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import openpyxl
 import pandas as pd
 import pytest
 
-from dialer.report import DIALER_COLUMNS, Outcome, report_headers, safe_cell, write_report
+from dialer import cells
+from dialer.errors import UserError
+from dialer.model import Outcome
+from dialer.report import DIALER_COLUMNS, ReportError, report_headers, safe_cell, write_report
 
 HEADERS = ["Name", "Phone", "Company", "Note"]
 ROWS: list[tuple[list[str], Outcome]] = [
@@ -168,8 +176,9 @@ def test_xlsx_keeps_phones_as_text(tmp_path: Path) -> None:
     phone = rows[1][1]
     assert phone.value == "+14155550132" and phone.data_type == "s"
     assert rows[1][0].value == "José Müller"
-    assert rows[1][3].value == '\'=HYPERLINK("http://x")' and rows[1][3].data_type == "s"
-    assert rows[2][8].value == "'=1+1 from API"
+    # Risky text is a text cell (Excel never runs it), with no apostrophe to show.
+    assert rows[1][3].value == '=HYPERLINK("http://x")' and rows[1][3].data_type == "s"
+    assert rows[2][8].value == "=1+1 from API" and rows[2][8].data_type == "s"
     assert rows[1][7].value == 1  # dialer_attempts stays a number
     assert rows[3][3].value == "0042"
     assert rows[2][5].value is None  # empty dialer_id: an empty cell
@@ -234,6 +243,141 @@ def test_rows_are_consumed_lazily(tmp_path: Path) -> None:
     row_bytes = len((tmp_path / "r.csv").read_bytes()) // 1001
     # The file's buffer holds a few kB; at least half the rows must be written by then.
     assert on_disk_when_last_asked[0] > 500 * row_bytes
+
+
+# --- issue 10: readable phones, typed cells, failures in one line, no temp left ------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("+1 514 555 0208 ext 7", "+1 514 555 0208 ext 7", id="ext"),
+        pytest.param("+1 514 555 0208 x7", "+1 514 555 0208 x7", id="x"),
+        pytest.param("+1-514-555-0208 #12", "+1-514-555-0208 #12", id="hash"),
+        pytest.param("+1 514 555 0208 ext SUM(A1)", "'+1 514 555 0208 ext SUM(A1)", id="ext-call"),
+        pytest.param("+1 514 x7 555", "'+1 514 x7 555", id="x-in-the-middle"),
+    ],
+)
+def test_csv_phones_with_an_extension_stay_readable(value: str, expected: str) -> None:
+    assert safe_cell(value) == expected
+
+
+def test_typed_cells_in_a_csv_report_are_their_text(tmp_path: Path) -> None:
+    row = [cells.typed(14155550132), cells.typed(datetime(2024, 5, 1, 10, 30)), cells.Formula("=A1*2")]
+    write_report(tmp_path / "r.csv", ["Phone", "When", "F"], iter([(row, Outcome("sent"))]))
+    assert read_csv(tmp_path / "r.csv")[1][:3] == ["14155550132", "2024-05-01T10:30:00", "'=A1*2"]
+
+
+def test_xlsx_headers_come_back_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "r.xlsx"
+    write_report(path, ["-notes", "=x", "@who"], iter([(["a", "b", "c"], Outcome("sent"))]))
+    sheet = openpyxl.load_workbook(path).active
+    assert sheet is not None
+    assert [c.value for c in sheet[1]][:3] == ["-notes", "=x", "@who"]
+    assert {c.data_type for c in sheet[1]} == {"s"}
+
+
+@pytest.mark.parametrize("name", ["r.pdf", "r", "r.xls"])
+def test_a_report_name_it_cannot_write_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UserError) as error:
+        write_report(tmp_path / name, HEADERS, iter(ROWS))
+    assert str(error.value).startswith(f"{tmp_path / name}: a report is written as .csv or .xlsx")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [
+        pytest.param(errno.EACCES, "close the report if it is open", id="eacces"),
+        pytest.param(errno.EROFS, "read-only disk", id="erofs"),
+        pytest.param(errno.ENOSPC, "the disk is full", id="enospc"),
+    ],
+)
+@pytest.mark.parametrize("name", ["r.csv", "r.xlsx"])
+def test_a_report_that_cannot_be_replaced_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, code: int, hint: str
+) -> None:
+    path = tmp_path / name
+    write_report(path, HEADERS, iter(ROWS[:1]))
+    before = path.read_bytes()
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(ReportError) as error:
+        write_report(path, HEADERS, iter(ROWS))
+    message = str(error.value)
+    assert message.startswith(f"{path}: cannot write the report ({os.strerror(code)}): ")
+    assert hint in message and "--out" in message and "\n" not in message
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_folder_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    # A file where the folder should be: mkdir fails whoever runs the test (root too).
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(ReportError) as error:
+        write_report(tmp_path / "out" / "r.xlsx", HEADERS, iter(ROWS))
+    assert str(error.value).startswith(f"{tmp_path / 'out' / 'r.xlsx'}: cannot write the report (")
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)  # a process that has exited
+    (tmp_path / f".r.csv.{pid}.abc123.tmp").write_text("half a report")
+    (tmp_path / f".r.csv.{pid}.def456.tmp").mkdir()  # xlsxwriter's scratch folder
+    (tmp_path / f".r.csv.{os.getppid()}.live.tmp").write_text("a live writer's")  # alive: kept
+    (tmp_path / ".other.csv.1.x.tmp").write_text("another report's")
+    write_report(tmp_path / "r.csv", HEADERS, iter(ROWS))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".other.csv.1.x.tmp",
+        f".r.csv.{os.getppid()}.live.tmp",
+        "r.csv",
+    ]
+
+
+SIGTERM_WRITER = """
+import os, signal, sys
+from dialer.report import Outcome, write_report
+
+def rows():
+    for n in range(200_000):
+        if n == 50_000:
+            os.kill(os.getpid(), signal.SIGTERM)
+        yield [str(n), "+14155550132"], Outcome("pending")
+
+write_report(sys.argv[1], ["N", "Phone"], rows())
+"""
+
+
+@pytest.mark.parametrize("name", ["r.csv", "r.xlsx"])
+def test_sigterm_while_writing_leaves_no_temp_files(tmp_path: Path, name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_WRITER, str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 143, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_xlsxwriter_failing_to_create_the_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # xlsxwriter wraps the OSError of its zip file in its own FileCreateError.
+    import xlsxwriter.workbook
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(xlsxwriter.workbook, "ZipFile", full)
+    with pytest.raises(ReportError, match="the disk is full"):
+        write_report(tmp_path / "r.xlsx", HEADERS, iter(ROWS))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_call_outcomes_and_collected_variables_have_their_columns(tmp_path: Path) -> None:

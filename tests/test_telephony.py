@@ -169,7 +169,12 @@ def place_all(running: RunningSandbox, clock: FakeClock, plan: list[str], concur
             # Each phone's calls stay in order (the ordinal is per phone); phones race.
             per_phone = Counter(plan)
             with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-                list(pool.map(lambda p: [post(http, p) for _ in range(per_phone[p])], per_phone))
+
+                def calls_to(p: str) -> None:
+                    for _ in range(per_phone[p]):
+                        post(http, p)
+
+                list(pool.map(calls_to, per_phone))
         clock.now += 1000
         http.get("/v2/calls", params={"model_id": MODEL})  # any request ends what is due
 
@@ -548,7 +553,7 @@ def status_of(call: Any, now: float) -> str:
     """What a call shows at `now`, worked out from its fate alone."""
     f = call.fate
     if f.ends and call.started + f.seconds <= now:
-        return f.status
+        return str(f.status)
     return "ringing" if now < call.started + f.ring_seconds else "in-progress"
 
 

@@ -148,6 +148,13 @@ def test_gates_and_give_ups() -> None:
     )
 
 
+def test_a_not_found_within_the_grace_is_looked_up_again_not_redialed() -> None:
+    early = row(unanswered=1)
+    assert after_lookup(early, None, CALL, grace_over=False) == Next(Status.UNKNOWN, early.error, settle=True)
+    # A call found is found, in the grace or not.
+    assert after_lookup(early, "c-1", CALL, grace_over=False) == Next(Status.SENT, call_id="c-1")
+
+
 # -- a live call's row after a poll: (what the API showed, its age) -> the row ----------
 
 from dialer.model import FINAL_CALL_STATUSES, CallOutcome  # noqa: E402

@@ -11,12 +11,13 @@ calls.py       the calls table: a call placed, a call seen by a poll, live calls
 
 from dialer.store import calls
 from dialer.store.calls import CallFigures, LiveCall
+from dialer.store.db import journal_errors
 from dialer.store.importing import ImportSummary, file_signature
 from dialer.store.lock import CampaignLock
 from dialer.store.migrations import SCHEMA_VERSION
 from dialer.store.sqlite import Journal
 from dialer.store.writer import JournalWriter
-from dialer.store.writes import Write, intent, outcome, restore
+from dialer.store.writes import NumberTaken, Write, intent, outcome, restore
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -26,10 +27,12 @@ __all__ = [
     "CampaignLock",
     "ImportSummary",
     "Journal",
+    "NumberTaken",
     "JournalWriter",
     "Write",
     "file_signature",
     "intent",
+    "journal_errors",
     "outcome",
     "restore",
 ]

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dialer.model import NEVER_DIALED, Lead, Status
+from dialer.cells import encode_row
+from dialer.model import DIALABLE, NEVER_DIALED, Lead, Status
 from dialer.store.db import sql_list
 from dialer.store.migrations import INDEX_NAMES, INDEXES
+from dialer.store.writes import HOLDER
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def lead_records(leads: Iterable[Lead], now: str) -> Iterator[tuple[Any, ...]]:
         yield (
             lead.row,
             _fingerprint(lead.values, seen),
-            json.dumps(lead.values, ensure_ascii=False),
+            encode_row(lead.values),  # typed cells: dialer/cells.py
             lead.phone,
             lead.name,
             lead.email,
@@ -88,7 +90,7 @@ def first_import(conn: sqlite3.Connection, records: Iterator[tuple[Any, ...]]) -
     return ImportSummary(added=added, matched=0, removed=0, first_import=True)
 
 
-def reimport(conn: sqlite3.Connection, records: Iterator[tuple[Any, ...]]) -> ImportSummary:
+def reimport(conn: sqlite3.Connection, records: Iterator[tuple[Any, ...]], now: str) -> ImportSummary:
     """Rows matched to the journal by content, then by number; the rest new or duplicates."""
     conn.execute(
         "CREATE TEMP TABLE incoming (position INTEGER, fingerprint TEXT, raw TEXT, phone TEXT,"
@@ -131,11 +133,13 @@ def reimport(conn: sqlite3.Connection, records: Iterator[tuple[Any, ...]]) -> Im
             " FROM incoming i WHERE i.lead_id = leads.id"
         )
         # A row not yet acted on takes the verdict on its new cells (a time zone fixed, a
-        # number now on a do-not-call list); sent, failed and unknown rows keep theirs.
+        # number now on a do-not-call list), and its number as now read (the same cells
+        # read with another `default_region`); sent, failed and unknown rows keep theirs.
         conn.execute(
-            "UPDATE leads SET status = i.status, error = i.error, updated_at = i.updated_at"
-            f" FROM incoming i WHERE i.lead_id = leads.id AND leads.status IN ({_NOT_ACTED_ON})"
-            " AND (leads.status != i.status OR leads.error != i.error)"
+            "UPDATE leads SET status = i.status, error = i.error, phone = i.phone,"
+            " updated_at = i.updated_at FROM incoming i WHERE i.lead_id = leads.id"
+            f" AND leads.status IN ({_NOT_ACTED_ON})"
+            " AND (leads.status != i.status OR leads.error != i.error OR leads.phone != i.phone)"
             " AND NOT (leads.status = ? AND i.status = ?)",
             (Status.DEFERRED, Status.PENDING),
         )
@@ -156,6 +160,15 @@ def reimport(conn: sqlite3.Connection, records: Iterator[tuple[Any, ...]]) -> Im
             " WHERE o.phone = leads.phone AND o.id <= ? AND o.status NOT IN"
             f" ({sql_list(NEVER_DIALED)}))",
             (Status.DUPLICATE, before, before, Status.PENDING, before),
+        )
+        # Whatever the file now says, a number another row called (or may have) is that
+        # row's: a row still to be dialed with it is a duplicate naming the caller, so the
+        # verdicts agree with what the intent would refuse (writes.intent).
+        conn.execute(
+            f"UPDATE leads SET status = ?, error = {HOLDER}, updated_at = ?"
+            f" WHERE status IN ({sql_list(DIALABLE)}) AND position IS NOT NULL AND EXISTS"
+            " (SELECT 1 FROM called c WHERE c.phone = leads.phone AND c.lead_id != leads.id)",
+            (Status.DUPLICATE, now),
         )
         removed = conn.execute("SELECT count(*) FROM leads WHERE position IS NULL").fetchone()[0]
     finally:

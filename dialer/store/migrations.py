@@ -14,9 +14,9 @@ from pathlib import Path
 from dialer.errors import JournalError
 from dialer.store.db import transaction
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
-# One row per call (or chat) the API accepted, or a look-up found (v3). `leads.call_id` stays
+# One row per call (or chat) the API accepted, or a look-up found (v4). `leads.call_id` stays
 # the id of the row's latest call; a row is live while that call has final = 0. Its indexes
 # live here, not in INDEXES: an import drops and rebuilds those of `leads` only.
 CALLS = """
@@ -61,6 +61,13 @@ CREATE TABLE IF NOT EXISTS leads (
     updated_at  TEXT NOT NULL,
     unanswered  INTEGER NOT NULL DEFAULT 0  -- requests that got no answer (v2): caps the re-dials
 );
+-- Every number a request was ever committed for, and the one lead allowed to call it: an
+-- intent for any other lead of the campaign is refused (writes.intent). A property of the
+-- data: in PostgreSQL the same rule is the primary key on (campaign, phone).
+CREATE TABLE IF NOT EXISTS called (
+    phone   TEXT PRIMARY KEY,
+    lead_id INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS number_usage (
     number TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
     PRIMARY KEY (number, day)
@@ -95,11 +102,20 @@ STEPS: dict[int, tuple[str, ...]] = {
     # The cap on re-dials after a look-up found no call was counted in memory, from zero
     # at every run; counted here it holds across crashes and cron runs.
     1: ("ALTER TABLE leads ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0",),
-    # Calls are followed to their end (issue 12). A call placed by a dialer of schema 2 was
-    # never followed: it becomes the row's first call, given up with no status seen and no
-    # end time (timed_out = 1 keeps it out of the pick-up rate; ended_at NULL says the time-out
-    # was not this dialer's), so it counts in `dialer_calls` and is never polled or waited for.
+    # A number called (or maybe called) by one row could be dialed by another after a
+    # re-import; the `called` table makes it the first caller's for good. Filled from every
+    # row whose intent was ever committed (attempts > 0), the earliest row first.
     2: (
+        "CREATE TABLE IF NOT EXISTS called (phone TEXT PRIMARY KEY, lead_id INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT OR IGNORE INTO called (phone, lead_id) SELECT phone, id FROM leads"
+        " WHERE phone != '' AND (attempts > 0 OR status IN ('sent', 'unknown')) ORDER BY id",
+    ),
+    # Calls are followed to their end (issue 12). A call placed by a dialer of schema 3 or
+    # older was never followed: it becomes the row's first call, given up with no status seen
+    # and no end time (timed_out = 1 keeps it out of the pick-up rate; ended_at NULL says the
+    # time-out was not this dialer's), so it counts in `dialer_calls` and is never polled or
+    # waited for.
+    3: (
         *_statements(CALLS),
         "INSERT OR IGNORE INTO calls (call_id, lead_id, ordinal, from_number, placed_at, final,"
         " timed_out) SELECT call_id, id, 1, from_number, COALESCE(intent_at, 0), 1, 1 FROM leads"

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dialer.cells import decode_row
 from dialer.columns import ColumnMap
 from dialer.errors import JournalError
 from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
@@ -21,6 +22,16 @@ from dialer.store.db import connect, sql_list, transaction
 from dialer.store.importing import ImportSummary, first_import, lead_records, reimport
 from dialer.store.migrations import migrate
 from dialer.store.writes import utc_now_iso
+
+
+def _advice(exc: BaseException) -> str:
+    """What to do about a journal SQLite cannot read: not a database, or damaged."""
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return (
+            "; nothing sent. Restore it from a backup, or move it away and run with"
+            " --new-journal (rows already called may be called again)"
+        )
+    return ""
 
 
 class Journal:
@@ -32,12 +43,12 @@ class Journal:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = connect(path)
         except (sqlite3.Error, OSError) as exc:
-            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+            raise JournalError(f"{path}: cannot open the journal: {exc}{_advice(exc)}") from None
         try:
             migrate(self.conn, path)
         except sqlite3.Error as exc:
             self.conn.close()
-            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+            raise JournalError(f"{path}: cannot open the journal: {exc}{_advice(exc)}") from None
         except BaseException:
             self.conn.close()
             raise
@@ -88,9 +99,10 @@ class Journal:
         rest are new. A new row whose number an earlier row already holds is a
         `duplicate`. One transaction: a crash mid-import leaves the journal as it was.
         """
-        records = lead_records(leads, utc_now_iso())
+        now = utc_now_iso()
+        records = lead_records(leads, now)
         with transaction(self.conn) as conn:
-            summary = reimport(conn, records) if self.is_imported else first_import(conn, records)
+            summary = reimport(conn, records, now) if self.is_imported else first_import(conn, records)
             self.set_meta("headers", json.dumps(list(headers), ensure_ascii=False))
             self.set_meta("columns", json.dumps(columns.describe(), ensure_ascii=False))
             self.set_meta("signature", json.dumps(signature))
@@ -130,7 +142,7 @@ class Journal:
             call_id=record[11],
             error=record[12],
             unanswered=record[13],
-            cells=dict(zip(headers, json.loads(record[14]), strict=False)),
+            cells=dict(zip(headers, decode_row(record[14]), strict=False)),
         )
 
     def rows_with_status(self, statuses: Collection[Status], batch: int = 2000) -> Iterator[JournalRow]:
@@ -201,7 +213,7 @@ class Journal:
             raw, status, call_id, from_number, attempts, error, updated_at = record[:7]
             call_status, end_reason, duration, recording_url, collected, calls = record[7:]
             yield (
-                json.loads(raw),
+                decode_row(raw),
                 Outcome(
                     status=status,
                     id=call_id,

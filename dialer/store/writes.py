@@ -8,6 +8,12 @@ The rule that keeps people from being rung twice:
 so after a crash at any moment the journal either shows the row untouched, or
 `unknown` with the time the request may have left (`intent_at`), which a look-up
 at the API settles.
+
+And the rule that keeps a number from being rung by two rows: the intent first claims
+the row's number in `called` (the first lead to claim it keeps it for good), and the
+intent's own UPDATE holds only when the claim is the row's. Another lead's number is
+refused in the same transaction: the row becomes `duplicate`, naming the row that
+called, and the request never leaves (`NumberTaken`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,26 @@ from dialer.model import JournalRow, Status
 class Write:
     sql: str
     params: tuple[Any, ...]
+    # A guard: when this statement changes no row, the writes after it in its group are
+    # skipped, `refused` is run instead, and the caller's commit raises NumberTaken.
+    guard: bool = False
+    refused: tuple[Write, ...] = ()
+
+
+class NumberTaken(Exception):
+    """The row's number was already claimed by another row of the campaign: not sent."""
+
+    def __init__(self, row_id: int) -> None:
+        super().__init__(f"row id {row_id}: its number was called by another row")
+        self.row_id = row_id
+
+
+# The row that holds a number, as the `duplicate` verdict names it.
+HOLDER = (
+    "'same number as row ' || coalesce((SELECT o.position FROM leads o WHERE o.id ="
+    " (SELECT c.lead_id FROM called c WHERE c.phone = leads.phone)),"
+    " 'no longer in the file, already called')"
+)
 
 
 def utc_now_iso() -> str:
@@ -33,12 +59,27 @@ def utc_now_iso() -> str:
 def intent(row_id: int, from_number: str, usage_day: str | None, at: float | None = None) -> list[Write]:
     """The row is about to be sent (at epoch `at`): `unknown` until an answer says otherwise."""
     now = time.time() if at is None else at
+    stamp = utc_now_iso()
     writes = [
+        # The first lead to claim a number keeps it (the same lead again: a redial, allowed).
+        Write(
+            "INSERT INTO called (phone, lead_id) SELECT phone, id FROM leads"
+            " WHERE id = ? AND phone != '' ON CONFLICT (phone) DO NOTHING",
+            (row_id,),
+        ),
         Write(
             "UPDATE leads SET status = ?, attempts = attempts + 1, intent_at = ?,"
-            " from_number = ?, error = '', updated_at = ? WHERE id = ?",
-            (Status.UNKNOWN, now, from_number, utc_now_iso(), row_id),
-        )
+            " from_number = ?, error = '', updated_at = ? WHERE id = ? AND (phone = '' OR id ="
+            " (SELECT lead_id FROM called WHERE called.phone = leads.phone))",
+            (Status.UNKNOWN, now, from_number, stamp, row_id),
+            guard=True,
+            refused=(
+                Write(
+                    f"UPDATE leads SET status = ?, error = {HOLDER}, updated_at = ? WHERE id = ?",
+                    (Status.DUPLICATE, stamp, row_id),
+                ),
+            ),
+        ),
     ]
     if from_number and usage_day:
         writes.append(

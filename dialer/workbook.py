@@ -1,0 +1,385 @@
+"""XLSX/XLSM leads files, read with python-calamine (Rust's calamine): ~170,000 rows a second.
+
+calamine gives each cell's saved value with its type: numbers, dates, times,
+durations, booleans, text; `dialer.cells.typed` turns each into the text a
+person reads, keeping the type for the report. Its rows start at the sheet's
+row 1, so a row's position is its spreadsheet row; its columns start at the
+first used one, so the cells left of it are put back (headers keep their
+column letters).
+
+Two things calamine does not do, done here before it opens the file:
+
+- Bounds. calamine holds the whole sheet in memory (~95 bytes a cell): a
+  4 MB "zip bomb" of repeated cells took 4.4 GB. The zip members calamine will
+  read (the chosen sheet and the shared strings) are streamed once through
+  zlib, counting bytes and cells; a workbook over `MAX_XML_BYTES` or
+  `MAX_CELLS` is refused with one line before any of it is held.
+- Formulas with no saved value (files written by scripts: openpyxl, xlsxwriter
+  and others write the formula and leave computing it to Excel) read as empty
+  cells in calamine. The same pass finds them in the XML (a `<c>` holding an
+  `<f>` and no `<v>`); their formula text comes back in the cell as a
+  `cells.Formula`, and `Chunk.unsaved` names them for the mapping. A shared
+  formula's follower cells hold no text: openpyxl's formula Translator (the
+  one place openpyxl serves the reader) rewrites the master's for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import posixpath
+import re
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import pandas as pd
+
+from dialer import cells
+from dialer.cells import typed
+from dialer.errors import LeadsFileError
+from dialer.load import Chunk, LeadsFile, _clean_headers, _one_line, written_headers
+
+# Excel's own sheet is 1,048,576 rows by 16,384 columns; a leads file of a million
+# rows and 16 columns (16.8 million cells, ~1.6 GB as calamine holds it) is the most
+# read. 2 GiB of XML is ~30 million of the smallest cells written by Excel.
+MAX_CELLS = 2**24
+MAX_XML_BYTES = 2 * 2**30
+_READ_BYTES = 4 * 2**20
+
+# A cell whose formula is followed by no value: <c r="B2"><f>A2*2</f></c>, <f .../>, <v/> or <v></v>.
+_UNSAVED = re.compile(
+    rb"<(?:\w+:)?c\s([^>]*?[^/>])?>\s*<(?:\w+:)?f\b([^>]*?)(?:/>|>([^<]*)</(?:\w+:)?f>)\s*"
+    rb"(?:<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>"
+)
+# The master of a shared formula, value or not: <c r="B2" ...><f t="shared" ref=".." si="0">A2*2</f>
+_SHARED = re.compile(
+    rb"<(?:\w+:)?c\s([^>]*?[^/>])?>\s*<(?:\w+:)?f\b([^>]*\bsi=\"\d+\"[^>/]*)>([^<]+)</(?:\w+:)?f>"
+)
+_REF = re.compile(rb'\br="([A-Z]{1,3})(\d+)"')
+_SI = re.compile(rb'\bsi="(\d+)"')
+_REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+
+
+@dataclass
+class _Scan:
+    """What one pass over a sheet's XML found."""
+
+    cells: int = 0
+    formulas: bool = False
+    # row (from 1) -> column (from 0) -> formula text (no "="), for formulas with no saved value
+    unsaved: dict[int, dict[int, str]] = field(default_factory=dict)
+    # shared formula index -> (master cell "B2", its formula text)
+    shared: dict[bytes, tuple[str, str]] = field(default_factory=dict)
+    # (row, column) -> shared index, for followers with no text and no value
+    followers: dict[tuple[int, int], bytes] = field(default_factory=dict)
+
+
+def _column_index(letters: bytes) -> int:
+    index = 0
+    for letter in letters:
+        index = index * 26 + letter - 64
+    return index - 1
+
+
+def _column_letters(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+def _sheet_members(archive: zipfile.ZipFile) -> dict[str, str]:
+    """Sheet name -> its zip member, from the workbook and its relationships."""
+    try:
+        book = ElementTree.fromstring(archive.read("xl/workbook.xml"))
+        rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    except (KeyError, ElementTree.ParseError):
+        return {}
+    targets = {rel.get("Id"): rel.get("Target", "") for rel in rels}
+    members: dict[str, str] = {}
+    for sheet in book.iter():
+        if sheet.tag.endswith("}sheet") and sheet.get(_REL_NS) in targets:
+            target = targets[sheet.get(_REL_NS)] or ""
+            member = target.lstrip("/") if target.startswith("/") else posixpath.join("xl", target)
+            members[sheet.get("name", "")] = posixpath.normpath(member)
+    return members
+
+
+def _stream(archive: zipfile.ZipFile, member: str, path: Path) -> Iterator[bytes]:
+    """The member's bytes, block by block, refusing more than MAX_XML_BYTES."""
+    total = 0
+    with archive.open(member) as handle:
+        while block := handle.read(_READ_BYTES):
+            total += len(block)
+            if total > MAX_XML_BYTES:
+                raise LeadsFileError(
+                    f"{path}: the workbook unpacks to more than {MAX_XML_BYTES // 2**30} GB of XML"
+                    " (a damaged file or a zip bomb); save the leads as CSV"
+                )
+            yield block
+
+
+def _too_many_cells(path: Path) -> LeadsFileError:
+    return LeadsFileError(
+        f"{path}: the sheet holds more than {MAX_CELLS:,} cells (Excel's rows times 16 columns):"
+        " not read; delete unused columns or save the leads as CSV"
+    )
+
+
+def _scan_sheet(archive: zipfile.ZipFile, member: str, path: Path) -> _Scan:
+    scan = _Scan()
+    tail = b""
+    for block in _stream(archive, member, path):
+        # Cells are <c ...> (or <x:c ...> from writers that prefix the namespace).
+        found = block.count(b"<c ") + block.count(b"<c>")
+        scan.cells += found or block.count(b":c ") + block.count(b":c>")
+        if scan.cells > MAX_CELLS:
+            raise _too_many_cells(path)
+        # Formulas are looked for in whole rows only: a block's cut-off last row
+        # waits for the next block.
+        text = tail + block
+        cut = text.rfind(b"</row>")
+        if cut < 0:
+            tail = text
+            continue
+        body, tail = text[:cut], text[cut:]
+        if b"<f" in body or b":f" in body:
+            scan.formulas = True
+            _find_formulas(body, scan)
+    if b"<f" in tail or b":f" in tail:
+        scan.formulas = True
+        _find_formulas(tail, scan)
+    return scan
+
+
+def _find_formulas(text: bytes, scan: _Scan) -> None:
+    for match in _SHARED.finditer(text):
+        ref = _REF.search(match[1] or b"")
+        si = _SI.search(match[2])
+        if ref and si and b"ref=" in match[2]:
+            scan.shared[si[1]] = ((ref[1] + ref[2]).decode(), html.unescape(match[3].decode()))
+    for match in _UNSAVED.finditer(text):
+        ref = _REF.search(match[1] or b"")
+        if ref is None:
+            continue  # a cell with no address: calamine places it, we cannot
+        at = (int(ref[2]), _column_index(ref[1]))
+        formula = match[3]
+        if formula:
+            scan.unsaved.setdefault(at[0], {})[at[1]] = html.unescape(formula.decode())
+        else:
+            si = _SI.search(match[2])
+            if si:
+                scan.followers[at] = si[1]
+
+
+def _translate_followers(scan: _Scan) -> None:
+    """Give each shared-formula follower its own formula, as Excel would show it."""
+    if not scan.followers:
+        return
+    from openpyxl.formula.translate import Translator
+
+    for (row, column), si in scan.followers.items():
+        if si not in scan.shared:
+            continue
+        origin, formula = scan.shared[si]
+        target = f"{_column_letters(column)}{row}"
+        # A formula openpyxl's tokenizer cannot read: show the master's.
+        with contextlib.suppress(Exception):
+            formula = Translator("=" + formula, origin=origin).translate_formula(target)[1:]
+        scan.unsaved.setdefault(row, {})[column] = formula
+
+
+def _inspect(path: Path, sheet_name: str) -> _Scan:
+    """Bounds and formulas of one sheet (and the shared strings every sheet reads)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "xl/sharedStrings.xml" in names:
+                strings = 0
+                for block in _stream(archive, "xl/sharedStrings.xml", path):
+                    strings += block.count(b"<si>") + block.count(b":si>")
+                    if strings > 2 * MAX_CELLS:
+                        raise _too_many_cells(path)
+            member = _sheet_members(archive).get(sheet_name)
+            if member is None or member not in names:
+                # calamine found the sheet another way: bound every sheet, find no formulas.
+                for other in sorted(n for n in names if n.startswith("xl/worksheets/")):
+                    _scan_sheet(archive, other, path)
+                return _Scan()
+            scan = _scan_sheet(archive, member, path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise LeadsFileError(f"{path}: not a valid XLSX file ({_one_line(exc)})") from None
+    _translate_followers(scan)
+    return scan
+
+
+def _open_calamine(path: Path) -> Any:
+    from python_calamine import CalamineWorkbook
+
+    try:
+        # from_filelike: calamine would pick the format by the name's extension,
+        # and a workbook renamed to .csv is still a workbook.
+        with path.open("rb") as handle:
+            return CalamineWorkbook.from_filelike(handle)
+    except OSError as exc:
+        raise LeadsFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except Exception:  # zip, XML or format errors: calamine raises several kinds
+        raise LeadsFileError(f"{path}: not a valid XLSX file") from None
+
+
+def _pick_sheet(path: Path, workbook: Any, sheet: str | None) -> str:
+    from python_calamine import SheetTypeEnum
+
+    names = [meta.name for meta in workbook.sheets_metadata if meta.typ == SheetTypeEnum.WorkSheet]
+    if not names:
+        raise LeadsFileError(f"{path}: the workbook has no sheet of cells")
+    if sheet is None:
+        return str(names[0])
+    for want in (sheet, sheet.strip().casefold()):
+        for name in names:
+            if name == want or name.strip().casefold() == want:
+                return str(name)
+    listed = ", ".join(f'"{name}"' for name in workbook.sheet_names)
+    raise LeadsFileError(f'{path}: no sheet "{sheet}"; the sheets are: {listed}')
+
+
+@dataclass
+class _Sheet:
+    """An opened sheet: its rows as typed cells, from spreadsheet row 1."""
+
+    path: Path
+    name: str
+    scan: _Scan
+    rows: Iterator[list[Any]]
+    first_column: int
+
+    def cells(self) -> Iterator[tuple[int, list[str]]]:
+        """(spreadsheet row, cells from column A) of each row that is not blank."""
+        pad = [""] * self.first_column
+        unsaved = self.scan.unsaved
+        number = 0
+        try:
+            for number, values in enumerate(self.rows, start=1):
+                # Most cells are text: the type test inline costs a third of a call to typed().
+                row = [v if type(v) is str else typed(v) for v in values]
+                if pad:
+                    row[:0] = pad
+                if number in unsaved:
+                    _put_formulas(row, unsaved[number])
+                if any(row):
+                    yield number, row
+        except LeadsFileError:
+            raise
+        except Exception as exc:  # a damaged member calamine meets only now
+            raise LeadsFileError(f"{self.path}: cannot read the workbook: {_one_line(exc)}") from None
+        # calamine's rows end with its last cell holding a value: rows below of
+        # nothing but unsaved formulas come from the scan.
+        for later in sorted(n for n in unsaved if n > number):
+            row = []
+            _put_formulas(row, unsaved[later])
+            yield later, row
+
+
+def _put_formulas(row: list[str], formulas: dict[int, str]) -> None:
+    """Put each formula's text in its cell (left of, inside or right of calamine's range)."""
+    for column, formula in formulas.items():
+        if column >= len(row):
+            row.extend([""] * (column + 1 - len(row)))
+        if row[column] == "":
+            row[column] = cells.Formula("=" + formula)
+
+
+def _sheet(path: Path, sheet: str | None) -> _Sheet:
+    workbook = _open_calamine(path)
+    name = _pick_sheet(path, workbook, sheet)
+    scan = _inspect(path, name)
+    try:
+        data = workbook.get_sheet_by_name(name)
+    except Exception as exc:
+        raise LeadsFileError(f"{path}: cannot read the workbook: {_one_line(exc)}") from None
+    finally:
+        workbook.close()
+    start = data.start
+    first_column = start[1] if start is not None else 0
+    return _Sheet(path, name, scan, data.iter_rows(), first_column)
+
+
+# calamine parses the whole sheet before giving its first row: the sheet `open_xlsx`
+# parsed for the header is kept (the last one only) for the `xlsx_chunks` that
+# follows, rather than parsed twice. Keyed by the file's identity and stamp.
+_opened: dict[tuple[object, ...], tuple[_Sheet, Iterator[tuple[int, list[str]]]]] = {}
+
+
+def _identity(path: Path, sheet: str) -> tuple[object, ...]:
+    try:
+        info = path.stat()
+    except OSError:
+        return (str(path), sheet)
+    return (str(path), sheet, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def open_xlsx(path: Path, sheet: str | None) -> LeadsFile:
+    opened = _sheet(path, sheet)
+    rows = opened.cells()
+    found = next(rows, None)
+    if found is None:
+        where = f'sheet "{sheet}"' if sheet else "the first sheet"
+        raise LeadsFileError(f"{path}: {where} is empty (no header row)")
+    header_row, cells_ = found
+    _opened.clear()
+    _opened[_identity(path, opened.name)] = (opened, rows)
+    headers = _clean_headers([str(cell) for cell in cells_])
+    return LeadsFile(
+        path=path,
+        headers=headers,
+        encoding=None,
+        delimiter=None,
+        sheet=opened.name,
+        header_row=header_row,
+        written_headers=written_headers(cells_, headers),
+    )
+
+
+def xlsx_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
+    """The data rows of the sheet, `rows` at a time; a row with cells only right of the last
+    header is kept (its cells under the headers are empty), so that no row vanishes."""
+    width = len(leads.headers)
+    kept = _opened.pop(_identity(leads.path, leads.sheet or ""), None)
+    opened, rows_of = kept if kept is not None else (None, None)
+    if opened is None or rows_of is None:
+        opened = _sheet(leads.path, leads.sheet)
+        rows_of = opened.cells()
+    buffer: list[list[str]] = []
+    numbers: list[int] = []
+    for number, row in rows_of:
+        if number <= leads.header_row:
+            continue
+        if len(row) < width:
+            row.extend([""] * (width - len(row)))
+        elif len(row) > width:
+            del row[width:]  # cells under no header are outside the table
+        buffer.append(row)
+        numbers.append(number)
+        if len(buffer) >= rows:
+            yield _chunk(buffer, numbers, leads.headers, bool(opened.scan.unsaved))
+            buffer, numbers = [], []
+    if buffer:
+        yield _chunk(buffer, numbers, leads.headers, bool(opened.scan.unsaved))
+
+
+def _chunk(rows: list[list[str]], numbers: list[int], headers: list[str], formulas: bool) -> Chunk:
+    frame = pd.DataFrame(rows, columns=pd.Index(headers), dtype=object)
+    frame.index = pd.Index([number - 2 for number in numbers], dtype="int64")
+    unsaved: dict[int, list[str]] = {}
+    for number, row in zip(numbers, rows, strict=True) if formulas else ():
+        named = [headers[i] for i, cell in enumerate(row) if type(cell) is cells.Formula]
+        if named:
+            unsaved[number - 2] = named
+    return Chunk(frame, unsaved=unsaved)
