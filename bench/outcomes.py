@@ -1,4 +1,4 @@
-"""(6) Following calls: the live-call ceiling kept full, and what polling costs.
+"""(8) Following calls: the live-call ceiling kept full, and what polling costs.
 
 `dialer run` against a sandbox process whose calls live a known time (`--call-seconds`)
 and which refuses a POST past `--max-live-calls` L, the campaign's `max_live_calls` L
@@ -34,7 +34,7 @@ def _most_live(record: list[dict[str, object]], ended: list[dict[str, object]]) 
 
 
 def run(ctx: Context) -> Section:
-    section = Section("6 outcomes")
+    section = Section("8 outcomes")
     live_limit = 5 if ctx.quick else 20
     leads = 15 if ctx.quick else 400
     seconds = "0.3:0.6" if ctx.quick else "2:4"

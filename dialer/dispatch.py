@@ -148,6 +148,7 @@ class Dispatcher:
         """Every row dialed (and, unless --no-wait, every call ended), or a stop."""
         await self._first(self._idle.wait())
         if self.follower is not None and self.options.wait_for_calls:
+            self.follower.hurry()
             await self._first(self.follower.drained.wait())
         self.stop.set()
 

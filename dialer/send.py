@@ -209,6 +209,9 @@ class Sender:
             if not attempt.sending:
                 self._restore(attempt)
             raise
+        except Exception:
+            self._free_live(attempt)  # the run stops on it; the slot must not leak meanwhile
+            raise
         answer = attempt.answer
         if answer is None or answer.kind != "accepted" or not answer.id:
             # Not placed (or placed with no id to follow it by): the slot is free again. An
