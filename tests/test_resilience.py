@@ -963,7 +963,7 @@ def test_dialer_report_replaces_the_file_and_keeps_it_whole_when_writing_fails(
     assert path.read_bytes() == before
 
     # A write that fails halfway leaves the last report as it was, and no temp file.
-    def half_then_fail(file: Any, headers: Any, rows: Any) -> int:
+    def half_then_fail(file: Any, headers: Any, rows: Any, *_: Any) -> int:
         file.write("Name,Phone\r\nhalf a report")
         raise OSError(28, "No space left on device")
 
