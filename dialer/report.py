@@ -241,6 +241,25 @@ def _write_xlsx(
         str(path),
         {"constant_memory": True, "tmpdir": str(scratch), "strings_to_numbers": False},
     )
+    try:
+        count = _fill_xlsx(workbook, headers, rows, collected)
+        workbook.close()
+    except BaseException:
+        # In constant-memory mode each sheet's rows wait in a temporary file until close();
+        # a write that fails (a full disk, a signal) must not leave those files open.
+        for sheet in workbook.worksheets():
+            if sheet.row_data_fh is not None and not sheet.row_data_fh.closed:
+                sheet.row_data_fh.close()
+        raise
+    return count
+
+
+def _fill_xlsx(
+    workbook: Any,
+    headers: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Outcome]],
+    collected: Sequence[str] = (),
+) -> int:
     out = _XlsxRows(workbook)
     out.write(report_headers(headers, collected))
     width = len(headers)
@@ -261,7 +280,6 @@ def _write_xlsx(
             ]
         )
         count += 1
-    workbook.close()
     return count
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dialer.sandbox import RunningSandbox, SandboxOptions, read_record, start_in_thread
+from dialer.sandbox import RunningSandbox, SandboxOptions, read_record, spawn_process, start_in_thread
 
-__all__ = ["read_record"]  # re-exported: `from tests.conftest import read_record` works too
+__all__ = ["posts", "read_record", "write_leads"]  # helpers tests import from here
 
 MakeSandbox = Callable[..., RunningSandbox]
 
@@ -33,6 +34,62 @@ def sandbox(tmp_path: Path) -> Iterator[MakeSandbox]:
     yield make
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def sandbox_process(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MakeSandbox]:
+    """`make(**SandboxOptions fields)`: a sandbox in a process of its own (its timestamps do not
+    share the dialer's GIL), recording to tmp_path, keyed with the test module's `KEY` if it has one.
+    """
+    started: list[RunningSandbox] = []
+    key = getattr(request.module, "KEY", None)
+
+    def make(**options: Any) -> RunningSandbox:
+        options.setdefault("record", tmp_path / f"sandbox-process-{len(started)}.jsonl")
+        options.setdefault("api_key", key)
+        running = spawn_process(SandboxOptions(**options))
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()
+
+
+def write_leads(path: Path, rows: list[dict[str, str]]) -> Path:
+    """A CSV leads file with the rows' keys as its header."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def posts(record: Path | None, path: str | None = None) -> list[dict[str, Any]]:
+    """The POST lines of a sandbox's record (to `path` only, when given)."""
+    assert record is not None
+    return [r for r in read_record(record) if r["method"] == "POST" and (path is None or r["path"] == path)]
+
+
+# Tests that start processes (a dialer, a sandbox process, a browser, a database) or time
+# whole runs are marked `slow`: `pytest -m "not slow"` runs the rest in well under a minute.
+SLOW_FIXTURES = {"sandbox_process", "dialer", "pg", "postgres", "browser"}
+SLOW_MODULES = {
+    "test_bench_smoke",
+    "test_never_twice",
+    "test_orphans",
+    "test_page",
+    "test_resilience",
+    "test_upgrade",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if module in SLOW_MODULES or fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 def ended_at_once(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -33,7 +33,7 @@ from dialer.bookkeeping import RunStats
 from dialer.progress import LogProgress
 from dialer.run import iso
 from dialer.sandbox import SandboxOptions, start_in_thread
-from tests.conftest import ended_at_once, read_record
+from tests.conftest import ended_at_once, posts, read_record, write_leads
 
 KEY = "sk-test-SECRET-123456"
 KEY_VARIABLE = "SYNTHFLOW_API_KEY"
@@ -53,14 +53,6 @@ DIALABLE = ["+14155550123", "+12125550124", "+13125550125", "+14155550126", "+12
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def write_leads(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def write_campaign(
@@ -121,10 +113,6 @@ def invoke(*args: str, key: str | None = None) -> Result:
     return CliRunner(env={KEY_VARIABLE: key, "COLUMNS": "200"}).invoke(
         cli.main, list(args), catch_exceptions=False, prog_name="dialer"
     )
-
-
-def posts(record: Path) -> list[dict[str, Any]]:
-    return [r for r in read_record(record) if r["method"] == "POST"]
 
 
 def requests_made(record: Path) -> int:

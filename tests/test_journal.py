@@ -151,7 +151,7 @@ def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path: Path)
     with pytest.raises(LockedError):
         CampaignLock(path).acquire()
     holder.kill()
-    holder.wait()
+    holder.communicate()  # reaps it and closes its pipe
     with CampaignLock(path):
         pass
 
@@ -181,7 +181,7 @@ def test_the_lock_is_the_journals_whatever_the_path_names_it(tmp_path: Path) -> 
                 CampaignLock(tmp_path / other).acquire()
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps it and closes its pipe
     with CampaignLock(tmp_path / "hard.sqlite"):
         pass
 

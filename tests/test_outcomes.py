@@ -22,7 +22,7 @@ from dialer.errors import FailingError
 from dialer.run import Collect, RunOptions, RunResult, campaign_status, report_campaign, run_campaign
 from dialer.sandbox import RunningSandbox, SandboxOptions, fate, read_events, read_record
 from tests.conftest import MakeSandbox
-from tests.test_resilience import Dialer, dialer, sandbox_process  # noqa: F401 - fixtures
+from tests.test_resilience import Dialer, dialer  # noqa: F401 - the fixture
 
 KEY = "test-key"
 MODEL = "model-outcomes"
@@ -226,10 +226,11 @@ def test_a_call_that_never_ends_is_given_up_after_the_time_out(tmp_path: Path, s
     assert result.calls is not None and result.calls.timed_out == 2 and result.calls.pick_up_rate is None
 
 
+@pytest.mark.slow
 def test_outcomes_are_collected_after_a_kill_9_with_calls_live(
     tmp_path: Path,
     dialer: Callable[..., Dialer],  # noqa: F811
-    sandbox_process: Callable[..., RunningSandbox],  # noqa: F811
+    sandbox_process: Callable[..., RunningSandbox],
 ) -> None:
     api = sandbox_process(api_key=KEY, seed=9, call_seconds="1.5:2.5", outcomes="completed=0.7,busy=0.3")
     assert api.record is not None

@@ -6,12 +6,13 @@ Called by `Journal.import_leads` inside its transaction.
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from dialer.cells import encode_row
 from dialer.model import DIALABLE, NEVER_DIALED, Lead, Status
@@ -60,7 +61,7 @@ def lead_records(leads: Iterable[Lead], now: str) -> Iterator[tuple[Any, ...]]:
             lead.name,
             lead.email,
             " ".join(lead.timezones),
-            json.dumps(lead.variables, ensure_ascii=False),
+            orjson.dumps(lead.variables).decode(),
             lead.status,
             lead.error,
             now,
