@@ -398,3 +398,16 @@ def test_call_outcomes_and_collected_variables_have_their_columns(tmp_path: Path
     assert header == ["A", *DIALER_COLUMNS, "dialer_collected_email", "dialer_collected_interest"]
     assert first[7:] == ["completed", "human_ended_call", "83.25", "1", "https://x/r.mp3", "a@b.c", "'=1+1"]
     assert second[7:] == ["", "", "", "0", "", "", ""]
+
+
+def test_xlsx_call_outcomes_keep_numbers_and_collected_columns(tmp_path: Path) -> None:
+    path = tmp_path / "r.xlsx"
+    called = Outcome(
+        "sent", id="c-1", call_status="busy", duration=12.5, calls=2, collected={"interest": "no"}
+    )
+    write_report(path, ["A"], iter([(["x"], called)]), ["interest"])
+    sheet = openpyxl.load_workbook(path).active
+    assert sheet is not None
+    header, row = ([c.value for c in r] for r in sheet.iter_rows())
+    assert header == ["A", *DIALER_COLUMNS, "dialer_collected_interest"]
+    assert row[7:] == ["busy", None, 12.5, 2, None, "no"]
