@@ -26,11 +26,19 @@ import structlog
 from dialer.bookkeeping import Clock, Progress, RunStats, utc_now
 from dialer.caps import WINDOW, cap_for, due_after_cap
 from dialer.config import Campaign
-from dialer.errors import DialerError, SetupError
+from dialer.errors import DialerError, LockedError, SetupError
 from dialer.hours import CallingHours
 from dialer.law import LawRules, rules_for, rules_for_area_code
 from dialer.model import DIALABLE, REMAINING, JournalRow, Lead, Status
-from dialer.store import CampaignLock, ImportSummary, Journal, file_signature, journal_errors
+from dialer.store import (
+    CallFigures,
+    CampaignLock,
+    ImportSummary,
+    Journal,
+    calls,
+    file_signature,
+    journal_errors,
+)
 from dialer.transitions import iso, never_open_reason
 
 # The stages that pull in pandas, numpy, phonenumbers, httpx or xlsxwriter are imported
@@ -43,7 +51,9 @@ if TYPE_CHECKING:
     from dialer.dispatch import Dispatcher
 
 __all__ = [
+    "CallFigures",
     "CampaignStatus",
+    "Collect",
     "Progress",
     "RunOptions",
     "RunResult",
@@ -72,6 +82,8 @@ class RunOptions:
     transport: httpx.AsyncBaseTransport | None = None
     # SIGINT/SIGTERM stop the run gracefully (the CLI turns this on; tests may too).
     handle_signals: bool = False
+    # --no-wait: leave live calls to a later run, `status` or `report` (the run exits 75).
+    no_wait: bool = False
     # Start a new journal even though the report shows calls placed (--new-journal).
     new_journal: bool = False
 
@@ -83,6 +95,7 @@ class RunResult:
     imported: ImportSummary | None
     report: Path
     next_due: datetime | None
+    calls: CallFigures | None = None  # call mode: the campaign's calls, live ones included
 
     @property
     def exit_code(self) -> int:
@@ -90,7 +103,8 @@ class RunResult:
             return 130
         if self.stats.stopped_by == "SIGTERM":
             return 143
-        return 75 if any(self.counts.get(s, 0) for s in REMAINING) else 0
+        live = self.calls.live if self.calls is not None else 0
+        return 75 if live or any(self.counts.get(s, 0) for s in REMAINING) else 0
 
 
 def with_leads(campaign: Campaign, override: Path | None) -> Campaign:
@@ -247,18 +261,72 @@ def next_due(journal: Journal, campaign: Campaign, now: datetime) -> datetime | 
 def write_campaign_report(journal: Journal, path: Path) -> int:
     from dialer.report import write_report
 
-    return write_report(path, journal.headers, journal.report_rows())
+    names = calls.collected_names(journal.conn)
+    return write_report(path, journal.headers, journal.report_rows(), names)
 
 
-def report_campaign(campaign: Campaign, target: Path) -> int:
+@dataclass
+class Collect:
+    """How `status` and `report` may ask the API about calls that ended since (no POST ever)."""
+
+    api_key: str | None
+    base_url: str | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+
+
+def collect_outcomes(campaign: Campaign, journal: Journal, how: Collect | None) -> str | None:
+    """One batched poll of the journal's live calls (or chats); a line saying why not, if not.
+
+    Skipped while a run holds the campaign's lock: that run is following them already.
+    """
+    if how is None or not calls.live_calls(journal.conn):
+        return None
+    if not how.api_key:
+        return "live calls not polled: no API key (their outcomes come with the next run)"
+    lock = CampaignLock(campaign.journal_path)
+    try:
+        lock.acquire()
+    except LockedError:
+        return None  # a run is going: it follows them
+    try:
+        from dialer import client as api
+        from dialer.follow import collect
+
+        client = api.SynthflowClient(
+            how.base_url or campaign.api.base_url,
+            how.api_key,
+            timeout=campaign.api.timeout_seconds,
+            transport=how.transport,
+        )
+
+        async def poll() -> int:
+            try:
+                return await collect(campaign, journal, client)
+            finally:
+                await client.aclose()
+
+        try:
+            asyncio.run(poll())
+        except api.LookupError_ as exc:
+            return f"live calls not polled: {exc}"
+        return None
+    finally:
+        lock.release()
+
+
+def report_campaign(campaign: Campaign, target: Path, collect: Collect | None = None) -> int:
     """Write the per-row report again from the journal (or, for a .html name, the campaign
-    page); the number of rows written."""
+    page), after collecting the outcomes of calls that ended since (given a key); the
+    number of rows written."""
     if not campaign.journal_path.exists():
         raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
     journal = Journal(campaign.journal_path, campaign.name)
     try:
         if not journal.is_imported:
             raise SetupError(f"{campaign.journal_path}: no leads imported yet; run the campaign first")
+        note = collect_outcomes(campaign, journal, collect)
+        if note:
+            log.warning("calls.not_polled", reason=note)
         if target.suffix.lower() in (".html", ".htm"):
             from dialer.page import write_page  # matplotlib: only when a page is asked for
 
@@ -285,7 +353,12 @@ async def _dispatch(
         campaign,
         journal,
         client,
-        DispatchOptions(limit=options.limit, clock=options.clock, progress=options.progress),
+        DispatchOptions(
+            limit=options.limit,
+            clock=options.clock,
+            progress=options.progress,
+            wait_for_calls=not options.no_wait,
+        ),
         suppressed,
     )
     loop = asyncio.get_running_loop()
@@ -359,6 +432,7 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
                 imported=imported,
                 report=report,
                 next_due=next_due(journal, campaign, now),
+                calls=calls.call_figures(journal.conn) if campaign.mode == "call" else None,
             )
         finally:
             journal.close()
@@ -520,16 +594,22 @@ class CampaignStatus:
     next_due: datetime | None
     removed: int
     caps_reset: datetime | None  # when a capped caller id may dial again
+    calls: CallFigures | None = None  # per call status, pick-up rate, live calls
+    note: str | None = None  # why live calls were not polled, if they were not
 
 
-def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> CampaignStatus | None:
-    """Counts per status from the journal, what is due now and when the rest becomes due."""
+def campaign_status(
+    campaign: Campaign, *, clock: Clock = utc_now, collect: Collect | None = None
+) -> CampaignStatus | None:
+    """Counts per status from the journal, what is due now and when the rest becomes due;
+    given a key (`collect`), the outcomes of calls that ended since are collected first."""
     from dialer.numbers import NumberPool
 
     if not campaign.journal_path.exists():
         return None
     journal = Journal(campaign.journal_path, campaign.name)
     try:
+        note = collect_outcomes(campaign, journal, collect)
         now = clock()
         due = _due(journal, campaign, now)
         return CampaignStatus(
@@ -538,6 +618,8 @@ def campaign_status(campaign: Campaign, *, clock: Clock = utc_now) -> CampaignSt
             next_due=due.next,
             removed=journal.count_removed(),
             caps_reset=NumberPool(campaign.numbers, journal.number_usage()).next_reset(now),
+            calls=calls.call_figures(journal.conn),
+            note=note,
         )
     finally:
         journal.close()

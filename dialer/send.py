@@ -39,7 +39,7 @@ from dialer.hours import CallingHours
 from dialer.law import LawRules, rules_for
 from dialer.model import JournalRow, Status
 from dialer.numbers import NumberPool, PoolExhausted
-from dialer.pacing import Pacer, Ticket
+from dialer.pacing import LiveCeiling, Pacer, Ticket
 from dialer.store import NumberTaken, intent, restore
 from dialer.transitions import (
     Next,
@@ -55,6 +55,11 @@ log = structlog.get_logger("dialer")
 
 # A row answered 429 this many times in a row goes back untouched, for a later run.
 MAX_THROTTLES = 100
+
+
+def is_concurrency_limit(answer: Answer) -> bool:
+    """A 429 whose body says the account's live-call limit was hit (not the request rate)."""
+    return answer.kind == "throttled" and "concurren" in answer.error.lower()
 
 
 def is_retryable(answer: Answer | None) -> bool:
@@ -77,6 +82,7 @@ class Attempt:
     closed: bool = False  # the hours closed while the row waited for its slot
     taken: bool = False  # the journal refused the intent: another row called the number
     answer: Answer | None = None
+    live_held: bool = False  # holds a live-call slot (passed to follow.py once accepted)
 
 
 class Sender:
@@ -91,8 +97,11 @@ class Sender:
         pool: NumberPool,
         clock: Clock,
         suppressed: Mapping[str, str],
+        live: LiveCeiling | None = None,
     ) -> None:
+        """`live`: the live-call ceiling (call mode); an accepted call keeps its slot."""
         self.run = run
+        self.live = live
         self.campaign = campaign
         self.limits = campaign.limits
         self.policy = Policy(campaign.mode, campaign.limits.max_attempts)
@@ -200,10 +209,37 @@ class Sender:
         try:
             await self._send(attempt)
         except asyncio.CancelledError:
+            self._free_live(attempt)
             if not attempt.sending:
                 self._restore(attempt)
             raise
+        except Exception:
+            self._free_live(attempt)  # the run stops on it; the slot must not leak meanwhile
+            raise
+        answer = attempt.answer
+        if answer is None or answer.kind != "accepted" or not answer.id:
+            # Not placed (or placed with no id to follow it by): the slot is free again. An
+            # unanswered request's call, if a look-up finds one, takes a slot then.
+            self._free_live(attempt)
         return await self._conclude(attempt)
+
+    def _free_live(self, attempt: Attempt) -> None:
+        if self.live is not None and attempt.live_held:
+            attempt.live_held = False
+            self.live.release()
+
+    async def _live_slot(self, attempt: Attempt) -> None:
+        """Wait for a live-call slot; like the send slot, a stop cancels the wait."""
+        if self.live is None or attempt.live_held:
+            return
+        me = asyncio.current_task()
+        assert me is not None
+        self.pacing.add(me)
+        try:
+            await self.live.acquire()
+            attempt.live_held = True
+        finally:
+            self.pacing.discard(me)
 
     def _gate(self, row: JournalRow, now: datetime) -> Next | str:
         """The pre-send checks: the row's next state if it may not be sent now, else its caller id."""
@@ -243,6 +279,7 @@ class Sender:
         """Send once a slot comes, again after each 429; the answer lands in `attempt`."""
         row = attempt.row
         while True:
+            await self._live_slot(attempt)
             async with self.slot() as ticket:
                 if self.run.stop.is_set() or not self._still_open(attempt):
                     return
@@ -263,7 +300,14 @@ class Sender:
                 if answer.kind != "throttled":
                     self.pacer.accepted(ticket)
                     return
-                self.pacer.throttle(ticket, answer.retry_after)
+                if self.live is not None and is_concurrency_limit(answer):
+                    # Too many calls live, not too many requests: the rate stays, the
+                    # live-call ceiling comes down to what is live.
+                    self._free_live(attempt)
+                    self.live.refused()
+                    self.run.stats.live_refusals += 1
+                else:
+                    self.pacer.throttle(ticket, answer.retry_after)
             attempt.throttles += 1
             log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
             if self.run.stop.is_set() or attempt.throttles >= MAX_THROTTLES:

@@ -48,6 +48,7 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:
         "hidden limit",
         "429 answers",
         "validate XLSX / validate CSV",
+        "most calls live at once",
     ):
         assert words in done.stdout
     report = json.loads(out.read_text())
@@ -60,6 +61,7 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:
         "5 sandbox",
         "6 spreadsheets",
         "7 page",
+        "8 outcomes",
     }
     for section in report["results"].values():
         assert section["rows"], section

@@ -38,7 +38,7 @@ from dialer.errors import AuthError, LockedError
 from dialer.run import RunOptions, RunResult, run_campaign, write_campaign_report
 from dialer.sandbox import RunningSandbox, read_record
 from dialer.store import CampaignLock, Journal
-from tests.conftest import MakeSandbox, posts, write_leads
+from tests.conftest import MakeSandbox, ended_at_once, posts, write_leads
 
 KEY = "sk-resilience-test"
 ALL_DAYS = '["mon", "tue", "wed", "thu", "fri", "sat", "sun"]'
@@ -288,7 +288,7 @@ def test_sigkill_at_random_moments_never_rings_anyone_twice(
         assert row["dialer_id"] == calls[e164(i)][0], row
     assert [r["dialer_status"] for r in report[n:]] == ["invalid", "duplicate"]
     assert any(r["dropped"] for r in posts(api.record)), "no answer was dropped: a weaker test"
-    lookups = [r for r in recorded(api.record) if r["method"] == "GET"]
+    lookups = [r for r in recorded(api.record) if r["method"] == "GET" and "lead_phone_number" in r["query"]]
     assert lookups, "no row was ever settled by a look-up: a weaker test"
 
 
@@ -345,6 +345,8 @@ class FakeApi:
                 )
             return httpx.Response(status, json={"detail": self.error or f"upstream said {status}"})
         params = dict(request.url.params)
+        if "lead_phone_number" not in params:
+            return self._poll(request, params)
         self.lookups.append(params)
         if self.lookup_status in (401, 403):
             return httpx.Response(self.lookup_status, json={"detail": "Invalid API key"})
@@ -364,6 +366,30 @@ class FakeApi:
                     "pagination": {"total_records": len(found), "limit": 5, "offset": 0},
                     "calls": found,
                 },
+            },
+        )
+
+    def _poll(self, request: httpx.Request, params: dict[str, str]) -> httpx.Response:
+        """The follower's poll (by id, or the agent's list): every call placed has ended."""
+        placed = [(ms, cid, phone) for phone, calls in self.calls.items() for ms, cid in calls]
+        if request.url.path != "/v2/calls":
+            placed = [c for c in placed if request.url.path.endswith("/" + c[1])]
+        listed = [
+            {
+                "call_id": cid,
+                "phone_number_to": phone,
+                "start_time": ms,
+                "call_status": "completed",
+                "status": "completed",
+                "duration": 1,
+            }
+            for ms, cid, phone in sorted(placed, reverse=True)
+        ]
+        return httpx.Response(
+            200,
+            json={
+                "status": "ok",
+                "response": {"pagination": {"total_records": len(listed)}, "calls": listed},
             },
         )
 
@@ -414,7 +440,7 @@ def test_retry_after_on_a_503_is_honoured_as_the_least_wait(tmp_path: Path) -> N
 
     write_lead_rows(tmp_path / "leads.csv", lead_rows([0]))
     # Backoff alone would wait at most 0.05 s: only Retry-After explains a longer pause.
-    result = run_here(write_campaign(tmp_path), transport=httpx.MockTransport(handler))
+    result = run_here(write_campaign(tmp_path), transport=httpx.MockTransport(ended_at_once(handler)))
 
     assert result.exit_code == 0
     assert len(seen) == 2 and seen[1] - seen[0] >= 0.4
@@ -464,7 +490,7 @@ def test_a_refusal_is_failed_at_once_with_the_apis_message(
         return httpx.Response(status, json=body)
 
     write_lead_rows(tmp_path / "leads.csv", lead_rows(range(3)))
-    result = run_here(write_campaign(tmp_path), transport=httpx.MockTransport(handler))
+    result = run_here(write_campaign(tmp_path), transport=httpx.MockTransport(ended_at_once(handler)))
 
     assert result.exit_code == 0  # failed rows wait for --retry-failed, not for cron
     assert len(seen) == 3
@@ -529,7 +555,7 @@ def test_a_dropped_answer_is_settled_by_a_look_up_and_never_sent_twice(
 
     assert result.exit_code == 0
     calls = placed(api.record)
-    lookups = [r for r in recorded(api.record) if r["method"] == "GET"]
+    lookups = [r for r in recorded(api.record) if r["method"] == "GET" and "lead_phone_number" in r["query"]]
     assert sorted(r["query"]["lead_phone_number"] for r in lookups) == sorted(calls)
     for i in range(n):
         row = report_of(tmp_path)[f"Lead {i}"]
@@ -875,7 +901,9 @@ def test_a_stop_takes_no_new_row_and_sends_nothing_more(tmp_path: Path) -> None:
     campaign = write_campaign(tmp_path, rate=1, concurrency=4)
     previous = signal.signal(signal.SIGTERM, unhandled)  # pytest survives a regression
     try:
-        result = run_here(campaign, transport=httpx.MockTransport(handler), handle_signals=True)
+        result = run_here(
+            campaign, transport=httpx.MockTransport(ended_at_once(handler)), handle_signals=True
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -912,7 +940,7 @@ def test_dialer_report_replaces_the_file_and_keeps_it_whole_when_writing_fails(
     assert path.read_bytes() == before
 
     # A write that fails halfway leaves the last report as it was, and no temp file.
-    def half_then_fail(file: Any, headers: Any, rows: Any) -> int:
+    def half_then_fail(file: Any, headers: Any, rows: Any, *_: Any) -> int:
         file.write("Name,Phone\r\nhalf a report")
         raise OSError(28, "No space left on device")
 

@@ -6,8 +6,11 @@ migrations.py  the schema (leads, number_usage, calls), its version, and the ste
 sqlite.py      Journal: import, reads, whole-table transitions at the start of a run
 writes.py      the dispatcher's row transitions as SQL (intent, outcome, restore)
 writer.py      JournalWriter: those writes committed in groups, one fsync per group
+calls.py       the calls table: a call placed, a call seen by a poll, live calls, figures
 """
 
+from dialer.store import calls
+from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.db import journal_errors
 from dialer.store.importing import ImportSummary, file_signature
 from dialer.store.lock import CampaignLock
@@ -18,6 +21,9 @@ from dialer.store.writes import NumberTaken, Write, intent, outcome, restore
 
 __all__ = [
     "SCHEMA_VERSION",
+    "CallFigures",
+    "LiveCall",
+    "calls",
     "CampaignLock",
     "ImportSummary",
     "Journal",

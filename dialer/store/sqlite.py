@@ -236,12 +236,17 @@ class Journal:
         return {(str(number), str(day)): int(calls) for number, day, calls in rows}
 
     def report_rows(self) -> Iterator[tuple[list[str], Outcome]]:
-        """Every row of the current leads file, in file order, with its outcome."""
+        """Every row of the current leads file, in file order, with its outcome and latest call."""
         cursor = self.conn.execute(
-            "SELECT raw, status, call_id, from_number, attempts, error, updated_at FROM leads"
-            " WHERE position IS NOT NULL ORDER BY position"
+            "SELECT l.raw, l.status, l.call_id, l.from_number, l.attempts, l.error, l.updated_at,"
+            " c.status, c.end_reason, c.duration, c.recording_url, c.collected,"
+            " (SELECT count(*) FROM calls n WHERE n.lead_id = l.id)"
+            " FROM leads l LEFT JOIN calls c ON c.call_id = l.call_id AND l.call_id != ''"
+            " WHERE l.position IS NOT NULL ORDER BY l.position"
         )
-        for raw, status, call_id, from_number, attempts, error, updated_at in cursor:
+        for record in cursor:
+            raw, status, call_id, from_number, attempts, error, updated_at = record[:7]
+            call_status, end_reason, duration, recording_url, collected, calls = record[7:]
             yield (
                 decode_row(raw),
                 Outcome(
@@ -251,6 +256,12 @@ class Journal:
                     attempts=attempts,
                     error=error,
                     updated_at=updated_at,
+                    call_status=call_status or "",
+                    end_reason=end_reason or "",
+                    duration=duration,
+                    calls=calls,
+                    recording_url=recording_url or "",
+                    collected=json.loads(collected) if collected else {},
                 ),
             )
 
