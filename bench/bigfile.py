@@ -98,6 +98,16 @@ def validate(ctx: Context) -> Section:
         section.add(f"{label}, {ctx.rows:,} rows: wall", measured.wall, "s")
         section.add(f"  peak memory (PSS) ({label})", measured.tree_rss_mib, "MiB")
         section.details[label] = {"wall": measured.wall, "tree_rss_mib": measured.tree_rss_mib}
+        if not extra:
+            # Issue 15's aim, measured in the same run (a shared machine varies run to run).
+            ratio = section.details[f"validate {ctx.rows}"]["wall"] / measured.wall
+            section.add(
+                "dialer validate / pandas.read_csv (both process walls)",
+                ratio,
+                "x",
+                "< 3",
+                None if ctx.quick else ratio < 3,
+            )
     return section
 
 

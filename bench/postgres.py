@@ -25,7 +25,7 @@ from tests.pg import MissingPostgres, PgServer, start_server, stop_server
 
 
 def run(ctx: Context) -> Section:
-    section = Section("8 postgresql")
+    section = Section("9 postgresql")
     try:
         server, owner = start_server()
     except MissingPostgres as exc:

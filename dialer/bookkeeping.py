@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from dialer.errors import ApiUnreachable, AuthError
+from dialer.config import StopWhenFailed
+from dialer.errors import ApiUnreachable, AuthError, FailingError
 from dialer.model import JournalRow, Status
-from dialer.store import JournalStore, Writer, outcome
+from dialer.store import JournalStore, Writer, calls, outcome
 from dialer.transitions import Next
 
 if TYPE_CHECKING:  # the client (httpx) is not needed to reason about its answers
@@ -28,8 +30,16 @@ log = structlog.get_logger("dialer")
 Clock = Callable[[], datetime]
 
 
+# A test hook, like the journal's fault point: tests/conftest.py shifts the clock the
+# dialer sees to a fixed time of day, so the law's window (08:00-21:00 for every US number)
+# does not make the suite pass or fail by the hour it runs at. Unset in real use.
+CLOCK_SHIFT_ENV = "DIALER_TEST_CLOCK_SHIFT_SECONDS"
+
+
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    now = datetime.now(UTC)
+    shift = os.environ.get(CLOCK_SHIFT_ENV)
+    return now + timedelta(seconds=float(shift)) if shift else now
 
 
 def mask(phone: str) -> str:
@@ -93,6 +103,12 @@ class RunStats:
     finished: float | None = None
     pool_exhausted: bool = False
     stopped_by: str | None = None
+    # Following calls: GET requests made to poll them, calls seen to end, calls given up.
+    polls: int = 0
+    calls_ended: Counter[str] = field(default_factory=Counter)
+    calls_timed_out: int = 0
+    most_live: int = 0
+    live_refusals: int = 0  # POSTs answered 429 for the account's concurrency limit
 
     @property
     def elapsed(self) -> float:
@@ -119,10 +135,36 @@ class Progress:
         """The run's figures, on time: `stats` is the one count the summary reads too."""
 
 
+class FailureWatch:
+    """`stop_when_failed`: the last N calls' results (refused for good, or ended `failed`)."""
+
+    def __init__(self, rule: StopWhenFailed) -> None:
+        self.rule = rule
+        self.last: deque[str | None] = deque(maxlen=rule.of_last)  # the failure's reason, or None
+
+    def add(self, reason: str | None) -> FailingError | None:
+        """One more call's result (`reason` when it failed); the error to stop with, if due."""
+        self.last.append(reason)
+        failed = [r for r in self.last if r is not None]
+        if len(self.last) < self.rule.of_last or len(failed) < self.rule.share * self.rule.of_last:
+            return None
+        reasons = "; ".join(f"{why} ({n})" for why, n in Counter(failed).most_common(3))
+        return FailingError(
+            f"stopped: {len(failed)} of the last {len(self.last)} calls failed ({reasons});"
+            " rows not yet dialed are left as they were"
+        )
+
+
 class Run:
     """One run's shared state: stop switch, the error that stopped it, figures, progress."""
 
-    def __init__(self, journal: JournalStore, writer: Writer, progress: Progress) -> None:
+    def __init__(
+        self,
+        journal: JournalStore,
+        writer: Writer,
+        progress: Progress,
+        stop_when_failed: StopWhenFailed | None = None,
+    ) -> None:
         self.journal = journal
         self.writer = writer
         self.progress = progress
@@ -130,6 +172,15 @@ class Run:
         self.stop = asyncio.Event()
         self.fatal: BaseException | None = None
         self.reach = Reach()
+        self.failures = FailureWatch(stop_when_failed) if stop_when_failed else None
+
+    def call_result(self, failure: str | None) -> None:
+        """A call's result for stop_when_failed: `failure` says why it failed, None if it did not."""
+        if self.failures is None:
+            return
+        stop = self.failures.add(failure)
+        if stop is not None:
+            self.fail(stop)
 
     def fail(self, exc: BaseException) -> None:
         """Stop the run on an error it cannot get past; the dispatcher raises it once all is saved."""
@@ -142,20 +193,25 @@ class Run:
     ) -> None:
         """Commit the row's next state; `counted`: it is this run's outcome for the row.
 
-        Counted first: the commit queues its writes before it first waits, and queued writes
-        land even if the wait is cancelled, so the figures and the journal always agree.
+        A call (or chat) accepted, or found by a look-up, becomes a row of `calls` in the
+        same commit: from then on it is live until follow.py sees it end. Counted first: the
+        commit queues its writes before it first waits, and queued writes land even if the
+        wait is cancelled, so the figures and the journal always agree.
         """
         if counted:
             self.count(next_state.status, row, answer)
-        await self.writer.commit(
-            outcome(
-                row.id,
-                next_state.status,
-                call_id=next_state.call_id,
-                error=next_state.error,
-                unanswered=next_state.unanswered,
-            )
+        writes = outcome(
+            row.id,
+            next_state.status,
+            call_id=next_state.call_id,
+            error=next_state.error,
+            unanswered=next_state.unanswered,
         )
+        if next_state.status == Status.SENT and next_state.call_id:
+            writes += calls.placed(row.id, time.time())
+        if next_state.status == Status.FAILED and answer is not None:
+            self.call_result(answer.error or "refused")
+        await self.writer.commit(writes)
 
     def count(
         self, status: Status, row: JournalRow, answer: Answer | None = None, log_it: bool = True

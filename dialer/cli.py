@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from dialer.config import Campaign
-    from dialer.run import RunResult
+    from dialer.run import CallFigures, RunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("pending", "deferred", "sent", "failed", "invalid", "duplicate", "suppressed", "unknown")
@@ -348,6 +348,11 @@ def _log_option(func: F) -> F:
     "--retry-unknown", is_flag=True, help="Send `unknown` rows again, accepting that some may ring twice."
 )
 @click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Do not wait for live calls to end: a later run, status or report collects them (exit 75).",
+)
+@click.option(
     "--new-journal",
     is_flag=True,
     help="Start a new journal even though the report shows calls placed (they may be called again).",
@@ -363,6 +368,7 @@ def run(
     limit: int | None,
     retry_failed: bool,
     retry_unknown: bool,
+    no_wait: bool,
     new_journal: bool,
     log_format: str,
     verbose: bool,
@@ -370,8 +376,10 @@ def run(
     """Import the leads (first run) and dial every row that is due.
 
     A second run continues where the first stopped: rows already settled are
-    never sent again. Exit 0 when nothing is left, 75 while rows remain for a
-    later run (cron), 1 on an error such as a refused key, 2 on bad input.
+    never sent again. In call mode it follows every call to its end and waits
+    for the last one (unless --no-wait). Exit 0 when nothing is left, 75 while
+    rows or live calls remain for a later run (cron), 1 on an error such as a
+    refused key or stop_when_failed, 2 on bad input.
 
     \b
     Examples:
@@ -419,6 +427,7 @@ def run(
             new_journal=new_journal,
             progress=bar,
             handle_signals=True,
+            no_wait=no_wait,
         )
         began = time.monotonic()
         try:
@@ -441,6 +450,28 @@ def run(
             )
         _summary(campaign, result, took)
         sys.exit(result.exit_code)
+
+
+def _call_lines(
+    out: Console,
+    figures: CallFigures | None,
+    polls: int | None = None,
+    most_live: int = 0,
+    limit: int | None = None,
+) -> None:
+    """How the calls ended: per final status, the pick-up rate, those still live."""
+    if figures is None:
+        return  # chats: no calls to follow
+    ended = ", ".join(f"{status} {n}" for status, n in figures.by_status.most_common())
+    out.print(f"calls ended: {ended or 'none yet'}")
+    rate = figures.pick_up_rate
+    line = f"pick-up rate: {'-' if rate is None else f'{rate:.0%}'}; live calls: {figures.live}"
+    if figures.timed_out:
+        line += f"; never ended (given up): {figures.timed_out}"
+    out.print(line)
+    if polls is not None:
+        ceiling = f" (max_live_calls {limit})" if limit else ""
+        out.print(f"most calls live at once: {most_live}{ceiling}; {polls} GET requests to follow them")
 
 
 def _summary(campaign: Campaign, result: RunResult, took: float) -> None:
@@ -473,6 +504,7 @@ def _summary(campaign: Campaign, result: RunResult, took: float) -> None:
         f"time taken {took:.1f}s (dialing {stats.elapsed:.1f}s); {stats.requests} requests,"
         f" {rate}; {stats.throttled} answered 429; {stats.lookups} look-ups"
     )
+    _call_lines(out, result.calls, stats.polls, stats.most_live, campaign.limits.max_live_calls)
     if result.imported and not result.imported.first_import:
         imp = result.imported
         out.print(
@@ -536,6 +568,8 @@ def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
                 f'caller ids: no number of [numbers] pool is in {country}: strategy "local" will call '
                 f"its {rows} from another country's number"
             )
+        for law, n in sorted(found.laws.items(), key=lambda item: item[0].states):
+            out.print(law.validate_line(n))
         out.print(
             f"due now: {found.due_now}; next due: "
             f"{_when(found.next_due) if found.next_due else 'all due now'}"
@@ -548,11 +582,15 @@ def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
 
 @main.command()
 @click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.option("--base-url", help="API base URL (overrides [api].base_url).")
 @_log_option
-def status(campaign_file: str, log_format: str) -> None:
-    """Counts per dialer_status from the journal, what is due now and when the rest is due.
+def status(campaign_file: str, base_url: str | None, log_format: str) -> None:
+    """Counts per dialer_status and per call status, the pick-up rate, the live calls, what
+    is due now and when the rest is due.
 
-    Reads the journal only: no request is made and the leads file is not read.
+    With an API key, the calls still live in the journal are polled first (one batched
+    GET; never a POST), so calls that ended since show their outcome. The leads file is
+    not read.
 
     \b
     Example:
@@ -560,11 +598,12 @@ def status(campaign_file: str, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
-        from dialer.run import campaign_status, journal_label
+        from dialer.run import Collect, campaign_status, journal_label
 
         out = _out()
         campaign = _campaign(campaign_file)
-        found = campaign_status(campaign)
+        collect = Collect(_api_key(campaign), _checked_url(base_url) if base_url else None)
+        found = campaign_status(campaign, collect=collect)
         if found is None:
             out.print(f"{campaign.name}: not started (no journal at {journal_label(campaign)})")
             return
@@ -578,6 +617,8 @@ def status(campaign_file: str, log_format: str) -> None:
         out.print(f"  total      {sum(found.counts.values())}")
         if found.removed:
             out.print(f"  ({found.removed} rows in the journal are no longer in the leads file)")
+        if campaign.mode == "call" and found.calls is not None and found.calls.placed:
+            _call_lines(out, found.calls)
         out.print(f"due now: {found.due_now}")
         out.print(f"next due: {'now' if found.due_now else _when(found.next_due)}")
         hint = _unknown_hint(campaign, found.counts)
@@ -585,6 +626,8 @@ def status(campaign_file: str, log_format: str) -> None:
             out.print(hint)
         if found.caps_reset:
             out.print(f"caller ids at their daily cap dial again from: {_when(found.caps_reset)}")
+        if found.note:
+            out.print(found.note)
 
 
 @main.command()
@@ -595,10 +638,14 @@ def status(campaign_file: str, log_format: str) -> None:
     type=click.Path(dir_okay=False),
     help="Where to write (default: the campaign's report). .xlsx writes Excel; .html the campaign page.",
 )
+@click.option("--base-url", help="API base URL (overrides [api].base_url).")
 @_log_option
-def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
+def report(campaign_file: str, out_path: str | None, base_url: str | None, log_format: str) -> None:
     """Write the per-row report again from the journal (CSV, or XLSX for a .xlsx name),
     or the campaign page for a .html name: figures and charts in one self-contained file.
+
+    With an API key, the calls still live are polled first (never a POST), so the report
+    has the outcomes of calls that ended since the run.
 
     \b
     Examples:
@@ -608,11 +655,12 @@ def report(campaign_file: str, out_path: str | None, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
-        from dialer.run import report_campaign
+        from dialer.run import Collect, report_campaign
 
         campaign = _campaign(campaign_file)
         target = Path(out_path) if out_path else campaign.report_path
-        rows = report_campaign(campaign, target)
+        collect = Collect(_api_key(campaign), _checked_url(base_url) if base_url else None)
+        rows = report_campaign(campaign, target, collect)
         _out().print(f"report: {target} ({rows} rows)")
 
 

@@ -28,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
 from dialer.columns import PLACEHOLDER, placeholder_column
 from dialer.config import Campaign
 from dialer.errors import SetupError
-from dialer.model import JournalRow
+from dialer.model import CallOutcome, JournalRow
 
 AnswerKind = Literal["accepted", "refused", "auth", "throttled", "retry", "unknown"]
 
@@ -264,6 +265,86 @@ def placed_call(data: Any, phone: str) -> str | None:
     return None
 
 
+def _text(value: Any, limit: int = 500) -> str:
+    """A short printable text from an untrusted value ('' for null, objects and lists)."""
+    if value is None or isinstance(value, dict | list):
+        return ""
+    return "".join(ch for ch in _one_line(value, limit) if ch.isprintable())
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration as the API writes one (a number, or digits in a string); None when not one."""
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _collected(value: Any, model_id: str) -> dict[str, str]:
+    """`collected_variables`, seen as null, a flat map, or a map keyed by the agent's id."""
+    if not isinstance(value, dict):
+        return {}
+    inner = value.get(model_id)
+    if isinstance(inner, dict):
+        value = inner
+    elif len(value) == 1 and isinstance(next(iter(value.values())), dict):
+        value = next(iter(value.values()))  # keyed by some other id of the agent's
+    flat: dict[str, str] = {}
+    for name, cell in value.items():
+        key = _text(name, 100)
+        if not key:
+            continue
+        if isinstance(cell, dict | list):
+            flat[key] = json.dumps(cell, ensure_ascii=False)[:1000]
+        elif isinstance(cell, bool):
+            flat[key] = "true" if cell else "false"
+        else:
+            flat[key] = _text(cell, 1000)
+    return flat
+
+
+def read_call(item: Any, model_id: str) -> CallOutcome | None:
+    """One call of a GET answer, or None when it has no readable call_id."""
+    if not isinstance(item, dict):
+        return None
+    call_id = _an_id(item.get("call_id"))
+    if call_id is None:
+        return None
+    # GET by id names it `status`, the list `call_status`.
+    status = _text(item.get("status", item.get("call_status")), 50)
+    return CallOutcome(
+        call_id=call_id,
+        status=status,
+        duration=_seconds(item.get("duration")),
+        end_reason=_text(item.get("end_call_reason"), 100),
+        recording_url=_text(item.get("recording_url"), 2000),
+        collected=_collected(item.get("collected_variables"), model_id),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CallPage:
+    """One page of GET /v2/calls: the calls read, how many items it held, the total it claims."""
+
+    calls: list[CallOutcome]
+    items: int
+    total: int | None
+
+
+def calls_page(data: Any, model_id: str) -> CallPage:
+    """A GET /v2/calls (or /v2/calls/{id}) answer; LookupError_ when it is not a list of calls."""
+    items = _dig(data, "response", "calls")
+    if not isinstance(items, list):
+        raise LookupError_("calls answer not understood (no list of calls)")
+    total = _dig(data, "response", "pagination", "total_records")
+    calls = [call for call in (read_call(item, model_id) for item in items) if call is not None]
+    readable_total = total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+    return CallPage(calls, len(items), readable_total)
+
+
 def classify_exception(exc: httpx.HTTPError) -> Answer:
     """A request that got no HTTP answer: did it reach the API?"""
     # These fail before a byte of the request leaves: safe to send again.
@@ -366,6 +447,48 @@ class SynthflowClient:
             failed = Answer("unknown", error=f"look-up failed: {error_text(response)}")
             raise LookupError_(self._scrubbed(failed).error)
         return placed_call(_json(response), phone)
+
+    async def _get(self, path: str, params: dict[str, str | int] | None = None) -> Any | None:
+        """A GET's JSON (untrusted), None for a 404; LookupRefused on 401/403, LookupError_ else."""
+        try:
+            response = await self._http.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise LookupError_(f"poll failed: {type(exc).__name__}") from None
+        if response.status_code in (401, 403):
+            raise LookupRefused(self._scrubbed(Answer("auth", error=error_text(response))).error)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise LookupError_(
+                self._scrubbed(Answer("unknown", error=f"poll failed: {error_text(response)}")).error
+            )
+        return _json(response)
+
+    async def list_calls(self, model_id: str, from_ms: int, to_ms: int, limit: int, offset: int) -> CallPage:
+        """One page (newest first) of the agent's calls placed between two moments (ms)."""
+        params: dict[str, str | int] = {
+            "model_id": model_id,
+            "from_date": max(0, from_ms),
+            "to_date": max(0, to_ms),
+            "limit": limit,
+            "offset": offset,
+        }
+        data = await self._get(CALLS, params)
+        if data is None:
+            raise LookupError_("poll failed: HTTP 404 on the calls list")
+        return calls_page(data, model_id)
+
+    async def get_call(self, call_id: str, model_id: str) -> CallOutcome | None:
+        """One call by id; None when the API does not know it (404, or not in its answer)."""
+        data = await self._get(f"{CALLS}/{quote(call_id, safe='')}")
+        if data is None:
+            return None
+        return next((call for call in calls_page(data, model_id).calls if call.call_id == call_id), None)
+
+    async def get_chat_status(self, chat_id: str) -> str | None:
+        """A chat's `chat_status` as GET /v2/chat/{id} gives it; None when unknown or unreadable."""
+        data = await self._get(f"/v2/chat/{quote(chat_id, safe='')}")
+        return _text(_dig(data, "response", "chat_status"), 50) or None
 
     async def aclose(self) -> None:
         for http in (*self._lanes, self._http):

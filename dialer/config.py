@@ -65,6 +65,8 @@ class Columns(_Strict):
     name: str | list[str] | None = None
     timezone: str | None = None
     email: str | None = None
+    # The lead's US state (a code like FL or a name), for the law's calling hours and caps.
+    state: str | None = None
     variables: list[str] | None = None
 
 
@@ -84,6 +86,13 @@ class Numbers(_Strict):
         return pool
 
 
+class StopWhenFailed(_Strict):
+    """Stop the run when `share` of the last `of_last` calls failed (a misconfigured campaign)."""
+
+    share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    of_last: Annotated[int, Field(ge=1)] = 20
+
+
 class Limits(_Strict):
     rate_per_second: Annotated[float, Field(gt=0)] = 5.0
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 10
@@ -98,6 +107,12 @@ class Limits(_Strict):
     drain_seconds: Annotated[float, Field(ge=0)] = 30.0
     # Adaptive pacing lowers the rate on 429s; it never goes below this.
     min_rate_per_second: Annotated[float, Field(gt=0)] = 0.2
+    # Calls to one number in any 24 hours (None: no cap of the campaign's own); the law's
+    # cap for the lead's state (dialer/data/calling_law.toml) holds as well, the lower wins.
+    calls_per_24h: Annotated[int, Field(ge=1)] | None = None
+    # Calls live at once, from the accepted POST until the dialer has seen the final status.
+    max_live_calls: Annotated[int, Field(ge=1)] | None = None
+    stop_when_failed: StopWhenFailed | None = None
     # PostgreSQL journal, several runs at once: how long a run's claim on a row lasts
     # unless renewed (a run that dies gives its rows back after this).
     claim_lease_seconds: Annotated[float, Field(gt=0)] = 30.0
@@ -111,6 +126,35 @@ class Account(_Strict):
     # Counted once the dialer follows live calls (follow.py, issue 12): the hook is
     # SharedRate's buckets, which will gain a live-call count per account.
     max_live_calls: Annotated[int, Field(ge=1)] | None = None
+
+
+def parse_duration(value: str | float) -> float:
+    """ "90s", "30m", "2h", "1d" or a number of seconds, as seconds; ValueError when not one."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value))
+        if not match:
+            raise ValueError(f'expected a duration such as "90s", "30m", "2h" or "1d", got {value!r}')
+        seconds = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    if not seconds > 0:
+        raise ValueError(f"a duration must be more than 0, got {value!r}")
+    return seconds
+
+
+class Outcomes(_Strict):
+    """How live calls are followed to their end (mode = "call")."""
+
+    poll_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # A call with no final status this long after it was placed is reported as never ended
+    # (calls stuck "in-progress" for days are real): the row keeps its last status, the slot
+    # is freed. Four hours: longer than any real conversation, short enough for a day's run.
+    give_up_after: float = 4 * 3600.0
+
+    @field_validator("give_up_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
 
 
 def _parse_date(value: str) -> date | None:
@@ -219,6 +263,7 @@ class Campaign(_Strict):
     numbers: Numbers = Numbers()
     limits: Limits = Limits()
     hours: Hours = Hours()
+    outcomes: Outcomes = Outcomes()
     account: Account | None = None
 
     @field_validator("name")

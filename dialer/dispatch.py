@@ -3,8 +3,11 @@
     feeder   settles what earlier runs left `unknown`, then queues every dialable row in
              file order (rows outside their hours are deferred here, in batches), up to
              --limit distinct rows
-    workers  four per connection lane: each takes a row, `Sender.dial`s it, and hands a
-             row whose answer was lost to a `Settler`
+    workers  four per connection lane: each takes a row, `Sender.dial`s it, hands a
+             row whose answer was lost to a `Settler`, and an accepted call to the
+             `Follower`, which holds its live-call slot until the call ends
+    follower polls the live calls (those of earlier runs too) until they end; once every
+             row is dialed the run waits for them, unless --no-wait
     stop     a signal, a refused key or an internal error: idle workers and those waiting
              for a send slot go at once (their rows stay as they were); requests in flight
              may finish within drain_seconds, so their answers are saved
@@ -24,15 +27,17 @@ from typing import Any
 from dialer.bookkeeping import Clock, Progress, Run, RunStats, utc_now
 from dialer.client import SynthflowClient
 from dialer.config import Campaign
+from dialer.follow import Follower
 from dialer.hours import CallingHours
+from dialer.law import rules_for
 from dialer.model import DIALABLE, JournalRow, Status
 from dialer.numbers import NumberPool
-from dialer.pacing import Pacer
+from dialer.pacing import LiveCeiling, Pacer
 from dialer.send import Sender
 from dialer.settle import Settler
 from dialer.store import JournalStore, Write, outcome
 from dialer.store.claims import Claims
-from dialer.transitions import CAPPED, Next, outside_hours
+from dialer.transitions import CAPPED, Next
 
 # Deferrals the feeder gathers before committing them.
 DEFER_BATCH = 2000
@@ -43,6 +48,7 @@ class DispatchOptions:
     limit: int | None = None
     clock: Clock = utc_now
     progress: Progress = field(default_factory=Progress)
+    wait_for_calls: bool = True  # False: --no-wait, live calls left to a later run
 
 
 class Dispatcher:
@@ -64,7 +70,7 @@ class Dispatcher:
         self.hours = CallingHours(campaign.hours)
         # Several runs may share a PostgreSQL campaign: this run's claims (None: it is alone).
         self.claims = journal.claims(self.limits.claim_lease_seconds)
-        self.run_state = Run(journal, journal.writer(), options.progress)
+        self.run_state = Run(journal, journal.writer(), options.progress, campaign.limits.stop_when_failed)
         self.stats = self.run_state.stats
         self.stop = self.run_state.stop
         # A restart keeps the window of the run before it: no burst right after a crash. The
@@ -81,8 +87,24 @@ class Dispatcher:
         self.pool = NumberPool(campaign.numbers, journal.number_usage())
         # The window shared with other runs and the account's other campaigns (None: alone).
         self.gate = journal.rate_gate(campaign)
+        self.ceiling: LiveCeiling | None = None
+        self.follower: Follower | None = None
+        if campaign.mode == "call":
+            # Calls an earlier run left live hold their slots from the start.
+            live = journal.live_calls()
+            self.ceiling = LiveCeiling(self.limits.max_live_calls, held=len(live))
+            self.follower = Follower(self.run_state, campaign, client, self.ceiling)
+            self.follower.load(live)
         self.sender = Sender(
-            self.run_state, campaign, client, pacer, self.pool, options.clock, suppressed, gate=self.gate
+            self.run_state,
+            campaign,
+            client,
+            pacer,
+            self.pool,
+            options.clock,
+            suppressed,
+            self.ceiling,
+            gate=self.gate,
         )
         self.settler = (
             Settler(self.run_state, campaign, client, self._redial) if campaign.mode == "call" else None
@@ -104,12 +126,17 @@ class Dispatcher:
         workers = [asyncio.create_task(self._worker()) for _ in range(4 * self.limits.concurrency)]
         feeder = asyncio.create_task(self._feed())
         renewer = asyncio.create_task(self._renew_claims())
+        follower = asyncio.create_task(self.follower.follow()) if self.follower else None
         ticker = asyncio.create_task(self._tick_progress())
         try:
             await self._until_done_or_stopped()
             feeder.cancel()
             await self._wind_down(workers)
+            if follower is not None:
+                follower.cancel()
             await asyncio.gather(*workers, feeder, *self._settlers, return_exceptions=True)
+            if follower is not None:
+                await asyncio.gather(follower, return_exceptions=True)
         finally:
             renewer.cancel()
             ticker.cancel()
@@ -120,6 +147,8 @@ class Dispatcher:
                 self.claims.release()
             self.stats.finished = time.monotonic()
             self.stats.throttled = self.pacer.throttled
+            if self.ceiling is not None:
+                self.stats.most_live = max(self.stats.most_live, self.ceiling.most_held)
             self.options.progress.tick(self.stats)  # the last figures, however short the run
         if self.stats.pool_exhausted:
             self.journal.defer_dialable(CAPPED)
@@ -135,12 +164,24 @@ class Dispatcher:
             progress.tick(self.stats)
 
     async def _until_done_or_stopped(self) -> None:
-        done_waiter = asyncio.create_task(self._idle.wait())
+        """Every row dialed (and, unless --no-wait, every call ended), or a stop."""
+        await self._first(self._idle.wait())
+        if self.follower is not None and self.options.wait_for_calls:
+            if self.claims is not None and not self.stop.is_set():
+                # Several runs share the campaign: the live calls of the others (a dead one's
+                # above all) are waited for too, so the campaign's last run leaves none live.
+                self.follower.adopt(self.journal.live_calls())
+            self.follower.hurry()
+            await self._first(self.follower.drained.wait())
+        self.stop.set()
+
+    async def _first(self, waited: Any) -> None:
+        """Wait for `waited` or a stop, whichever comes first."""
+        done_waiter = asyncio.create_task(waited)
         stop_waiter = asyncio.create_task(self.stop.wait())
         await asyncio.wait({done_waiter, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
         done_waiter.cancel()
         stop_waiter.cancel()
-        self.stop.set()
 
     async def _wind_down(self, workers: list[asyncio.Task[None]]) -> None:
         """Idle workers go at once, and so do those still waiting for a send slot (their rows
@@ -213,8 +254,9 @@ class Dispatcher:
         if row.id in self._owned:
             return True
         now = self.options.clock()
-        if not self.hours.is_open(row.timezones, now):
-            deferred.append((row, outside_hours(row.timezones, self.hours.next_open(row.timezones, now))))
+        law = rules_for(row.phone, row.state)  # cached per (area-code state, state column)
+        if not self.hours.is_open(row.timezones, now, law):
+            deferred.append((row, self.sender.closed(row, now, law)))
             if len(deferred) >= DEFER_BATCH:
                 batch = list(deferred)
                 deferred.clear()
@@ -303,8 +345,13 @@ class Dispatcher:
     async def dial(self, row: JournalRow) -> bool:
         """Dial one row to an outcome; True when it was handed to a look-up, which now owns it."""
         next_state = await self.sender.dial(row)
-        # Where a row goes after its POST: a lost answer to a look-up (settle.py). Live calls
-        # will go to follow.py here in the same way, when the dialer follows them to their end.
+        # Where a row goes after its POST: an accepted call to follow.py (its live-call
+        # slot with it), a lost answer to a look-up (settle.py).
+        if next_state is not None and next_state.status == Status.SENT:
+            if self.follower is not None and next_state.call_id:
+                self.follower.track(row.id, next_state.call_id, time.time())
+            elif self.follower is None:
+                self.run_state.call_result(None)  # a chat: accepted is as far as it goes
         if next_state is None or not next_state.settle:
             return False
         self._settle_later(row, self.sender.intent_at.pop(row.id, time.time()))
@@ -323,6 +370,10 @@ class Dispatcher:
         requeued = False
         try:
             requeued = await self.settler.settle(row, intent_at)
+            settled = self.journal.row(row.id)
+            if not requeued and settled.status == Status.SENT and settled.call_id and self.follower:
+                # The look-up found the call: it may be live, and is followed like any other.
+                self.follower.track(row.id, settled.call_id, intent_at, take_slot=True)
         except Exception as exc:  # an internal error must stop the run, not end it quietly
             self.run_state.fail(exc)
         finally:

@@ -8,6 +8,7 @@
     ├── LockedError             exit 75: another run holds this campaign's lock
     ├── ApiUnreachable          exit 75: the API is down; rows left dialable for a later run
     ├── AuthError               exit 1: the API refused the key (401/403); the run stops at once
+    ├── FailingError            exit 1: stop_when_failed: too many of the last calls failed
     └── JournalError            exit 1: the journal cannot be opened or is not this campaign's
 
 Each stage wraps the errors of the libraries it uses (tomllib, pydantic, pandas,
@@ -62,5 +63,11 @@ class AuthError(DialerError):
 
 class JournalError(DialerError):
     """The journal cannot be opened, or belongs to another campaign."""
+
+    exit_code = 1
+
+
+class FailingError(DialerError):
+    """`[limits] stop_when_failed`: that share of the last calls failed (a wrong agent, say)."""
 
     exit_code = 1

@@ -9,6 +9,7 @@ its status and `error`:
    so is an XLSX row whose phone or name is a formula with no saved value),
 2. the phone reads as a valid number (E.164 via phonenumbers and `default_region`),
 3. its time zone is an IANA name, or can be inferred from the number,
+   and its state, when the file has a state column, is a US state (for the law),
 4. it has a name, when the API needs one (mode "call"),
 5. the number is not on a do-not-call list (`suppressed`),
 6. no earlier dialable row has the same number (`duplicate`).
@@ -20,12 +21,13 @@ lists, which need to see every row in turn.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
+from dialer.law import parse_state
 from dialer.load import Chunk, LeadsFile
 from dialer.model import Lead, Status
 from dialer.phones import (
@@ -76,6 +78,9 @@ class _Mapper:
         self.name_at = [at[h] for h in columns.name]
         self.zone_at = at[columns.timezone] if columns.timezone is not None else None
         self.email_at = at[columns.email] if columns.email is not None else None
+        self.state_at = at[columns.state] if columns.state is not None else None
+        self.state_column = columns.state
+        self.states: dict[str, str] = {}  # the state column's texts -> "" or their error
         self.variable_names = columns.variables
         self.variable_at = [at[h] for h in columns.variables]
         self.phone = columns.phone
@@ -98,60 +103,55 @@ class _Mapper:
         cells = [frame[h].tolist() for h in self.headers]
         names = _join_names([cells[i] for i in self.name_at], count)
         emails = [v.strip() for v in cells[self.email_at]] if self.email_at is not None else [""] * count
-        zone_texts = cells[self.zone_at] if self.zone_at is not None else [""] * count
-        if self.variable_at:
-            variable_rows: Iterable[tuple[str, ...]] = zip(*(cells[i] for i in self.variable_at), strict=True)
-        else:
-            variable_rows = [()] * count
-        verdicts = self._verdicts(chunk, rows_at, phones, results, names, zone_texts)
+        zone_texts = [v.strip() for v in cells[self.zone_at]] if self.zone_at is not None else [""] * count
+        states = [v.strip() for v in cells[self.state_at]] if self.state_at is not None else [""] * count
+        verdicts = self._verdicts(
+            chunk, rows_at, [results[phone] for phone in phones], names, zone_texts, states
+        )
         names_of = self.variable_names
-        rows = zip(zip(*cells, strict=True), names, emails, variable_rows, verdicts, strict=True)
-        for offset, (values, name, email, variables, verdict) in enumerate(rows):
-            status, error, e164, zones = verdict
-            yield Lead(
-                row=rows_at[offset],
-                values=values,
-                status=status,
-                error=error,
-                phone=e164,
-                name=name,
-                email=email,
-                timezones=zones if status != Status.INVALID else (),
-                variables=dict(zip(names_of, variables, strict=True)),
-            )
+        if self.variable_at:
+            columns = (cells[i] for i in self.variable_at)
+            variables = [dict(zip(names_of, row, strict=True)) for row in zip(*columns, strict=True)]
+        else:
+            variables = [{} for _ in range(count)]
+        rows = zip(rows_at, zip(*cells, strict=True), verdicts, names, emails, variables, states, strict=True)
+        # Positional: a Lead is a frozen dataclass, and keywords cost a third more.
+        for row, values, (status, error, e164, zones), name, email, row_variables, state in rows:
+            yield Lead(row, values, status, error, e164, name, email, zones, row_variables, state)
 
     def _verdicts(
         self,
         chunk: Chunk,
         rows_at: list[int],
-        phones: list[str],
-        results: dict[str, PhoneResult],
+        parsed: list[PhoneResult],
         names: list[str],
         zone_texts: list[str],
+        states: list[str],
     ) -> list[_Verdict]:
-        """(status, error, E.164, zones) of each row of a chunk, in the order of the module docstring."""
+        """(status, error, E.164, zones) of each row of a chunk, in the order of the module docstring.
+
+        An invalid row's zones are () (a Lead shows no zones it will not be called in)."""
         verdicts: list[_Verdict] = []
         dialable: list[int] = []  # offsets of the rows only a duplicate could still stop
-        for offset, (phone, name, zone_text) in enumerate(zip(phones, names, zone_texts, strict=True)):
-            e164, zones, error = results[phone]
-            if chunk.unsaved and rows_at[offset] - 2 in chunk.unsaved:
-                error = self._unsaved(chunk.unsaved[rows_at[offset] - 2]) or error
-            if chunk.overflow and rows_at[offset] - 2 in chunk.overflow:
-                error = (
-                    f"the row has {chunk.overflow[rows_at[offset] - 2]} cells but the header has "
-                    f"{len(self.headers)}: a value may hold an unquoted {self.delimiter!r}"
-                )
+        refused = self._refused_rows(chunk, rows_at) if chunk.unsaved or chunk.overflow else {}
+        invalid, pending, suppressed = Status.INVALID, Status.PENDING, Status.SUPPRESSED
+        for offset, ((e164, zones, error), name, zone_text, state) in enumerate(
+            zip(parsed, names, zone_texts, states, strict=True)
+        ):
+            if refused and offset in refused:
+                error = refused[offset]
             elif not error:
                 error, zones = self._check(e164, zones, zone_text, name)
+                error = error or self._state_error(state)
                 if not error:
                     source = self.suppressed.get(e164)
                     if source is not None:
-                        verdicts.append((Status.SUPPRESSED, f"on the do-not-call list {source}", e164, zones))
+                        verdicts.append((suppressed, f"on the do-not-call list {source}", e164, zones))
                         continue
                     dialable.append(offset)
-                    verdicts.append((Status.PENDING, "", e164, zones))
+                    verdicts.append((pending, "", e164, zones))
                     continue
-            verdicts.append((Status.INVALID, error, e164, zones))
+            verdicts.append((invalid, error, e164, ()))
         if dialable:
             firsts = self.first_rows.claim(
                 [int(verdicts[i][2][1:]) for i in dialable], [rows_at[i] for i in dialable]
@@ -161,6 +161,22 @@ class _Mapper:
                     _, _, e164, zones = verdicts[offset]
                     verdicts[offset] = (Status.DUPLICATE, f"same number as row {first}", e164, zones)
         return verdicts
+
+    def _refused_rows(self, chunk: Chunk, rows_at: list[int]) -> dict[int, str]:
+        """Offset -> error of the rows refused whole (step 1 of the module docstring). A row whose
+        formulas with no saved value are in neither the phone nor the name is not refused."""
+        refused: dict[int, str] = {}
+        for offset, row in enumerate(rows_at):
+            if chunk.overflow and row - 2 in chunk.overflow:
+                refused[offset] = (
+                    f"the row has {chunk.overflow[row - 2]} cells but the header has "
+                    f"{len(self.headers)}: a value may hold an unquoted {self.delimiter!r}"
+                )
+            elif chunk.unsaved and row - 2 in chunk.unsaved:
+                error = self._unsaved(chunk.unsaved[row - 2])
+                if error:
+                    refused[offset] = error
+        return refused
 
     def _unsaved(self, formulas: list[str]) -> str:
         """The error of a row whose phone or name is a formula with no saved value (see dialer.load)."""
@@ -172,11 +188,26 @@ class _Mapper:
             " computing it); open and save it in Excel, or paste the values"
         )
 
+    def _state_error(self, state: str) -> str:
+        """'' when the state column is blank or names a US state, else why not (checked once per text)."""
+        if not state:
+            return ""
+        error = self.states.get(state)
+        if error is None:
+            if len(self.states) >= _ZONE_CACHE_LIMIT:
+                self.states.clear()  # a column of free text, mapped as the state by mistake
+            try:
+                parse_state(state)
+                error = ""
+            except ValueError as exc:
+                error = f"{self.state_column}: {exc}"
+            self.states[state] = error
+        return error
+
     def _check(
         self, e164: str, zones: tuple[str, ...], zone_text: str, name: str
     ) -> tuple[str, tuple[str, ...]]:
-        """(error, time zones) of a row whose phone is valid: its zone, then its name."""
-        zone_text = zone_text.strip()
+        """(error, time zones) of a row whose phone is valid: its zone (the cell, trimmed), then its name."""
         if zone_text:
             if zone_text not in self.zones:
                 if len(self.zones) >= _ZONE_CACHE_LIMIT:
@@ -240,4 +271,6 @@ def _join_names(columns: list[list[str]], count: int) -> list[str]:
     if len(columns) == 1:
         return [v.strip() for v in columns[0]]
     parts = [[v.strip() for v in column] for column in columns]
+    if len(parts) == 2:  # first and last name: the common case, without a generator per row
+        return [f"{a} {b}" if a and b else a or b for a, b in zip(*parts, strict=True)]
     return [" ".join(p for p in row if p) for row in zip(*parts, strict=True)]

@@ -32,6 +32,23 @@ MAY_HAVE_CALLED: frozenset[Status] = frozenset({Status.SENT, Status.UNKNOWN})
 REMAINING: frozenset[Status] = frozenset({Status.PENDING, Status.DEFERRED, Status.UNKNOWN})
 # Statuses no later run changes on its own (flags like --retry-failed aside).
 SETTLED: frozenset[Status] = frozenset(Status) - REMAINING
+# A call's final statuses (the API's own words): anything else, an unknown word included,
+# means the call may still be live.
+FINAL_CALL_STATUSES: frozenset[str] = frozenset(
+    {
+        "completed",
+        "no-answer",
+        "busy",
+        "failed",
+        "canceled",
+        "user-canceled",
+        "hangup_on_voicemail",
+        "left_voicemail",
+        "spam",
+    }
+)
+# A chat's final statuses (`chat_status`); `ongoing` and anything else is not final.
+FINAL_CHAT_STATUSES: frozenset[str] = frozenset({"completed", "cancelled"})
 # Verdicts of the mapping: a row with one of these is never dialed.
 NEVER_DIALED: frozenset[Status] = frozenset({Status.INVALID, Status.DUPLICATE, Status.SUPPRESSED})
 
@@ -54,6 +71,7 @@ class Lead:
     email: str = ""
     timezones: tuple[str, ...] = ()  # IANA names: the column's value, or inferred from the number
     variables: dict[str, str] = field(default_factory=dict)
+    state: str = ""  # the state column's text as written ("" when none), for the law
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +96,20 @@ class JournalRow:
     unanswered: int = 0
     # Every cell of the row by header (the latest import's), for {Column} placeholders.
     cells: dict[str, str] = field(default_factory=dict)
+    # The state column's text ("" when none): with the number's area code, it decides the law.
+    state: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """One call (or chat) as the API last showed it: what follow.py reads from a GET."""
+
+    call_id: str
+    status: str  # the API's word, as given ('' when it gave none)
+    duration: float | None = None  # seconds
+    end_reason: str = ""
+    recording_url: str = ""
+    collected: dict[str, str] = field(default_factory=dict)  # flattened, values as text
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +122,10 @@ class Outcome:
     attempts: int = 0
     error: str = ""
     updated_at: str = ""  # UTC, ISO 8601
+    # The row's latest call, as last seen (empty before a call), and its calls in all.
+    call_status: str = ""
+    end_reason: str = ""
+    duration: float | None = None
+    calls: int = 0
+    recording_url: str = ""
+    collected: dict[str, str] = field(default_factory=dict)

@@ -168,3 +168,85 @@ class Pacer:
         steps = int(now - self._last_probe)
         self.rate = min(self.configured, self.rate * (1 + PROBE_FRACTION) ** steps)
         self._last_probe += steps
+
+
+# After a concurrency 429 the ceiling holds this long, then rises by one call per probe.
+LIVE_PROBE_SECONDS = 30.0
+
+
+class LiveCeiling:
+    """The live-call ceiling: a slot from the accepted POST until the call's final status.
+
+    `acquire()` before the POST waits while as many calls are live as the ceiling allows;
+    `release()` when the POST was not accepted, or when follow.py saw the call end. A 429
+    saying the account's concurrency limit was hit lowers the ceiling to the calls that
+    were live without this one (never under one), then it probes back up by one call every
+    LIVE_PROBE_SECONDS without such a 429: the live-call twin of the adaptive rate.
+    `limit` None: no configured ceiling until the account's 429 shows one.
+    """
+
+    def __init__(self, limit: int | None, held: int = 0, clock: Clock = time.monotonic) -> None:
+        """`held`: calls an earlier run left live; they hold their slots from the start."""
+        self.configured = limit
+        self.ceiling = limit
+        self.held = held
+        self.most_held = held
+        self.refusals = 0
+        self._clock = clock
+        self._freed = asyncio.Condition()
+        self._probe_at = math.inf
+        # After a refusal, nothing is sent until a slot is freed or the probe is due: the
+        # account may hold calls this run does not know of (another campaign's).
+        self._blocked = False
+
+    def _room(self) -> bool:
+        self._probe(self._clock())
+        if self._blocked:
+            return False
+        return self.ceiling is None or self.held < self.ceiling
+
+    async def acquire(self) -> None:
+        """Wait for a free slot and hold it."""
+        async with self._freed:
+            while not self._room():
+                wait = self._probe_at - self._clock()
+                try:
+                    await asyncio.wait_for(self._freed.wait(), timeout=wait if math.isfinite(wait) else None)
+                except TimeoutError:
+                    continue
+            self.take()
+
+    def take(self) -> None:
+        """Hold a slot without waiting (a call a look-up found already live)."""
+        self.held += 1
+        self.most_held = max(self.most_held, self.held)
+
+    def release(self) -> None:
+        """A slot held is free again; wakes the waiters."""
+        self.held = max(0, self.held - 1)
+        self._blocked = False
+        asyncio.get_running_loop().create_task(self._wake())
+
+    async def _wake(self) -> None:
+        async with self._freed:
+            self._freed.notify_all()
+
+    def refused(self) -> None:
+        """The account answered 429 for its concurrency limit (call after releasing that
+        request's slot): the ceiling becomes the calls live now."""
+        self.refusals += 1
+        live = max(1, self.held)
+        self.ceiling = live if self.ceiling is None else min(self.ceiling, live)
+        self._blocked = True
+        self._probe_at = self._clock() + LIVE_PROBE_SECONDS
+
+    def _probe(self, now: float) -> None:
+        if now < self._probe_at or self.ceiling is None:
+            return
+        steps = 1 + int((now - self._probe_at) / LIVE_PROBE_SECONDS)
+        self.ceiling += steps
+        self._blocked = False
+        self._probe_at += steps * LIVE_PROBE_SECONDS
+        if self.configured is not None and self.ceiling >= self.configured:
+            self.ceiling = self.configured
+            self._probe_at = math.inf

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import cache
 
 import phonenumbers
 from phonenumbers import (
@@ -32,10 +33,10 @@ from phonenumbers import (
     PhoneNumberType,
 )
 from phonenumbers import ValidationResult as Possible
-from phonenumbers.phonenumberutil import _number_type_helper
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 from dialer.load import Chunk
-from dialer.zones import number_zones
+from dialer.zones import UNKNOWN_ZONES, lived_in, number_zones
 
 CHUNK_ROWS = 50_000  # rows a chunk of a leads file holds: the unit of work of a pool process
 
@@ -108,63 +109,180 @@ def _normalize(raw: str, region: str) -> PhoneResult:
     integral = _INTEGRAL_FLOAT.match(value)
     if integral:
         value = integral[1]
-    number = _nanp_number(value, region)
-    kind = PhoneNumberType.UNKNOWN if number is None else _nanp_type(number)
-    if number is None or kind == PhoneNumberType.UNKNOWN:
-        # The general path; also for what the fast one refused, so that
-        # messages come from one place.
-        try:
-            number = phonenumbers.parse(value, region)
-        except NumberParseException as exc:
-            reason = _PARSE_REASONS.get(exc.error_type, "not a phone number")
-            return "", (), f"invalid phone number {_shown(raw)}: {reason}"
-        # number_type() is what is_valid_number() computes (UNKNOWN = invalid);
-        # calling it once serves both the validity check and the time zones.
-        kind = phonenumbers.number_type(number)
-        if kind == PhoneNumberType.UNKNOWN:
-            possible = phonenumbers.is_possible_number_with_reason(number)
-            reason = _POSSIBLE_REASONS.get(possible, "not a valid number")
-            return "", (), f"invalid phone number {_shown(raw)}: {reason}"
+    fast = _nanp_result(value, region)
+    if fast is not None:
+        return fast
+    # The general path; also for what the fast one refused, so that messages
+    # come from one place.
+    try:
+        number = phonenumbers.parse(value, region)
+    except NumberParseException as exc:
+        reason = _PARSE_REASONS.get(exc.error_type, "not a phone number")
+        return "", (), f"invalid phone number {_shown(raw)}: {reason}"
+    # number_type() is what is_valid_number() computes (UNKNOWN = invalid);
+    # calling it once serves both the validity check and the time zones.
+    kind = phonenumbers.number_type(number)
+    if kind == PhoneNumberType.UNKNOWN:
+        possible = phonenumbers.is_possible_number_with_reason(number)
+        reason = _POSSIBLE_REASONS.get(possible, "not a valid number")
+        return "", (), f"invalid phone number {_shown(raw)}: {reason}"
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
     return e164, number_zones(number, kind), ""
 
 
 # The fast path. Most numbers in a North American list are written in a handful
 # of shapes: "(415) 555-0132", "415.555.0132", "+1 415 555 0132", "14155550132".
-# phonenumbers.parse() spends ~12 us on such a string; this regex ~1 us, and
-# reads it as the same number (the national prefix 1 of every NANP region is
-# dropped, as parse() does). Only a number that then proves valid is taken.
+# phonenumbers.parse() spends ~12 us on such a string and number_type() as much
+# again; this regex ~1 us, and reads it as the same number (the national prefix 1
+# of every NANP region is dropped, as parse() does). Only a number that then
+# proves valid is taken; its type and zones are found as phonenumbers finds them.
 _NANP_SHAPE = re.compile(r"(?:(\+\s*)?(1)[\s.\-]*)?\(?\s*([2-9]\d\d)\s*\)?[\s.\-]*(\d{3})[\s.\-]*(\d{4})")
 _NANP_REGIONS = frozenset(COUNTRY_CODE_TO_REGION_CODE.get(1, ()))
-_US = PhoneMetadata.metadata_for_region("US")
-# number_type() first asks which region a number belongs to, by trying each
-# region of its country code in turn; for +1 the US comes first and has no
-# leading-digits rule, so a number the US metadata accepts is a US number and
-# its type is what the US metadata says. Checked here rather than assumed, so
-# a future phonenumbers that changes this quietly turns the shortcut off.
-_US_FIRST = (
-    COUNTRY_CODE_TO_REGION_CODE.get(1, ("",))[0] == "US" and _US is not None and _US.leading_digits is None
-)
 
 
-def _nanp_number(value: str, region: str) -> PhoneNumber | None:
+def _nanp_result(value: str, region: str) -> PhoneResult | None:
+    """The result of a valid NANP number in a common shape (~3 us), or None: the general path decides.
+
+    The same answer as the general path, reached without phonenumbers' per-call
+    overhead: the shape regex, each NANP region's types in one compiled regex
+    (_NanpTypes), and the time zones from the prefix table phonenumbers itself uses.
+    """
     match = _NANP_SHAPE.fullmatch(value)
     if match is None:
         return None
     plus, one = match[1], match[2]
-    if plus and not one:
+    if (plus and not one) or (not plus and region not in _NANP_REGIONS):
         return None
-    if not plus and region not in _NANP_REGIONS:
-        return None  # "415 555 0132" is a national number of `region`, not +1
-    return PhoneNumber(country_code=1, national_number=int(match[3] + match[4] + match[5]))
+    national = match[3] + match[4] + match[5]
+    kind = _nanp_types().number_type(national)
+    if kind == PhoneNumberType.UNKNOWN:
+        return None  # invalid: the general path says why
+    if not phonenumbers.is_number_type_geographical(kind, 1):
+        number = PhoneNumber(country_code=1, national_number=int(national))
+        return "+1" + national, number_zones(number, kind), ""
+    return "+1" + national, _area_zones("1" + national), ""
 
 
-def _nanp_type(number: PhoneNumber) -> int:
-    if _US_FIRST and _US is not None:
-        kind = _number_type_helper(str(number.national_number), _US)
-        if kind != PhoneNumberType.UNKNOWN:
+class _RegionTypes:
+    """phonenumbers' _number_type_helper for one region's metadata and a 10-digit national number."""
+
+    def __init__(self, metadata: PhoneMetadata) -> None:
+        same = metadata.same_mobile_and_fixed_line_pattern
+        fixed = PhoneNumberType.FIXED_LINE_OR_MOBILE if same else PhoneNumberType.FIXED_LINE
+        ordered = [
+            (PhoneNumberType.PREMIUM_RATE, metadata.premium_rate),
+            (PhoneNumberType.TOLL_FREE, metadata.toll_free),
+            (PhoneNumberType.SHARED_COST, metadata.shared_cost),
+            (PhoneNumberType.VOIP, metadata.voip),
+            (PhoneNumberType.PERSONAL_NUMBER, metadata.personal_number),
+            (PhoneNumberType.PAGER, metadata.pager),
+            (PhoneNumberType.UAN, metadata.uan),
+            (PhoneNumberType.VOICEMAIL, metadata.voicemail),
+            (fixed, metadata.fixed_line),
+        ]
+        self.kinds = [(kind, text) for kind, desc in ordered if (text := _pattern(desc)) is not None]
+        general = _pattern(metadata.general_desc)
+        mobile = None if same else _pattern(metadata.mobile)
+        self.general = re.compile(general) if general else None
+        self.mobile = re.compile(mobile) if mobile else None
+        # One alternation, a group per type in _number_type_helper's order: fullmatch takes
+        # the first alternative that matches the whole number, the type it would return.
+        self.types = (
+            re.compile("|".join(f"(?P<k{i}>{text})" for i, (_, text) in enumerate(self.kinds)))
+            if self.kinds
+            else None
+        )
+        self.kind_of = {f"k{i}": kind for i, (kind, _) in enumerate(self.kinds)}
+        leading = metadata.leading_digits
+        self.leading = re.compile(leading) if leading else None
+
+    def number_type(self, national: str) -> int:
+        if self.general is None or self.general.fullmatch(national) is None:
+            return PhoneNumberType.UNKNOWN
+        match = self.types.fullmatch(national) if self.types is not None else None
+        # The outer group of the alternative taken closes last: it is lastgroup.
+        kind = self.kind_of[match.lastgroup or ""] if match is not None else PhoneNumberType.UNKNOWN
+        if kind not in _MOBILE_TOO or self.mobile is None or self.mobile.fullmatch(national) is None:
             return kind
-    return phonenumbers.number_type(number)
+        return (
+            PhoneNumberType.FIXED_LINE_OR_MOBILE
+            if kind == PhoneNumberType.FIXED_LINE
+            else PhoneNumberType.MOBILE
+        )
+
+
+# The types _number_type_helper goes on to test the mobile pattern for (when it differs).
+_MOBILE_TOO = frozenset({PhoneNumberType.FIXED_LINE, PhoneNumberType.UNKNOWN})
+
+
+def _pattern(desc: object) -> str | None:
+    """A number description's pattern, None when it cannot match a 10-digit number
+    (_is_number_matching_desc: no description, no pattern, or other possible lengths)."""
+    lengths = getattr(desc, "possible_length", ())
+    text = getattr(desc, "national_number_pattern", None)
+    if desc is None or not text or (lengths and 10 not in lengths):
+        return None
+    return str(text)
+
+
+class _NanpTypes:
+    """phonenumbers.number_type of a +1 number: its region found as region_code_for_number does
+    (each region in turn: by its leading digits if it has them, else by being valid there),
+    then its type in that region's metadata."""
+
+    def __init__(self) -> None:
+        self.regions: list[_RegionTypes] = []
+        for code in COUNTRY_CODE_TO_REGION_CODE.get(1, ()):
+            metadata = PhoneMetadata.metadata_for_region(code.upper(), None)
+            if metadata is not None:
+                self.regions.append(_RegionTypes(metadata))
+
+    def number_type(self, national: str) -> int:
+        for region in self.regions:
+            if region.leading is not None:
+                if region.leading.match(national):
+                    return region.number_type(national)
+                continue
+            kind = region.number_type(national)
+            if kind != PhoneNumberType.UNKNOWN:
+                return kind
+        return PhoneNumberType.UNKNOWN
+
+
+@cache
+def _nanp_types() -> _NanpTypes:
+    return _NanpTypes()  # on first use: loading the metadata of every +1 region takes a moment
+
+
+# The lengths of the +1 prefixes phonenumbers has time zones for, longest first: its
+# time_zones_for_geographical_number tries every length from its longest down, and a
+# length no prefix has cannot match.
+_AREA_LENGTHS = sorted({len(prefix) for prefix in TIMEZONE_DATA if prefix.startswith("1")}, reverse=True)
+# Most area codes have no longer prefix in the table: for those "1" and the area code
+# decide the answer, kept here once found; the others are looked up in full.
+_SPLIT_AREAS = frozenset(prefix[:4] for prefix in TIMEZONE_DATA if prefix.startswith("1") and len(prefix) > 4)
+_by_area: dict[str, tuple[str, ...]] = {}
+_shown_zones: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _area_zones(digits: str) -> tuple[str, ...]:
+    """number_zones of a geographic +1 number of E.164 `digits` (no "+"): lived_in of its area's zones."""
+    area = digits[:4]
+    zones = _by_area.get(area)
+    if zones is not None:
+        return zones
+    found: tuple[str, ...] = UNKNOWN_ZONES
+    for length in _AREA_LENGTHS:
+        listed = TIMEZONE_DATA.get(digits[:length])
+        if listed is not None:
+            found = tuple(listed)
+            break
+    zones = _shown_zones.get(found)
+    if zones is None:
+        zones = _shown_zones[found] = lived_in(found, None)
+    if area not in _SPLIT_AREAS:
+        _by_area[area] = zones
+    return zones
 
 
 def _normalize_all(values: Sequence[str], region: str) -> list[PhoneResult]:

@@ -56,7 +56,15 @@ DIALER_COLUMNS = (
     "dialer_attempts",
     "dialer_error",
     "dialer_updated_at",
+    # How the row's latest call ended (interface.md, "Call outcomes"); chats: chat_status.
+    "dialer_call_status",
+    "dialer_end_reason",
+    "dialer_duration",
+    "dialer_calls",
+    "dialer_recording_url",
 )
+# Then one column per collected variable the campaign's calls returned.
+COLLECTED_PREFIX = "dialer_collected_"
 
 
 # The characters that make Excel, LibreOffice or Google Sheets read a cell as
@@ -82,16 +90,18 @@ def safe_cell(value: str) -> str:
     return value
 
 
-def report_headers(headers: Sequence[str]) -> list[str]:
-    """The report's header row: the input headers, then DIALER_COLUMNS, with no duplicates.
+def report_headers(headers: Sequence[str], collected: Sequence[str] = ()) -> list[str]:
+    """The report's header row: the input headers, then DIALER_COLUMNS and a
+    dialer_collected_<name> column per name of `collected`, with no duplicates.
 
     An input column named like a dialer_* column keeps its values under
     "<name> (input)" (or "(input 2)" and so on if that is taken too).
     """
-    taken = set(headers) | set(DIALER_COLUMNS)
+    ours = [*DIALER_COLUMNS, *(COLLECTED_PREFIX + name for name in collected)]
+    taken = set(headers) | set(ours)
     out: list[str] = []
     for header in headers:
-        if header in DIALER_COLUMNS:
+        if header in ours:
             renamed, n = f"{header} (input)", 1
             while renamed in taken:
                 n += 1
@@ -99,10 +109,32 @@ def report_headers(headers: Sequence[str]) -> list[str]:
             taken.add(renamed)
             header = renamed
         out.append(header)
-    return out + list(DIALER_COLUMNS)
+    return out + ours
 
 
-def _cells(width: int, values: Sequence[str], outcome: Outcome) -> list[Any]:
+def _duration(seconds: float | None) -> float | int | str:
+    """Seconds as a number (whole ones without a decimal point); '' before the call ended."""
+    if seconds is None:
+        return ""
+    return int(seconds) if float(seconds).is_integer() else round(seconds, 3)
+
+
+def _call_cells(outcome: Outcome, collected: Sequence[str]) -> list[Any]:
+    """The row's latest call: status, end reason, duration, calls, recording, collected values.
+
+    Collected values come from the call (what a person said): never trusted as formulas.
+    """
+    return [
+        safe_cell(outcome.call_status),
+        safe_cell(outcome.end_reason),
+        _duration(outcome.duration),
+        outcome.calls,
+        safe_cell(outcome.recording_url),
+        *(safe_cell(outcome.collected.get(name, "")) for name in collected),
+    ]
+
+
+def _cells(width: int, values: Sequence[str], outcome: Outcome, collected: Sequence[str] = ()) -> list[Any]:
     """One report row: the input values (padded to the header width), then the outcome."""
     # The first-character test is inlined: this runs for every cell of a
     # million-row report, and most cells start with a letter or a digit.
@@ -115,16 +147,22 @@ def _cells(width: int, values: Sequence[str], outcome: Outcome) -> list[Any]:
     row.append(outcome.attempts)
     for value in (outcome.error, outcome.updated_at):
         row.append(value if not value or value[0] not in start else safe_cell(value))
+    row += _call_cells(outcome, collected)
     return row
 
 
-def _write_csv(file: IO[str], headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]) -> int:
+def _write_csv(
+    file: IO[str],
+    headers: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Outcome]],
+    collected: Sequence[str] = (),
+) -> int:
     writer = csv.writer(file, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
-    writer.writerow([safe_cell(h) for h in report_headers(headers)])
+    writer.writerow([safe_cell(h) for h in report_headers(headers, collected)])
     width = len(headers)
     count = 0
     for values, outcome in rows:
-        writer.writerow(_cells(width, values, outcome))
+        writer.writerow(_cells(width, values, outcome, collected))
         count += 1
     return count
 
@@ -174,7 +212,7 @@ class _XlsxRows:
             if kind is str or kind is cells.Formula:
                 if value:
                     sheet.write_string(row, column, _xlsx_text(value))
-            elif kind is int:
+            elif kind is int or kind is float:  # dialer_attempts, _duration, _calls
                 sheet.write_number(row, column, value)
             elif kind is cells.Number:
                 sheet.write_number(row, column, float(value))
@@ -190,7 +228,11 @@ class _XlsxRows:
 
 
 def _write_xlsx(
-    path: Path, scratch: Path, headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]
+    path: Path,
+    scratch: Path,
+    headers: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Outcome]],
+    collected: Sequence[str] = (),
 ) -> int:
     # Imported here: only XLSX reports pay for xlsxwriter's import time.
     import xlsxwriter
@@ -199,8 +241,27 @@ def _write_xlsx(
         str(path),
         {"constant_memory": True, "tmpdir": str(scratch), "strings_to_numbers": False},
     )
+    try:
+        count = _fill_xlsx(workbook, headers, rows, collected)
+        workbook.close()
+    except BaseException:
+        # In constant-memory mode each sheet's rows wait in a temporary file until close();
+        # a write that fails (a full disk, a signal) must not leave those files open.
+        for sheet in workbook.worksheets():
+            if sheet.row_data_fh is not None and not sheet.row_data_fh.closed:
+                sheet.row_data_fh.close()
+        raise
+    return count
+
+
+def _fill_xlsx(
+    workbook: Any,
+    headers: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Outcome]],
+    collected: Sequence[str] = (),
+) -> int:
     out = _XlsxRows(workbook)
-    out.write(report_headers(headers))
+    out.write(report_headers(headers, collected))
     width = len(headers)
     count = 0
     for values, outcome in rows:
@@ -215,10 +276,10 @@ def _write_xlsx(
                 outcome.attempts,
                 outcome.error,
                 outcome.updated_at,
+                *_call_cells(outcome, collected),
             ]
         )
         count += 1
-    workbook.close()
     return count
 
 
@@ -316,8 +377,15 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def write_report(path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]) -> int:
+def write_report(
+    path: Path,
+    headers: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Outcome]],
+    collected: Sequence[str] = (),
+) -> int:
     """Write the report to `path` (.csv or .xlsx); return the row count.
+
+    `collected`: the collected variables' names, a dialer_collected_<name> column each.
 
     Atomic: written to a temporary file beside `path`, fsynced, then os.replace'd.
     `rows` is consumed once, row by row, so memory does not grow with its length.
@@ -330,7 +398,7 @@ def write_report(path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequen
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _remove_stale_temps(path)
-            return _write_atomically(path, headers, rows)
+            return _write_atomically(path, headers, rows, collected)
         except OSError as exc:
             raise _cannot_write(path, exc) from None
         except Exception as exc:
@@ -341,7 +409,10 @@ def write_report(path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequen
 
 
 def _write_atomically(
-    path: Path, headers: Sequence[str], rows: Iterable[tuple[Sequence[str], Outcome]]
+    path: Path,
+    headers: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Outcome]],
+    collected: Sequence[str] = (),
 ) -> int:
     # Same folder as the target, so os.replace is a rename within one filesystem.
     prefix = _temp_prefix(path, os.getpid())
@@ -361,12 +432,12 @@ def _write_atomically(
             handle.close()  # xlsxwriter writes the file by name
             # xlsxwriter's own scratch files, beside the report so that one cleanup finds them.
             scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix, suffix=".tmp"))
-            count = _write_xlsx(temp, scratch, headers, rows)
+            count = _write_xlsx(temp, scratch, headers, rows, collected)
             with open(temp, "rb") as written:
                 os.fsync(written.fileno())
         else:
             with handle:
-                count = _write_csv(handle, headers, rows)
+                count = _write_csv(handle, headers, rows, collected)
                 handle.flush()
                 os.fsync(handle.fileno())
         # mkstemp makes the file 0600; a report is for sharing, like any file the user writes.

@@ -1,11 +1,13 @@
 """One row's attempt: gate -> send slot -> intent -> connection lane -> hours -> POST -> next state.
 
-    gate       do-not-call list, calling hours, a caller id under its cap (`_gate`)
+    gate       do-not-call list, calling hours (the campaign's and the law's), the number's
+               per-24-hour cap, a caller id under its cap (`_gate`)
     slot       the pacer's permission to send now (`async with self.slot()`)
     intent     committed right before the request: a crash leaves `unknown` only rows
                that may really have left
     lane       one connection; holding it is what "in flight" means
     hours      checked again once the lane is held: waiting for a slot or a lane takes time
+               (every hours check uses the lead's law: dialer.law.rules_for, cached)
     POST       429: the pacer slows down and the row is sent again (not an attempt)
     next state `transitions.after_answer`, committed by the caller
 
@@ -30,12 +32,14 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 
 from dialer.bookkeeping import Clock, Run, key_refused, mask, never_reached
+from dialer.caps import WINDOW, at_cap, cap_for, due_after_cap
 from dialer.client import CALLS, CHATS, Answer, SynthflowClient, call_body, chat_body
 from dialer.config import Campaign
 from dialer.hours import CallingHours
+from dialer.law import LawRules, rules_for
 from dialer.model import JournalRow, Status
 from dialer.numbers import NumberPool, PoolExhausted
-from dialer.pacing import Pacer, Ticket
+from dialer.pacing import LiveCeiling, Pacer, Ticket
 from dialer.store import NumberTaken, RateGate, RateGrant, intent, restore
 from dialer.store.claims import ClaimLost
 from dialer.transitions import (
@@ -52,6 +56,11 @@ log = structlog.get_logger("dialer")
 
 # A row answered 429 this many times in a row goes back untouched, for a later run.
 MAX_THROTTLES = 100
+
+
+def is_concurrency_limit(answer: Answer) -> bool:
+    """A 429 whose body says the account's live-call limit was hit (not the request rate)."""
+    return answer.kind == "throttled" and "concurren" in answer.error.lower()
 
 
 def is_retryable(answer: Answer | None) -> bool:
@@ -74,6 +83,7 @@ class Attempt:
     closed: bool = False  # the hours closed while the row waited for its slot
     taken: bool = False  # the journal refused the intent: another row called the number
     answer: Answer | None = None
+    live_held: bool = False  # holds a live-call slot (passed to follow.py once accepted)
 
 
 class Sender:
@@ -88,10 +98,13 @@ class Sender:
         pool: NumberPool,
         clock: Clock,
         suppressed: Mapping[str, str],
+        live: LiveCeiling | None = None,
         gate: RateGate | None = None,
     ) -> None:
-        """`gate`: the send window shared with other runs and campaigns (None: this run alone)."""
+        """`live`: the live-call ceiling (call mode); an accepted call keeps its slot.
+        `gate`: the send window shared with other runs and campaigns (None: this run alone)."""
         self.run = run
+        self.live = live
         self.gate = gate
         self.campaign = campaign
         self.limits = campaign.limits
@@ -200,17 +213,48 @@ class Sender:
         try:
             await self._send(attempt)
         except asyncio.CancelledError:
+            self._free_live(attempt)
             if not attempt.sending:
                 self._restore(attempt)
             raise
+        except Exception:
+            self._free_live(attempt)  # the run stops on it; the slot must not leak meanwhile
+            raise
+        answer = attempt.answer
+        if answer is None or answer.kind != "accepted" or not answer.id:
+            # Not placed (or placed with no id to follow it by): the slot is free again. An
+            # unanswered request's call, if a look-up finds one, takes a slot then.
+            self._free_live(attempt)
         return await self._conclude(attempt)
+
+    def _free_live(self, attempt: Attempt) -> None:
+        if self.live is not None and attempt.live_held:
+            attempt.live_held = False
+            self.live.release()
+
+    async def _live_slot(self, attempt: Attempt) -> None:
+        """Wait for a live-call slot; like the send slot, a stop cancels the wait."""
+        if self.live is None or attempt.live_held:
+            return
+        me = asyncio.current_task()
+        assert me is not None
+        self.pacing.add(me)
+        try:
+            await self.live.acquire()
+            attempt.live_held = True
+        finally:
+            self.pacing.discard(me)
 
     def _gate(self, row: JournalRow, now: datetime) -> Next | str:
         """The pre-send checks: the row's next state if it may not be sent now, else its caller id."""
         if row.phone in self.suppressed:
             return on_suppression_list(self.suppressed[row.phone])
-        if not self.hours.is_open(row.timezones, now):
-            return self._closed(row, now)
+        law = rules_for(row.phone, row.state)
+        if not self.hours.is_open(row.timezones, now, law):
+            return self.closed(row, now, law)
+        capped_now = self._at_cap(row, law, now)
+        if capped_now is not None:
+            return capped_now
         try:
             return self.pool.choose(row.phone, row.timezones, now) or ""
         except PoolExhausted as exc:
@@ -218,13 +262,28 @@ class Sender:
             self.run.stats.pool_exhausted = exc.everywhere
             return capped() if exc.everywhere else capped(str(exc))
 
-    def _closed(self, row: JournalRow, now: datetime) -> Next:
-        return outside_hours(row.timezones, self.hours.next_open(row.timezones, now))
+    def closed(self, row: JournalRow, now: datetime, law: LawRules | None = None) -> Next:
+        """Outside the row's hours (the campaign's and its law's): deferred until they open,
+        or invalid, saying so, when they never can (naming the law when it is to blame)."""
+        law = rules_for(row.phone, row.state) if law is None else law
+        return outside_hours(
+            row.timezones, self.hours.next_open(row.timezones, now, law), self.hours.law_conflict(law)
+        )
+
+    def _at_cap(self, row: JournalRow, law: LawRules, now: datetime) -> Next | None:
+        """Deferred when the number has had its cap of calls in the last 24 hours (any row, any run)."""
+        cap = cap_for(self.limits.calls_per_24h, law)
+        if cap is None:
+            return None
+        dialed = self.run.journal.dials_since(row.phone, (now - WINDOW).timestamp())
+        due = due_after_cap(dialed, cap[0], now)
+        return None if due is None else at_cap(cap[0], cap[1], due)
 
     async def _send(self, attempt: Attempt) -> None:
         """Send once a slot comes, again after each 429; the answer lands in `attempt`."""
         row = attempt.row
         while True:
+            await self._live_slot(attempt)
             async with self.slot() as ticket:
                 if self.run.stop.is_set() or not self._still_open(attempt):
                     return
@@ -250,9 +309,16 @@ class Sender:
                 if answer.kind != "throttled":
                     self.pacer.accepted(ticket)
                     return
-                self.pacer.throttle(ticket, answer.retry_after)
-                if self.gate is not None:
-                    await self.gate.throttled()
+                if self.live is not None and is_concurrency_limit(answer):
+                    # Too many calls live, not too many requests: the rate stays, the
+                    # live-call ceiling comes down to what is live.
+                    self._free_live(attempt)
+                    self.live.refused()
+                    self.run.stats.live_refusals += 1
+                else:
+                    self.pacer.throttle(ticket, answer.retry_after)
+                    if self.gate is not None:
+                        await self.gate.throttled()
             attempt.throttles += 1
             log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
             if self.run.stop.is_set() or attempt.throttles >= MAX_THROTTLES:
@@ -268,7 +334,8 @@ class Sender:
 
     def _still_open(self, attempt: Attempt) -> bool:
         """The row's hours, checked again after a wait (a slow rate, a Retry-After, a busy lane)."""
-        if self.hours.is_open(attempt.row.timezones, self.clock()):
+        row = attempt.row
+        if self.hours.is_open(row.timezones, self.clock(), rules_for(row.phone, row.state)):
             return True
         attempt.closed = True
         return False
@@ -310,8 +377,12 @@ class Sender:
         # Set first: cancelled mid-commit, the writes still land, and the restore queued
         # after them puts the row back.
         attempt.intent_committed = True
+        # The cap counts on the dispatcher's clock, like the hours.
+        dialed_at = self.clock().timestamp()
         try:
-            await self.run.writer.commit(intent(attempt.row.id, attempt.number, attempt.day, at=at))
+            await self.run.writer.commit(
+                intent(attempt.row.id, attempt.number, attempt.day, at=at, dialed_at=dialed_at)
+            )
         except NumberTaken:
             attempt.intent_committed = False
             attempt.taken = True
@@ -331,7 +402,7 @@ class Sender:
             if attempt.taken:
                 self.run.count(Status.DUPLICATE, row)  # the journal wrote it with the refusal
             elif attempt.closed:
-                await self.run.record(row, self._closed(row, self.clock()))
+                await self.run.record(row, self.closed(row, self.clock()))
             elif attempt.throttles >= MAX_THROTTLES:
                 await self.run.record(row, throttled_out(row, attempt.throttles))
             return None  # stopped: the row stays exactly as it was

@@ -16,6 +16,10 @@ here, tested from a table in tests/test_transitions.py:
              not found, capped     -> failed
              not found             -> pending, dialed again
              failed                -> unknown, for a later run's look-up
+    call:    still live           -> no change (followed on)
+             final status          -> sent (the report says how it ended; [redial] will
+                                      make some `deferred` here)
+             no final status in time -> sent, "never ended: last seen <status> after <time>"
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from dialer.model import JournalRow, Status
+from dialer.model import FINAL_CALL_STATUSES, CallOutcome, JournalRow, Status
 
 if TYPE_CHECKING:  # the client (httpx) is not needed to reason about its answers
     from dialer.client import Answer
@@ -70,10 +74,11 @@ def on_suppression_list(source: str) -> Next:
     return Next(Status.SUPPRESSED, f"on the do-not-call list {source}")
 
 
-def outside_hours(zones: tuple[str, ...], next_open: datetime | None) -> Next:
-    """Outside its hours: `deferred` until they open, or `invalid` if they never can."""
+def outside_hours(zones: tuple[str, ...], next_open: datetime | None, law_conflict: str = "") -> Next:
+    """Outside its hours: `deferred` until they open, or `invalid` if they never can
+    (`law_conflict`: why, when the campaign's days and the lead's law never overlap)."""
     if next_open is None:
-        return Next(Status.INVALID, never_open_reason(zones))
+        return Next(Status.INVALID, law_conflict or never_open_reason(zones))
     return Next(Status.DEFERRED, f"outside calling hours in {', '.join(zones)}; due {iso(next_open)}")
 
 
@@ -123,3 +128,39 @@ def after_lookup(row: JournalRow, call_id: str | None, policy: Policy, *, grace_
 def lookup_failed(error: str) -> Next:
     """No look-up could be made: the row stays `unknown` for a later run to settle."""
     return Next(Status.UNKNOWN, f"unsettled: {error}")
+
+
+@dataclass(frozen=True, slots=True)
+class CallNext:
+    """What a call's latest sighting makes of its row; `ended`: the call is no longer live."""
+
+    ended: bool
+    status: Status = Status.SENT
+    error: str = ""
+    timed_out: bool = False
+    failed: bool = False  # the call ended `failed`: it counts against stop_when_failed
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+def after_call(seen: CallOutcome | None, age: float, give_up_after: float) -> CallNext:
+    """A live call's row after a poll: `seen` as the API showed it (None: not shown at all),
+    `age` seconds since it was placed; a call with no final status after `give_up_after`
+    is given up, reported with its last status."""
+    status = seen.status if seen is not None else ""
+    if status in FINAL_CALL_STATUSES:
+        return CallNext(ended=True, failed=status == "failed")
+    if age < give_up_after:
+        return CallNext(ended=False)
+    shown = f"last seen {status!r}" if status else "never shown by the API"
+    return CallNext(
+        ended=True,
+        error=f"the call never ended: {shown} {_span(give_up_after)} after it was placed",
+        timed_out=True,
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,16 @@ class Store:
     kind: str
     folder: Path
     url: str = ""
+    opened: list[JournalStore] = field(default_factory=list)  # closed when the test ends
 
     def open(self, campaign: str = "c") -> JournalStore:
+        journal: JournalStore
         if self.kind == "sqlite":
-            return Journal(self.folder / "c.sqlite", campaign)
-        return PgJournal(self.url, campaign)
+            journal = Journal(self.folder / "c.sqlite", campaign)
+        else:
+            journal = PgJournal(self.url, campaign)
+        self.opened.append(journal)
+        return journal
 
     def writer(self, journal: JournalStore) -> Writer:
         return journal.writer()
@@ -73,8 +79,12 @@ class Store:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
-        return Store("sqlite", tmp_path)
-    server: PgServer = request.getfixturevalue("pg_server")
-    return Store("postgresql", tmp_path, server.new_database())
+        made = Store("sqlite", tmp_path)
+    else:
+        server: PgServer = request.getfixturevalue("pg_server")
+        made = Store("postgresql", tmp_path, server.new_database())
+    yield made
+    for journal in made.opened:  # psycopg warns of a connection left open (warnings are errors)
+        journal.close()

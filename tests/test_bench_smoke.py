@@ -48,6 +48,7 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:
         "hidden limit",
         "429 answers",
         "validate XLSX / validate CSV",
+        "most calls live at once",
     ):
         assert words in done.stdout
     report = json.loads(out.read_text())
@@ -58,9 +59,10 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:
         "3 import/resume",
         "4 pacing",
         "5 sandbox",
-        "8 postgresql",
         "6 spreadsheets",
         "7 page",
+        "8 outcomes",
+        "9 postgresql",
     }
     for section in report["results"].values():
         assert section["rows"], section

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,18 +14,10 @@ import pytest
 
 from dialer.config import Campaign, load_campaign
 from dialer.run import RunOptions, RunResult, campaign_status, run_campaign
-from dialer.sandbox import RunningSandbox, SandboxOptions, read_record, spawn_process
+from tests.conftest import posts, write_leads
 
 KEY = "test-key"
 ALL_DAY = '[hours]\nstart = "00:00"\nend = "24:00"\ndays = ["mon","tue","wed","thu","fri","sat","sun"]\n'
-
-
-def write_leads(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def numbered_leads(n: int, area: str = "212") -> list[dict[str, str]]:
@@ -51,10 +42,6 @@ def report_rows(result: RunResult) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def posts(record: Path, path: str = "/v2/calls") -> list[dict[str, Any]]:
-    return [r for r in read_record(record) if r["method"] == "POST" and r["path"] == path]
-
-
 def peak_per_second(times: list[float]) -> int:
     """The most requests in any 1-second window, by arrival time."""
     times = sorted(times)
@@ -64,23 +51,6 @@ def peak_per_second(times: list[float]) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
-
-
-@pytest.fixture
-def process_sandbox(tmp_path: Path) -> Iterator[Any]:
-    """A sandbox in its own process, so its timestamps do not share the dialer's GIL."""
-    running: list[RunningSandbox] = []
-
-    def make(**options: Any) -> RunningSandbox:
-        sandbox = spawn_process(
-            SandboxOptions(api_key=KEY, record=tmp_path / f"record{len(running)}.jsonl", **options)
-        )
-        running.append(sandbox)
-        return sandbox
-
-    yield make
-    for sandbox in running:
-        sandbox.stop()
 
 
 def test_call_campaign_sends_documented_bodies_and_reports_ids(tmp_path: Path, sandbox: Any) -> None:
@@ -225,8 +195,8 @@ pool = ["+14155550100"]
 
 
 @pytest.mark.parametrize("rate", [10, 25])
-def test_the_rate_is_never_exceeded_in_any_second(tmp_path: Path, process_sandbox: Any, rate: int) -> None:
-    server = process_sandbox(latency_ms=20)
+def test_the_rate_is_never_exceeded_in_any_second(tmp_path: Path, sandbox_process: Any, rate: int) -> None:
+    server = sandbox_process(latency_ms=20)
     write_leads(tmp_path / "leads.csv", numbered_leads(int(rate * 2.5)))
     config = campaign(
         tmp_path,
@@ -248,9 +218,9 @@ concurrency = 8
 
 
 def test_adaptive_pacing_finishes_below_a_hidden_limit_without_failures(
-    tmp_path: Path, process_sandbox: Any
+    tmp_path: Path, sandbox_process: Any
 ) -> None:
-    server = process_sandbox(rate_limit=15)
+    server = sandbox_process(rate_limit=15)
     write_leads(tmp_path / "leads.csv", numbered_leads(90))
     config = campaign(
         tmp_path,

@@ -33,7 +33,7 @@ from dialer.bookkeeping import RunStats
 from dialer.progress import LogProgress
 from dialer.run import iso
 from dialer.sandbox import SandboxOptions, start_in_thread
-from tests.conftest import read_record
+from tests.conftest import ended_at_once, posts, read_record, write_leads
 
 KEY = "sk-test-SECRET-123456"
 KEY_VARIABLE = "SYNTHFLOW_API_KEY"
@@ -53,14 +53,6 @@ DIALABLE = ["+14155550123", "+12125550124", "+13125550125", "+14155550126", "+12
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def write_leads(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def write_campaign(
@@ -121,10 +113,6 @@ def invoke(*args: str, key: str | None = None) -> Result:
     return CliRunner(env={KEY_VARIABLE: key, "COLUMNS": "200"}).invoke(
         cli.main, list(args), catch_exceptions=False, prog_name="dialer"
     )
-
-
-def posts(record: Path) -> list[dict[str, Any]]:
-    return [r for r in read_record(record) if r["method"] == "POST"]
 
 
 def requests_made(record: Path) -> int:
@@ -308,6 +296,7 @@ def test_status_before_and_after_a_run(tmp_path: Path, sandbox: Any) -> None:
     ran = invoke("run", str(campaign), key=KEY)
     assert ran.exit_code == 0, ran.output
     assert len(posts(server.record)) == 5
+    made = requests_made(server.record)  # the POSTs, and the polls that saw the calls end
 
     after = invoke("status", str(campaign))
     assert after.exit_code == 0, after.output
@@ -317,10 +306,12 @@ def test_status_before_and_after_a_run(tmp_path: Path, sandbox: Any) -> None:
         "  invalid    1",
         "  duplicate  1",
         "  total      7",
+        "calls ended: completed 5",
+        "pick-up rate: 100%; live calls: 0",
         "due now: 0",
         "next due: never (no rows waiting for their hours)",
     ]
-    assert requests_made(server.record) == 5, "status made a request"
+    assert requests_made(server.record) == made, "status made a request"  # no call live: no poll
 
 
 def test_run_summary_per_status_per_caller_id_time_and_rate(tmp_path: Path, sandbox: Any) -> None:
@@ -356,6 +347,7 @@ def test_report_csv_and_xlsx_keep_phones_as_written_and_as_text(tmp_path: Path, 
     write_leads(tmp_path / "leads.csv", LEADS)
     campaign = write_campaign(tmp_path, base_url=server.url)
     assert invoke("run", str(campaign), key=KEY).exit_code == 0
+    made = requests_made(server.record)  # the POSTs, and the polls that saw the calls end
 
     as_csv = invoke("report", str(campaign), "--out", str(tmp_path / "x.csv"))
     assert as_csv.exit_code == 0, as_csv.output
@@ -375,7 +367,7 @@ def test_report_csv_and_xlsx_keep_phones_as_written_and_as_text(tmp_path: Path, 
     assert [c.value for c in cells] == [lead["Phone"] for lead in LEADS]
     assert {c.data_type for c in cells} == {"s"}  # "13125550125" stays text, not a number
     assert [row[headers.index("dialer_status")].value for row in table[1:]][:5] == ["sent"] * 5
-    assert requests_made(server.record) == 5, "report made a request"
+    assert requests_made(server.record) == made, "report made a request"
 
 
 def test_report_before_any_run_says_so(tmp_path: Path) -> None:
@@ -392,7 +384,8 @@ def test_closed_hours_validate_run_and_status_tell_when_rows_become_due(tmp_path
     # Every lead is in UTC and may be called only on the day after tomorrow: the moment
     # it opens is the same even if midnight passes while the test runs.
     server = sandbox(api_key=KEY)
-    opens = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    # US numbers: the federal window (08:00-21:00 in the lead's zone) opens at 08:00 that day.
+    opens = (datetime.now(UTC) + timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)
     write_leads(
         tmp_path / "leads.csv",
         [{"Name": f"L{i}", "Phone": f"+1415555{i:04d}", "Timezone": "UTC"} for i in range(130, 134)],
@@ -1278,7 +1271,9 @@ def test_an_odd_retry_after_in_a_run_is_no_advice_and_no_crash(tmp_path: Path, h
     write_leads(tmp_path / "leads.csv", LEADS)
     campaign = load_campaign(write_campaign(tmp_path))
 
-    result = run_campaign(campaign, RunOptions(api_key=KEY, transport=httpx.MockTransport(api)))
+    result = run_campaign(
+        campaign, RunOptions(api_key=KEY, transport=httpx.MockTransport(ended_at_once(api)))
+    )
 
     assert result.exit_code == 0
     assert result.counts["sent"] == 5 and result.stats.throttled == 5

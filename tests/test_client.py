@@ -384,3 +384,55 @@ def test_a_request_httpx_cannot_send_is_never_quoted(sandbox: Any) -> None:
     assert "sk-cr" not in error and "1234" not in error
 
     assert read_record(server.record) == []  # nothing reached the API
+
+
+# -- calls read back: untrusted answers to the follower's polls ---------------------------
+
+from dialer.client import calls_page, read_call  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("collected", "expected"),
+    [
+        pytest.param({"interest": "yes", "age": 41}, {"interest": "yes", "age": "41"}, id="flat"),
+        pytest.param({"model-1": {"interest": "no"}}, {"interest": "no"}, id="keyed-by-the-agent"),
+        pytest.param({"other-id": {"interest": "no"}}, {"interest": "no"}, id="keyed-by-another-id"),
+        pytest.param(None, {}, id="null"),
+        pytest.param("yes", {}, id="not-a-map"),
+        pytest.param({"ok": True, "list": [1, 2]}, {"ok": "true", "list": "[1, 2]"}, id="odd-values"),
+    ],
+)
+def test_collected_variables_are_read_flat_or_keyed_by_the_agent(
+    collected: Any, expected: dict[str, str]
+) -> None:
+    call = read_call({"call_id": "c1", "status": "completed", "collected_variables": collected}, "model-1")
+    assert call is not None and call.collected == expected
+
+
+def test_a_listing_names_the_status_call_status_and_odd_items_are_skipped() -> None:
+    page = calls_page(
+        {
+            "response": {
+                "pagination": {"total_records": "many"},
+                "calls": [
+                    {
+                        "call_id": "c1",
+                        "call_status": "busy",
+                        "duration": "12.5",
+                        "end_call_reason": "user_canceled",
+                    },
+                    {"call_id": {"id": 1}, "call_status": "completed"},
+                    "junk",
+                    {"call_id": 7, "status": "no-answer", "duration": float("nan"), "recording_url": None},
+                ],
+            }
+        },
+        "m",
+    )
+    assert page.items == 4 and page.total is None
+    assert [(c.call_id, c.status, c.duration, c.end_reason) for c in page.calls] == [
+        ("c1", "busy", 12.5, "user_canceled"),
+        ("7", "no-answer", None, ""),
+    ]
+    with pytest.raises(LookupError_):
+        calls_page({"response": {"calls": "none"}}, "m")

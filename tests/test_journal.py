@@ -104,7 +104,10 @@ def test_campaigns_in_one_database_keep_their_rows_apart(pg_url: str) -> None:
     _import(spring, [_lead(2, "Ann", "+12125550101")], "a")
     _import(autumn, [_lead(2, "Bob", "+12125550102"), _lead(3, "Cy", "+12125550103")], "b")
     assert (spring.counts(), autumn.counts()) == ({"pending": 1}, {"pending": 2})
-    assert [v for v, _ in PgJournal(pg_url, "spring").report_rows()] == [["Ann", "+12125550101"]]
+    again = PgJournal(pg_url, "spring")
+    assert [v for v, _ in again.report_rows()] == [["Ann", "+12125550101"]]
+    for journal in (spring, autumn, again):
+        journal.close()
 
 
 def test_group_commits_are_durable_and_fewer_than_the_writes(store: Store) -> None:
@@ -164,7 +167,7 @@ def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path: Path)
     with pytest.raises(LockedError):
         CampaignLock(path).acquire()
     holder.kill()
-    holder.wait()
+    holder.communicate()  # reaps it and closes its pipe
     with CampaignLock(path):
         pass
 
@@ -194,7 +197,7 @@ def test_the_lock_is_the_journals_whatever_the_path_names_it(tmp_path: Path) -> 
                 CampaignLock(tmp_path / other).acquire()
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps it and closes its pipe
     with CampaignLock(tmp_path / "hard.sqlite"):
         pass
 
@@ -281,7 +284,7 @@ def test_a_journal_of_schema_1_is_migrated_in_place_and_keeps_every_row(tmp_path
     assert "unanswered" not in _columns(path)
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "4"
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "6"
     rows = journal.conn.execute(
         "SELECT id, position, phone, status, attempts, call_id, error FROM leads"
     ).fetchall()
@@ -319,7 +322,7 @@ def test_a_journal_from_a_newer_dialer_is_refused_with_one_line(tmp_path: Path) 
     with pytest.raises(JournalError) as caught:
         Journal(path, "c")
     assert str(caught.value) == (
-        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 4);"
+        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 6);"
         " upgrade dialer to continue this campaign"
     )
 
@@ -410,12 +413,14 @@ def test_a_journal_of_schema_2_gains_the_calls_table_with_its_sent_rows_as_calls
     assert len(sent) == 3 and all(call_id for call_id, *_ in sent)  # the fixture is what it says
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == "4"
+    assert journal.get_meta("schema") == "6"
     journal.close()
 
     assert {"calls", "calls_lead", "calls_live"} <= _tables_and_indexes(path)
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT * FROM leads ORDER BY id").fetchall() == leads_before
+    # Every column as it was (later steps add columns at the end: the state column's text).
+    after = conn.execute("SELECT * FROM leads ORDER BY id").fetchall()
+    assert [row[: len(leads_before[0])] for row in after] == leads_before
     calls = conn.execute(
         "SELECT call_id, lead_id, from_number, placed_at, ordinal, status, final, timed_out, ended_at,"
         " duration, end_reason, recording_url, collected FROM calls ORDER BY lead_id"
@@ -518,8 +523,10 @@ def test_migration_2_to_3_gives_each_called_number_to_its_first_caller(tmp_path:
     conn = journal.conn
     conn.execute("UPDATE leads SET status = 'sent', attempts = 1 WHERE id = 1")
     conn.execute("UPDATE leads SET status = 'failed', attempts = 4 WHERE id = 2")
-    # As a version-2 journal: no `called` table.
+    # As a version-2 journal: no `called` table (nor what later versions add).
     conn.execute("DROP TABLE called")
+    conn.execute("DROP TABLE dials")
+    conn.execute("ALTER TABLE leads DROP COLUMN state")
     conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     journal.close()
     journal = Journal(path, "c")
@@ -588,3 +595,124 @@ def test_an_intent_after_another_run_took_the_row_is_refused_and_changes_nothing
     assert _status(first, 1) == ("pending", "", 0) and first.number_usage() == {}
     assert asyncio.run(go(second)) is None  # the holder's intent applies
     assert _status(second, 1) == ("unknown", "", 1)
+    first.close()
+    second.close()
+
+
+def _state_lead(row: int, name: str, phone: str, state: str) -> Lead:
+    lead = _lead(row, name, phone)
+    return Lead(**{**{f: getattr(lead, f) for f in lead.__dataclass_fields__}, "state": state})
+
+
+def test_calls_are_placed_once_followed_to_their_end_and_reported(store: Store) -> None:
+    """main's calls table through the store: placed (twice is once), live, seen, figures, report."""
+    from dialer.model import CallOutcome
+
+    journal = store.open()
+    _import(journal, [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102")], "a")
+
+    async def go(batches: list[list[j.Write]]) -> None:
+        writer = journal.writer()
+        for writes in batches:
+            await writer.commit(writes)
+        await writer.close()
+
+    placed = []
+    for row_id, call_id in ((1, "c-ann"), (2, "c-bob")):
+        placed.append(j.intent(row_id, "+14155550100", "2026-12-01", at=1000.0 + row_id))
+        placed.append(j.outcome(row_id, Status.SENT, call_id=call_id) + j.calls.placed(row_id, 5.0))
+    placed.append(j.calls.placed(1, 9.0))  # the same call found again by a look-up
+    asyncio.run(go(placed))
+    live = journal.live_calls()
+    assert [(c.call_id, c.lead_id, c.placed_at, c.status) for c in live] == [
+        ("c-ann", 1, 1001.0, ""),
+        ("c-bob", 2, 1002.0, ""),
+    ]
+    ended = CallOutcome("c-ann", "completed", 42.0, "hangup", "https://rec/1", {"city": "Oslo"})
+    asyncio.run(
+        go(
+            [
+                j.calls.seen(ended, final=True, at=1100.0),
+                j.calls.seen(CallOutcome("c-bob", "in-progress"), final=False),
+            ]
+        )
+    )
+    assert [(c.call_id, c.status) for c in journal.live_calls()] == [("c-bob", "in-progress")]
+    figures = journal.call_figures()
+    assert (dict(figures.by_status), figures.live, figures.timed_out) == ({"completed": 1}, 1, 0)
+    assert figures.pick_up_rate == 1.0
+    assert journal.collected_names() == ["city"]
+    rows = [o for _, o in journal.report_rows()]
+    assert [(o.call_status, o.end_reason, o.duration, o.calls, o.collected) for o in rows] == [
+        ("completed", "hangup", 42.0, 1, {"city": "Oslo"}),
+        ("in-progress", "", None, 1, {}),
+    ]
+    assert store.scalar("SELECT count(*) FROM calls") == 2
+
+
+def test_dials_count_every_intent_and_a_restore_takes_its_own_back(store: Store) -> None:
+    """main's dials table through the store: dials_since, dialable_dials_since, law_groups."""
+    journal = store.open()
+    _import(
+        journal,
+        [
+            _state_lead(2, "Ann", "+12125550101", "NY"),
+            _state_lead(3, "Bob", "+12125550102", ""),
+            _state_lead(4, "Cy", "+447700900123", "FL"),
+        ],
+        "a",
+    )
+    assert journal.law_groups({Status.PENDING}) == {
+        (("America/New_York",), "212", "NY"): 1,
+        (("America/New_York",), "212", ""): 1,
+        (("America/New_York",), "", "FL"): 1,
+    }
+
+    async def go(batches: list[list[j.Write]]) -> None:
+        writer = journal.writer()
+        for writes in batches:
+            await writer.commit(writes)
+        await writer.close()
+
+    bob = journal.row(2)  # as the sender held it before its intent
+    asyncio.run(
+        go(
+            [
+                j.intent(1, "", None, at=100.0, dialed_at=500.0),
+                j.outcome(1, Status.PENDING),  # dialed, and dialable again (a re-dial due)
+                j.intent(2, "", None, at=200.0),
+            ]
+        )
+    )
+    assert sorted(journal.dials_since("+12125550101", 0.0)) == [500.0]
+    assert journal.dials_since("+12125550101", 500.0) == []
+    assert journal.dialable_dials_since(0.0) == {("+12125550101", ("America/New_York",), "NY"): [500.0]}
+    # Bob's intent was never sent: restored, it does not count towards the cap.
+    asyncio.run(go([j.restore(bob, "", None)]))
+    assert journal.dials_since("+12125550102", 0.0) == []
+    assert store.scalar("SELECT count(*) FROM dials") == 1
+
+
+def test_a_postgresql_journal_at_schema_4_gains_the_state_column_and_the_dials(pg_url: str) -> None:
+    """PG_STEPS 4 -> 5 -> 6, as migrations.STEPS: the last intent of each row backfilled."""
+    import psycopg
+
+    from dialer.store.pgurl import schema_name
+    from dialer.store.postgres import PgJournal
+
+    journal = PgJournal(pg_url, "old")
+    _import(journal, [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102")], "a")
+    journal.close()
+    with psycopg.connect(pg_url) as pg:  # back to what a schema-4 dialer wrote
+        pg.execute(f'SET search_path TO "{schema_name("old")}"'.encode())
+        pg.execute(b"DROP TABLE dials")
+        pg.execute(b"ALTER TABLE leads DROP COLUMN state")
+        pg.execute(b"UPDATE leads SET intent_at = 700.0, attempts = 1 WHERE id = 1")
+        pg.execute(b"UPDATE meta SET value = '4' WHERE key = 'schema'")
+    journal = PgJournal(pg_url, "old")
+    try:
+        assert journal.get_meta("schema") == str(j.SCHEMA_VERSION)
+        assert journal.dials_since("+12125550101", 0.0) == [700.0]
+        assert [row.state for row in journal.rows_with_status({Status.PENDING})] == ["", ""]
+    finally:
+        journal.close()

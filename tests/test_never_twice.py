@@ -29,13 +29,12 @@ from tests.test_resilience import (
     lead_rows,
     placed,
     read_report,
-    sandbox_process,
     write_campaign,
-    write_leads,
+    write_lead_rows,
     written,
 )
 
-__all__ = ["dialer", "sandbox_process"]  # fixtures, used by name
+__all__ = ["dialer"]  # a fixture, used by name
 
 Start = Callable[..., Dialer]
 Sandbox = Callable[..., RunningSandbox]
@@ -69,12 +68,12 @@ def test_a_duplicate_never_becomes_dialable_whatever_happens_to_the_file(
     tmp_path: Path, dialer: Start, sandbox_process: Sandbox, edit: str
 ) -> None:
     api = sandbox_process()
-    write_leads(tmp_path / "leads.csv", ORIGINAL)
+    write_lead_rows(tmp_path / "leads.csv", ORIGINAL)
     campaign = str(write_campaign(tmp_path, base_url=api.url))
     assert dialer("run", campaign).wait() == 0
     assert by_name(tmp_path)["Twice"]["dialer_status"] == "duplicate"
 
-    write_leads(tmp_path / "leads.csv", EDITS[edit])
+    write_lead_rows(tmp_path / "leads.csv", EDITS[edit])
     second = dialer("run", campaign)
     assert second.wait() == 0, second.stderr
     expected = {e164(0): 1, e164(1): 1} | ({e164(2): 1} if edit == "phone edited" else {})
@@ -136,7 +135,7 @@ def test_a_full_disk_mid_run_stops_with_one_line_and_the_next_run_calls_nobody_t
     calls have gone out, the run ends with exit 1 and one line naming the journal; the next
     run looks up what may have left and dials the rest, each number once."""
     api = sandbox_process()
-    write_leads(tmp_path / "leads.csv", lead_rows(range(20)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(20)))
     campaign = str(write_campaign(tmp_path, base_url=api.url, concurrency=2, rate=100))
     monkeypatch.setenv("DIALER_TEST_JOURNAL_FULL_AFTER", "6")
     first = dialer("run", campaign)
@@ -166,13 +165,13 @@ def test_an_edit_keeping_size_and_mtime_is_seen_and_the_number_gone_is_not_diale
     """As after `cp -p`, `rsync -t` or `tar x`: same size, same mtime, other rows."""
     api = sandbox_process()
     leads = tmp_path / "leads.csv"
-    write_leads(leads, lead_rows(range(5)))
+    write_lead_rows(leads, lead_rows(range(5)))
     campaign = str(write_campaign(tmp_path, base_url=api.url))
     first = dialer("run", campaign, "--limit", "2")
     assert first.wait() == 75, first.stderr
     before = leads.stat()
     # Lead 4 now has number 5: the same number of characters.
-    write_leads(leads, [*lead_rows(range(4)), ["Lead 4", written(5), "Company 4"]])
+    write_lead_rows(leads, [*lead_rows(range(4)), ["Lead 4", written(5), "Company 4"]])
     os.utime(leads, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert (leads.stat().st_size, leads.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
@@ -192,7 +191,7 @@ def test_rows_not_yet_dialed_are_judged_again_when_a_verdict_setting_is_fixed(
     first: invalid. The region fixed, the same file: they are dialed, each once."""
     api = sandbox_process()
     rows = [[f"Lead {i}", f"(212) 555-0{100 + i}", f"Company {i}"] for i in range(3)]
-    write_leads(tmp_path / "leads.csv", [*rows, ["Intl", written(250), "Company"]])
+    write_lead_rows(tmp_path / "leads.csv", [*rows, ["Intl", written(250), "Company"]])
     path = write_campaign(tmp_path, base_url=api.url)
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace('mode = "call"\n', 'mode = "call"\ndefault_region = "GB"\n', 1))
@@ -229,7 +228,7 @@ def test_two_campaign_files_naming_one_journal_two_ways_never_run_at_once(
     tmp_path: Path, dialer: Start, sandbox_process: Sandbox, alias: str
 ) -> None:
     api = sandbox_process(latency_ms=100)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(20)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(20)))
     first_file = write_campaign(tmp_path, base_url=api.url, rate=10, concurrency=1)
     journal = tmp_path / "out" / "journal.sqlite"
     journal.parent.mkdir()
@@ -281,7 +280,7 @@ def test_a_new_journal_for_a_campaign_whose_report_shows_calls_is_refused(
     tmp_path: Path, dialer: Start, sandbox_process: Sandbox, how: str
 ) -> None:
     api = sandbox_process()
-    write_leads(tmp_path / "leads.csv", lead_rows(range(5)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(5)))
     campaign = str(write_campaign(tmp_path, base_url=api.url))
     assert dialer("run", campaign, "--limit", "3").wait() == 75
     journal = tmp_path / "out" / "journal.sqlite"
@@ -308,7 +307,7 @@ def test_a_first_run_with_a_report_that_shows_no_call_is_not_refused(
     tmp_path: Path, dialer: Start, sandbox_process: Sandbox
 ) -> None:
     api = sandbox_process()
-    write_leads(tmp_path / "leads.csv", lead_rows(range(2)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(2)))
     campaign = str(write_campaign(tmp_path, base_url=api.url))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "report.csv").write_text(
@@ -324,7 +323,7 @@ def test_a_damaged_journal_is_one_line_and_nothing_is_sent(
     tmp_path: Path, dialer: Start, sandbox_process: Sandbox, damage: str
 ) -> None:
     api = sandbox_process()
-    write_leads(tmp_path / "leads.csv", lead_rows(range(300)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(300)))
     campaign = str(write_campaign(tmp_path, base_url=api.url))
     assert dialer("run", campaign, "--limit", "1").wait() == 75
     calls = once_each(api.record)
@@ -353,7 +352,7 @@ def test_a_journal_that_cannot_grow_fails_for_real_with_one_line_and_the_next_ru
     """A real write failure, unprivileged: the dialer under RLIMIT_FSIZE (Python ignores
     SIGXFSZ, so a write past the limit fails with EFBIG and SQLite reports an I/O error)."""
     api = sandbox_process()
-    write_leads(tmp_path / "leads.csv", lead_rows(range(60)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(60)))
     campaign = write_campaign(tmp_path, base_url=api.url, concurrency=2)
     assert dialer("run", str(campaign), "--limit", "2").wait() == 75
     journal = tmp_path / "out" / "journal.sqlite"
@@ -385,7 +384,7 @@ def test_a_new_journal_is_refused_after_calls_an_xlsx_report_shows_too(
     tmp_path: Path, dialer: Start, sandbox_process: Sandbox
 ) -> None:
     api = sandbox_process()
-    write_leads(tmp_path / "leads.csv", lead_rows(range(3)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(3)))
     campaign = str(write_campaign(tmp_path, base_url=api.url))
     report = str(tmp_path / "out" / "report.xlsx")
     assert dialer("run", campaign, "--limit", "2", "--report", report).wait() == 75
@@ -403,7 +402,7 @@ def test_the_journal_refuses_a_second_row_for_a_called_number_even_behind_the_im
     called number by any other way (here SQL behind the import) is refused at its intent,
     sent nothing, and becomes a duplicate naming the caller."""
     api = sandbox_process()
-    write_leads(tmp_path / "leads.csv", lead_rows(range(3)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(3)))
     campaign = str(write_campaign(tmp_path, base_url=api.url))
     assert dialer("run", campaign, "--limit", "1").wait() == 75
     conn = sqlite3.connect(tmp_path / "out" / "journal.sqlite")

@@ -202,3 +202,39 @@ def test_retry_after_holds_every_request_back() -> None:
         return clock() - start
 
     assert run(go) == pytest.approx(0.2)
+
+
+# -- the live-call ceiling ------------------------------------------------------------
+
+from dialer.pacing import LIVE_PROBE_SECONDS, LiveCeiling  # noqa: E402
+
+
+def test_the_live_ceiling_holds_slots_until_released_and_learns_the_accounts_limit() -> None:
+    async def main(clock: Callable[[], float]) -> None:
+        ceiling = LiveCeiling(4, held=1, clock=clock)  # one call left live by an earlier run
+        for _ in range(3):
+            await ceiling.acquire()
+        assert ceiling.held == 4
+        waiter = asyncio.create_task(ceiling.acquire())
+        await asyncio.sleep(10)
+        assert not waiter.done()  # the fifth waits, however long
+        ceiling.release()  # a call ended
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert waiter.done() and ceiling.held == 4
+        # The account says 429 "concurrency" with 3 live (this request's slot given back).
+        ceiling.release()
+        ceiling.refused()
+        assert ceiling.ceiling == 3
+        blocked = asyncio.create_task(ceiling.acquire())
+        await asyncio.sleep(LIVE_PROBE_SECONDS - 1)
+        assert not blocked.done()
+        await asyncio.sleep(2)  # the probe: one call more
+        assert blocked.done() and ceiling.ceiling == 4 and ceiling.held == 4
+        await asyncio.sleep(10 * LIVE_PROBE_SECONDS)
+        ceiling.release()
+        await ceiling.acquire()
+        assert ceiling.ceiling == 4  # never above the configured limit
+        assert ceiling.most_held == 4
+
+    run(main)

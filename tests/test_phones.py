@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import phonenumbers
 import pytest
 
+from dialer import phones
 from dialer.phones import normalize_phone
 from dialer.zones import number_zones
 
@@ -94,3 +97,38 @@ def test_fast_path_agrees_with_phonenumbers(region: str) -> None:
             ), raw
         else:
             assert e164 == "" and error, raw
+
+
+def _reference(raw: str, region: str) -> tuple[str, tuple[str, ...]] | None:
+    """phonenumbers alone: (E.164, zones) of a valid number, None otherwise."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.UNKNOWN:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), number_zones(number)
+
+
+def test_fast_path_agrees_on_every_area_code() -> None:
+    # The fast path finds a +1 number's region, type and zones without phonenumbers'
+    # calls: over every area code (US, Canada, the Caribbean, toll-free, premium,
+    # personal, unassigned) and a spread of exchanges, in two shapes and two default
+    # regions, it must give what phonenumbers gives, valid or not.
+    rng = random.Random(15)
+    numbers = [f"{area}{rng.randrange(10**7):07d}" for area in range(200, 1000) for _ in range(6)]
+    numbers += [
+        f"{area}{exchange}0100" for area in (212, 416, 800, 808, 907, 939) for exchange in range(200, 1000, 7)
+    ]
+    phones._phone_cache.clear()  # every number parsed here, none remembered from another test
+    for national in numbers:
+        for raw, region in (
+            (f"+1 {national}", "GB"),
+            (f"({national[:3]}) {national[3:6]}-{national[6:]}", "CA"),
+        ):
+            expected = _reference(raw, region)
+            e164, zones, error = normalize_phone(raw, region)
+            if expected is None:
+                assert e164 == "" and error, raw
+            else:
+                assert (e164, zones, error) == (*expected, ""), raw

@@ -15,18 +15,9 @@ import pytest
 
 from dialer.config import load_campaign
 from dialer.run import RunOptions, campaign_status, run_campaign
+from tests.conftest import posts, write_leads
 from tests.pg import PASSWORD, PgServer
-from tests.test_campaign import (
-    ALL_DAY,
-    KEY,
-    numbered_leads,
-    peak_per_second,
-    posts,
-    process_sandbox,
-    write_leads,
-)
-
-__all__ = ["process_sandbox"]  # the fixture, shared with test_campaign
+from tests.test_campaign import ALL_DAY, KEY, numbered_leads, peak_per_second
 
 CALL = f'mode = "call"\n[call]\nmodel_id = "m-1"\n{ALL_DAY}'
 
@@ -146,9 +137,9 @@ def _arrivals(record: Path) -> list[float]:
 
 
 def test_three_runs_share_one_campaign_one_call_per_lead_within_its_rate(
-    tmp_path: Path, process_sandbox: Any, pg_url: str
+    tmp_path: Path, sandbox_process: Any, pg_url: str
 ) -> None:
-    server = process_sandbox()
+    server = sandbox_process()
     write_leads(tmp_path / "leads.csv", numbered_leads(60))
     toml = pg_campaign(tmp_path, pg_url, SHARED.format(rate=10))
     runs = [_start(toml, server.url) for _ in range(3)]
@@ -165,9 +156,9 @@ def test_three_runs_share_one_campaign_one_call_per_lead_within_its_rate(
 
 
 def test_a_run_killed_mid_run_loses_and_repeats_nothing(
-    tmp_path: Path, process_sandbox: Any, pg_url: str
+    tmp_path: Path, sandbox_process: Any, pg_url: str
 ) -> None:
-    server = process_sandbox()
+    server = sandbox_process()
     write_leads(tmp_path / "leads.csv", numbered_leads(60))
     toml = pg_campaign(tmp_path, pg_url, SHARED.format(rate=10))
     runs = [_start(toml, server.url) for _ in range(3)]
@@ -187,9 +178,9 @@ def test_a_run_killed_mid_run_loses_and_repeats_nothing(
 
 
 def test_two_campaigns_on_one_account_share_its_rate(
-    tmp_path: Path, process_sandbox: Any, pg_url: str
+    tmp_path: Path, sandbox_process: Any, pg_url: str
 ) -> None:
-    server = process_sandbox()
+    server = sandbox_process()
     write_leads(tmp_path / "leads.csv", numbered_leads(40))
     account = '[account]\nname = "acme"\nrate_per_second = 6\n'
     tomls = [
@@ -204,10 +195,10 @@ def test_two_campaigns_on_one_account_share_its_rate(
 
 
 def test_sqlite_campaigns_on_one_account_share_its_rate_through_the_account_file(
-    tmp_path: Path, process_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sandbox_process: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DIALER_ACCOUNTS_DIR", str(tmp_path / "accounts"))
-    server = process_sandbox()
+    server = sandbox_process()
     write_leads(tmp_path / "leads.csv", numbered_leads(30))
     account = '[account]\nname = "acme"\nrate_per_second = 5\n'
     tomls = []

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from dialer.client import SynthflowClient
 from dialer.dispatch import Dispatcher, DispatchOptions
 from dialer.progress import LogProgress
+from tests.conftest import ended_at_once
 from tests.test_send import _setup
 
 T = TypeVar("T")
@@ -76,7 +77,10 @@ def test_progress_lines_come_every_interval_while_the_run_waits_on_a_backoff(tmp
 
     async def go(clock: Callable[[], float]) -> list[Any]:
         client = SynthflowClient(
-            "http://sandbox.test", "k", connections=1, transport=httpx.MockTransport(lambda _: next(answers))
+            "http://sandbox.test",
+            "k",
+            connections=1,
+            transport=httpx.MockTransport(ended_at_once(lambda _: next(answers))),
         )
         progress = LogProgress(every=10, clock=clock)
         with capture_logs() as logs:

@@ -82,6 +82,11 @@ def test_csv_round_trip_with_csv_module(tmp_path: Path) -> None:
         "1",
         "",
         "2024-06-03T16:00:00Z",
+        "",
+        "",
+        "",
+        "0",
+        "",
     ]
     assert rows[2] == [
         "Zoë",
@@ -94,9 +99,14 @@ def test_csv_round_trip_with_csv_module(tmp_path: Path) -> None:
         "4",
         "'=1+1 from API",
         "2024-06-03T16:00:01Z",
+        "",
+        "",
+        "",
+        "0",
+        "",
     ]
     assert rows[3][:4] == ['Åsa, "quoted"', "", "line\nbreak", "0042"]
-    assert rows[3][4:] == ["invalid", "", "", "0", "bad phone: ''", ""]
+    assert rows[3][4:] == ["invalid", "", "", "0", "bad phone: ''", "", "", "", "", "0", ""]
 
 
 def test_csv_round_trip_with_pandas(tmp_path: Path) -> None:
@@ -141,7 +151,7 @@ def test_report_headers_simple_collision() -> None:
 def test_short_rows_are_padded(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     write_report(path, ["A", "B", "C"], iter([(["1"], Outcome("pending"))]))
-    assert read_csv(path)[1] == ["1", "", "", "pending", "", "", "0", "", ""]
+    assert read_csv(path)[1] == ["1", "", "", "pending", "", "", "0", "", "", "", "", "", "0", ""]
 
 
 def test_empty_input_gives_header_only(tmp_path: Path) -> None:
@@ -368,3 +378,36 @@ def test_xlsxwriter_failing_to_create_the_file_is_one_line(
     with pytest.raises(ReportError, match="the disk is full"):
         write_report(tmp_path / "r.xlsx", HEADERS, iter(ROWS))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_call_outcomes_and_collected_variables_have_their_columns(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    called = Outcome(
+        "sent",
+        id="c-1",
+        attempts=1,
+        call_status="completed",
+        end_reason="human_ended_call",
+        duration=83.25,
+        calls=1,
+        recording_url="https://x/r.mp3",
+        collected={"interest": "=1+1", "email": "a@b.c"},
+    )
+    write_report(path, ["A"], iter([(["x"], called), (["y"], Outcome("pending"))]), ["email", "interest"])
+    header, first, second = read_csv(path)
+    assert header == ["A", *DIALER_COLUMNS, "dialer_collected_email", "dialer_collected_interest"]
+    assert first[7:] == ["completed", "human_ended_call", "83.25", "1", "https://x/r.mp3", "a@b.c", "'=1+1"]
+    assert second[7:] == ["", "", "", "0", "", "", ""]
+
+
+def test_xlsx_call_outcomes_keep_numbers_and_collected_columns(tmp_path: Path) -> None:
+    path = tmp_path / "r.xlsx"
+    called = Outcome(
+        "sent", id="c-1", call_status="busy", duration=12.5, calls=2, collected={"interest": "no"}
+    )
+    write_report(path, ["A"], iter([(["x"], called)]), ["interest"])
+    sheet = openpyxl.load_workbook(path).active
+    assert sheet is not None
+    header, row = ([c.value for c in r] for r in sheet.iter_rows())
+    assert header == ["A", *DIALER_COLUMNS, "dialer_collected_interest"]
+    assert row[7:] == ["busy", None, 12.5, 2, None, "no"]

@@ -36,9 +36,9 @@ from dialer import report as report_module
 from dialer.config import load_campaign
 from dialer.errors import AuthError, LockedError
 from dialer.run import RunOptions, RunResult, run_campaign, write_campaign_report
-from dialer.sandbox import RunningSandbox, SandboxOptions, read_record, spawn_process
+from dialer.sandbox import RunningSandbox, read_record
 from dialer.store import CampaignLock, Journal
-from tests.conftest import MakeSandbox
+from tests.conftest import MakeSandbox, ended_at_once, posts, write_leads
 
 KEY = "sk-resilience-test"
 ALL_DAYS = '["mon", "tue", "wed", "thu", "fri", "sat", "sun"]'
@@ -65,11 +65,9 @@ def lead_rows(indexes: range | list[int]) -> list[list[str]]:
 BAD_ROWS = [["No Phone", "12", "Nowhere"], ["Twice", written(0), "Again"]]
 
 
-def write_leads(path: Path, rows: list[list[str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["Name", "Phone", "Company"])
-        writer.writerows(rows)
+def write_lead_rows(path: Path, rows: list[list[str]]) -> None:
+    """Rows of (name, phone, company), under that header."""
+    write_leads(path, [dict(zip(("Name", "Phone", "Company"), row, strict=True)) for row in rows])
 
 
 def write_campaign(
@@ -115,10 +113,6 @@ def recorded(record: Path | None) -> list[dict[str, Any]]:
     """Every request a sandbox recorded (`RunningSandbox.record`)."""
     assert record is not None
     return read_record(record)
-
-
-def posts(record: Path | None, path: str = "/v2/calls") -> list[dict[str, Any]]:
-    return [r for r in recorded(record) if r["method"] == "POST" and r["path"] == path]
 
 
 def placed(record: Path | None, path: str = "/v2/calls") -> dict[str, list[str]]:
@@ -235,23 +229,6 @@ def dialer(tmp_path: Path) -> Iterator[Callable[..., Dialer]]:
                 pass
 
 
-@pytest.fixture
-def sandbox_process(tmp_path: Path) -> Iterator[Callable[..., RunningSandbox]]:
-    """`make(**SandboxOptions fields)`: a sandbox in a process of its own, recording to tmp_path."""
-    started: list[RunningSandbox] = []
-
-    def make(**options: Any) -> RunningSandbox:
-        options.setdefault("record", tmp_path / f"sandbox-{len(started)}.jsonl")
-        options.setdefault("api_key", KEY)
-        running = spawn_process(SandboxOptions(**options))
-        started.append(running)
-        return running
-
-    yield make
-    for running in started:
-        running.stop()
-
-
 def assert_never_placed_and_pending(record: Path | None, folder: Path) -> None:
     """The invariant that keeps anyone from being rung twice, true at every moment.
 
@@ -279,7 +256,7 @@ def test_sigkill_at_random_moments_never_rings_anyone_twice(
     api = sandbox_process(latency_ms=50, drop_rate=0.1, seed=7)
     assert api.record is not None
     n = 60
-    write_leads(tmp_path / "leads.csv", lead_rows(range(n)) + BAD_ROWS)
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(n)) + BAD_ROWS)
     # 15/s: a run dials a few rows before it is killed (at most 4.5 in 0.3 s, however fast
     # the machine), so all the kills land mid-campaign.
     campaign = str(write_campaign(tmp_path, base_url=api.url, rate=15))
@@ -311,7 +288,7 @@ def test_sigkill_at_random_moments_never_rings_anyone_twice(
         assert row["dialer_id"] == calls[e164(i)][0], row
     assert [r["dialer_status"] for r in report[n:]] == ["invalid", "duplicate"]
     assert any(r["dropped"] for r in posts(api.record)), "no answer was dropped: a weaker test"
-    lookups = [r for r in recorded(api.record) if r["method"] == "GET"]
+    lookups = [r for r in recorded(api.record) if r["method"] == "GET" and "lead_phone_number" in r["query"]]
     assert lookups, "no row was ever settled by a look-up: a weaker test"
 
 
@@ -368,6 +345,8 @@ class FakeApi:
                 )
             return httpx.Response(status, json={"detail": self.error or f"upstream said {status}"})
         params = dict(request.url.params)
+        if "lead_phone_number" not in params:
+            return self._poll(request, params)
         self.lookups.append(params)
         if self.lookup_status in (401, 403):
             return httpx.Response(self.lookup_status, json={"detail": "Invalid API key"})
@@ -390,6 +369,30 @@ class FakeApi:
             },
         )
 
+    def _poll(self, request: httpx.Request, params: dict[str, str]) -> httpx.Response:
+        """The follower's poll (by id, or the agent's list): every call placed has ended."""
+        placed = [(ms, cid, phone) for phone, calls in self.calls.items() for ms, cid in calls]
+        if request.url.path != "/v2/calls":
+            placed = [c for c in placed if request.url.path.endswith("/" + c[1])]
+        listed = [
+            {
+                "call_id": cid,
+                "phone_number_to": phone,
+                "start_time": ms,
+                "call_status": "completed",
+                "status": "completed",
+                "duration": 1,
+            }
+            for ms, cid, phone in sorted(placed, reverse=True)
+        ]
+        return httpx.Response(
+            200,
+            json={
+                "status": "ok",
+                "response": {"pagination": {"total_records": len(listed)}, "calls": listed},
+            },
+        )
+
     def posts_for(self, phone: str) -> int:
         return sum(1 for _, p in self.posts if p == phone)
 
@@ -407,7 +410,7 @@ def test_503s_are_retried_until_sent_and_each_attempt_is_counted(
 ) -> None:
     api = sandbox(api_key=KEY, fail_rate=0.3, seed=3)
     n = 30
-    write_leads(tmp_path / "leads.csv", lead_rows(range(n)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(n)))
     campaign = write_campaign(tmp_path, base_url=api.url, max_attempts=12, rate=100)
 
     result = run_here(campaign)
@@ -435,9 +438,9 @@ def test_retry_after_on_a_503_is_honoured_as_the_least_wait(tmp_path: Path) -> N
             return httpx.Response(503, headers={"Retry-After": "0.4"}, json={"detail": "busy"})
         return httpx.Response(200, json={"status": "success", "response": {"call_id": "c-1"}})
 
-    write_leads(tmp_path / "leads.csv", lead_rows([0]))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows([0]))
     # Backoff alone would wait at most 0.05 s: only Retry-After explains a longer pause.
-    result = run_here(write_campaign(tmp_path), transport=httpx.MockTransport(handler))
+    result = run_here(write_campaign(tmp_path), transport=httpx.MockTransport(ended_at_once(handler)))
 
     assert result.exit_code == 0
     assert len(seen) == 2 and seen[1] - seen[0] >= 0.4
@@ -447,7 +450,7 @@ def test_retry_after_on_a_503_is_honoured_as_the_least_wait(tmp_path: Path) -> N
 def test_429s_slow_the_dialer_down_without_costing_attempts(tmp_path: Path, sandbox: MakeSandbox) -> None:
     api = sandbox(api_key=KEY, rate_limit=8, retry_after=0.2)
     n = 16
-    write_leads(tmp_path / "leads.csv", lead_rows(range(n)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(n)))
     result = run_here(write_campaign(tmp_path, base_url=api.url, rate=100, max_attempts=1))
 
     assert result.exit_code == 0
@@ -486,8 +489,8 @@ def test_a_refusal_is_failed_at_once_with_the_apis_message(
         seen.append(request)
         return httpx.Response(status, json=body)
 
-    write_leads(tmp_path / "leads.csv", lead_rows(range(3)))
-    result = run_here(write_campaign(tmp_path), transport=httpx.MockTransport(handler))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(3)))
+    result = run_here(write_campaign(tmp_path), transport=httpx.MockTransport(ended_at_once(handler)))
 
     assert result.exit_code == 0  # failed rows wait for --retry-failed, not for cron
     assert len(seen) == 3
@@ -498,7 +501,7 @@ def test_a_refusal_is_failed_at_once_with_the_apis_message(
 
 def test_a_400_from_the_sandbox_is_failed_with_its_detail(tmp_path: Path, sandbox: MakeSandbox) -> None:
     api = sandbox(api_key=KEY)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(2)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(2)))
     campaign = write_campaign(tmp_path, base_url=api.url, mode="chat")
     # The sandbox, like the API, wants a UUID here; the campaign file does not check it.
     campaign.write_text(campaign.read_text().replace("2a886b7d-d52d-4f8b-8ea0-19d3edc79214", "x1"))
@@ -515,7 +518,7 @@ def test_a_refused_key_stops_the_run_at_once_and_leaves_every_row_as_it_was(
 ) -> None:
     api = sandbox_process(latency_ms=20)
     assert api.record is not None
-    write_leads(tmp_path / "leads.csv", lead_rows(range(40)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(40)))
     pool = ("+12125550100", "+14155550100")
     campaign = write_campaign(tmp_path, base_url=api.url, concurrency=4, pool=pool)
 
@@ -547,12 +550,12 @@ def test_a_dropped_answer_is_settled_by_a_look_up_and_never_sent_twice(
 ) -> None:
     api = sandbox(api_key=KEY, drop_rate=1.0)  # every call placed, every answer lost
     n = 6
-    write_leads(tmp_path / "leads.csv", lead_rows(range(n)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(n)))
     result = run_here(write_campaign(tmp_path, base_url=api.url, settle=0.2))
 
     assert result.exit_code == 0
     calls = placed(api.record)
-    lookups = [r for r in recorded(api.record) if r["method"] == "GET"]
+    lookups = [r for r in recorded(api.record) if r["method"] == "GET" and "lead_phone_number" in r["query"]]
     assert sorted(r["query"]["lead_phone_number"] for r in lookups) == sorted(calls)
     for i in range(n):
         row = report_of(tmp_path)[f"Lead {i}"]
@@ -589,7 +592,7 @@ def test_an_ambiguous_answer_is_looked_up_before_anything_is_sent_again(
         return failure, was_placed
 
     api = FakeApi(script)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(3)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(3)))
     started = time.time()
     result = run_here(write_campaign(tmp_path, settle=0.2), transport=api.transport)
 
@@ -612,7 +615,7 @@ def test_an_ambiguous_answer_is_looked_up_before_anything_is_sent_again(
 
 def test_what_no_look_up_can_settle_stays_unknown_until_retry_unknown(tmp_path: Path) -> None:
     api = FakeApi(lambda phone, nth: (502, False) if nth == 0 else (200, True), lookup_status=500)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(2)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(2)))
     campaign = write_campaign(tmp_path, settle=0.1)
 
     assert run_here(campaign, transport=api.transport).exit_code == 75
@@ -630,7 +633,7 @@ def test_what_no_look_up_can_settle_stays_unknown_until_retry_unknown(tmp_path: 
 
 def test_a_refused_key_on_a_look_up_stops_the_run_too(tmp_path: Path) -> None:
     api = FakeApi(lambda phone, nth: (502, False), lookup_status=500)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(2)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(2)))
     campaign = write_campaign(tmp_path, settle=0)
     assert run_here(campaign, transport=api.transport).exit_code == 75
     before = journal_rows(tmp_path)
@@ -649,7 +652,7 @@ def test_the_cap_on_redials_after_unplaced_look_ups_holds_across_runs(tmp_path: 
     # Every POST answers 502 without placing a call; the first run's look-ups fail, so its
     # rows stay `unknown` with one unanswered request each.
     api = FakeApi(lambda phone, nth: (502, False), lookup_status=500)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(2)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(2)))
     campaign = write_campaign(tmp_path, settle=0, max_attempts=1)
     assert run_here(campaign, transport=api.transport).exit_code == 75
     assert [row["unanswered"] for row in journal_rows(tmp_path)] == [1, 1]
@@ -672,7 +675,7 @@ def test_chat_drops_stay_unknown_and_are_sent_again_only_with_retry_unknown(
 ) -> None:
     chats = "/v2/chat/outbound"
     lossy = sandbox(api_key=KEY, drop_rate=1.0)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(4)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(4)))
     campaign = write_campaign(tmp_path, mode="chat")
 
     assert run_here(campaign, base_url=lossy.url).exit_code == 75
@@ -704,7 +707,7 @@ def test_sent_rows_are_never_sent_again_and_retry_failed_requeues_only_failed(
     api = FakeApi(
         lambda phone, nth: (400, False) if phone in refused else (200, True), error="Try again later"
     )
-    write_leads(tmp_path / "leads.csv", lead_rows(range(6)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(6)))
     campaign = write_campaign(tmp_path)
     assert run_here(campaign, transport=api.transport).exit_code == 0
     first = report_of(tmp_path)
@@ -738,7 +741,7 @@ def test_sent_rows_are_never_sent_again_and_retry_failed_requeues_only_failed(
 
 def test_the_journal_alone_is_enough_to_continue(tmp_path: Path, sandbox: MakeSandbox) -> None:
     api = sandbox(api_key=KEY)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(5)) + BAD_ROWS)
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(5)) + BAD_ROWS)
     campaign = write_campaign(tmp_path, base_url=api.url)
     assert run_here(campaign, limit=2).exit_code == 75  # rows remain for a later run
     (tmp_path / "leads.csv").unlink()
@@ -760,7 +763,7 @@ def test_a_second_run_beside_a_running_one_exits_75_at_once_and_sends_nothing(
     tmp_path: Path, sandbox: MakeSandbox
 ) -> None:
     api = sandbox(api_key=KEY)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(3)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(3)))
     campaign = write_campaign(tmp_path, base_url=api.url)
     journal = tmp_path / "out" / "journal.sqlite"
 
@@ -781,7 +784,7 @@ def test_a_second_run_beside_a_running_one_exits_75_at_once_and_sends_nothing(
 
 
 def test_a_lock_left_by_a_killed_process_never_blocks(tmp_path: Path, sandbox: MakeSandbox) -> None:
-    write_leads(tmp_path / "leads.csv", lead_rows(range(3)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(3)))
     lock = CampaignLock(tmp_path / "out" / "journal.sqlite")
     ready, told = os.pipe()
     holder = os.fork()
@@ -824,7 +827,7 @@ def test_a_signal_stops_the_run_saves_everything_and_a_rerun_finishes(
     api = sandbox_process(latency_ms=200, drop_rate=0.15, seed=5)
     assert api.record is not None
     n = 30
-    write_leads(tmp_path / "leads.csv", lead_rows(range(n)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(n)))
     campaign = str(write_campaign(tmp_path, base_url=api.url, rate=10, concurrency=4, settle=0.2))
 
     process = dialer("run", campaign)
@@ -858,7 +861,7 @@ def test_the_drain_is_bounded_and_what_it_cut_off_is_looked_up_next_time(
 ) -> None:
     api = sandbox_process(latency_ms=1500)  # every answer comes long after the call is placed
     assert api.record is not None
-    write_leads(tmp_path / "leads.csv", lead_rows(range(3)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(3)))
     campaign = str(write_campaign(tmp_path, base_url=api.url, rate=100, drain=0.2, settle=0.1))
 
     process = dialer("run", campaign)
@@ -893,12 +896,14 @@ def test_a_stop_takes_no_new_row_and_sends_nothing_more(tmp_path: Path) -> None:
     def unhandled(signum: int, frame: Any) -> None:
         raise AssertionError("the run did not handle SIGTERM")
 
-    write_leads(tmp_path / "leads.csv", lead_rows(range(6)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(6)))
     # One slot a second: three rows hold their intents and wait when the signal comes.
     campaign = write_campaign(tmp_path, rate=1, concurrency=4)
     previous = signal.signal(signal.SIGTERM, unhandled)  # pytest survives a regression
     try:
-        result = run_here(campaign, transport=httpx.MockTransport(handler), handle_signals=True)
+        result = run_here(
+            campaign, transport=httpx.MockTransport(ended_at_once(handler)), handle_signals=True
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -920,7 +925,7 @@ def test_dialer_report_replaces_the_file_and_keeps_it_whole_when_writing_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api = sandbox(api_key=KEY)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(5)) + BAD_ROWS)
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(5)) + BAD_ROWS)
     campaign = write_campaign(tmp_path, base_url=api.url)
     assert run_here(campaign).exit_code == 0
     api.stop()  # no thread of this process may hold a lock when the dialer is forked
@@ -935,7 +940,7 @@ def test_dialer_report_replaces_the_file_and_keeps_it_whole_when_writing_fails(
     assert path.read_bytes() == before
 
     # A write that fails halfway leaves the last report as it was, and no temp file.
-    def half_then_fail(file: Any, headers: Any, rows: Any) -> int:
+    def half_then_fail(file: Any, headers: Any, rows: Any, *_: Any) -> int:
         file.write("Name,Phone\r\nhalf a report")
         raise OSError(28, "No space left on device")
 
@@ -952,7 +957,7 @@ def test_dialer_report_replaces_the_file_and_keeps_it_whole_when_writing_fails(
 
 def test_a_reader_never_sees_half_a_report(tmp_path: Path, sandbox: MakeSandbox) -> None:
     api = sandbox(api_key=KEY)
-    write_leads(tmp_path / "leads.csv", lead_rows(range(100)))
+    write_lead_rows(tmp_path / "leads.csv", lead_rows(range(100)))
     campaign = write_campaign(tmp_path, base_url=api.url, rate=1000, concurrency=20)
     assert run_here(campaign).exit_code == 0
     path = tmp_path / "out" / "report.csv"
@@ -987,7 +992,7 @@ def test_a_changed_leads_file_dials_only_new_rows_and_says_what_changed(
     api = sandbox_process()
     assert api.record is not None
     leads = tmp_path / "leads.csv"
-    write_leads(leads, lead_rows(range(10)))
+    write_lead_rows(leads, lead_rows(range(10)))
     campaign = str(write_campaign(tmp_path, base_url=api.url))
     first = dialer("run", campaign)
     assert first.wait() == 0, first.stderr
@@ -1000,7 +1005,7 @@ def test_a_changed_leads_file_dials_only_new_rows_and_says_what_changed(
     rows = [[r[0], r[1], "Fixed Co"] if r[0] == "Lead 5" else r for r in rows]
     rows[4:4] = lead_rows([10, 11])
     rows.append(["Lead 7 again", written(7), "Other"])
-    write_leads(leads, rows)
+    write_lead_rows(leads, rows)
     second = dialer("run", campaign)
     assert second.wait() == 0, second.stderr
 

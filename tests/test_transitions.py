@@ -153,3 +153,53 @@ def test_a_not_found_within_the_grace_is_looked_up_again_not_redialed() -> None:
     assert after_lookup(early, None, CALL, grace_over=False) == Next(Status.UNKNOWN, early.error, settle=True)
     # A call found is found, in the grace or not.
     assert after_lookup(early, "c-1", CALL, grace_over=False) == Next(Status.SENT, call_id="c-1")
+
+
+# -- a live call's row after a poll: (what the API showed, its age) -> the row ----------
+
+from dialer.model import FINAL_CALL_STATUSES, CallOutcome  # noqa: E402
+from dialer.transitions import CallNext, after_call  # noqa: E402
+
+HOUR = 3600.0
+
+
+@pytest.mark.parametrize(
+    ("shown", "age", "expected"),
+    [
+        *[
+            pytest.param(status, 60.0, CallNext(ended=True, failed=status == "failed"), id=status)
+            for status in sorted(FINAL_CALL_STATUSES)
+        ],
+        *[
+            pytest.param(status, 60.0, CallNext(ended=False), id=f"{status}-live")
+            for status in ("pending", "ringing", "in-progress", "registered", "paused", "on-hold", "")
+        ],
+        pytest.param(None, 60.0, CallNext(ended=False), id="not-shown-yet"),
+        pytest.param(
+            "in-progress",
+            4 * HOUR,
+            CallNext(
+                ended=True,
+                error="the call never ended: last seen 'in-progress' 4h after it was placed",
+                timed_out=True,
+            ),
+            id="stuck-in-progress-given-up",
+        ),
+        pytest.param(
+            None,
+            5 * HOUR,
+            CallNext(
+                ended=True,
+                error="the call never ended: never shown by the API 4h after it was placed",
+                timed_out=True,
+            ),
+            id="never-shown-given-up",
+        ),
+        pytest.param("completed", 9 * HOUR, CallNext(ended=True), id="late-but-final"),
+    ],
+)
+def test_after_call(shown: str | None, age: float, expected: CallNext) -> None:
+    seen = None if shown is None else CallOutcome("c-1", shown)
+    next_state = after_call(seen, age, 4 * HOUR)
+    assert next_state == expected
+    assert next_state.status == Status.SENT  # no [redial] yet: a sent row stays sent

@@ -6,6 +6,7 @@ migrations.py  the schema (leads, number_usage, calls), its version, and the ste
 sqlite.py      Journal: import, reads, whole-table transitions at the start of a run
 writes.py      the dispatcher's row transitions as SQL (intent, outcome, restore)
 writer.py      JournalWriter: those writes committed in groups, one fsync per group
+calls.py       the calls table: a call placed, a call seen by a poll, live calls, figures
 base.py        JournalStore, Writer: what the dialer may ask of a journal, whichever store
 opening.py     which store a campaign names (a file, or a postgresql:// URL): open, lock, label
 pgdb.py        PostgreSQL: the URL (password never shown), connections, schema per campaign
@@ -13,7 +14,9 @@ postgres.py    PgJournal, PgJournalWriter: the journal in PostgreSQL, the same r
 pg_importing.py  importing.py's rules in PostgreSQL's SQL
 """
 
+from dialer.store import calls
 from dialer.store.base import JournalStore, RateGate, RateGrant, Writer
+from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.db import journal_errors
 from dialer.store.importing import ImportSummary, file_signature
 from dialer.store.lock import CampaignLock
@@ -25,6 +28,9 @@ from dialer.store.writes import NumberTaken, Write, intent, outcome, restore
 
 __all__ = [
     "SCHEMA_VERSION",
+    "CallFigures",
+    "LiveCall",
+    "calls",
     "CampaignLock",
     "ImportSummary",
     "Journal",

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
 from dialer.model import JournalRow, Lead, Outcome, Status
+from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.claims import Claims
 from dialer.store.importing import ImportSummary
 from dialer.store.writes import Write
@@ -95,6 +96,24 @@ class JournalStore(Protocol):
     def recent_sends(self, seconds: float = 5.0) -> list[float]: ...
 
     def number_usage(self) -> dict[tuple[str, str], int]: ...
+
+    def law_groups(self, statuses: Collection[Status]) -> dict[tuple[tuple[str, ...], str, str], int]:
+        """Rows in `statuses` by (time zones, US area code or '', state column), with counts."""
+
+    def dialable_dials_since(self, since: float) -> dict[tuple[str, tuple[str, ...], str], list[float]]:
+        """(phone, time zones, state column) of each dialable row dialed after `since`: its dials."""
+
+    def dials_since(self, phone: str, since: float) -> list[float]:
+        """Epoch seconds of every committed intent to `phone` after `since`, by any row."""
+
+    def live_calls(self) -> list[LiveCall]:
+        """Every row's latest call still live, oldest first."""
+
+    def call_figures(self) -> CallFigures:
+        """Final calls per status, calls live, calls given up: for `status` and the summary."""
+
+    def collected_names(self) -> list[str]:
+        """Every collected variable any call returned, sorted: a report column each."""
 
     def report_rows(self) -> Iterator[tuple[list[str], Outcome]]: ...
 

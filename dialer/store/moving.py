@@ -9,8 +9,10 @@ the copy is one transaction: a failure leaves the database without the campaign.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dialer.errors import JournalError
 from dialer.store.lock import CampaignLock
@@ -19,13 +21,23 @@ from dialer.store.sqlite import Journal
 
 _LEADS = (
     "id, position, fingerprint, raw, phone, name, email, timezones, variables, status, error,"
-    " call_id, from_number, attempts, intent_at, updated_at, unanswered"
+    " call_id, from_number, attempts, intent_at, updated_at, unanswered, state"
 )
 
 _CALLS = (
     "call_id, lead_id, ordinal, from_number, placed_at, status, final, timed_out, ended_at,"
     " duration, end_reason, recording_url, collected"
 )
+
+
+_DIALS = "phone, at, lead_id, attempt"
+
+
+def _copy(target: PgJournal, table: str, columns: str, records: Iterable[Sequence[Any]]) -> None:
+    """Every record into `table` of the target, by COPY (inside the caller's transaction)."""
+    with target.conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN".encode()) as copy:
+        for record in records:
+            copy.write_row(record)
 
 
 @dataclass(frozen=True)
@@ -64,13 +76,13 @@ def copy_to_postgres(path: Path, campaign_name: str, url: str) -> Moved:
                     target.conn.execute(
                         "INSERT INTO called (phone, lead_id) VALUES (%s, %s)", (phone, lead_id)
                     )
-                calls = source.conn.execute(
-                    f"SELECT {_CALLS} FROM calls ORDER BY lead_id, ordinal"
-                ).fetchall()
-                if calls:
-                    with target.conn.cursor().copy(f"COPY calls ({_CALLS}) FROM STDIN".encode()) as copy:
-                        for record in calls:
-                            copy.write_row(record)
+                _copy(
+                    target,
+                    "calls",
+                    _CALLS,
+                    source.conn.execute(f"SELECT {_CALLS} FROM calls ORDER BY lead_id, ordinal"),
+                )
+                _copy(target, "dials", _DIALS, source.conn.execute(f"SELECT {_DIALS} FROM dials ORDER BY at"))
                 for key, value in source.conn.execute("SELECT key, value FROM meta WHERE key != 'schema'"):
                     target.set_meta(str(key), str(value))
             return Moved(rows=sum(target.counts().values()), counts=target.counts(), target=target.label)

@@ -19,7 +19,9 @@ from dialer.store.writes import HOLDER
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-_COLUMNS = "position, fingerprint, raw, phone, name, email, timezones, variables, status, error, updated_at"
+_COLUMNS = (
+    "position, fingerprint, raw, phone, name, email, timezones, variables, status, error, updated_at, state"
+)
 
 
 def _copy(conn: Conn, table: str, records: Iterator[tuple[Any, ...]]) -> None:
@@ -48,7 +50,7 @@ def reimport(conn: Conn, records: Iterator[tuple[Any, ...]], now: str) -> Import
     conn.execute(
         "CREATE TEMP TABLE incoming (row_key BIGSERIAL, position INTEGER, fingerprint TEXT, raw TEXT,"
         " phone TEXT, name TEXT, email TEXT, timezones TEXT, variables TEXT, status TEXT, error TEXT,"
-        " updated_at TEXT, lead_id BIGINT) ON COMMIT DROP"
+        " updated_at TEXT, state TEXT, lead_id BIGINT) ON COMMIT DROP"
     )
     _copy(conn, "incoming", records)
     conn.execute("CREATE INDEX ON incoming (fingerprint)")
@@ -74,8 +76,8 @@ def reimport(conn: Conn, records: Iterator[tuple[Any, ...]], now: str) -> Import
     conn.execute("UPDATE leads SET position = NULL")
     conn.execute(
         "UPDATE leads SET position = i.position, raw = i.raw, fingerprint = i.fingerprint,"
-        " name = i.name, email = i.email, timezones = i.timezones, variables = i.variables"
-        " FROM incoming i WHERE i.lead_id = leads.id"
+        " name = i.name, email = i.email, timezones = i.timezones, variables = i.variables,"
+        " state = i.state FROM incoming i WHERE i.lead_id = leads.id"
     )
     conn.execute(
         (

@@ -1,7 +1,7 @@
 """PostgreSQL: the URL (its password never shown), connections, the schema and its versions.
 
 Every campaign gets a schema of its own in the database (`dialer_<name>_<hash>`),
-holding the same three tables as a SQLite journal (meta, leads, number_usage),
+holding the same tables as a SQLite journal (meta, leads, called, number_usage, calls, dials),
 so the statements of writes.py run unchanged on both stores (`?` becomes `%s`).
 A connection sets its `search_path` to that schema once, at connect.
 
@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS leads (
     updated_at  TEXT NOT NULL,
     unanswered  INTEGER NOT NULL DEFAULT 0,
     claimed_by  TEXT,                  -- the run dialing or settling the row (claims.py)
-    claim_until DOUBLE PRECISION       -- its lease, on the database's clock (epoch seconds)
+    claim_until DOUBLE PRECISION,      -- its lease, on the database's clock (epoch seconds)
+    state       TEXT NOT NULL DEFAULT ''  -- the state column's text (v5), for the law
 );
 -- One number, one lead, for good (writes.intent): the primary key is the rule.
 CREATE TABLE IF NOT EXISTS called (
@@ -65,6 +66,12 @@ CREATE TABLE IF NOT EXISTS calls (
     recording_url TEXT NOT NULL DEFAULT '',
     collected     TEXT NOT NULL DEFAULT '{}'
 );
+-- Every committed intent (v6), for the per-24-hour cap per number (migrations.py).
+CREATE TABLE IF NOT EXISTS dials (
+    phone TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, lead_id BIGINT NOT NULL, attempt INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dials_phone ON dials (phone, at);
+CREATE INDEX IF NOT EXISTS dials_at ON dials (at);
 CREATE INDEX IF NOT EXISTS calls_lead ON calls (lead_id, ordinal);
 CREATE INDEX IF NOT EXISTS calls_live ON calls (final, placed_at);
 CREATE INDEX IF NOT EXISTS leads_status ON leads (status, position);
@@ -96,8 +103,21 @@ CREATE INDEX IF NOT EXISTS grants_key ON dialer_shared.grants (key, granted_at)
 """
 
 # PG_STEPS[n]: the statements that take a PostgreSQL journal from version n to n + 1.
-# PostgreSQL journals start at version 4 (the SQLite numbering, `called` and `calls` in): none yet.
-PG_STEPS: dict[int, tuple[str, ...]] = {}
+# PostgreSQL journals start at version 4 (the SQLite numbering, `called` and `calls` in);
+# the later steps are migrations.STEPS' own, in PostgreSQL's types.
+PG_STEPS: dict[int, tuple[str, ...]] = {
+    # The lead's state column, which with its area code decides the law (issue 13).
+    4: ("ALTER TABLE leads ADD COLUMN state TEXT NOT NULL DEFAULT ''",),
+    # Every intent, for the per-24-hour cap; an older journal knew each lead's last one.
+    5: (
+        "CREATE TABLE dials (phone TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, lead_id BIGINT NOT NULL,"
+        " attempt INTEGER NOT NULL)",
+        "CREATE INDEX dials_phone ON dials (phone, at)",
+        "CREATE INDEX dials_at ON dials (at)",
+        "INSERT INTO dials (phone, at, lead_id, attempt) SELECT phone, intent_at, id, attempts FROM leads"
+        " WHERE intent_at IS NOT NULL AND phone != ''",
+    ),
+}
 
 
 def connect(url: str, schema: str) -> psycopg.Connection[tuple[object, ...]]:

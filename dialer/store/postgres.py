@@ -18,11 +18,12 @@ from typing import Any
 
 import psycopg
 
-from dialer.cells import decode_row
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
 from dialer.errors import JournalError
 from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
+from dialer.store import calls
+from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.claims import ClaimLost, Claims
 from dialer.store.db import sql_list
 from dialer.store.importing import ImportSummary, lead_records
@@ -30,7 +31,16 @@ from dialer.store.pg_importing import first_import, reimport
 from dialer.store.pgdb import connect, connect_async, migrate, pg_sql
 from dialer.store.pgrate import Bucket, SharedRate
 from dialer.store.pgurl import redact, schema_name, scrub
-from dialer.store.sqlite import Journal
+from dialer.store.sqlite import (
+    DIALABLE_DIALS_SQL,
+    DIALS_SQL,
+    LAW_GROUPS_SQL,
+    REPORT_SQL,
+    Journal,
+    dials_from,
+    law_groups_from,
+    report_row,
+)
 from dialer.store.writes import NumberTaken, Write, utc_now_iso
 
 
@@ -218,26 +228,38 @@ class PgJournal:
         rows = self._all("SELECT number, day, calls FROM number_usage")
         return {(str(number), str(day)): int(calls) for number, day, calls in rows}
 
+    def law_groups(self, statuses: Collection[Status]) -> dict[tuple[tuple[str, ...], str, str], int]:
+        """As `sqlite.Journal.law_groups`: rows by (time zones, US area code or '', state column)."""
+        marks = ",".join("?" * len(statuses))
+        statement = pg_sql(LAW_GROUPS_SQL.format(marks=marks))
+        return law_groups_from(self._all(statement, sorted(statuses)))
+
+    def dialable_dials_since(self, since: float) -> dict[tuple[str, tuple[str, ...], str], list[float]]:
+        """As `sqlite.Journal.dialable_dials_since` (PostgreSQL plans the join itself)."""
+        return dials_from(self._all(pg_sql(DIALABLE_DIALS_SQL.format(join="JOIN")), (since,)))
+
+    def dials_since(self, phone: str, since: float) -> list[float]:
+        """Every committed intent to `phone` after `since`, by any row of any run."""
+        return [float(at) for (at,) in self._all(pg_sql(DIALS_SQL), (phone, since))]
+
+    def live_calls(self) -> list[LiveCall]:
+        """Every row's latest call still live, oldest first (those of every run of the campaign)."""
+        return calls.live_from(self._all(calls.LIVE_SQL))
+
+    def call_figures(self) -> CallFigures:
+        return calls.figures_from(self._all(calls.FIGURES_SQL))
+
+    def collected_names(self) -> list[str]:
+        return [str(name) for (name,) in self._all(calls.PG_COLLECTED_SQL)]
+
     def report_rows(self) -> Iterator[tuple[list[str], Outcome]]:
-        """Every row of the current leads file, in file order (a server-side cursor: any size)."""
+        """Every row of the current leads file, in file order, with its outcome and latest call
+        (a server-side cursor: any size)."""
         with self.conn.transaction(), self.conn.cursor(name="report_rows") as cursor:
             cursor.itersize = 5000
-            cursor.execute(
-                "SELECT raw, status, call_id, from_number, attempts, error, updated_at FROM leads"
-                " WHERE position IS NOT NULL ORDER BY position"
-            )
-            for raw, status, call_id, from_number, attempts, error, updated_at in cursor:
-                yield (
-                    decode_row(str(raw)),
-                    Outcome(
-                        status=str(status),
-                        id=str(call_id),
-                        from_number=str(from_number),
-                        attempts=int(str(attempts)),
-                        error=str(error),
-                        updated_at=str(updated_at),
-                    ),
-                )
+            cursor.execute(pg_sql(REPORT_SQL).encode())
+            for record in cursor:
+                yield report_row(record)
 
     # -- whole-table transitions at the start of a run ------------------------
 

@@ -19,7 +19,9 @@ from dialer.columns import ColumnMap
 from dialer.config import Campaign
 from dialer.errors import JournalError
 from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
+from dialer.store import calls
 from dialer.store.base import RateGate
+from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.db import connect, sql_list, transaction
 from dialer.store.importing import ImportSummary, first_import, lead_records, reimport
 from dialer.store.migrations import migrate
@@ -35,6 +37,61 @@ def _advice(exc: BaseException) -> str:
             " --new-journal (rows already called may be called again)"
         )
     return ""
+
+
+# Reads in SQL both stores run (postgres.py uses them too).
+LAW_GROUPS_SQL = (
+    "SELECT timezones, CASE WHEN phone LIKE '+1%' AND length(phone) = 12"
+    " THEN substr(phone, 3, 3) ELSE '' END, state, count(*) FROM leads"
+    " WHERE status IN ({marks}) AND position IS NOT NULL GROUP BY 1, 2, 3"
+)
+DIALABLE_DIALS_SQL = (
+    "SELECT l.phone, l.timezones, l.state, d.at FROM dials d {join} leads l"
+    f" ON l.phone = d.phone WHERE d.at > ? AND l.status IN ({sql_list(DIALABLE)})"
+    " AND l.position IS NOT NULL"
+)
+DIALS_SQL = "SELECT at FROM dials WHERE phone = ? AND at > ?"
+REPORT_SQL = (
+    "SELECT l.raw, l.status, l.call_id, l.from_number, l.attempts, l.error, l.updated_at,"
+    " c.status, c.end_reason, c.duration, c.recording_url, c.collected,"
+    " (SELECT count(*) FROM calls n WHERE n.lead_id = l.id)"
+    " FROM leads l LEFT JOIN calls c ON c.call_id = l.call_id AND l.call_id != ''"
+    " WHERE l.position IS NOT NULL ORDER BY l.position"
+)
+
+
+def law_groups_from(rows: Iterable[Sequence[Any]]) -> dict[tuple[tuple[str, ...], str, str], int]:
+    return {(tuple(str(zones).split()), str(code), str(state)): int(n) for zones, code, state, n in rows}
+
+
+def dials_from(rows: Iterable[Sequence[Any]]) -> dict[tuple[str, tuple[str, ...], str], list[float]]:
+    found: dict[tuple[str, tuple[str, ...], str], list[float]] = {}
+    for phone, zones, state, at in rows:
+        found.setdefault((str(phone), tuple(str(zones).split()), str(state)), []).append(float(at))
+    return found
+
+
+def report_row(record: Sequence[Any]) -> tuple[list[str], Outcome]:
+    """A row of REPORT_SQL: the row's cells and its outcome with its latest call."""
+    raw, status, call_id, from_number, attempts, error, updated_at = record[:7]
+    call_status, end_reason, duration, recording_url, collected, placed = record[7:]
+    return (
+        decode_row(str(raw)),
+        Outcome(
+            status=str(status),
+            id=str(call_id),
+            from_number=str(from_number),
+            attempts=int(attempts),
+            error=str(error),
+            updated_at=str(updated_at),
+            call_status=call_status or "",
+            end_reason=end_reason or "",
+            duration=duration,
+            calls=int(placed),
+            recording_url=recording_url or "",
+            collected=json.loads(collected) if collected else {},
+        ),
+    )
 
 
 class Journal:
@@ -145,7 +202,7 @@ class Journal:
 
     _ROW_SQL = (
         "SELECT id, position, phone, name, email, timezones, variables, status, attempts,"
-        " intent_at, from_number, call_id, error, unanswered, raw FROM leads"
+        " intent_at, from_number, call_id, error, unanswered, raw, state FROM leads"
     )
 
     @staticmethod
@@ -166,6 +223,7 @@ class Journal:
             error=record[12],
             unanswered=record[13],
             cells=dict(zip(headers, decode_row(record[14]), strict=False)),
+            state=record[15],
         )
 
     def rows_with_status(self, statuses: Collection[Status], batch: int = 2000) -> Iterator[JournalRow]:
@@ -200,6 +258,36 @@ class Journal:
         )
         return {tuple(str(zones).split()): int(n) for zones, n in rows}
 
+    def law_groups(self, statuses: Collection[Status]) -> dict[tuple[tuple[str, ...], str, str], int]:
+        """Rows in `statuses` grouped by what decides their hours: (time zones, US area code
+        or '', state column), with their counts."""
+        statuses = sorted(statuses)
+        marks = ",".join("?" * len(statuses))
+        return law_groups_from(self.conn.execute(LAW_GROUPS_SQL.format(marks=marks), tuple(statuses)))
+
+    def dialable_dials_since(self, since: float) -> dict[tuple[str, tuple[str, ...], str], list[float]]:
+        """(phone, time zones, state column) of each dialable row dialed after `since`, with
+        those intents: the rows a per-24-hour cap may hold back (few, however large the file)."""
+        # The last day's dials first (CROSS JOIN keeps that order in SQLite), each then
+        # looked up among the leads: a million pending rows cost nothing here.
+        return dials_from(self.conn.execute(DIALABLE_DIALS_SQL.format(join="CROSS JOIN"), (since,)))
+
+    def dials_since(self, phone: str, since: float) -> list[float]:
+        """Epoch seconds of every committed intent to `phone` after `since`, by any row."""
+        rows = self.conn.execute(DIALS_SQL, (phone, since))
+        return [float(at) for (at,) in rows]
+
+    def live_calls(self) -> list[LiveCall]:
+        """Every row's latest call still live, oldest first (what follow.py polls)."""
+        return calls.live_calls(self.conn)
+
+    def call_figures(self) -> CallFigures:
+        return calls.call_figures(self.conn)
+
+    def collected_names(self) -> list[str]:
+        """Every collected variable any call returned, sorted: a report column each."""
+        return calls.collected_names(self.conn)
+
     def recent_sends(self, seconds: float = 5.0) -> list[float]:
         """Monotonic times at which an earlier run may have sent its last requests.
 
@@ -224,23 +312,9 @@ class Journal:
         return {(str(number), str(day)): int(calls) for number, day, calls in rows}
 
     def report_rows(self) -> Iterator[tuple[list[str], Outcome]]:
-        """Every row of the current leads file, in file order, with its outcome."""
-        cursor = self.conn.execute(
-            "SELECT raw, status, call_id, from_number, attempts, error, updated_at FROM leads"
-            " WHERE position IS NOT NULL ORDER BY position"
-        )
-        for raw, status, call_id, from_number, attempts, error, updated_at in cursor:
-            yield (
-                decode_row(raw),
-                Outcome(
-                    status=status,
-                    id=call_id,
-                    from_number=from_number,
-                    attempts=attempts,
-                    error=error,
-                    updated_at=updated_at,
-                ),
-            )
+        """Every row of the current leads file, in file order, with its outcome and latest call."""
+        for record in self.conn.execute(REPORT_SQL):
+            yield report_row(record)
 
     # -- whole-table transitions at the start of a run ------------------------
 

@@ -1,0 +1,134 @@
+"""The calls table (schema 3): each call the API accepted, followed to its end.
+
+Writes for `JournalWriter` (a call placed, a call seen by a poll) and the reads that
+follow.py, `status` and the report need. A row is live while its latest call
+(`leads.call_id`) has final = 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dialer.model import CallOutcome
+from dialer.store.writes import Write
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    """A call placed and not seen to end: what follow.py polls for."""
+
+    call_id: str
+    lead_id: int
+    placed_at: float  # epoch seconds
+    status: str  # last seen ('' before any poll)
+
+
+def placed(row_id: int, at: float) -> list[Write]:
+    """The row's call (its `call_id`, just committed) was accepted: a new live call.
+
+    Placed at the row's intent time (a second before the API took it, at most), or `at`.
+    ON CONFLICT DO NOTHING (both stores' SQL): the same call found again by a look-up is one call.
+    """
+    return [
+        Write(
+            "INSERT INTO calls (call_id, lead_id, ordinal, from_number, placed_at)"
+            " SELECT call_id, id, (SELECT count(*) FROM calls WHERE lead_id = ?) + 1, from_number,"
+            " COALESCE(intent_at, ?) FROM leads WHERE id = ? AND call_id != ''"
+            " ON CONFLICT (call_id) DO NOTHING",
+            (row_id, at, row_id),
+        )
+    ]
+
+
+def seen(call: CallOutcome, *, final: bool, timed_out: bool = False, at: float | None = None) -> list[Write]:
+    """What a poll showed of a call; `final` with `at`, the moment its end was seen."""
+    if not final:
+        return [Write("UPDATE calls SET status = ? WHERE call_id = ?", (call.status, call.call_id))]
+    return [
+        Write(
+            "UPDATE calls SET status = ?, final = 1, timed_out = ?, ended_at = ?, duration = ?,"
+            " end_reason = ?, recording_url = ?, collected = ? WHERE call_id = ?",
+            (
+                call.status,
+                int(timed_out),
+                at,
+                call.duration,
+                call.end_reason,
+                call.recording_url,
+                json.dumps(call.collected, ensure_ascii=False),
+                call.call_id,
+            ),
+        )
+    ]
+
+
+# The reads, in SQL both stores run (the collected names' excepted: JSON is each one's own).
+LIVE_SQL = (
+    "SELECT c.call_id, c.lead_id, c.placed_at, c.status FROM calls c"
+    " JOIN leads l ON l.id = c.lead_id AND l.call_id = c.call_id"
+    " WHERE c.final = 0 ORDER BY c.placed_at"
+)
+FIGURES_SQL = "SELECT status, final, timed_out, count(*) FROM calls GROUP BY status, final, timed_out"
+COLLECTED_SQL = (
+    "SELECT DISTINCT j.key FROM calls, json_each(calls.collected) AS j WHERE calls.collected != '{}'"
+    " ORDER BY j.key"
+)
+PG_COLLECTED_SQL = (
+    "SELECT DISTINCT j.key FROM calls, jsonb_each(calls.collected::jsonb) AS j"
+    " WHERE calls.collected != '{}' ORDER BY j.key"
+)
+
+
+def live_from(rows: Iterable[Sequence[Any]]) -> list[LiveCall]:
+    return [LiveCall(str(a), int(b), float(c), str(d)) for a, b, c, d in rows]
+
+
+def live_calls(conn: sqlite3.Connection) -> list[LiveCall]:
+    """Every row's latest call still live, oldest first."""
+    return live_from(conn.execute(LIVE_SQL))
+
+
+@dataclass(frozen=True, slots=True)
+class CallFigures:
+    """For `status` and the summary: final calls per status, calls live, the pick-up rate."""
+
+    by_status: Counter[str]
+    live: int
+    timed_out: int
+
+    @property
+    def placed(self) -> int:
+        return sum(self.by_status.values()) + self.live + self.timed_out
+
+    @property
+    def pick_up_rate(self) -> float | None:
+        """Calls `completed` among calls with a final status (timed-out ones left out)."""
+        ended = sum(self.by_status.values())
+        return self.by_status.get("completed", 0) / ended if ended else None
+
+
+def figures_from(rows: Iterable[Sequence[Any]]) -> CallFigures:
+    by_status: Counter[str] = Counter()
+    live = timed_out = 0
+    for status, final, gave_up, n in rows:
+        if not final:
+            live += n
+        elif gave_up:
+            timed_out += n
+        else:
+            by_status[str(status)] += n
+    return CallFigures(by_status, live, timed_out)
+
+
+def call_figures(conn: sqlite3.Connection) -> CallFigures:
+    return figures_from(conn.execute(FIGURES_SQL))
+
+
+def collected_names(conn: sqlite3.Connection) -> list[str]:
+    """Every collected variable any call returned, sorted: a report column each."""
+    return [str(name) for (name,) in conn.execute(COLLECTED_SQL)]
