@@ -163,8 +163,11 @@ def time_bars(buckets: Sequence[tuple[datetime, fig.Rates]], step: float) -> Cha
 
 
 def _step_name(step: float) -> str:
+    if step < 60:
+        return f"{int(step)} seconds"
     if step < 3600:
-        return f"{int(step // 60)} minutes"
+        minutes = int(step // 60)
+        return "minute" if minutes == 1 else f"{minutes} minutes"
     if step < 86400:
         hours = int(step // 3600)
         return "hour" if hours == 1 else f"{hours} hours"
@@ -173,7 +176,7 @@ def _step_name(step: float) -> str:
 
 
 def _bucket_label(moment: datetime, step: float) -> str:
-    return moment.strftime("%b %d" if step >= 86400 else "%b %d %H:%M")
+    return moment.strftime("%b %d" if step >= 86400 else "%b %d %H:%M" if step >= 60 else "%H:%M:%S")
 
 
 # -- the page's sections -------------------------------------------------------------

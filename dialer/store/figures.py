@@ -103,7 +103,8 @@ class CallCharts:
 
 _COMPLETED = "coalesce(sum(status = 'completed'), 0)"
 _BASIS = "coalesce(sum(final = 1 AND timed_out = 0), 0)"
-STEPS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+# Seconds per bar: a demo's minute of calls gets bars of 5 s, a month's of days.
+STEPS = (5, 10, 30, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
 BARS = 60  # calls over time: at most about this many bars
 
 
