@@ -19,7 +19,8 @@ $(STAMP): uv.lock pyproject.toml
 
 demo: $(STAMP)
 	rm -f out/demo.report.csv out/demo.sqlite*
-	$(BIN)/dialer run campaigns/demo.toml --sandbox
+	# 75: rows wait for their hours (the law's 08:00-21:00 holds for the demo's US numbers too).
+	$(BIN)/dialer run campaigns/demo.toml --sandbox || test $$? -eq 75
 	$(BIN)/dialer report campaigns/demo.toml --out out/demo.report.html
 
 # The README's picture of a campaign page (needs Debian's chromium: apt-get install -y chromium):

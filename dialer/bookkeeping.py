@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -29,8 +30,16 @@ log = structlog.get_logger("dialer")
 Clock = Callable[[], datetime]
 
 
+# A test hook, like the journal's fault point: tests/conftest.py shifts the clock the
+# dialer sees to a fixed time of day, so the law's window (08:00-21:00 for every US number)
+# does not make the suite pass or fail by the hour it runs at. Unset in real use.
+CLOCK_SHIFT_ENV = "DIALER_TEST_CLOCK_SHIFT_SECONDS"
+
+
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    now = datetime.now(UTC)
+    shift = os.environ.get(CLOCK_SHIFT_ENV)
+    return now + timedelta(seconds=float(shift)) if shift else now
 
 
 def mask(phone: str) -> str:

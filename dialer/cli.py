@@ -568,6 +568,8 @@ def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
                 f'caller ids: no number of [numbers] pool is in {country}: strategy "local" will call '
                 f"its {rows} from another country's number"
             )
+        for law, n in sorted(found.laws.items(), key=lambda item: item[0].states):
+            out.print(law.validate_line(n))
         out.print(
             f"due now: {found.due_now}; next due: "
             f"{_when(found.next_due) if found.next_due else 'all due now'}"

@@ -31,16 +31,20 @@ class ColumnMap:
     timezone: str | None
     email: str | None
     variables: tuple[str, ...]  # custom variables, in file order
+    state: str | None = None  # the lead's US state, for the law (else its area code decides)
 
     def describe(self) -> list[tuple[str, str]]:
         """(field, column(s)) pairs for `validate` to print."""
-        return [
+        pairs = [
             ("phone", self.phone),
             ("name", " + ".join(self.name) if self.name else "(none)"),
             ("timezone", self.timezone or INFERRED),
             ("email", self.email or "(none)"),
             ("variables", ", ".join(self.variables) if self.variables else "(none)"),
         ]
+        if self.state is not None:  # without one, the area code decides the law: nothing to say
+            pairs.insert(4, ("state", self.state))
+        return pairs
 
 
 # Common header names, best first, compared after _compact() (accents, case,
@@ -82,6 +86,9 @@ FIRST_NAMES = ("firstname", "first", "givenname", "forename", "fname")
 LAST_NAMES = ("lastname", "last", "surname", "familyname", "lname")
 TIMEZONE_NAMES = ("timezone", "tz", "timezonename", "ianatimezone")
 EMAIL_NAMES = ("email", "emailaddress", "mail", "mailaddress")
+# Only names that mean a US state: "Province" or "Region" hold other countries' places
+# (or a sales region), and a value that is no US state would make the row invalid.
+STATE_NAMES = ("state", "statecode", "usstate", "stateabbreviation", "stateabbr")
 # A header holding one of these words is probably a phone even when not named
 # exactly ("Primary Phone"), unless it is about the phone ("Phone Type").
 _PHONE_WORDS = ("phone", "mobile", "cell")
@@ -172,13 +179,16 @@ def resolve_columns(campaign: Campaign, headers: list[str]) -> ColumnMap:
     used.update(name)
     timezone = _optional_column(path, headers, given.timezone, "timezone", TIMEZONE_NAMES, used)
     email = _optional_column(path, headers, given.email, "email", EMAIL_NAMES, used)
+    # The state stays a custom variable too (a copy of `used`): it was one before the law
+    # read it, and an agent's prompt may use it.
+    state = _optional_column(path, headers, given.state, "state", STATE_NAMES, set(used))
     if given.variables is not None:
         listed = {_find(path, headers, v, "columns.variables") for v in given.variables}
         variables = tuple(h for h in headers if h in listed)
     else:
         variables = tuple(h for h in headers if h not in used)
     check_placeholders(campaign, headers)
-    return ColumnMap(phone=phone, name=name, timezone=timezone, email=email, variables=variables)
+    return ColumnMap(phone=phone, name=name, timezone=timezone, email=email, variables=variables, state=state)
 
 
 def _phone_column(path: Path, headers: Sequence[str], given: str | None, used: set[str]) -> str:

@@ -65,6 +65,8 @@ class Columns(_Strict):
     name: str | list[str] | None = None
     timezone: str | None = None
     email: str | None = None
+    # The lead's US state (a code like FL or a name), for the law's calling hours and caps.
+    state: str | None = None
     variables: list[str] | None = None
 
 
@@ -105,6 +107,9 @@ class Limits(_Strict):
     drain_seconds: Annotated[float, Field(ge=0)] = 30.0
     # Adaptive pacing lowers the rate on 429s; it never goes below this.
     min_rate_per_second: Annotated[float, Field(gt=0)] = 0.2
+    # Calls to one number in any 24 hours (None: no cap of the campaign's own); the law's
+    # cap for the lead's state (dialer/data/calling_law.toml) holds as well, the lower wins.
+    calls_per_24h: Annotated[int, Field(ge=1)] | None = None
     # Calls live at once, from the accepted POST until the dialer has seen the final status.
     max_live_calls: Annotated[int, Field(ge=1)] | None = None
     stop_when_failed: StopWhenFailed | None = None

@@ -28,13 +28,14 @@ from dialer.client import SynthflowClient
 from dialer.config import Campaign
 from dialer.follow import Follower
 from dialer.hours import CallingHours
+from dialer.law import rules_for
 from dialer.model import DIALABLE, JournalRow, Status
 from dialer.numbers import NumberPool
 from dialer.pacing import LiveCeiling, Pacer
 from dialer.send import Sender
 from dialer.settle import Settler
 from dialer.store import Journal, JournalWriter, Write, calls, outcome
-from dialer.transitions import CAPPED, Next, outside_hours
+from dialer.transitions import CAPPED, Next
 
 # Deferrals the feeder gathers before committing them.
 DEFER_BATCH = 2000
@@ -212,10 +213,9 @@ class Dispatcher:
                 if row.id in self._owned:
                     continue
                 now = self.options.clock()
-                if not self.hours.is_open(row.timezones, now):
-                    deferred.append(
-                        (row, outside_hours(row.timezones, self.hours.next_open(row.timezones, now)))
-                    )
+                law = rules_for(row.phone, row.state)  # cached per (area-code state, state column)
+                if not self.hours.is_open(row.timezones, now, law):
+                    deferred.append((row, self.sender.closed(row, now, law)))
                     if len(deferred) >= DEFER_BATCH:
                         batch, deferred = deferred, []
                         await self.run_state.writer.commit(self._deferrals(batch))

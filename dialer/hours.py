@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from dialer.config import DAYS, Hours
-from dialer.law import LawRules, Week, intersect
+from dialer.law import LawRules, Week, format_week, intersect
 
 # How far ahead next_open looks: a weekly window recurs within 7 days, plus a
 # day of slack for zones whose local date is ahead of or behind UTC.
@@ -88,6 +88,17 @@ class CallingHours:
             self._by_law.clear()
         self._by_law[id(law)] = (law, derived)
         return derived
+
+    def law_conflict(self, law: LawRules | None) -> str:
+        """'' unless the campaign's days and the law's windows share no hour of the week: then
+        why, naming the law (such a lead is `invalid`, never callable by this campaign)."""
+        if law is None or not any(self.week) or any(self.with_law(law).week):
+            return ""
+        cited = "; ".join(law.citations[1:]) or law.citations[0]
+        return (
+            f"never inside calling hours: the campaign's [hours] ({format_week(self.week)}) and"
+            f" the law ({law.describe}) share no hour; {cited}"
+        )
 
     def _zone(self, name: str) -> ZoneInfo:
         zone = self._zones.get(name)

@@ -87,6 +87,13 @@ class LawRules:
             text += f", at most {self.cap_per_24h} calls per 24 h"
         return text
 
+    def validate_line(self, rows: int) -> str:
+        """'law: FL (412 rows): Mon-Sun 08:00-20:00, at most 3 calls per 24 h (Florida: Fla. Stat. ...)'."""
+        where, _, rule = self.describe.partition(": ")
+        plural = "row" if rows == 1 else "rows"
+        cited = "; ".join(self.citations[1:]) or self.citations[0]
+        return f"law: {where} ({rows} {plural}): {rule} ({cited})"
+
 
 @dataclass(frozen=True)
 class LawTable:
@@ -242,14 +249,53 @@ def _combined(codes: tuple[str, ...]) -> LawRules:
     )
 
 
+# What the table says of a number outside the North American plan (+1) with no state
+# column value: nothing (the campaign's [hours] alone hold, as before the law was applied).
+NO_LAW = LawRules(states=(), week=((time(0), time.max),) * 7, cap_per_24h=None, citations=())
+
+
 def rules_for(phone: str, state: str | None = None) -> LawRules:
     """The law for a lead with this E.164 number and this state column value (None: no column).
 
     The column decides when it names a state; else the area code does. A state
-    whose law presumes residency by area code applies by area code as well.
+    whose law presumes residency by area code applies by area code as well. A US +1
+    number of no known state (toll-free, a territory) gets the federal rule; a number of
+    another country (outside +1, or a Canadian or Caribbean area code) gets NO_LAW unless
+    its state column names a US state.
     Raises ValueError for a column value that is no US state.
     """
-    return _rules(area_code_state(phone), state)
+    if not phone.startswith("+1") and (state is None or not state.strip()):
+        return NO_LAW
+    if phone.startswith("+1") and len(phone) == 12:
+        return rules_for_area_code(phone[2:5], state)
+    return _rules(None, state)  # a +1 number without a whole area code: the federal rule
+
+
+def rules_for_area_code(area_code: str, state: str | None = None) -> LawRules:
+    """rules_for, for leads that share an area code (of a +1 number; '' for a number outside
+    +1) and a state column value."""
+    no_column = state is None or not state.strip()
+    if no_column and (not area_code or _outside_the_us(area_code)):
+        return NO_LAW
+    return _rules(table().area_codes.get(area_code), state)
+
+
+@lru_cache(maxsize=1024)
+def _outside_the_us(area_code: str) -> bool:
+    """A +1 area code of another country (Canada, the Caribbean nations): US law is not
+    theirs, and their own rules (Canada's CRTC hours, say) are not in this table, so the
+    campaign's [hours] alone apply. Toll-free and other non-geographic codes, which may
+    ring anywhere, and the US territories keep the federal rule."""
+    import phonenumbers  # only when a +1 number's area code is not a state's
+
+    if area_code in table().area_codes:
+        return False
+    try:
+        number = phonenumbers.parse(f"+1{area_code}2345678")
+    except phonenumbers.NumberParseException:
+        return False
+    region = phonenumbers.region_code_for_number(number)
+    return region not in (None, "US", "PR", "VI", "GU", "AS", "MP")
 
 
 @lru_cache(maxsize=4096)

@@ -9,6 +9,7 @@ its status and `error`:
    so is an XLSX row whose phone or name is a formula with no saved value),
 2. the phone reads as a valid number (E.164 via phonenumbers and `default_region`),
 3. its time zone is an IANA name, or can be inferred from the number,
+   and its state, when the file has a state column, is a US state (for the law),
 4. it has a name, when the API needs one (mode "call"),
 5. the number is not on a do-not-call list (`suppressed`),
 6. no earlier dialable row has the same number (`duplicate`).
@@ -26,6 +27,7 @@ import numpy as np
 
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
+from dialer.law import parse_state
 from dialer.load import Chunk, LeadsFile
 from dialer.model import Lead, Status
 from dialer.phones import (
@@ -76,6 +78,9 @@ class _Mapper:
         self.name_at = [at[h] for h in columns.name]
         self.zone_at = at[columns.timezone] if columns.timezone is not None else None
         self.email_at = at[columns.email] if columns.email is not None else None
+        self.state_at = at[columns.state] if columns.state is not None else None
+        self.state_column = columns.state
+        self.states: dict[str, str] = {}  # the state column's texts -> "" or their error
         self.variable_names = columns.variables
         self.variable_at = [at[h] for h in columns.variables]
         self.phone = columns.phone
@@ -99,17 +104,20 @@ class _Mapper:
         names = _join_names([cells[i] for i in self.name_at], count)
         emails = [v.strip() for v in cells[self.email_at]] if self.email_at is not None else [""] * count
         zone_texts = [v.strip() for v in cells[self.zone_at]] if self.zone_at is not None else [""] * count
-        verdicts = self._verdicts(chunk, rows_at, [results[phone] for phone in phones], names, zone_texts)
+        states = [v.strip() for v in cells[self.state_at]] if self.state_at is not None else [""] * count
+        verdicts = self._verdicts(
+            chunk, rows_at, [results[phone] for phone in phones], names, zone_texts, states
+        )
         names_of = self.variable_names
         if self.variable_at:
             columns = (cells[i] for i in self.variable_at)
             variables = [dict(zip(names_of, row, strict=True)) for row in zip(*columns, strict=True)]
         else:
             variables = [{} for _ in range(count)]
-        rows = zip(rows_at, zip(*cells, strict=True), verdicts, names, emails, variables, strict=True)
+        rows = zip(rows_at, zip(*cells, strict=True), verdicts, names, emails, variables, states, strict=True)
         # Positional: a Lead is a frozen dataclass, and keywords cost a third more.
-        for row, values, (status, error, e164, zones), name, email, row_variables in rows:
-            yield Lead(row, values, status, error, e164, name, email, zones, row_variables)
+        for row, values, (status, error, e164, zones), name, email, row_variables, state in rows:
+            yield Lead(row, values, status, error, e164, name, email, zones, row_variables, state)
 
     def _verdicts(
         self,
@@ -118,6 +126,7 @@ class _Mapper:
         parsed: list[PhoneResult],
         names: list[str],
         zone_texts: list[str],
+        states: list[str],
     ) -> list[_Verdict]:
         """(status, error, E.164, zones) of each row of a chunk, in the order of the module docstring.
 
@@ -126,13 +135,14 @@ class _Mapper:
         dialable: list[int] = []  # offsets of the rows only a duplicate could still stop
         refused = self._refused_rows(chunk, rows_at) if chunk.unsaved or chunk.overflow else {}
         invalid, pending, suppressed = Status.INVALID, Status.PENDING, Status.SUPPRESSED
-        for offset, ((e164, zones, error), name, zone_text) in enumerate(
-            zip(parsed, names, zone_texts, strict=True)
+        for offset, ((e164, zones, error), name, zone_text, state) in enumerate(
+            zip(parsed, names, zone_texts, states, strict=True)
         ):
             if refused and offset in refused:
                 error = refused[offset]
             elif not error:
                 error, zones = self._check(e164, zones, zone_text, name)
+                error = error or self._state_error(state)
                 if not error:
                     source = self.suppressed.get(e164)
                     if source is not None:
@@ -177,6 +187,22 @@ class _Mapper:
             f"{' and '.join(needed)}: a formula with no saved value (the file was written without"
             " computing it); open and save it in Excel, or paste the values"
         )
+
+    def _state_error(self, state: str) -> str:
+        """'' when the state column is blank or names a US state, else why not (checked once per text)."""
+        if not state:
+            return ""
+        error = self.states.get(state)
+        if error is None:
+            if len(self.states) >= _ZONE_CACHE_LIMIT:
+                self.states.clear()  # a column of free text, mapped as the state by mistake
+            try:
+                parse_state(state)
+                error = ""
+            except ValueError as exc:
+                error = f"{self.state_column}: {exc}"
+            self.states[state] = error
+        return error
 
     def _check(
         self, e164: str, zones: tuple[str, ...], zone_text: str, name: str

@@ -71,6 +71,7 @@ class Lead:
     email: str = ""
     timezones: tuple[str, ...] = ()  # IANA names: the column's value, or inferred from the number
     variables: dict[str, str] = field(default_factory=dict)
+    state: str = ""  # the state column's text as written ("" when none), for the law
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,8 @@ class JournalRow:
     unanswered: int = 0
     # Every cell of the row by header (the latest import's), for {Column} placeholders.
     cells: dict[str, str] = field(default_factory=dict)
+    # The state column's text ("" when none): with the number's area code, it decides the law.
+    state: str = ""
 
 
 @dataclass(frozen=True, slots=True)

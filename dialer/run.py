@@ -16,7 +16,7 @@ import re
 import signal
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from dialer.bookkeeping import Clock, Progress, RunStats, utc_now
+from dialer.caps import WINDOW, cap_for, due_after_cap
 from dialer.config import Campaign
 from dialer.errors import DialerError, LockedError, SetupError
 from dialer.hours import CallingHours
+from dialer.law import LawRules, rules_for, rules_for_area_code
 from dialer.model import DIALABLE, REMAINING, JournalRow, Lead, Status
 from dialer.store import (
     CallFigures,
@@ -211,15 +213,49 @@ def refuse_a_new_journal_after_calls(campaign: Campaign, report: Path) -> None:
     )
 
 
-def next_due(journal: Journal, hours: CallingHours, now: datetime) -> datetime | None:
-    """When the first row waiting for its calling hours becomes due."""
-    moments = [
-        hours.next_open(zones, now)
-        for zones in journal.zone_sets(DIALABLE)
-        if zones and not hours.is_open(zones, now)
-    ]
+def _law_groups(journal: Journal) -> dict[tuple[tuple[str, ...], LawRules], int]:
+    """Dialable rows by (time zones, law): a few hundred groups, however many rows."""
+    groups: Counter[tuple[tuple[str, ...], LawRules]] = Counter()
+    for (zones, area_code, state), n in journal.law_groups(DIALABLE).items():
+        if zones:
+            groups[zones, rules_for_area_code(area_code, state)] += n
+    return groups
+
+
+@dataclass
+class _Due:
+    """What is due now and when the rest is: by the hours (the campaign's and the law's) and
+    by the per-24-hour cap of each number."""
+
+    now: int
+    next: datetime | None
+
+
+def _due(journal: Journal, campaign: Campaign, now: datetime) -> _Due:
+    hours = CallingHours(campaign.hours)
+    due_now = 0
+    moments: list[datetime | None] = []
+    for (zones, law), n in _law_groups(journal).items():
+        if hours.is_open(zones, now, law):
+            due_now += n
+        else:
+            moments.append(hours.next_open(zones, now, law))
+    # Rows whose number is at its cap wait for it, inside their hours.
+    for (phone, zones, state), dialed in journal.dialable_dials_since((now - WINDOW).timestamp()).items():
+        law = rules_for(phone, state)
+        cap = cap_for(campaign.limits.calls_per_24h, law)
+        until = due_after_cap(dialed, cap[0], now) if cap and zones else None
+        if until is not None:
+            due_now -= hours.is_open(zones, now, law)
+            moments.append(hours.next_open(zones, until, law))
     found = [m for m in moments if m is not None]
-    return min(found) if found else None
+    return _Due(now=max(due_now, 0), next=min(found) if found else None)
+
+
+def next_due(journal: Journal, campaign: Campaign, now: datetime) -> datetime | None:
+    """When the first row waiting for its calling hours (its campaign's and its law's) or for
+    its number's per-24-hour cap becomes due."""
+    return _due(journal, campaign, now).next
 
 
 def write_campaign_report(journal: Journal, path: Path) -> int:
@@ -395,7 +431,7 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
                 counts=journal.counts(),
                 imported=imported,
                 report=report,
-                next_due=next_due(journal, CallingHours(campaign.hours), now),
+                next_due=next_due(journal, campaign, now),
                 calls=calls.call_figures(journal.conn) if campaign.mode == "call" else None,
             )
         finally:
@@ -416,6 +452,8 @@ class Validation:
     due_now: int
     # Dialable rows strategy "local" must call from another country's number, per lead country.
     foreign: Counter[str] = field(default_factory=Counter)
+    # Dialable rows per state rule that applies to them (the federal rule alone is not listed).
+    laws: Counter[LawRules] = field(default_factory=Counter)
 
 
 _VARYING = re.compile(r"""("[^"]*"|'[^']*'|\+?\d[\d.,E+\-]*)""")
@@ -451,47 +489,30 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
     path = campaign.leads
     opened = open_leads(path, encoding=campaign.encoding, sheet=campaign.sheet)
     columns = resolve_columns(campaign, opened.headers)
-    hours = CallingHours(campaign.hours)
-    now = clock()
+    due = _DueCheck(CallingHours(campaign.hours), clock())
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     examples: list[dict[str, Any]] = []
     problems: list[tuple[int, str, str]] = []
-    zones_open: dict[tuple[str, ...], bool] = {}
-    zones_seen: set[tuple[str, ...]] = set()
-    never: set[tuple[str, ...]] = set()
-    due_now = 0
     example = _example_body(campaign)
     foreign = ForeignCallers(campaign.numbers)
     for lead in map_leads(campaign, opened, columns):
         counts[lead.status] += 1
+        if Status(lead.status) == Status.PENDING:
+            never = due.check(lead)
+            if never:
+                # As `run` will: a lead whose hours (zones, law) never open is not dialable.
+                counts[Status.PENDING] -= 1
+                counts[Status.INVALID] += 1
+                lead = replace(lead, status=Status.INVALID, error=never)
         if Status(lead.status) != Status.PENDING:
             reasons[f"{lead.status}: {_reason_kind(lead.error)}"] += 1
             if len(problems) < 10:
                 problems.append((lead.row, lead.status, lead.error))
             continue
-        is_open = zones_open.get(lead.timezones)
-        if is_open is None:
-            is_open = zones_open[lead.timezones] = hours.is_open(lead.timezones, now)
-            zones_seen.add(lead.timezones)
-            if not is_open and hours.next_open(lead.timezones, now) is None:
-                never.add(lead.timezones)
-        if lead.timezones in never:
-            # As `run` will: a number whose zones never share an open hour is not dialable.
-            counts[Status.PENDING] -= 1
-            counts[Status.INVALID] += 1
-            error = never_open_reason(lead.timezones)
-            reasons[f"{Status.INVALID}: {_reason_kind(error)}"] += 1
-            if len(problems) < 10:
-                problems.append((lead.row, Status.INVALID, error))
-            continue
-        if is_open:
-            due_now += 1
         foreign.count(lead.phone)
         if len(examples) < 3:
             examples.append(example(_as_row(lead, opened.headers)))
-    moments = [hours.next_open(z, now) for z in zones_seen if not zones_open[z] and z not in never]
-    found = [m for m in moments if m is not None]
     return Validation(
         path=path,
         columns=columns,
@@ -499,10 +520,51 @@ def validate_campaign(campaign: Campaign, *, leads: Path | None = None, clock: C
         reasons=reasons,
         examples=examples,
         problems=problems,
-        next_due=min(found) if found else None,
-        due_now=due_now,
+        next_due=due.next_due(),
+        due_now=due.due_now,
         foreign=foreign.rows,
+        laws=due.laws,
     )
+
+
+class _DueCheck:
+    """validate's hours check, once per (time zones, law) group, not per row."""
+
+    def __init__(self, hours: CallingHours, now: datetime) -> None:
+        self.hours = hours
+        self.now = now
+        self.due_now = 0
+        self.laws: Counter[LawRules] = Counter()  # dialable rows under a state's rule
+        # (zones, the law's states) -> (law, open now, "" or why the hours never open)
+        self._groups: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[LawRules, bool, str]] = {}
+
+    def check(self, lead: Lead) -> str:
+        """Count a pending lead; '' when it is dialable, else why its hours never open."""
+        law = rules_for(lead.phone, lead.state)  # the mapping checked the state column
+        key = (lead.timezones, law.states)
+        group = self._groups.get(key)
+        if group is None:
+            is_open = self.hours.is_open(lead.timezones, self.now, law)
+            never = ""
+            if not is_open and self.hours.next_open(lead.timezones, self.now, law) is None:
+                never = self.hours.law_conflict(law) or never_open_reason(lead.timezones)
+            group = self._groups[key] = (law, is_open, never)
+        if group[2]:
+            return group[2]
+        if law.states:
+            self.laws[law] += 1
+        if group[1]:
+            self.due_now += 1
+        return ""
+
+    def next_due(self) -> datetime | None:
+        moments = [
+            self.hours.next_open(zones, self.now, law)
+            for (zones, _), (law, is_open, never) in self._groups.items()
+            if not is_open and not never
+        ]
+        found = [m for m in moments if m is not None]
+        return min(found) if found else None
 
 
 def _as_row(lead: Lead, headers: list[str]) -> JournalRow:
@@ -521,6 +583,7 @@ def _as_row(lead: Lead, headers: list[str]) -> JournalRow:
         call_id="",
         error=lead.error,
         cells=dict(zip(headers, lead.values, strict=False)),
+        state=lead.state,
     )
 
 
@@ -547,15 +610,12 @@ def campaign_status(
     journal = Journal(campaign.journal_path, campaign.name)
     try:
         note = collect_outcomes(campaign, journal, collect)
-        hours = CallingHours(campaign.hours)
         now = clock()
-        due_now = sum(
-            n for zones, n in journal.zone_sets(DIALABLE).items() if zones and hours.is_open(zones, now)
-        )
+        due = _due(journal, campaign, now)
         return CampaignStatus(
             counts=journal.counts(),
-            due_now=due_now,
-            next_due=next_due(journal, hours, now),
+            due_now=due.now,
+            next_due=due.next,
             removed=journal.count_removed(),
             caps_reset=NumberPool(campaign.numbers, journal.number_usage()).next_reset(now),
             calls=calls.call_figures(journal.conn),

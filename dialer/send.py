@@ -1,11 +1,13 @@
 """One row's attempt: gate -> send slot -> intent -> connection lane -> hours -> POST -> next state.
 
-    gate       do-not-call list, calling hours, a caller id under its cap (`_gate`)
+    gate       do-not-call list, calling hours (the campaign's and the law's), the number's
+               per-24-hour cap, a caller id under its cap (`_gate`)
     slot       the pacer's permission to send now (`async with self.slot()`)
     intent     committed right before the request: a crash leaves `unknown` only rows
                that may really have left
     lane       one connection; holding it is what "in flight" means
     hours      checked again once the lane is held: waiting for a slot or a lane takes time
+               (every hours check uses the lead's law: dialer.law.rules_for, cached)
     POST       429: the pacer slows down and the row is sent again (not an attempt)
     next state `transitions.after_answer`, committed by the caller
 
@@ -30,9 +32,11 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 
 from dialer.bookkeeping import Clock, Run, key_refused, mask, never_reached
+from dialer.caps import WINDOW, at_cap, cap_for, due_after_cap
 from dialer.client import CALLS, CHATS, Answer, SynthflowClient, call_body, chat_body
 from dialer.config import Campaign
 from dialer.hours import CallingHours
+from dialer.law import LawRules, rules_for
 from dialer.model import JournalRow, Status
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import LiveCeiling, Pacer, Ticket
@@ -241,8 +245,12 @@ class Sender:
         """The pre-send checks: the row's next state if it may not be sent now, else its caller id."""
         if row.phone in self.suppressed:
             return on_suppression_list(self.suppressed[row.phone])
-        if not self.hours.is_open(row.timezones, now):
-            return self._closed(row, now)
+        law = rules_for(row.phone, row.state)
+        if not self.hours.is_open(row.timezones, now, law):
+            return self.closed(row, now, law)
+        capped_now = self._at_cap(row, law, now)
+        if capped_now is not None:
+            return capped_now
         try:
             return self.pool.choose(row.phone, row.timezones, now) or ""
         except PoolExhausted as exc:
@@ -250,8 +258,22 @@ class Sender:
             self.run.stats.pool_exhausted = exc.everywhere
             return capped() if exc.everywhere else capped(str(exc))
 
-    def _closed(self, row: JournalRow, now: datetime) -> Next:
-        return outside_hours(row.timezones, self.hours.next_open(row.timezones, now))
+    def closed(self, row: JournalRow, now: datetime, law: LawRules | None = None) -> Next:
+        """Outside the row's hours (the campaign's and its law's): deferred until they open,
+        or invalid, saying so, when they never can (naming the law when it is to blame)."""
+        law = rules_for(row.phone, row.state) if law is None else law
+        return outside_hours(
+            row.timezones, self.hours.next_open(row.timezones, now, law), self.hours.law_conflict(law)
+        )
+
+    def _at_cap(self, row: JournalRow, law: LawRules, now: datetime) -> Next | None:
+        """Deferred when the number has had its cap of calls in the last 24 hours (any row, any run)."""
+        cap = cap_for(self.limits.calls_per_24h, law)
+        if cap is None:
+            return None
+        dialed = self.run.journal.dials_since(row.phone, (now - WINDOW).timestamp())
+        due = due_after_cap(dialed, cap[0], now)
+        return None if due is None else at_cap(cap[0], cap[1], due)
 
     async def _send(self, attempt: Attempt) -> None:
         """Send once a slot comes, again after each 429; the answer lands in `attempt`."""
@@ -293,7 +315,8 @@ class Sender:
 
     def _still_open(self, attempt: Attempt) -> bool:
         """The row's hours, checked again after a wait (a slow rate, a Retry-After, a busy lane)."""
-        if self.hours.is_open(attempt.row.timezones, self.clock()):
+        row = attempt.row
+        if self.hours.is_open(row.timezones, self.clock(), rules_for(row.phone, row.state)):
             return True
         attempt.closed = True
         return False
@@ -335,8 +358,12 @@ class Sender:
         # Set first: cancelled mid-commit, the writes still land, and the restore queued
         # after them puts the row back.
         attempt.intent_committed = True
+        # The cap counts on the dispatcher's clock, like the hours.
+        dialed_at = self.clock().timestamp()
         try:
-            await self.run.writer.commit(intent(attempt.row.id, attempt.number, attempt.day, at=at))
+            await self.run.writer.commit(
+                intent(attempt.row.id, attempt.number, attempt.day, at=at, dialed_at=dialed_at)
+            )
         except NumberTaken:
             attempt.intent_committed = False
             attempt.taken = True
@@ -352,7 +379,7 @@ class Sender:
             if attempt.taken:
                 self.run.count(Status.DUPLICATE, row)  # the journal wrote it with the refusal
             elif attempt.closed:
-                await self.run.record(row, self._closed(row, self.clock()))
+                await self.run.record(row, self.closed(row, self.clock()))
             elif attempt.throttles >= MAX_THROTTLES:
                 await self.run.record(row, throttled_out(row, attempt.throttles))
             return None  # stopped: the row stays exactly as it was

@@ -74,10 +74,11 @@ def on_suppression_list(source: str) -> Next:
     return Next(Status.SUPPRESSED, f"on the do-not-call list {source}")
 
 
-def outside_hours(zones: tuple[str, ...], next_open: datetime | None) -> Next:
-    """Outside its hours: `deferred` until they open, or `invalid` if they never can."""
+def outside_hours(zones: tuple[str, ...], next_open: datetime | None, law_conflict: str = "") -> Next:
+    """Outside its hours: `deferred` until they open, or `invalid` if they never can
+    (`law_conflict`: why, when the campaign's days and the lead's law never overlap)."""
     if next_open is None:
-        return Next(Status.INVALID, never_open_reason(zones))
+        return Next(Status.INVALID, law_conflict or never_open_reason(zones))
     return Next(Status.DEFERRED, f"outside calling hours in {', '.join(zones)}; due {iso(next_open)}")
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,16 @@ from dialer.sandbox import RunningSandbox, SandboxOptions, read_record, spawn_pr
 __all__ = ["posts", "read_record", "write_leads"]  # helpers tests import from here
 
 MakeSandbox = Callable[..., RunningSandbox]
+
+# The dialer's default clock (bookkeeping.utc_now) at 20:00 UTC today, this process and
+# every `dialer` it starts: a time of day inside the law's window for every US zone (15:00
+# in New York, 10:00 in Honolulu), so a test that does not inject a clock does not depend
+# on the hour it runs at. The date stays today's. Tests of hours inject their own clocks.
+_started = datetime.now(UTC)
+os.environ.setdefault(
+    "DIALER_TEST_CLOCK_SHIFT_SECONDS",
+    repr((_started.replace(hour=20, minute=0, second=0, microsecond=0) - _started).total_seconds()),
+)
 
 
 @pytest.fixture

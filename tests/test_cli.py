@@ -384,7 +384,8 @@ def test_closed_hours_validate_run_and_status_tell_when_rows_become_due(tmp_path
     # Every lead is in UTC and may be called only on the day after tomorrow: the moment
     # it opens is the same even if midnight passes while the test runs.
     server = sandbox(api_key=KEY)
-    opens = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    # US numbers: the federal window (08:00-21:00 in the lead's zone) opens at 08:00 that day.
+    opens = (datetime.now(UTC) + timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)
     write_leads(
         tmp_path / "leads.csv",
         [{"Name": f"L{i}", "Phone": f"+1415555{i:04d}", "Timezone": "UTC"} for i in range(130, 134)],

@@ -106,8 +106,25 @@ def test_caps_of_florida_and_oklahoma_not_washington() -> None:
     assert rules_for(CHICAGO).cap_per_24h is None
 
 
+def test_a_number_outside_the_north_american_plan_gets_no_law_unless_its_column_names_a_state() -> None:
+    assert rules_for(LONDON) is law.NO_LAW
+    assert rules_for(LONDON, " ") is law.NO_LAW
+    assert law.rules_for_area_code("", None) is law.NO_LAW
+    assert rules_for(LONDON, "FL").states == ("FL",)
+    assert law.rules_for_area_code("", "fl").states == ("FL",)
+    assert law.rules_for_area_code("305", "").states == ("FL",)
+
+
+def test_another_countrys_area_code_gets_no_us_law() -> None:
+    """Canada and the Caribbean nations share +1, not US law (their own is not in the table)."""
+    for phone in (TORONTO, "+16045550100", "+18765550100"):  # Toronto, Vancouver, Jamaica
+        assert rules_for(phone) is law.NO_LAW
+    assert rules_for(TORONTO, "FL").states == ("FL",)  # a state column still decides
+    assert rules_for("+17875550100").citations[0].startswith("United States")  # Puerto Rico
+
+
 def test_no_known_state_gets_the_federal_rule_only() -> None:
-    for phone in (CHICAGO, TOLL_FREE, TORONTO, LONDON, "+1305"):
+    for phone in (CHICAGO, TOLL_FREE, "+1305"):
         rules = rules_for(phone)
         assert rules.states == ()
         assert rules.week == (FEDERAL,) * 7

@@ -65,6 +65,7 @@ def lead_records(leads: Iterable[Lead], now: str) -> Iterator[tuple[Any, ...]]:
             lead.status,
             lead.error,
             now,
+            lead.state,
         )
 
 
@@ -82,7 +83,7 @@ def first_import(conn: sqlite3.Connection, records: Iterator[tuple[Any, ...]]) -
         conn.execute(f"DROP INDEX IF EXISTS {index}")
     conn.executemany(
         "INSERT INTO leads (position, fingerprint, raw, phone, name, email, timezones,"
-        " variables, status, error, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " variables, status, error, updated_at, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         records,
     )
     for statement in INDEXES.strip().splitlines():
@@ -96,10 +97,10 @@ def reimport(conn: sqlite3.Connection, records: Iterator[tuple[Any, ...]], now: 
     conn.execute(
         "CREATE TEMP TABLE incoming (position INTEGER, fingerprint TEXT, raw TEXT, phone TEXT,"
         " name TEXT, email TEXT, timezones TEXT, variables TEXT, status TEXT, error TEXT,"
-        " updated_at TEXT, lead_id INTEGER)"
+        " updated_at TEXT, state TEXT, lead_id INTEGER)"
     )
     try:
-        conn.executemany("INSERT INTO incoming VALUES (?,?,?,?,?,?,?,?,?,?,?,NULL)", records)
+        conn.executemany("INSERT INTO incoming VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL)", records)
         conn.execute("CREATE INDEX temp.incoming_fp ON incoming (fingerprint)")
         conn.execute("CREATE INDEX temp.incoming_phone ON incoming (phone)")
         # 1. Same content: the row keeps its id and history.
@@ -130,7 +131,8 @@ def reimport(conn: sqlite3.Connection, records: Iterator[tuple[Any, ...]], now: 
         conn.execute("UPDATE leads SET position = NULL")
         conn.execute(
             "UPDATE leads SET position = i.position, raw = i.raw, fingerprint = i.fingerprint,"
-            " name = i.name, email = i.email, timezones = i.timezones, variables = i.variables"
+            " name = i.name, email = i.email, timezones = i.timezones, variables = i.variables,"
+            " state = i.state"
             " FROM incoming i WHERE i.lead_id = leads.id"
         )
         # A row not yet acted on takes the verdict on its new cells (a time zone fixed, a
@@ -147,8 +149,8 @@ def reimport(conn: sqlite3.Connection, records: Iterator[tuple[Any, ...]], now: 
         before = conn.execute("SELECT coalesce(max(id), 0) FROM leads").fetchone()[0]
         conn.execute(
             "INSERT INTO leads (position, fingerprint, raw, phone, name, email, timezones,"
-            " variables, status, error, updated_at) SELECT position, fingerprint, raw, phone,"
-            " name, email, timezones, variables, status, error, updated_at FROM incoming"
+            " variables, status, error, updated_at, state) SELECT position, fingerprint, raw,"
+            " phone, name, email, timezones, variables, status, error, updated_at, state FROM incoming"
             " WHERE lead_id IS NULL ORDER BY position"
         )
         added = conn.execute("SELECT count(*) FROM leads WHERE id > ?", (before,)).fetchone()[0]

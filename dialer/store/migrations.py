@@ -14,7 +14,7 @@ from pathlib import Path
 from dialer.errors import JournalError
 from dialer.store.db import transaction
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 # One row per call (or chat) the API accepted, or a look-up found (v4). `leads.call_id` stays
 # the id of the row's latest call; a row is live while that call has final = 0. Its indexes
@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS leads (
     attempts    INTEGER NOT NULL DEFAULT 0,
     intent_at   REAL,                  -- epoch seconds the last request was committed to be sent
     updated_at  TEXT NOT NULL,
-    unanswered  INTEGER NOT NULL DEFAULT 0  -- requests that got no answer (v2): caps the re-dials
+    unanswered  INTEGER NOT NULL DEFAULT 0, -- requests that got no answer (v2): caps the re-dials
+    state       TEXT NOT NULL DEFAULT ''    -- the state column's text (v5), for the law
 );
 -- Every number a request was ever committed for, and the one lead allowed to call it: an
 -- intent for any other lead of the campaign is refused (writes.intent). A property of the
@@ -72,6 +73,13 @@ CREATE TABLE IF NOT EXISTS number_usage (
     number TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
     PRIMARY KEY (number, day)
 );
+-- Every committed intent (v6): the per-24-hour cap per number counts them, across
+-- re-sends, re-imports and runs. A restored intent (never sent) is deleted.
+CREATE TABLE IF NOT EXISTS dials (
+    phone TEXT NOT NULL, at REAL NOT NULL, lead_id INTEGER NOT NULL, attempt INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dials_phone ON dials (phone, at);
+CREATE INDEX IF NOT EXISTS dials_at ON dials (at);
 """
     + CALLS
 )
@@ -120,6 +128,17 @@ STEPS: dict[int, tuple[str, ...]] = {
         "INSERT OR IGNORE INTO calls (call_id, lead_id, ordinal, from_number, placed_at, final,"
         " timed_out) SELECT call_id, id, 1, from_number, COALESCE(intent_at, 0), 1, 1 FROM leads"
         " WHERE call_id != ''",
+    ),
+    # The lead's state column, which with its area code decides the law (issue 13).
+    4: ("ALTER TABLE leads ADD COLUMN state TEXT NOT NULL DEFAULT ''",),
+    # Every intent, for the per-24-hour cap; an older journal knew each lead's last one.
+    5: (
+        "CREATE TABLE dials (phone TEXT NOT NULL, at REAL NOT NULL, lead_id INTEGER NOT NULL,"
+        " attempt INTEGER NOT NULL)",
+        "CREATE INDEX dials_phone ON dials (phone, at)",
+        "CREATE INDEX dials_at ON dials (at)",
+        "INSERT INTO dials (phone, at, lead_id, attempt) SELECT phone, intent_at, id, attempts FROM leads"
+        " WHERE intent_at IS NOT NULL AND phone != ''",
     ),
 }
 

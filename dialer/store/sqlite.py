@@ -122,7 +122,7 @@ class Journal:
 
     _ROW_SQL = (
         "SELECT id, position, phone, name, email, timezones, variables, status, attempts,"
-        " intent_at, from_number, call_id, error, unanswered, raw FROM leads"
+        " intent_at, from_number, call_id, error, unanswered, raw, state FROM leads"
     )
 
     @staticmethod
@@ -143,6 +143,7 @@ class Journal:
             error=record[12],
             unanswered=record[13],
             cells=dict(zip(headers, decode_row(record[14]), strict=False)),
+            state=record[15],
         )
 
     def rows_with_status(self, statuses: Collection[Status], batch: int = 2000) -> Iterator[JournalRow]:
@@ -176,6 +177,40 @@ class Journal:
             tuple(statuses),
         )
         return {tuple(str(zones).split()): int(n) for zones, n in rows}
+
+    def law_groups(self, statuses: Collection[Status]) -> dict[tuple[tuple[str, ...], str, str], int]:
+        """Rows in `statuses` grouped by what decides their hours: (time zones, US area code
+        or '', state column), with their counts."""
+        statuses = sorted(statuses)
+        marks = ",".join("?" * len(statuses))
+        rows = self.conn.execute(
+            "SELECT timezones, CASE WHEN phone LIKE '+1%' AND length(phone) = 12"
+            " THEN substr(phone, 3, 3) ELSE '' END, state, count(*) FROM leads"
+            f" WHERE status IN ({marks}) AND position IS NOT NULL GROUP BY 1, 2, 3",
+            tuple(statuses),
+        )
+        return {(tuple(str(zones).split()), str(code), str(state)): int(n) for zones, code, state, n in rows}
+
+    def dialable_dials_since(self, since: float) -> dict[tuple[str, tuple[str, ...], str], list[float]]:
+        """(phone, time zones, state column) of each dialable row dialed after `since`, with
+        those intents: the rows a per-24-hour cap may hold back (few, however large the file)."""
+        rows = self.conn.execute(
+            # The last day's dials first (CROSS JOIN keeps that order in SQLite), each then
+            # looked up among the leads: a million pending rows cost nothing here.
+            "SELECT l.phone, l.timezones, l.state, d.at FROM dials d CROSS JOIN leads l"
+            f" ON l.phone = d.phone WHERE d.at > ? AND l.status IN ({sql_list(DIALABLE)})"
+            " AND l.position IS NOT NULL",
+            (since,),
+        )
+        found: dict[tuple[str, tuple[str, ...], str], list[float]] = {}
+        for phone, zones, state, at in rows:
+            found.setdefault((str(phone), tuple(str(zones).split()), str(state)), []).append(float(at))
+        return found
+
+    def dials_since(self, phone: str, since: float) -> list[float]:
+        """Epoch seconds of every committed intent to `phone` after `since`, by any row."""
+        rows = self.conn.execute("SELECT at FROM dials WHERE phone = ? AND at > ?", (phone, since))
+        return [float(at) for (at,) in rows]
 
     def recent_sends(self, seconds: float = 5.0) -> list[float]:
         """Monotonic times at which an earlier run may have sent its last requests.

@@ -56,8 +56,18 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def intent(row_id: int, from_number: str, usage_day: str | None, at: float | None = None) -> list[Write]:
-    """The row is about to be sent (at epoch `at`): `unknown` until an answer says otherwise."""
+def intent(
+    row_id: int,
+    from_number: str,
+    usage_day: str | None,
+    at: float | None = None,
+    dialed_at: float | None = None,
+) -> list[Write]:
+    """The row is about to be sent (at epoch `at`): `unknown` until an answer says otherwise.
+
+    `dialed_at`: the moment on the dispatcher's clock (default `at`), counted in `dials`
+    for the number's per-24-hour cap, keyed by the row's attempt so a restore removes it.
+    """
     now = time.time() if at is None else at
     stamp = utc_now_iso()
     writes = [
@@ -79,6 +89,12 @@ def intent(row_id: int, from_number: str, usage_day: str | None, at: float | Non
                     (Status.DUPLICATE, stamp, row_id),
                 ),
             ),
+        ),
+        # After the guard: counted only when the intent holds.
+        Write(
+            "INSERT INTO dials (phone, at, lead_id, attempt) SELECT phone, ?, id, attempts"
+            " FROM leads WHERE id = ?",
+            (now if dialed_at is None else dialed_at, row_id),
         ),
     ]
     if from_number and usage_day:
@@ -124,7 +140,9 @@ def restore(row: JournalRow, number: str, usage_day: str | None) -> list[Write]:
                 utc_now_iso(),
                 row.id,
             ),
-        )
+        ),
+        # The intents of this dial were never sent: they do not count towards the cap.
+        Write("DELETE FROM dials WHERE lead_id = ? AND attempt > ?", (row.id, row.attempts)),
     ]
     if number and usage_day:
         writes.append(
