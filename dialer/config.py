@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from dialer.errors import CampaignError
+from dialer.model import FINAL_CALL_STATUSES
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -144,6 +145,43 @@ class Outcomes(_Strict):
         return parse_duration(value)
 
 
+# The call statuses `[redial]` may name: the API's final ones.
+REDIAL_STATUSES = tuple(sorted(FINAL_CALL_STATUSES))
+
+
+class Redial(_Strict):
+    """`[redial]`: per final call status, the wait before the lead's next call; `max_calls`
+    calls per lead in all, the first included. A status not named is never redialed."""
+
+    waits: dict[str, float] = {}
+    max_calls: Annotated[int, Field(ge=1)] = 3
+
+    @model_validator(mode="before")
+    @classmethod
+    def _statuses(cls, data: Any) -> Any:
+        # The file names statuses as keys ("no-answer" = "2h"): they become `waits`.
+        if not isinstance(data, dict) or "waits" in data:
+            return data
+        waits: dict[str, float] = {}
+        rest: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "max_calls":
+                rest[key] = value
+            elif key in REDIAL_STATUSES:
+                try:
+                    waits[key] = parse_duration(value)
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
+            else:
+                near = difflib.get_close_matches(key, [*REDIAL_STATUSES, "max_calls"], n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ValueError(
+                    f"{key!r} is not a final call status{hint}; name one of {', '.join(REDIAL_STATUSES)},"
+                    " or max_calls"
+                )
+        return {**rest, "waits": waits}
+
+
 def _parse_date(value: str) -> date | None:
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
         return None
@@ -251,6 +289,7 @@ class Campaign(_Strict):
     limits: Limits = Limits()
     hours: Hours = Hours()
     outcomes: Outcomes = Outcomes()
+    redial: Redial = Redial()
 
     @field_validator("name")
     @classmethod

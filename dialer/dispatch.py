@@ -35,7 +35,7 @@ from dialer.pacing import LiveCeiling, Pacer
 from dialer.send import Sender
 from dialer.settle import Settler
 from dialer.store import Journal, JournalWriter, Write, calls, outcome
-from dialer.transitions import CAPPED, Next
+from dialer.transitions import CAPPED, Next, redial_waits
 
 # Deferrals the feeder gathers before committing them.
 DEFER_BATCH = 2000
@@ -89,7 +89,13 @@ class Dispatcher:
             # Calls an earlier run left live hold their slots from the start.
             live = calls.live_calls(journal.conn)
             self.ceiling = LiveCeiling(self.limits.max_live_calls, held=len(live))
-            self.follower = Follower(self.run_state, campaign, client, self.ceiling)
+            self.follower = Follower(
+                self.run_state,
+                campaign,
+                client,
+                self.ceiling,
+                redial_clock=lambda: options.clock().timestamp(),
+            )
             self.follower.load(live)
         self.sender = Sender(
             self.run_state, campaign, client, pacer, self.pool, options.clock, suppressed, self.ceiling
@@ -213,6 +219,8 @@ class Dispatcher:
                 if row.id in self._owned:
                     continue
                 now = self.options.clock()
+                if redial_waits(row, now):
+                    continue  # [redial]: its next call is not due yet; it stays as it is
                 law = rules_for(row.phone, row.state)  # cached per (area-code state, state column)
                 if not self.hours.is_open(row.timezones, now, law):
                     deferred.append((row, self.sender.closed(row, now, law)))

@@ -17,7 +17,7 @@ import signal
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +229,8 @@ class _Due:
 
     now: int
     next: datetime | None
+    redials: int = 0  # rows waiting for their next call ([redial])
+    next_redial: datetime | None = None  # the soonest of those
 
 
 def _due(journal: Journal, campaign: Campaign, now: datetime) -> _Due:
@@ -248,8 +250,23 @@ def _due(journal: Journal, campaign: Campaign, now: datetime) -> _Due:
         if until is not None:
             due_now -= hours.is_open(zones, now, law)
             moments.append(hours.next_open(zones, until, law))
+    # Rows waiting for a redial ([redial]): due at their time, inside their hours.
+    redials = journal.redials_waiting(now.timestamp())
+    for phone, zones, state, redial_at in redials:
+        at = datetime.fromtimestamp(redial_at, UTC)
+        if not zones:
+            moments.append(at)
+            continue
+        law = rules_for(phone, state)
+        due_now -= hours.is_open(zones, now, law)
+        moments.append(hours.next_open(zones, at, law))
     found = [m for m in moments if m is not None]
-    return _Due(now=max(due_now, 0), next=min(found) if found else None)
+    return _Due(
+        now=max(due_now, 0),
+        next=min(found) if found else None,
+        redials=len(redials),
+        next_redial=datetime.fromtimestamp(redials[0][3], UTC) if redials else None,
+    )
 
 
 def next_due(journal: Journal, campaign: Campaign, now: datetime) -> datetime | None:

@@ -268,7 +268,7 @@ def test_a_journal_of_schema_1_is_migrated_in_place_and_keeps_every_row(tmp_path
     assert "unanswered" not in _columns(path)
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "6"
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "7"
     rows = journal.conn.execute(
         "SELECT id, position, phone, status, attempts, call_id, error FROM leads"
     ).fetchall()
@@ -306,7 +306,7 @@ def test_a_journal_from_a_newer_dialer_is_refused_with_one_line(tmp_path: Path) 
     with pytest.raises(JournalError) as caught:
         Journal(path, "c")
     assert str(caught.value) == (
-        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 6);"
+        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 7);"
         " upgrade dialer to continue this campaign"
     )
 
@@ -357,7 +357,7 @@ def test_a_journal_of_schema_2_gains_the_calls_table_with_its_sent_rows_as_calls
     assert len(sent) == 3 and all(call_id for call_id, *_ in sent)  # the fixture is what it says
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == "6"
+    assert journal.get_meta("schema") == "7"
     journal.close()
 
     assert {"calls", "calls_lead", "calls_live"} <= _tables_and_indexes(path)
@@ -475,6 +475,7 @@ def test_migration_2_to_3_gives_each_called_number_to_its_first_caller(tmp_path:
     conn.execute("DROP TABLE called")
     conn.execute("DROP TABLE dials")
     conn.execute("ALTER TABLE leads DROP COLUMN state")
+    conn.execute("ALTER TABLE leads DROP COLUMN redial_at")
     conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     journal.close()
     journal = Journal(path, "c")

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from dialer.model import CallOutcome
-from dialer.store.writes import Write
+from dialer.store.writes import Write, utc_now_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,24 @@ def seen(call: CallOutcome, *, final: bool, timed_out: bool = False, at: float |
             ),
         )
     ]
+
+
+def redial(lead_id: int, call_id: str, due: float, error: str) -> list[Write]:
+    """[redial]: the lead is called again at epoch `due`; committed with its call's final
+    status (`seen`), so the decision is made once. Only while `call_id` is the lead's latest
+    call and the row is `sent` (an opt-out or a later call leave it alone)."""
+    return [
+        Write(
+            "UPDATE leads SET status = 'deferred', error = ?, redial_at = ?, updated_at = ?"
+            " WHERE id = ? AND call_id = ? AND status = 'sent'",
+            (error, due, utc_now_iso(), lead_id, call_id),
+        )
+    ]
+
+
+def placed_count(conn: sqlite3.Connection, lead_id: int) -> int:
+    """Calls placed for the lead in all (redials included): what max_calls counts."""
+    return int(conn.execute("SELECT count(*) FROM calls WHERE lead_id = ?", (lead_id,)).fetchone()[0])
 
 
 def live_calls(conn: sqlite3.Connection) -> list[LiveCall]:

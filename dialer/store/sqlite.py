@@ -122,7 +122,7 @@ class Journal:
 
     _ROW_SQL = (
         "SELECT id, position, phone, name, email, timezones, variables, status, attempts,"
-        " intent_at, from_number, call_id, error, unanswered, raw, state FROM leads"
+        " intent_at, from_number, call_id, error, unanswered, raw, state, redial_at FROM leads"
     )
 
     @staticmethod
@@ -144,6 +144,7 @@ class Journal:
             unanswered=record[13],
             cells=dict(zip(headers, decode_row(record[14]), strict=False)),
             state=record[15],
+            redial_at=record[16],
         )
 
     def rows_with_status(self, statuses: Collection[Status], batch: int = 2000) -> Iterator[JournalRow]:
@@ -206,6 +207,16 @@ class Journal:
         for phone, zones, state, at in rows:
             found.setdefault((str(phone), tuple(str(zones).split()), str(state)), []).append(float(at))
         return found
+
+    def redials_waiting(self, now: float) -> list[tuple[str, tuple[str, ...], str, float]]:
+        """[redial]: rows whose next call is due after epoch `now`, as (phone, time zones,
+        state, due), soonest first."""
+        rows = self.conn.execute(
+            "SELECT phone, timezones, state, redial_at FROM leads WHERE status = ? AND redial_at > ?"
+            " AND position IS NOT NULL ORDER BY redial_at",
+            (Status.DEFERRED, now),
+        )
+        return [(str(p), tuple(str(z).split()), str(s), float(d)) for p, z, s, d in rows]
 
     def dials_since(self, phone: str, since: float) -> list[float]:
         """Epoch seconds of every committed intent to `phone` after `since`, by any row."""
