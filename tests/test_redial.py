@@ -8,7 +8,12 @@ every call ends, so the exact allowance of calls per lead is known in advance.
 from __future__ import annotations
 
 import csv
+import os
+import random
+import signal
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,9 +23,10 @@ import pytest
 from dialer.config import Redial, load_campaign
 from dialer.errors import CampaignError
 from dialer.run import RunOptions, RunResult, campaign_status, run_campaign
-from dialer.sandbox import SandboxOptions, fate, read_record
+from dialer.sandbox import RunningSandbox, SandboxOptions, fate, read_events, read_record
 from dialer.transitions import RedialPolicy, redial_after
 from tests.conftest import MakeSandbox
+from tests.test_resilience import Dialer, dialer  # noqa: F401 - the fixture
 
 KEY = "test-key"
 MODEL = "model-redial"
@@ -169,3 +175,76 @@ def test_a_busy_redial_is_not_made_before_its_wait(tmp_path: Path, sandbox: Make
     run_at(campaign, api.url, START + timedelta(hours=5))
     assert set(posts_per_phone(api.record).values()) == {2}  # max_calls = 2: no third
     assert {r["dialer_status"] for r in report(tmp_path)} == {"sent"}
+
+
+def _reap(running: Dialer) -> None:
+    """Without blocking: the exit code, once the process has exited."""
+    pid, status = os.waitpid(running.pid, os.WNOHANG)
+    if pid:
+        running.code = os.waitstatus_to_exitcode(status)
+
+
+def _record_lines(record: Path) -> int:
+    with record.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
+@pytest.mark.slow
+def test_kill_9_in_a_loop_during_redials_makes_no_extra_call(
+    tmp_path: Path,
+    dialer: Callable[..., Dialer],  # noqa: F811
+    sandbox_process: Callable[..., RunningSandbox],
+) -> None:
+    """Runs killed at random moments (placing, following, deciding a redial), started again
+    like cron: the record shows each lead called exactly the policy's allowance, never a
+    call before its wait was over."""
+    options: dict[str, Any] = dict(
+        api_key=KEY, seed=21, call_seconds="0.1:0.4", outcomes="completed=0.3,no-answer=0.5,busy=0.2"
+    )
+    api = sandbox_process(**options)
+    assert api.record is not None
+    waits = {"no-answer": 1.0, "busy": 2.0}
+    campaign = write_campaign(
+        tmp_path, 16, url=api.url, redial='no-answer = "1s"\nbusy = "2s"\nmax_calls = 3'
+    )
+    text = campaign.read_text().replace("poll_seconds = 0.05", "poll_seconds = 0.1")
+    campaign.write_text(text)
+    chance = random.Random(5)
+    kills = 0
+    for _ in range(80):
+        before = _record_lines(api.record)
+        running = dialer("run", str(campaign), key=KEY)
+        grows = chance.randint(1, 12)  # killed after that many more lines in the record
+        deadline = time.monotonic() + 30
+        while running.code is None:
+            if chance.random() < 0.6 and _record_lines(api.record) >= before + grows:
+                running.send(signal.SIGKILL)
+                kills += 1
+            _reap(running)
+            assert time.monotonic() < deadline, running.stderr
+            time.sleep(0.01)
+        code = running.wait()
+        assert code in (0, 75, -signal.SIGKILL), running.stderr
+        if code == 0:
+            break
+        time.sleep(0.2)  # the redials' waits are real seconds here
+    else:
+        raise AssertionError("the campaign never finished")
+    assert kills >= 3, "too few kills for the test to mean anything"
+
+    sandbox_options = SandboxOptions(**options)
+    phones = [f"+1415555{i:04d}" for i in range(16)]
+    placed = posts_per_phone(api.record)
+    assert placed == {p: allowance(sandbox_options, p, waits, 3) for p in phones}
+    # Never a call before the wait of the one before it was over (from its end, as recorded).
+    posted: dict[str, list[float]] = {}
+    for line in read_record(api.record):
+        if line["method"] == "POST" and line["path"] == "/v2/calls" and line["status"] == 200:
+            posted.setdefault(line["body"]["phone"], []).append(line["time"])
+    ended: dict[str, list[tuple[float, str]]] = {}
+    for event in read_events(api.record):
+        ended.setdefault(event["phone"], []).append((event["time"], event["status"]))
+    for phone, times in posted.items():
+        ends = sorted(ended.get(phone, []))
+        for later, (end_time, end_status) in zip(times[1:], ends, strict=False):
+            assert later >= end_time + waits[end_status], (phone, times, ends)
