@@ -138,11 +138,20 @@ class Outcomes(_Strict):
     # (calls stuck "in-progress" for days are real): the row keeps its last status, the slot
     # is freed. Four hours: longer than any real conversation, short enough for a day's run.
     give_up_after: float = 4 * 3600.0
+    # A collected variable: a call ending with it yes / true / 1 puts the number on the list.
+    opt_out_variable: Annotated[str, Field(min_length=1)] | None = None
+    opt_out_list: Path | None = None
 
     @field_validator("give_up_after", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _opt_out_both(self) -> Outcomes:
+        if (self.opt_out_variable is None) != (self.opt_out_list is None):
+            raise ValueError("opt_out_variable and opt_out_list go together: give both, or neither")
+        return self
 
 
 # The call statuses `[redial]` may name: the API's final ones.
@@ -427,6 +436,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for key in ("leads", "report", "journal"):
         if key in data:
             data[key] = beside(data[key])
+    outcomes = data.get("outcomes")
+    if isinstance(outcomes, dict) and "opt_out_list" in outcomes:
+        outcomes["opt_out_list"] = beside(outcomes["opt_out_list"])
     if isinstance(data.get("suppress"), str):
         data["suppress"] = [data["suppress"]]
     if isinstance(data.get("suppress"), list):

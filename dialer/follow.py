@@ -11,6 +11,9 @@ Every `poll_seconds` one poll looks at all live calls at once:
     decide   `transitions.after_call`: a final status ends the call (its outcome and the
              row's next state committed together), an unknown or live one keeps it live
              until `[outcomes] give_up_after`, then it is given up with its last status
+    opt-out  a call ending with `[outcomes] opt_out_variable` yes: its number is appended to
+             `opt_out_list` (before the commit: a crash writes it again, never loses it), and
+             a redial it would have had is cancelled (the row `suppressed`, saying why)
     redial   `transitions.redial_after`: a status `[redial]` names, with calls left, makes
              the row `deferred` until its next call is due, in the same commit as the
              call's final status: a crash can never decide a redial twice
@@ -31,10 +34,12 @@ from dataclasses import dataclass
 
 import structlog
 
+from dialer import optout
 from dialer.bookkeeping import Progress, Run, key_refused, utc_now
 from dialer.client import LookupError_, LookupRefused, SynthflowClient
 from dialer.config import Campaign
 from dialer.model import FINAL_CHAT_STATUSES, CallOutcome, Status
+from dialer.optout import opted_out
 from dialer.pacing import LiveCeiling
 from dialer.store import Journal, JournalWriter, LiveCall, Write, calls, outcome
 from dialer.transitions import CallNext, RedialPolicy, after_call, redial_after
@@ -75,6 +80,7 @@ class Follower:
         assert campaign.call is not None, "only calls are followed"
         self.run = run
         self.model_id = campaign.call.model_id
+        self.campaign_name = campaign.name
         self.settings = campaign.outcomes
         self.client = client
         self.ceiling = ceiling
@@ -167,7 +173,7 @@ class Follower:
                 if decided.error or decided.status != Status.SENT:
                     writes += outcome(tracked.lead_id, decided.status, error=decided.error)
                 elif not decided.timed_out:
-                    writes += self._redial(call_id, tracked, last.status)
+                    writes += self._after_end(call_id, tracked, last)
             elif seen is not None and seen.status != tracked.status:
                 tracked.status = seen.status
                 writes += calls.seen(seen, final=False)
@@ -177,12 +183,23 @@ class Follower:
             self._ended(call_id, last, decided)
         return len(ended)
 
-    def _redial(self, call_id: str, tracked: Tracked, status: str) -> list[Write]:
-        """The lead's next call, if `[redial]` wants one: written with the call's end."""
-        if status not in self.redial.waits:
+    def _after_end(self, call_id: str, tracked: Tracked, last: CallOutcome) -> list[Write]:
+        """An opt-out, or the lead's next call if `[redial]` wants one: written with the call's end."""
+        variable, listed = self.settings.opt_out_variable, self.settings.opt_out_list
+        out = variable is not None and opted_out(last.collected, variable)
+        if last.status not in self.redial.waits and not out:
             return []  # the common case: no journal read
+        now = self.redial_clock()
         placed = calls.placed_count(self.run.journal.conn, tracked.lead_id)
-        decided = redial_after(status, placed, self.redial_clock(), self.redial)
+        decided = redial_after(last.status, placed, now, self.redial)
+        if out and variable is not None and listed is not None:
+            phone = self.run.journal.row(tracked.lead_id).phone
+            optout.append(listed, phone, self.campaign_name, call_id, now)
+            self.run.stats.opt_outs += 1
+            said = f"opted out on call {call_id} ({variable} = {last.collected[variable]}); on {listed.name}"
+            if decided is not None:
+                said += f"; its redial ({decided.error}) cancelled"
+            return calls.opted_out(tracked.lead_id, call_id, said, cancel=decided is not None)
         if decided is None:
             return []
         self.run.stats.redials += 1

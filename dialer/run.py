@@ -407,6 +407,20 @@ def quiet_by_default() -> None:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
 
 
+def start_opt_out_list(campaign: Campaign) -> None:
+    """The campaign's opt-out list exists from its first run (header only until someone opts
+    out), so any campaign may name it in `suppress` at once."""
+    from dialer.optout import ensure_list
+
+    listed = campaign.outcomes.opt_out_list
+    if listed is None:
+        return
+    try:
+        ensure_list(listed)
+    except OSError as exc:
+        raise SetupError(f"{listed}: cannot create the opt-out list: {exc.strerror or exc}") from None
+
+
 def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
     from dialer.columns import check_placeholders
@@ -420,6 +434,7 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
         try:
             campaign = with_leads(campaign, options.leads)
             report = options.report or campaign.report_path
+            start_opt_out_list(campaign)
             if not journal.is_imported and not options.new_journal:
                 refuse_a_new_journal_after_calls(campaign, report)
             imported = import_if_needed(campaign, journal, campaign.leads)

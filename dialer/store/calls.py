@@ -77,6 +77,19 @@ def redial(lead_id: int, call_id: str, due: float, error: str) -> list[Write]:
     ]
 
 
+def opted_out(lead_id: int, call_id: str, said: str, *, cancel: bool) -> list[Write]:
+    """The person asked not to be called again on `call_id`: the row says so; `cancel`: the
+    redial that call would have had is not made (the row is `suppressed`, no redial due)."""
+    status = "suppressed" if cancel else "sent"
+    return [
+        Write(
+            "UPDATE leads SET status = ?, error = ?, redial_at = NULL, updated_at = ?"
+            " WHERE id = ? AND call_id = ? AND status = 'sent'",
+            (status, said, utc_now_iso(), lead_id, call_id),
+        )
+    ]
+
+
 def placed_count(conn: sqlite3.Connection, lead_id: int) -> int:
     """Calls placed for the lead in all (redials included): what max_calls counts."""
     return int(conn.execute("SELECT count(*) FROM calls WHERE lead_id = ?", (lead_id,)).fetchone()[0])
