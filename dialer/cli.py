@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -452,6 +452,19 @@ def run(
         sys.exit(result.exit_code)
 
 
+ORDINALS = {1: "first call", 2: "second", 3: "third"}
+
+
+def _by_attempt(figures: CallFigures) -> str:
+    """ "first call 40% of 100, second 25% of 60, third 20% of 45" """
+    shown = []
+    for attempt, (_completed, ended) in sorted(figures.by_attempt.items()):
+        rate = figures.pick_up_rate_of(attempt)
+        name = ORDINALS.get(attempt, f"call {attempt}")
+        shown.append(f"{name} {'-' if rate is None else f'{rate:.0%}'} of {ended}")
+    return ", ".join(shown)
+
+
 def _call_lines(
     out: Console,
     figures: CallFigures | None,
@@ -469,6 +482,11 @@ def _call_lines(
     if figures.timed_out:
         line += f"; never ended (given up): {figures.timed_out}"
     out.print(line)
+    if len(figures.by_attempt) > 1:  # [redial]: how each call of a lead fared
+        out.print(f"pick-up rate by attempt: {_by_attempt(figures)}")
+    if figures.redials_waiting and figures.next_redial is not None:
+        soonest = datetime.fromtimestamp(figures.next_redial, UTC)
+        out.print(f"redials waiting: {figures.redials_waiting}, the next due {_when(soonest)}")
     if polls is not None:
         ceiling = f" (max_live_calls {limit})" if limit else ""
         out.print(f"most calls live at once: {most_live}{ceiling}; {polls} GET requests to follow them")

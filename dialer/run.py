@@ -229,8 +229,6 @@ class _Due:
 
     now: int
     next: datetime | None
-    redials: int = 0  # rows waiting for their next call ([redial])
-    next_redial: datetime | None = None  # the soonest of those
 
 
 def _due(journal: Journal, campaign: Campaign, now: datetime) -> _Due:
@@ -261,12 +259,7 @@ def _due(journal: Journal, campaign: Campaign, now: datetime) -> _Due:
         due_now -= hours.is_open(zones, now, law)
         moments.append(hours.next_open(zones, at, law))
     found = [m for m in moments if m is not None]
-    return _Due(
-        now=max(due_now, 0),
-        next=min(found) if found else None,
-        redials=len(redials),
-        next_redial=datetime.fromtimestamp(redials[0][3], UTC) if redials else None,
-    )
+    return _Due(now=max(due_now, 0), next=min(found) if found else None)
 
 
 def next_due(journal: Journal, campaign: Campaign, now: datetime) -> datetime | None:
@@ -464,7 +457,7 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
                 imported=imported,
                 report=report,
                 next_due=next_due(journal, campaign, now),
-                calls=calls.call_figures(journal.conn) if campaign.mode == "call" else None,
+                calls=calls.call_figures(journal.conn, now.timestamp()) if campaign.mode == "call" else None,
             )
         finally:
             journal.close()
@@ -650,7 +643,7 @@ def campaign_status(
             next_due=due.next,
             removed=journal.count_removed(),
             caps_reset=NumberPool(campaign.numbers, journal.number_usage()).next_reset(now),
-            calls=calls.call_figures(journal.conn),
+            calls=calls.call_figures(journal.conn, now.timestamp()),
             note=note,
         )
     finally:

@@ -248,3 +248,48 @@ def test_kill_9_in_a_loop_during_redials_makes_no_extra_call(
         ends = sorted(ended.get(phone, []))
         for later, (end_time, end_status) in zip(times[1:], ends, strict=False):
             assert later >= end_time + waits[end_status], (phone, times, ends)
+
+
+def test_status_and_the_summary_show_the_pick_up_rate_by_attempt_and_when_redials_are_due(
+    tmp_path: Path, sandbox: MakeSandbox
+) -> None:
+    options: dict[str, Any] = dict(api_key=KEY, seed=4, outcomes="completed=0.5,no-answer=0.5")
+    api = sandbox(**options)
+    campaign = write_campaign(tmp_path, 20, url=api.url, redial='no-answer = "90s"')
+    first = run_at(campaign, api.url, START)
+    sandbox_options = SandboxOptions(**options)
+    phones = [f"+1415555{i:04d}" for i in range(20)]
+    firsts = [fate(4, p, 1, sandbox_options).status for p in phones]
+    assert first.calls is not None
+    assert first.calls.by_attempt == {1: (firsts.count("completed"), 20)}
+    assert first.calls.redials_waiting == firsts.count("no-answer")
+    assert first.calls.next_redial is not None and first.calls.next_redial >= START.timestamp() + 90
+    status = campaign_status(load_campaign(campaign), clock=lambda: START)
+    assert status is not None and status.calls is not None
+    assert status.calls.redials_waiting == firsts.count("no-answer")
+
+    later = START + timedelta(minutes=2)
+    second = run_at(campaign, api.url, later)
+    again = [p for p, s in zip(phones, firsts, strict=True) if s == "no-answer"]
+    seconds = [fate(4, p, 2, sandbox_options).status for p in again]
+    assert second.calls is not None
+    assert second.calls.by_attempt[2] == (seconds.count("completed"), len(again))
+    assert second.calls.pick_up_rate_of(2) == seconds.count("completed") / len(again)
+    assert second.calls.redials_waiting == seconds.count("no-answer")
+
+
+def test_the_cli_status_prints_the_rate_per_attempt_and_the_next_redial(
+    tmp_path: Path, sandbox: MakeSandbox
+) -> None:
+    from click.testing import CliRunner
+
+    from dialer.cli import main
+
+    api = sandbox(api_key=KEY, seed=4, outcomes="completed=0.5,no-answer=0.5")
+    campaign = write_campaign(tmp_path, 20, url=api.url, redial='no-answer = "90s"')
+    run_at(campaign, api.url, START)
+    run_at(campaign, api.url, START + timedelta(minutes=2))
+    shown = CliRunner().invoke(main, ["status", str(campaign)], env={"SYNTHFLOW_API_KEY": KEY})
+    assert shown.exit_code == 0, shown.output
+    assert "pick-up rate by attempt: first call " in shown.output
+    assert ", second " in shown.output

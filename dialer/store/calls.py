@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dialer.model import CallOutcome
 from dialer.store.writes import Write, utc_now_iso
@@ -112,6 +113,15 @@ class CallFigures:
     by_status: Counter[str]
     live: int
     timed_out: int
+    # Per attempt number (1: the first call, 2: the first redial ...): (completed, ended).
+    by_attempt: dict[int, tuple[int, int]] = field(default_factory=dict)
+    redials_waiting: int = 0  # rows whose next call ([redial]) is not due yet
+    next_redial: float | None = None  # epoch seconds the soonest of them is due
+
+    def pick_up_rate_of(self, attempt: int) -> float | None:
+        """Calls `completed` among the ended calls that were the lead's `attempt`-th."""
+        completed, ended = self.by_attempt.get(attempt, (0, 0))
+        return completed / ended if ended else None
 
     @property
     def placed(self) -> int:
@@ -124,7 +134,8 @@ class CallFigures:
         return self.by_status.get("completed", 0) / ended if ended else None
 
 
-def call_figures(conn: sqlite3.Connection) -> CallFigures:
+def call_figures(conn: sqlite3.Connection, now: float | None = None) -> CallFigures:
+    """The figures; `now` (epoch seconds, the dispatcher's clock): redials not due by then."""
     by_status: Counter[str] = Counter()
     live = timed_out = 0
     rows = conn.execute(
@@ -137,7 +148,19 @@ def call_figures(conn: sqlite3.Connection) -> CallFigures:
             timed_out += n
         else:
             by_status[str(status)] += n
-    return CallFigures(by_status, live, timed_out)
+    by_attempt = {
+        int(ordinal): (int(completed), int(ended))
+        for ordinal, completed, ended in conn.execute(
+            "SELECT ordinal, sum(status = 'completed'), count(*) FROM calls"
+            " WHERE final = 1 AND timed_out = 0 GROUP BY ordinal ORDER BY ordinal"
+        )
+    }
+    waiting, soonest = conn.execute(
+        "SELECT count(*), min(redial_at) FROM leads WHERE status = 'deferred' AND redial_at > ?"
+        " AND position IS NOT NULL",
+        (time.time() if now is None else now,),
+    ).fetchone()
+    return CallFigures(by_status, live, timed_out, by_attempt, int(waiting), soonest)
 
 
 def collected_names(conn: sqlite3.Connection) -> list[str]:
