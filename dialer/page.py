@@ -163,8 +163,11 @@ def time_bars(buckets: Sequence[tuple[datetime, fig.Rates]], step: float) -> Cha
 
 
 def _step_name(step: float) -> str:
+    if step < 60:
+        return f"{int(step)} seconds"
     if step < 3600:
-        return f"{int(step // 60)} minutes"
+        minutes = int(step // 60)
+        return "minute" if minutes == 1 else f"{minutes} minutes"
     if step < 86400:
         hours = int(step // 3600)
         return "hour" if hours == 1 else f"{hours} hours"
@@ -173,7 +176,7 @@ def _step_name(step: float) -> str:
 
 
 def _bucket_label(moment: datetime, step: float) -> str:
-    return moment.strftime("%b %d" if step >= 86400 else "%b %d %H:%M")
+    return moment.strftime("%b %d" if step >= 86400 else "%b %d %H:%M" if step >= 60 else "%H:%M:%S")
 
 
 # -- the page's sections -------------------------------------------------------------
@@ -216,16 +219,17 @@ def _section(title: str, anchor: str, *parts: str) -> str:
 
 
 def headline(page: Page) -> str:
-    counts, totals = page.counts, page.totals
+    counts, calls = page.counts, page.calls
     leads = sum(counts.values())
     items: list[tuple[str, str, str]] = [("leads", "leads", f"{leads:,}")]
-    if totals is not None:
+    if calls is not None:
+        totals, figures = calls.totals, calls.figures
         items += [
             ("dialed", "leads dialed", f"{totals.leads_called:,}"),
             ("reached", "leads reached", f"{totals.leads_reached:,}"),
-            ("pickup-rate", "pick-up rate", percent(totals.pickup_rate)),
+            ("pickup-rate", "pick-up rate", percent(figures.pick_up_rate)),
             ("talk-minutes", "talk minutes", f"{totals.talk_seconds / 60:,.1f}"),
-            ("live", "calls live", f"{totals.live:,}"),
+            ("live", "calls live", f"{figures.live:,}"),
         ]
     else:
         items.append(("dialed", "rows sent", f"{counts.get(Status.SENT, 0):,}"))
@@ -239,27 +243,27 @@ def headline(page: Page) -> str:
         f"{esc(shown)}</dd></div>"
         for key, label, shown in items
     )
-    note = "" if totals is not None else f'<p class="note">Calls: {NO_CALLS}.</p>'
+    note = "" if calls is not None else f'<p class="note">Calls: {NO_CALLS}.</p>'
     return f'<section id="headline"><h2>Headline</h2><dl class="figures">{cells}</dl>{note}</section>'
 
 
 def _headline_values(page: Page) -> dict[str, object]:
-    counts, totals = page.counts, page.totals
+    counts, calls = page.counts, page.calls
     values: dict[str, object] = {
         "leads": sum(counts.values()),
         "failed": counts.get(Status.FAILED, 0),
         "invalid": counts.get(Status.INVALID, 0),
         "dialed": counts.get(Status.SENT, 0),
     }
-    if totals is not None:
-        rate = totals.pickup_rate
+    if calls is not None:
+        rate = calls.figures.pick_up_rate
         values.update(
-            dialed=totals.leads_called,
-            reached=totals.leads_reached,
-            live=totals.live,
+            dialed=calls.totals.leads_called,
+            reached=calls.totals.leads_reached,
+            live=calls.figures.live,
             **{
                 "pickup-rate": "" if rate is None else f"{rate:.4f}",
-                "talk-minutes": f"{totals.talk_seconds / 60:.1f}",
+                "talk-minutes": f"{calls.totals.talk_seconds / 60:.1f}",
             },
         )
     return values
@@ -297,8 +301,10 @@ def outcomes(page: Page, calls: fig.CallCharts | None) -> str:
 
 
 def call_statuses(calls: fig.CallCharts) -> list[str]:
-    """Calls per final status, as `dialer status` counts them, then those live or given up on."""
-    ended, totals = calls.ended, calls.totals
+    """Calls per final status, then those live or given up on: `dialer status`'s figures."""
+    figures = calls.figures
+    # The order `status` prints them in: most calls first (ties in the order SQLite gave them).
+    ended = dict(figures.by_status.most_common())
     parts = []
     if ended:
         all_ended = sum(ended.values())
@@ -319,9 +325,12 @@ def call_statuses(calls: fig.CallCharts) -> list[str]:
             )
         )
     rows: list[tuple[object, ...]] = [(s, _cell(f"{n:,}", call_status=s, value=n)) for s, n in ended.items()]
-    rows.append(("still live", _cell(f"{totals.live:,}")))
-    if totals.timed_out:
-        rows.append(("never ended (given up)", _cell(f"{totals.timed_out:,}")))
+    rows.append(("still live", _cell(f"{figures.live:,}", call_figure="live", value=figures.live)))
+    if figures.timed_out:
+        given_up = figures.timed_out
+        rows.append(
+            ("never ended (given up)", _cell(f"{given_up:,}", call_figure="given-up", value=given_up))
+        )
     parts.append(_table(("call status", "calls"), rows))
     return parts
 

@@ -1,11 +1,14 @@
 """The campaign page (`dialer report CAMPAIGN.toml --out FILE.html`), in a real browser.
 
-A campaign is run against the sandbox (some rows failed by 503s, some invalid in the
-file), then its `calls` table is given calls with redials (ordinals 1-3), final statuses,
-durations and one call still live. The page is opened in headless Chromium (Debian's
-`chromium`, driven by playwright, which never downloads a browser): it must load with no
-console error and no request but its own file, and its figures must be those of
-`dialer status` and of the calls the test put in. Chromium missing is a failure, not a skip.
+A campaign is run against the sandbox with its telephony on (calls live a fraction of a
+second and end completed, no-answer or busy, seeded), some rows failed by 503s, some
+invalid in the file; the run follows every call to its end. Redials are not built yet,
+so the test then inserts further calls (ordinals 2 and 3) for a few leads into the
+`calls` table, as a redial would leave them, plus one call given up on and one still
+live. The page is opened in headless Chromium (Debian's `chromium`, driven by
+playwright, which never downloads a browser): it must load with no console error and no
+request but its own file, and its figures must be those `dialer status` prints (its text,
+parsed) and those of the sandbox's record. Chromium missing is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from click.testing import CliRunner
 from dialer.cli import main
 from dialer.config import load_campaign
 from dialer.run import RunOptions, _reason_kind, report_campaign, run_campaign
+from dialer.sandbox import read_events
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,26 +46,26 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 KEY = "test-key"
-# A Monday, 14:00 UTC: calls are spread from here over three days.
-START = datetime(2026, 11, 2, 14, 0, tzinfo=UTC).timestamp()
-# (status, final, timed_out, duration) for the calls, in turn.
-FATES = [
+OUTCOMES = "completed=0.5,no-answer=0.3,busy=0.2"
+# The redials inserted after the run, in turn: (status, final, timed_out, duration).
+REDIALS = [
     ("completed", 1, 0, 95.0),
     ("no-answer", 1, 0, 0.0),
+    ("hangup_on_voicemail", 1, 0, 12.0),
     ("busy", 1, 0, 0.0),
     ("completed", 1, 0, 40.5),
-    ("hangup_on_voicemail", 1, 0, 12.0),
-    ("in-progress", 1, 1, None),  # gave up on: not in the pick-up rate
 ]
+GIVEN_UP = ("in-progress", 1, 1, None)  # final, but not in the pick-up rate
+LIVE = ("ringing", 0, 0, None)
 
 
-@dataclass
-class Placed:
-    call_id: str
+@dataclass(frozen=True)
+class Call:
+    """A row of the `calls` table, as the test reads it back."""
+
     lead_id: int
     ordinal: int
     from_number: str
-    placed_at: float
     status: str
     final: int
     timed_out: int
@@ -79,93 +82,108 @@ def _campaign_file(tmp_path: Path) -> Path:
         .replace("max_attempts = 4", "max_attempts = 1")
     )
     path = tmp_path / "demo.toml"
-    path.write_text(text)
+    path.write_text(text + "\n[outcomes]\npoll_seconds = 0.05\n")
     return path
 
 
-def _add_calls(journal: Path) -> list[Placed]:
-    """Calls for every sent row: 1, 2 or 3 of them (redials), the last one of one lead live."""
+def _add_redials(journal: Path) -> None:
+    """Calls 2 and 3 for the first sent leads, as redials would leave them; the last lead's
+    latest call given up on, the one before's still live."""
     conn = sqlite3.connect(journal)
     leads = conn.execute(
-        "SELECT id, from_number FROM leads WHERE status = 'sent' ORDER BY position"
+        "SELECT l.id, l.from_number, max(c.ordinal), max(c.placed_at) FROM leads l"
+        " JOIN calls c ON c.lead_id = l.id GROUP BY l.id ORDER BY l.position"
     ).fetchall()
-    placed: list[Placed] = []
-    turn = 0
-    for index, (lead_id, from_number) in enumerate(leads):
-        for ordinal in range(1, 2 + index % 3):
-            status, final, timed_out, duration = FATES[turn % len(FATES)]
-            # Every 7 hours and a bit: the calls fall on many hours and three weekdays.
-            at = START + turn * 7.3 * 3600 / 3
-            placed.append(
-                Placed(
-                    f"call-{lead_id}-{ordinal}",
-                    lead_id,
-                    ordinal,
-                    from_number,
-                    at,
-                    status,
-                    final,
-                    timed_out,
-                    duration,
-                )
-            )
-            turn += 1
-    live = placed[-1]
-    placed[-1] = Placed(
-        **{**live.__dict__, "status": "in-progress", "final": 0, "timed_out": 0, "duration": None}
-    )
+    assert len(leads) >= 6, leads
+    fates = iter(REDIALS * 2)
+    added: list[tuple[object, ...]] = []
+    for index, (lead_id, from_number, ordinal, placed_at) in enumerate(leads[:4]):
+        for extra in range(1, 2 + index % 2):  # one or two more calls
+            status, final, timed_out, duration = next(fates)
+            at = placed_at + extra * 7.3 * 3600  # hours later: other local hours and weekdays
+            added.append((lead_id, ordinal + extra, from_number, at, status, final, timed_out, duration))
+    for (lead_id, from_number, ordinal, placed_at), fate in zip(leads[-2:], (LIVE, GIVEN_UP), strict=True):
+        added.append((lead_id, ordinal + 1, from_number, placed_at + 3600, *fate))
     with conn:
-        conn.execute("DELETE FROM calls")
-        conn.executemany(
-            "INSERT INTO calls (call_id, lead_id, ordinal, from_number, placed_at, status, final,"
-            " timed_out, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    p.call_id,
-                    p.lead_id,
-                    p.ordinal,
-                    p.from_number,
-                    p.placed_at,
-                    p.status,
-                    p.final,
-                    p.timed_out,
-                    p.duration,
-                )
-                for p in placed
-            ],
-        )
-        latest = {p.lead_id: p.call_id for p in placed}
-        conn.executemany(
-            "UPDATE leads SET call_id = ? WHERE id = ?", [(c, lead) for lead, c in latest.items()]
-        )
+        for lead_id, ordinal, *rest in added:
+            call_id = f"redial-{lead_id}-{ordinal}"
+            conn.execute(
+                "INSERT INTO calls (call_id, lead_id, ordinal, from_number, placed_at, status, final,"
+                " timed_out, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (call_id, lead_id, ordinal, *rest),
+            )
+            conn.execute("UPDATE leads SET call_id = ? WHERE id = ?", (call_id, lead_id))
     conn.close()
-    return placed
+
+
+def journal_calls(journal: Path) -> list[Call]:
+    conn = sqlite3.connect(journal)
+    rows = conn.execute(
+        "SELECT lead_id, ordinal, from_number, status, final, timed_out, duration FROM calls"
+    ).fetchall()
+    conn.close()
+    return [Call(*row) for row in rows]
 
 
 @dataclass
 class Built:
     campaign_file: Path
     page: Path
-    placed: list[Placed]
+    record: Path  # the sandbox's: what the calls it placed did
+    calls: list[Call]  # the journal's calls table after the redials were added
 
 
 @pytest.fixture
-def built(tmp_path: Path, sandbox: Any) -> Built:
+def built(tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Built:
+    monkeypatch.delenv("SYNTHFLOW_API_KEY", raising=False)  # `status` must not poll the inserted calls
     path = _campaign_file(tmp_path)
-    server = sandbox(api_key=KEY, fail_rate=0.35, seed=3)
+    server = sandbox(api_key=KEY, fail_rate=0.35, seed=3, call_seconds="0.05:0.2", outcomes=OUTCOMES)
     campaign = load_campaign(path)
-    run_campaign(campaign, RunOptions(api_key=KEY, base_url=server.url))
-    placed = _add_calls(campaign.journal_path)
+    result = run_campaign(campaign, RunOptions(api_key=KEY, base_url=server.url))
+    assert result.calls is not None and result.calls.live == 0  # every call followed to its end
+    _add_redials(campaign.journal_path)
     page = tmp_path / "page.html"
     report_campaign(campaign, page)
-    return Built(path, page, placed)
+    assert server.record is not None
+    return Built(path, page, server.record, journal_calls(campaign.journal_path))
+
+
+@dataclass
+class Status:
+    """What `dialer status` prints, parsed from its text."""
+
+    rows: dict[str, int]  # `  <status>  <n>` lines, `total` among them
+    ended: dict[str, int]  # `calls ended: busy 1, completed 2`
+    pickup_percent: int | None  # `pick-up rate: 25%` (`-`: none ended)
+    live: int
+    given_up: int
+
+
+def _status_text(campaign_file: Path) -> str:
+    done = CliRunner().invoke(main, ["status", str(campaign_file)], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+def _rows(text: str) -> dict[str, int]:
+    """`dialer status`'s `  <status>  <n>` lines, `total` among them."""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^  (\w+) +(\d+)$", text, re.M)}
 
 
 def status_counts(campaign_file: Path) -> dict[str, int]:
-    """What `dialer status` prints: `  <status>  <n>` lines, `total` among them."""
-    done = CliRunner().invoke(main, ["status", str(campaign_file)])
-    assert done.exit_code == 0, done.output
-    return {m[1]: int(m[2]) for m in re.finditer(r"^  (\w+) +(\d+)$", done.output, re.M)}
+    return _rows(_status_text(campaign_file))
+
+
+def dialer_status(campaign_file: Path) -> Status:
+    text = _status_text(campaign_file)
+    ended_line = re.search(r"^calls ended: (.*)$", text, re.M)
+    rate_line = re.search(
+        r"^pick-up rate: (-|\d+)%?; live calls: (\d+)(?:; never ended \(given up\): (\d+))?$", text, re.M
+    )
+    assert ended_line and rate_line, text
+    ended = {m[1]: int(m[2]) for m in re.finditer(r"([\w-]+) (\d+)", ended_line[1])}
+    rate = None if rate_line[1] == "-" else int(rate_line[1])
+    return Status(_rows(text), ended, rate, int(rate_line[2]), int(rate_line[3] or 0))
 
 
 # -- the browser ---------------------------------------------------------------------
@@ -223,46 +241,55 @@ def test_the_page_loads_offline_and_its_figures_are_those_of_status(built: Built
     assert opened.errors == []
     assert opened.requests == [built.page.resolve().as_uri()]  # the file itself, nothing else
 
-    status = status_counts(built.campaign_file)
-    statuses = {k: v for k, v in status.items() if k != "total"}
+    status = dialer_status(built.campaign_file)
+    statuses = {k: v for k, v in status.rows.items() if k != "total"}
     assert {"sent", "failed", "invalid", "duplicate"} <= statuses.keys(), status  # a campaign of each
     on_page = {k: int(v) for k, v in data_values(page, "status").items()}
     assert on_page == statuses
     figures = data_values(page, "figure")
-    assert int(figures["leads"]) == status["total"]
-    assert int(figures["failed"]) == status["failed"]
-    assert int(figures["invalid"]) == status["invalid"]
+    assert int(figures["leads"]) == status.rows["total"]
+    assert int(figures["failed"]) == status.rows["failed"]
+    assert int(figures["invalid"]) == status.rows["invalid"]
 
-    # The call figures: those of the calls put in the journal, counted here on their own.
-    placed = built.placed
-    basis = [p for p in placed if p.final and not p.timed_out]
-    completed = [p for p in placed if p.status == "completed"]
-    assert float(figures["pickup-rate"]) == pytest.approx(len(completed) / len(basis), abs=1e-4)
-    assert int(figures["dialed"]) == len({p.lead_id for p in placed})
-    assert int(figures["reached"]) == len({p.lead_id for p in completed})
-    assert int(figures["live"]) == sum(1 for p in placed if not p.final) == 1
-    talk = sum(p.duration or 0.0 for p in placed) / 60
-    assert float(figures["talk-minutes"]) == pytest.approx(talk, abs=0.05)
-    # As `status` counts them: calls per final status, those given up on and still live apart.
-    ended = Counter(p.status for p in basis)
-    assert {k: int(v) for k, v in data_values(page, "call-status").items()} == ended
+    # The call figures are those `dialer status` prints: per final status, live, given up, pick-up rate.
+    ended_on_page = {k: int(v) for k, v in data_values(page, "call-status").items()}
+    assert ended_on_page == status.ended
+    assert list(ended_on_page) == list(status.ended)  # in the same order, too
+    call_figures = {k: int(v) for k, v in data_values(page, "call-figure").items()}
+    assert call_figures == {"live": status.live, "given-up": status.given_up} == {"live": 1, "given-up": 1}
+    assert int(figures["live"]) == status.live
+    rate = float(figures["pickup-rate"])
+    assert rate == pytest.approx(status.ended["completed"] / sum(status.ended.values()), abs=1e-4)
+    assert round(100 * rate) == status.pickup_percent
     outcomes = page.inner_text("#outcomes")
-    given_up = sum(1 for p in placed if p.timed_out)
-    assert given_up > 0 and outcomes.endswith(f"never ended (given up)\t{given_up}")
-    assert "still live\t1\n" in outcomes
-    callers = Counter(p.from_number for p in placed)
+    assert outcomes.endswith("never ended (given up)\t1") and "still live\t1\n" in outcomes
+
+    # And those of the calls the sandbox placed (its record) with the redials the test added.
+    real = Counter(e["status"] for e in read_events(built.record))
+    assert set(real) == {"completed", "no-answer", "busy"}, real
+    redials = Counter(c.status for c in built.calls if c.ordinal > 1 and c.final and not c.timed_out)
+    assert ended_on_page == real + redials
+
+    # The headline's other call figures, counted here from the journal's calls.
+    calls = built.calls
+    completed = [c for c in calls if c.status == "completed"]
+    assert int(figures["dialed"]) == len({c.lead_id for c in calls}) == status.rows["sent"]
+    assert int(figures["reached"]) == len({c.lead_id for c in completed})
+    talk = sum(c.duration or 0.0 for c in calls) / 60
+    assert float(figures["talk-minutes"]) == pytest.approx(talk, abs=0.05)
+    callers = Counter(c.from_number for c in calls)
     assert {k: int(v) for k, v in data_values(page, "caller").items()} == callers
 
     # The shown numbers are the figures, not just the attributes.
     headline = page.inner_text("#headline")
-    assert f"{status['total']:,}" in headline
-    assert f"{100 * len(completed) / len(basis):.1f}%" in headline
+    assert f"{status.rows['total']:,}" in headline
+    assert f"{100 * rate:.1f}%" in headline
 
-    # Redials: leads with 1, 2 and 3 calls, and the pick-up rate of each attempt.
+    # Several calls per lead: leads with 1, 2 and 3 calls, and the pick-up rate of each attempt.
     attempts = page.inner_text("#attempts")
     for ordinal in (1, 2, 3):
-        calls = [p for p in placed if p.ordinal == ordinal]
-        assert re.search(rf"^{ordinal}\t{len(calls)}\t", attempts, re.M), attempts
+        placed = [c for c in calls if c.ordinal == ordinal]
+        assert placed and re.search(rf"^{ordinal}\t{len(placed)}\t", attempts, re.M), attempts
 
     # Every chart is an accessible inline SVG: a title and a description, named by aria.
     charts = page.eval_on_selector_all(
@@ -360,7 +387,7 @@ def hostile(built: Built) -> Path:
     with conn:
         conn.execute(
             "UPDATE calls SET status = '<img src=x onerror=console.error(1)>' WHERE call_id = ?",
-            (built.placed[0].call_id,),
+            (conn.execute("SELECT min(call_id) FROM calls").fetchone()[0],),
         )
         conn.execute(
             "UPDATE leads SET error = 'refused: <script>console.error(2)</script>'"

@@ -5,8 +5,11 @@ caller ids, reasons), so the page of a million-row campaign takes seconds and fl
 The call sections read the `calls` table (one row per call the API accepted; migration
 2 -> 3 of issue 12) when the journal has it; a journal without it has "no calls followed yet".
 
-Pick-up rate is the contract's: calls that ended `completed` over calls with a final
-status that did not time out.
+The calls per final status, the pick-up rate, the calls live and those given up on are
+not counted here: they are `dialer.store.calls.call_figures`, the function `dialer status`
+and the run's summary print, so the page and `status` cannot disagree. The pick-up rate
+per group (hour, caller id, attempt) is the same ratio: calls that ended `completed` over
+calls with a final status that did not time out.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dialer.model import Status
+from dialer.store.calls import CallFigures, call_figures
 
 # Statuses whose rows the page lists by reason.
 PROBLEM_STATUSES = (Status.FAILED, Status.INVALID)
@@ -60,20 +64,12 @@ class Rates:
 
 @dataclass
 class CallTotals:
-    """The calls of a campaign in a few numbers (the headline's call half)."""
+    """The headline's call figures that `status` does not print (those it does are `CallFigures`)."""
 
     calls: int = 0
     leads_called: int = 0  # leads with at least one call
     leads_reached: int = 0  # leads with at least one call that ended `completed`
-    completed: int = 0
-    answered_basis: int = 0  # calls with a final status that did not time out
-    live: int = 0  # calls with no final status yet
-    timed_out: int = 0
     talk_seconds: float = 0.0
-
-    @property
-    def pickup_rate(self) -> float | None:
-        return self.completed / self.answered_basis if self.answered_basis else None
 
 
 @dataclass
@@ -88,14 +84,14 @@ class CallCharts:
     """Everything the page says about calls, from two sorts of the calls table.
 
     Each GROUP BY is one sort of the table, the costly part on a million rows (about a
-    second each), so the figures are read from as few as can be: (status, caller id,
-    attempt) for the counts and rates, (lead's zone, time bucket) for the time charts, and
-    the completed calls alone for the leads reached. Their groups are few (a few per
-    status, caller id, attempt, hour and zone).
+    second each), so the figures are read from as few as can be: `call_figures`' (status,
+    final, timed_out) for what `status` prints, (caller id, attempt) for the rates, (lead's
+    zone, time bucket) for the time charts, and the completed calls alone for the leads
+    reached. Their groups are few (a few per status, caller id, attempt, hour and zone).
     """
 
     totals: CallTotals
-    ended: dict[str, int]  # calls per final status (those given up on are `totals.timed_out`)
+    figures: CallFigures  # as `dialer status` prints them: per final status, live, given up, pick-up rate
     callers: list[CallerId]
     by_ordinal: dict[int, Rates]  # pick-ups by attempt (1 = the lead's first call)
     per_lead: dict[int, int]  # leads per number of calls they had
@@ -107,30 +103,23 @@ class CallCharts:
 
 _COMPLETED = "coalesce(sum(status = 'completed'), 0)"
 _BASIS = "coalesce(sum(final = 1 AND timed_out = 0), 0)"
-STEPS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+# Seconds per bar: a demo's minute of calls gets bars of 5 s, a month's of days.
+STEPS = (5, 10, 30, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
 BARS = 60  # calls over time: at most about this many bars
 
 
 def call_charts(conn: sqlite3.Connection, daily_cap: int | None) -> CallCharts:
     totals = CallTotals()
-    ended: dict[str, int] = {}
     callers: dict[str, Rates] = {}
     by_ordinal: dict[int, Rates] = {}
     rows = conn.execute(
-        f"SELECT status, from_number, ordinal, count(*), {_COMPLETED}, {_BASIS},"
-        " coalesce(sum(timed_out), 0), coalesce(sum(duration), 0.0)"
-        " FROM calls GROUP BY status, from_number, ordinal"
+        f"SELECT from_number, ordinal, count(*), {_COMPLETED}, {_BASIS}, coalesce(sum(duration), 0.0)"
+        " FROM calls GROUP BY from_number, ordinal"
     )
-    for status, number, ordinal, n, done, basis, timed_out, talk in rows:
-        if basis:  # final and not given up on: a status that ended the call
-            ended[str(status)] = ended.get(str(status), 0) + int(basis)
-        totals.live += int(n) - int(basis) - int(timed_out)  # a time-out is final too
+    for number, ordinal, n, done, basis, talk in rows:
         callers.setdefault(str(number), Rates()).add(int(n), int(done), int(basis))
         by_ordinal.setdefault(int(ordinal), Rates()).add(int(n), int(done), int(basis))
         totals.calls += int(n)
-        totals.completed += int(done)
-        totals.answered_basis += int(basis)
-        totals.timed_out += int(timed_out)
         totals.talk_seconds += float(talk)
     # Ordinals run 1, 2, ... per lead (1 = its first call): the leads with k calls are those
     # with a call k and none k + 1, which spares a scan grouped by lead.
@@ -145,7 +134,7 @@ def call_charts(conn: sqlite3.Connection, daily_cap: int | None) -> CallCharts:
     step, over_time, by_hour, by_weekday = _in_time(conn)
     return CallCharts(
         totals=totals,
-        ended=dict(sorted(ended.items(), key=lambda kv: (-kv[1], kv[0]))),
+        figures=call_figures(conn),
         callers=_callers(conn, callers, daily_cap),
         by_ordinal=dict(sorted(by_ordinal.items())),
         per_lead=per_lead,
@@ -272,6 +261,7 @@ def first_and_last_request(conn: sqlite3.Connection) -> tuple[datetime | None, d
 
 __all__ = [
     "CallCharts",
+    "CallFigures",
     "CallTotals",
     "CallerId",
     "Rates",
