@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import bigfile, ceiling, outcomes, pacing, page, sandbox_store, sheets
+from bench import bigfile, ceiling, outcomes, pacing, page, redial, sandbox_store, sheets
 from bench.results import Context, Section
 
 BENCHES = {
@@ -33,6 +33,7 @@ BENCHES = {
     "sheets": sheets.run,
     "page": page.run,
     "outcomes": outcomes.run,
+    "redial": redial.run,
 }
 
 
