@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from dialer.config import Campaign
-    from dialer.run import CallFigures, RunResult
+    from dialer.run import CallFigures, CampaignStatus, RunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("pending", "deferred", "sent", "failed", "invalid", "duplicate", "suppressed", "unknown")
@@ -598,6 +598,19 @@ def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
             click.echo(json.dumps(body, indent=2, ensure_ascii=False))
 
 
+def _status_notes(out: Console, campaign: Campaign, found: CampaignStatus) -> None:
+    """status's last lines: unknown rows, capped and rested caller ids, live calls not polled."""
+    hint = _unknown_hint(campaign, found.counts)
+    if hint:
+        out.print(hint)
+    if found.caps_reset:
+        out.print(f"caller ids at their daily cap dial again from: {_when(found.caps_reset)}")
+    for number, why in sorted(found.rested.items()):
+        out.print(f"caller id {number} rested: {why}")
+    if found.note:
+        out.print(found.note)
+
+
 @main.command()
 @click.argument("campaign_file", type=click.Path(dir_okay=False))
 @click.option("--base-url", help="API base URL (overrides [api].base_url).")
@@ -639,13 +652,7 @@ def status(campaign_file: str, base_url: str | None, log_format: str) -> None:
             _call_lines(out, found.calls)
         out.print(f"due now: {found.due_now}")
         out.print(f"next due: {'now' if found.due_now else _when(found.next_due)}")
-        hint = _unknown_hint(campaign, found.counts)
-        if hint:
-            out.print(hint)
-        if found.caps_reset:
-            out.print(f"caller ids at their daily cap dial again from: {_when(found.caps_reset)}")
-        if found.note:
-            out.print(found.note)
+        _status_notes(out, campaign, found)
 
 
 @main.command()

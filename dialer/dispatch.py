@@ -23,7 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from dialer.bookkeeping import Clock, Progress, Run, RunStats, utc_now
+from dialer.caps import WINDOW, rested_callers
 from dialer.client import SynthflowClient
 from dialer.config import Campaign
 from dialer.follow import Follower
@@ -36,6 +39,18 @@ from dialer.send import Sender
 from dialer.settle import Settler
 from dialer.store import Journal, JournalWriter, Write, calls, outcome
 from dialer.transitions import CAPPED, Next, redial_waits
+
+log = structlog.get_logger("dialer")
+
+
+def rested_now(journal: Journal) -> dict[str, str]:
+    """Caller ids whose calls of the last 24 hours keep failing: not used this run, saying why.
+    On the wall clock: calls are stamped with it when placed."""
+    rested = rested_callers(calls.recent_by_caller(journal.conn, time.time() - WINDOW.total_seconds()))
+    for number, why in rested.items():
+        log.warning("caller_id.rested", number=number, reason=why)
+    return rested
+
 
 # Deferrals the feeder gathers before committing them.
 DEFER_BATCH = 2000
@@ -82,7 +97,7 @@ class Dispatcher:
             clock=asyncio.get_running_loop().time,
         )
         self.pacer = pacer
-        self.pool = NumberPool(campaign.numbers, journal.number_usage())
+        self.pool = NumberPool(campaign.numbers, journal.number_usage(), rested_now(journal))
         self.ceiling: LiveCeiling | None = None
         self.follower: Follower | None = None
         if campaign.mode == "call":

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from dialer.bookkeeping import Clock, Progress, RunStats, utc_now
-from dialer.caps import WINDOW, cap_for, due_after_cap
+from dialer.caps import WINDOW, cap_for, due_after_cap, rested_callers
 from dialer.config import Campaign
 from dialer.errors import DialerError, LockedError, SetupError
 from dialer.hours import CallingHours
@@ -621,6 +622,7 @@ class CampaignStatus:
     caps_reset: datetime | None  # when a capped caller id may dial again
     calls: CallFigures | None = None  # per call status, pick-up rate, live calls
     note: str | None = None  # why live calls were not polled, if they were not
+    rested: dict[str, str] = field(default_factory=dict)  # caller ids rested now, and why
 
 
 def campaign_status(
@@ -645,6 +647,8 @@ def campaign_status(
             caps_reset=NumberPool(campaign.numbers, journal.number_usage()).next_reset(now),
             calls=calls.call_figures(journal.conn, now.timestamp()),
             note=note,
+            # On the wall clock, as in dispatch.rested_now: calls are stamped with it.
+            rested=rested_callers(calls.recent_by_caller(journal.conn, time.time() - WINDOW.total_seconds())),
         )
     finally:
         journal.close()

@@ -91,6 +91,20 @@ def opted_out(lead_id: int, call_id: str, said: str, *, cancel: bool) -> list[Wr
     ]
 
 
+def recent_by_caller(conn: sqlite3.Connection, since: float) -> dict[str, list[tuple[str, float | None]]]:
+    """Per caller id, its calls placed since epoch `since` that ended, newest first, as
+    (final status, duration): what caller-id health reads."""
+    found: dict[str, list[tuple[str, float | None]]] = {}
+    rows = conn.execute(
+        "SELECT from_number, status, duration FROM calls WHERE placed_at > ? AND final = 1"
+        " AND timed_out = 0 AND from_number != '' ORDER BY placed_at DESC",
+        (since,),
+    )
+    for number, status, duration in rows:
+        found.setdefault(str(number), []).append((str(status), duration))
+    return found
+
+
 def placed_count(conn: sqlite3.Connection, lead_id: int) -> int:
     """Calls placed for the lead in all (redials included): what max_calls counts."""
     return int(conn.execute("SELECT count(*) FROM calls WHERE lead_id = ?", (lead_id,)).fetchone()[0])
