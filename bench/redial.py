@@ -35,7 +35,7 @@ def _allowance(options: SandboxOptions, phone: str) -> int:
 
 
 def run(ctx: Context) -> Section:
-    section = Section("9 redial")
+    section = Section("10 redial")
     leads = 60 if ctx.quick else 3000
     folder = ctx.work / "redial"
     folder.mkdir(parents=True, exist_ok=True)

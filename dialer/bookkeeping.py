@@ -19,7 +19,7 @@ import structlog
 from dialer.config import StopWhenFailed
 from dialer.errors import ApiUnreachable, AuthError, FailingError
 from dialer.model import JournalRow, Status
-from dialer.store import Journal, JournalWriter, calls, outcome
+from dialer.store import JournalStore, Writer, calls, outcome
 from dialer.transitions import Next
 
 if TYPE_CHECKING:  # the client (httpx) is not needed to reason about its answers
@@ -162,8 +162,8 @@ class Run:
 
     def __init__(
         self,
-        journal: Journal,
-        writer: JournalWriter,
+        journal: JournalStore,
+        writer: Writer,
         progress: Progress,
         stop_when_failed: StopWhenFailed | None = None,
     ) -> None:

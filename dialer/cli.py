@@ -629,16 +629,16 @@ def status(campaign_file: str, base_url: str | None, log_format: str) -> None:
     """
     configure_logging(log_format)
     with _errors():
-        from dialer.run import Collect, campaign_status
+        from dialer.run import Collect, campaign_status, journal_label
 
         out = _out()
         campaign = _campaign(campaign_file)
         collect = Collect(_api_key(campaign), _checked_url(base_url) if base_url else None)
         found = campaign_status(campaign, collect=collect)
         if found is None:
-            out.print(f"{campaign.name}: not started (no journal at {campaign.journal_path})")
+            out.print(f"{campaign.name}: not started (no journal at {journal_label(campaign)})")
             return
-        out.print(f"campaign {campaign.name} ({campaign.journal_path})")
+        out.print(f"campaign {campaign.name} ({journal_label(campaign)})")
         if not found.counts and not found.removed:
             out.print("no rows yet: the first `dialer run` imports the leads file")
             return
@@ -687,6 +687,34 @@ def report(campaign_file: str, out_path: str | None, base_url: str | None, log_f
         collect = Collect(_api_key(campaign), _checked_url(base_url) if base_url else None)
         rows = report_campaign(campaign, target, collect)
         _out().print(f"report: {target} ({rows} rows)")
+
+
+@main.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.option("--to", "url", required=True, help="The PostgreSQL database: postgresql://user@host/db")
+@_log_option
+def migrate(campaign_file: str, url: str, log_format: str) -> None:
+    """Copy the campaign's SQLite journal into PostgreSQL, every row with its history.
+
+    Then set `journal = "<the URL>"` in the campaign file: the next run continues
+    there (rows sent are never sent again). The password may come from the URL,
+    PGPASSWORD or ~/.pgpass; it is never printed.
+
+    \b
+    Example:
+      dialer migrate spring.toml --to postgresql://dialer@db.internal/dialer
+    """
+    configure_logging(log_format)
+    with _errors():
+        from dialer.run import migrate_campaign, redact_url
+
+        campaign = _campaign(campaign_file)
+        moved = migrate_campaign(campaign, url)
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(moved.counts.items()))
+        _out().print(f"{campaign.name}: {moved.rows} rows copied to {moved.target} ({counts})")
+        _out().print(
+            f'next: set journal = "{redact_url(url)}" in {campaign_file} (the password as you keep it)'
+        )
 
 
 __all__ = ["main"]

@@ -114,6 +114,19 @@ class Limits(_Strict):
     # Calls live at once, from the accepted POST until the dialer has seen the final status.
     max_live_calls: Annotated[int, Field(ge=1)] | None = None
     stop_when_failed: StopWhenFailed | None = None
+    # PostgreSQL journal, several runs at once: how long a run's claim on a row lasts
+    # unless renewed (a run that dies gives its rows back after this).
+    claim_lease_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class Account(_Strict):
+    """[account]: the Synthflow account's own limits, shared by every campaign naming it."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    rate_per_second: Annotated[float, Field(gt=0)] | None = None
+    # Counted once the dialer follows live calls (follow.py, issue 12): the hook is
+    # SharedRate's buckets, which will gain a live-call count per account.
+    max_live_calls: Annotated[int, Field(ge=1)] | None = None
 
 
 def parse_duration(value: str | float) -> float:
@@ -285,7 +298,7 @@ class Campaign(_Strict):
     mode: Literal["call", "chat"]
     leads: Path
     report: Path | None = None
-    journal: Path | None = None
+    journal: Path | str | None = None  # a SQLite file, or a postgresql:// URL
     default_region: str = "US"
     suppress: list[Path] = []
     encoding: str | None = None
@@ -299,6 +312,7 @@ class Campaign(_Strict):
     hours: Hours = Hours()
     outcomes: Outcomes = Outcomes()
     redial: Redial = Redial()
+    account: Account | None = None
 
     @field_validator("name")
     @classmethod
@@ -341,7 +355,10 @@ class Campaign(_Strict):
 
     @property
     def journal_path(self) -> Path:
-        return self.journal or self.report_path.with_name(f"{self.name}.sqlite")
+        """The SQLite journal's file (for a PostgreSQL journal: where one would be; unused)."""
+        if isinstance(self.journal, Path):
+            return self.journal
+        return self.report_path.with_name(f"{self.name}.sqlite")
 
 
 # What people write for a region libphonenumber spells otherwise (ISO 3166-1 codes).
@@ -434,6 +451,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         return Path(os.path.normpath(base / value)) if isinstance(value, str) else value
 
     for key in ("leads", "report", "journal"):
+        if key == "journal" and str(data.get(key, "")).startswith(("postgresql://", "postgres://")):
+            continue  # a database, not a file beside the campaign
         if key in data:
             data[key] = beside(data[key])
     outcomes = data.get("outcomes")

@@ -18,6 +18,7 @@ Nothing here sleeps to pace: waiting is the pacer's job, so stopping is quick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,16 +38,17 @@ from dialer.numbers import NumberPool
 from dialer.pacing import LiveCeiling, Pacer
 from dialer.send import Sender
 from dialer.settle import Settler
-from dialer.store import Journal, JournalWriter, Write, calls, outcome
+from dialer.store import JournalStore, Write, outcome
+from dialer.store.claims import Claims
 from dialer.transitions import CAPPED, Next, redial_waits
 
 log = structlog.get_logger("dialer")
 
 
-def rested_now(journal: Journal) -> dict[str, str]:
+def rested_now(journal: JournalStore) -> dict[str, str]:
     """Caller ids whose calls of the last 24 hours keep failing: not used this run, saying why.
     On the wall clock: calls are stamped with it when placed."""
-    rested = rested_callers(calls.recent_by_caller(journal.conn, time.time() - WINDOW.total_seconds()))
+    rested = rested_callers(journal.recent_by_caller(time.time() - WINDOW.total_seconds()))
     for number, why in rested.items():
         log.warning("caller_id.rested", number=number, reason=why)
     return rested
@@ -70,7 +72,7 @@ class Dispatcher:
     def __init__(
         self,
         campaign: Campaign,
-        journal: Journal,
+        journal: JournalStore,
         client: SynthflowClient,
         options: DispatchOptions,
         suppressed: Mapping[str, str],
@@ -81,9 +83,9 @@ class Dispatcher:
         self.options = options
         self.limits = campaign.limits
         self.hours = CallingHours(campaign.hours)
-        self.run_state = Run(
-            journal, JournalWriter(journal.path), options.progress, campaign.limits.stop_when_failed
-        )
+        # Several runs may share a PostgreSQL campaign: this run's claims (None: it is alone).
+        self.claims = journal.claims(self.limits.claim_lease_seconds)
+        self.run_state = Run(journal, journal.writer(), options.progress, campaign.limits.stop_when_failed)
         self.stats = self.run_state.stats
         self.stop = self.run_state.stop
         # A restart keeps the window of the run before it: no burst right after a crash. The
@@ -98,11 +100,13 @@ class Dispatcher:
         )
         self.pacer = pacer
         self.pool = NumberPool(campaign.numbers, journal.number_usage(), rested_now(journal))
+        # The window shared with other runs and the account's other campaigns (None: alone).
+        self.gate = journal.rate_gate(campaign)
         self.ceiling: LiveCeiling | None = None
         self.follower: Follower | None = None
         if campaign.mode == "call":
             # Calls an earlier run left live hold their slots from the start.
-            live = calls.live_calls(journal.conn)
+            live = journal.live_calls()
             self.ceiling = LiveCeiling(self.limits.max_live_calls, held=len(live))
             self.follower = Follower(
                 self.run_state,
@@ -113,7 +117,15 @@ class Dispatcher:
             )
             self.follower.load(live)
         self.sender = Sender(
-            self.run_state, campaign, client, pacer, self.pool, options.clock, suppressed, self.ceiling
+            self.run_state,
+            campaign,
+            client,
+            pacer,
+            self.pool,
+            options.clock,
+            suppressed,
+            self.ceiling,
+            gate=self.gate,
         )
         self.settler = (
             Settler(self.run_state, campaign, client, self._redial) if campaign.mode == "call" else None
@@ -134,6 +146,7 @@ class Dispatcher:
         # Four workers per lane: while some wait on the journal, others send.
         workers = [asyncio.create_task(self._worker()) for _ in range(4 * self.limits.concurrency)]
         feeder = asyncio.create_task(self._feed())
+        renewer = asyncio.create_task(self._renew_claims())
         follower = asyncio.create_task(self.follower.follow()) if self.follower else None
         ticker = asyncio.create_task(self._tick_progress())
         try:
@@ -146,8 +159,13 @@ class Dispatcher:
             if follower is not None:
                 await asyncio.gather(follower, return_exceptions=True)
         finally:
+            renewer.cancel()
             ticker.cancel()
             await self.run_state.writer.close()
+            if self.gate is not None:
+                await self.gate.close()
+            if self.claims is not None:
+                self.claims.release()
             self.stats.finished = time.monotonic()
             self.stats.throttled = self.pacer.throttled
             if self.ceiling is not None:
@@ -170,6 +188,10 @@ class Dispatcher:
         """Every row dialed (and, unless --no-wait, every call ended), or a stop."""
         await self._first(self._idle.wait())
         if self.follower is not None and self.options.wait_for_calls:
+            if self.claims is not None and not self.stop.is_set():
+                # Several runs share the campaign: the live calls of the others (a dead one's
+                # above all) are waited for too, so the campaign's last run leaves none live.
+                self.follower.adopt(self.journal.live_calls())
             self.follower.hurry()
             await self._first(self.follower.drained.wait())
         self.stop.set()
@@ -216,8 +238,11 @@ class Dispatcher:
 
     async def _feed(self) -> None:
         try:
-            self._settle_earlier_runs()
-            await self._feed_dialable()
+            if self.claims is None:
+                self._settle_earlier_runs()
+                await self._feed_dialable()
+            else:
+                await self._feed_claimed(self.claims)
         except Exception as exc:  # an internal error must stop the run, not end it quietly
             self.run_state.fail(exc)
         finally:
@@ -229,24 +254,8 @@ class Dispatcher:
         deferred: list[tuple[JournalRow, Next]] = []
         try:
             for row in self.journal.rows_with_status(DIALABLE):
-                if self.stop.is_set() or self.stats.pool_exhausted:
+                if not await self._offer(row, deferred):
                     break
-                if row.id in self._owned:
-                    continue
-                now = self.options.clock()
-                if redial_waits(row, now):
-                    continue  # [redial]: its next call is not due yet; it stays as it is
-                law = rules_for(row.phone, row.state)  # cached per (area-code state, state column)
-                if not self.hours.is_open(row.timezones, now, law):
-                    deferred.append((row, self.sender.closed(row, now, law)))
-                    if len(deferred) >= DEFER_BATCH:
-                        batch, deferred = deferred, []
-                        await self.run_state.writer.commit(self._deferrals(batch))
-                    continue
-                if not self._within_limit(row):
-                    break
-                self._enter(row)
-                await self._queue.put(row)
         finally:
             if deferred:  # also when a stop cancels the feeder: what is counted is what the journal gets
                 self.run_state.writer.submit(self._deferrals(deferred))
@@ -258,6 +267,73 @@ class Dispatcher:
             writes += outcome(row.id, closed.status, error=closed.error)
             self.run_state.count(closed.status, row, log_it=False)
         return writes
+
+    async def _offer(self, row: JournalRow, deferred: list[tuple[JournalRow, Next]]) -> bool:
+        """Queue one due row (or defer it, its hours closed); False: the feed must stop."""
+        if self.stop.is_set() or self.stats.pool_exhausted:
+            return False
+        if row.id in self._owned:
+            return True
+        now = self.options.clock()
+        if redial_waits(row, now):
+            return True  # [redial]: its next call is not due yet; it stays as it is
+        law = rules_for(row.phone, row.state)  # cached per (area-code state, state column)
+        if not self.hours.is_open(row.timezones, now, law):
+            deferred.append((row, self.sender.closed(row, now, law)))
+            if len(deferred) >= DEFER_BATCH:
+                batch = list(deferred)
+                deferred.clear()
+                await self.run_state.writer.commit(self._deferrals(batch))
+            return True
+        if not self._within_limit(row):
+            return False
+        self._enter(row)
+        await self._queue.put(row)
+        return True
+
+    async def _feed_claimed(self, claims: Claims) -> None:
+        """Several runs on one campaign: rows claimed a few at a time, until none is left to anyone.
+
+        Rows another run left `unknown` and no longer holds are looked up; rows another
+        live run holds are its own; a dead run's rows come back when its lease runs out,
+        so this run waits for that rather than end with rows nobody will take.
+        """
+        deferred: list[tuple[JournalRow, Next]] = []
+        try:
+            while not self.stop.is_set():
+                if self.settler is not None:
+                    for row in self.journal.rows_by_id(claims.claim_orphans()):
+                        self._settle_later(row, row.intent_at or 0.0)
+                rows = self.journal.rows_by_id(claims.claim_dialable(self.limits.concurrency))
+                if rows:
+                    if not await self._offer_all(rows, deferred):
+                        break
+                    continue
+                held = claims.others_hold()
+                if held is None:
+                    break
+                await self._pause(min(held + 0.05, 1.0))
+        finally:
+            if deferred:
+                self.run_state.writer.submit(self._deferrals(deferred))
+
+    async def _offer_all(self, rows: list[JournalRow], deferred: list[tuple[JournalRow, Next]]) -> bool:
+        for row in rows:
+            if not await self._offer(row, deferred):
+                return False
+        return True
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+    async def _renew_claims(self) -> None:
+        """Keep this run's leases alive while it runs (a third of the lease between renewals)."""
+        if self.claims is None:
+            return
+        while True:
+            await asyncio.sleep(self.limits.claim_lease_seconds / 3)
+            await self.run_state.writer.commit([self.claims.renewal()])
 
     def _settle_earlier_runs(self) -> None:
         """Rows an earlier run left `unknown` (it crashed, or got no answer): look them up."""

@@ -41,7 +41,7 @@ from dialer.config import Campaign
 from dialer.model import FINAL_CHAT_STATUSES, CallOutcome, Status
 from dialer.optout import opted_out
 from dialer.pacing import LiveCeiling
-from dialer.store import Journal, JournalWriter, LiveCall, Write, calls, outcome
+from dialer.store import JournalStore, LiveCall, Write, calls, outcome
 from dialer.transitions import CallNext, RedialPolicy, after_call, redial_after
 
 log = structlog.get_logger("dialer")
@@ -61,6 +61,7 @@ class Tracked:
     lead_id: int
     placed_at: float  # epoch seconds
     status: str = ""
+    slot: bool = True  # holds a slot of this run's live-call ceiling
 
 
 class Follower:
@@ -103,6 +104,15 @@ class Follower:
             self.live[call.call_id] = Tracked(call.lead_id, call.placed_at, call.status)
         if self.live:
             self.drained.clear()
+
+    def adopt(self, live: list[LiveCall]) -> None:
+        """Calls other runs of a shared (PostgreSQL) campaign placed, followed too once this
+        run has dialed its rows: a run that died leaves its live calls to the survivors.
+        They hold no slot here; a call followed by two runs gets the same final row twice."""
+        for call in live:
+            if call.call_id not in self.live:
+                self.live[call.call_id] = Tracked(call.lead_id, call.placed_at, call.status, slot=False)
+                self.drained.clear()
 
     def track(self, lead_id: int, call_id: str, placed_at: float, *, take_slot: bool = False) -> None:
         """A call just accepted (its slot already held), or found by a look-up (`take_slot`)."""
@@ -190,7 +200,7 @@ class Follower:
         if last.status not in self.redial.waits and not out:
             return []  # the common case: no journal read
         now = self.redial_clock()
-        placed = calls.placed_count(self.run.journal.conn, tracked.lead_id)
+        placed = self.run.journal.placed_count(tracked.lead_id)
         decided = redial_after(last.status, placed, now, self.redial)
         if out and variable is not None and listed is not None:
             phone = self.run.journal.row(tracked.lead_id).phone
@@ -225,8 +235,8 @@ class Follower:
                 return shown
 
     def _ended(self, call_id: str, last: CallOutcome, decided: CallNext) -> None:
-        self.live.pop(call_id, None)
-        if self.ceiling is not None:
+        tracked = self.live.pop(call_id, None)
+        if self.ceiling is not None and (tracked is None or tracked.slot):
             self.ceiling.release()
         stats = self.run.stats
         if decided.timed_out:
@@ -264,12 +274,12 @@ async def poll_chats(run: Run, client: SynthflowClient, chats: list[LiveCall]) -
     return len(writes)
 
 
-async def collect(campaign: Campaign, journal: Journal, client: SynthflowClient) -> int:
+async def collect(campaign: Campaign, journal: JournalStore, client: SynthflowClient) -> int:
     """One poll of every call (or chat) still live in the journal, for `status` and `report`:
     the outcomes of calls that ended since. No POST, no slot, no waiting. The calls that ended."""
-    run = Run(journal, JournalWriter(journal.path), Progress())
+    run = Run(journal, journal.writer(), Progress())
     try:
-        live = calls.live_calls(journal.conn)
+        live = journal.live_calls()
         if not live:
             return 0
         if campaign.mode == "chat":

@@ -35,11 +35,17 @@ from dialer.store import (
     CallFigures,
     CampaignLock,
     ImportSummary,
-    Journal,
-    calls,
+    JournalStore,
     file_signature,
     journal_errors,
+    journal_exists,
+    journal_label,
+    journal_lock,
+    journal_url,
+    open_journal,
 )
+from dialer.store.pgurl import URL_SCHEMES, redact
+from dialer.store.pgurl import redact as redact_url
 from dialer.transitions import iso, never_open_reason
 
 # The stages that pull in pandas, numpy, phonenumbers, httpx or xlsxwriter are imported
@@ -50,6 +56,7 @@ if TYPE_CHECKING:
 
     from dialer.columns import ColumnMap
     from dialer.dispatch import Dispatcher
+    from dialer.store.moving import Moved
 
 __all__ = [
     "CallFigures",
@@ -61,6 +68,9 @@ __all__ = [
     "Validation",
     "campaign_status",
     "iso",
+    "journal_label",
+    "migrate_campaign",
+    "redact_url",
     "report_campaign",
     "run_campaign",
     "validate_campaign",
@@ -142,7 +152,7 @@ def import_signature(campaign: Campaign, path: Path) -> dict[str, Any]:
     return file_signature(path) | {"settings": verdict_settings(campaign)}
 
 
-def import_if_needed(campaign: Campaign, journal: Journal, path: Path) -> ImportSummary | None:
+def import_if_needed(campaign: Campaign, journal: JournalStore, path: Path) -> ImportSummary | None:
     """Import the leads file the first time, and again (matching by content) when its
     content or a setting that decided verdicts changed."""
     from dialer.columns import resolve_columns
@@ -208,13 +218,13 @@ def refuse_a_new_journal_after_calls(campaign: Campaign, report: Path) -> None:
         return
     seen = "cannot be read to tell" if placed < 0 else f"shows {placed} rows called"
     raise SetupError(
-        f"{campaign.journal_path}: the journal is new (deleted, emptied, or its -wal lost),"
+        f"{journal_label(campaign)}: the journal is new (deleted, emptied, or its -wal lost),"
         f" but the report {report} {seen}: a new journal would call them again; nothing"
         " sent. Restore the journal, or run with --new-journal to start afresh anyway"
     )
 
 
-def _law_groups(journal: Journal) -> dict[tuple[tuple[str, ...], LawRules], int]:
+def _law_groups(journal: JournalStore) -> dict[tuple[tuple[str, ...], LawRules], int]:
     """Dialable rows by (time zones, law): a few hundred groups, however many rows."""
     groups: Counter[tuple[tuple[str, ...], LawRules]] = Counter()
     for (zones, area_code, state), n in journal.law_groups(DIALABLE).items():
@@ -232,7 +242,7 @@ class _Due:
     next: datetime | None
 
 
-def _due(journal: Journal, campaign: Campaign, now: datetime) -> _Due:
+def _due(journal: JournalStore, campaign: Campaign, now: datetime) -> _Due:
     hours = CallingHours(campaign.hours)
     due_now = 0
     moments: list[datetime | None] = []
@@ -263,17 +273,29 @@ def _due(journal: Journal, campaign: Campaign, now: datetime) -> _Due:
     return _Due(now=max(due_now, 0), next=min(found) if found else None)
 
 
-def next_due(journal: Journal, campaign: Campaign, now: datetime) -> datetime | None:
+def next_due(journal: JournalStore, campaign: Campaign, now: datetime) -> datetime | None:
     """When the first row waiting for its calling hours (its campaign's and its law's) or for
     its number's per-24-hour cap becomes due."""
     return _due(journal, campaign, now).next
 
 
-def write_campaign_report(journal: Journal, path: Path) -> int:
+def write_campaign_report(journal: JournalStore, path: Path) -> int:
     from dialer.report import write_report
 
-    names = calls.collected_names(journal.conn)
+    names = journal.collected_names()
     return write_report(path, journal.headers, journal.report_rows(), names)
+
+
+def migrate_campaign(campaign: Campaign, url: str) -> Moved:
+    """Copy the campaign's SQLite journal into PostgreSQL at `url` (`dialer migrate`)."""
+    # Imported here: psycopg (libpq) is for PostgreSQL campaigns only.
+    from dialer.store.moving import copy_to_postgres
+
+    if journal_url(campaign) is not None:
+        raise SetupError(f"{campaign.path}: journal is already a PostgreSQL URL; nothing to migrate")
+    if not url.startswith(URL_SCHEMES):
+        raise SetupError(f"--to: {redact(url)!r} is not a postgresql:// URL")
+    return copy_to_postgres(campaign.journal_path, campaign.name, url)
 
 
 @dataclass
@@ -285,18 +307,21 @@ class Collect:
     transport: httpx.AsyncBaseTransport | None = None
 
 
-def collect_outcomes(campaign: Campaign, journal: Journal, how: Collect | None) -> str | None:
+def collect_outcomes(campaign: Campaign, journal: JournalStore, how: Collect | None) -> str | None:
     """One batched poll of the journal's live calls (or chats); a line saying why not, if not.
 
     Skipped while a run holds the campaign's lock: that run is following them already.
     """
-    if how is None or not calls.live_calls(journal.conn):
+    if how is None or not journal.live_calls():
         return None
     if not how.api_key:
         return "live calls not polled: no API key (their outcomes come with the next run)"
-    lock = CampaignLock(campaign.journal_path)
+    # A SQLite run holds the campaign's lock and follows its calls itself. PostgreSQL has no
+    # such lock (its runs share the rows): a call's final status written twice is the same row.
+    lock = CampaignLock(campaign.journal_path) if journal_url(campaign) is None else None
     try:
-        lock.acquire()
+        if lock is not None:
+            lock.acquire()
     except LockedError:
         return None  # a run is going: it follows them
     try:
@@ -322,25 +347,33 @@ def collect_outcomes(campaign: Campaign, journal: Journal, how: Collect | None) 
             return f"live calls not polled: {exc}"
         return None
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def report_campaign(campaign: Campaign, target: Path, collect: Collect | None = None) -> int:
     """Write the per-row report again from the journal (or, for a .html name, the campaign
     page), after collecting the outcomes of calls that ended since (given a key); the
     number of rows written."""
-    if not campaign.journal_path.exists():
-        raise SetupError(f"{campaign.journal_path}: no journal yet; run the campaign first")
-    journal = Journal(campaign.journal_path, campaign.name)
+    if not journal_exists(campaign):
+        raise SetupError(f"{journal_label(campaign)}: no journal yet; run the campaign first")
+    journal = open_journal(campaign)
     try:
         if not journal.is_imported:
-            raise SetupError(f"{campaign.journal_path}: no leads imported yet; run the campaign first")
+            raise SetupError(f"{journal_label(campaign)}: no leads imported yet; run the campaign first")
         note = collect_outcomes(campaign, journal, collect)
         if note:
             log.warning("calls.not_polled", reason=note)
         if target.suffix.lower() in (".html", ".htm"):
             from dialer.page import write_page  # matplotlib: only when a page is asked for
+            from dialer.store import Journal
 
+            if not isinstance(journal, Journal):
+                # The page's figures are SQLite queries (store/figures.py): not yet carried over.
+                raise SetupError(
+                    f"{journal_label(campaign)}: the campaign page reads a SQLite journal only, for now;"
+                    " `dialer report` writes the CSV/XLSX report from PostgreSQL"
+                )
             return write_page(campaign, journal, target)
         return write_campaign_report(journal, target)
     finally:
@@ -348,7 +381,7 @@ def report_campaign(campaign: Campaign, target: Path, collect: Collect | None = 
 
 
 async def _dispatch(
-    campaign: Campaign, journal: Journal, options: RunOptions, suppressed: dict[str, str]
+    campaign: Campaign, journal: JournalStore, options: RunOptions, suppressed: dict[str, str]
 ) -> RunStats:
     from dialer import client as api
     from dialer.dispatch import Dispatcher, DispatchOptions
@@ -423,8 +456,8 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
 
     quiet_by_default()
     check_report_path(options.report or campaign.report_path)  # a .pdf is refused before any call
-    with CampaignLock(campaign.journal_path), journal_errors(campaign.journal_path):
-        journal = Journal(campaign.journal_path, campaign.name)
+    with journal_lock(campaign), journal_errors(campaign.journal_path):
+        journal = open_journal(campaign)
         try:
             campaign = with_leads(campaign, options.leads)
             report = options.report or campaign.report_path
@@ -458,7 +491,7 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
                 imported=imported,
                 report=report,
                 next_due=next_due(journal, campaign, now),
-                calls=calls.call_figures(journal.conn, now.timestamp()) if campaign.mode == "call" else None,
+                calls=journal.call_figures(now.timestamp()) if campaign.mode == "call" else None,
             )
         finally:
             journal.close()
@@ -632,9 +665,9 @@ def campaign_status(
     given a key (`collect`), the outcomes of calls that ended since are collected first."""
     from dialer.numbers import NumberPool
 
-    if not campaign.journal_path.exists():
+    if not journal_exists(campaign):
         return None
-    journal = Journal(campaign.journal_path, campaign.name)
+    journal = open_journal(campaign)
     try:
         note = collect_outcomes(campaign, journal, collect)
         now = clock()
@@ -645,10 +678,10 @@ def campaign_status(
             next_due=due.next,
             removed=journal.count_removed(),
             caps_reset=NumberPool(campaign.numbers, journal.number_usage()).next_reset(now),
-            calls=calls.call_figures(journal.conn, now.timestamp()),
+            calls=journal.call_figures(now.timestamp()),
             note=note,
             # On the wall clock, as in dispatch.rested_now: calls are stamped with it.
-            rested=rested_callers(calls.recent_by_caller(journal.conn, time.time() - WINDOW.total_seconds())),
+            rested=rested_callers(journal.recent_by_caller(time.time() - WINDOW.total_seconds())),
         )
     finally:
         journal.close()

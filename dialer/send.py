@@ -40,7 +40,8 @@ from dialer.law import LawRules, rules_for
 from dialer.model import JournalRow, Status
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import LiveCeiling, Pacer, Ticket
-from dialer.store import NumberTaken, intent, restore
+from dialer.store import NumberTaken, RateGate, RateGrant, intent, restore
+from dialer.store.claims import ClaimLost
 from dialer.transitions import (
     Next,
     Policy,
@@ -99,10 +100,13 @@ class Sender:
         clock: Clock,
         suppressed: Mapping[str, str],
         live: LiveCeiling | None = None,
+        gate: RateGate | None = None,
     ) -> None:
-        """`live`: the live-call ceiling (call mode); an accepted call keeps its slot."""
+        """`live`: the live-call ceiling (call mode); an accepted call keeps its slot.
+        `gate`: the send window shared with other runs and campaigns (None: this run alone)."""
         self.run = run
         self.live = live
+        self.gate = gate
         self.campaign = campaign
         self.limits = campaign.limits
         self.policy = Policy(campaign.mode, campaign.limits.max_attempts)
@@ -293,9 +297,14 @@ class Sender:
                     # hours are checked last, right before the request leaves.
                     if self.run.stop.is_set() or not self._still_open(attempt):
                         return
+                    # The shared window's grant comes last, with the connection in hand, so
+                    # little time passes between the grant and the request leaving.
+                    on_sent = (
+                        ticket.left if self.gate is None else self._both(ticket, await self.gate.acquire())
+                    )
                     attempt.sending = True
                     self.run.stats.requests += 1
-                    answer = await self.client.post(self._path, attempt.body, on_sent=ticket.left, lane=lane)
+                    answer = await self.client.post(self._path, attempt.body, on_sent=on_sent, lane=lane)
                     attempt.sending = False
                 if self.run.reach.note(answer):
                     self.run.fail(self.run.reach.unreachable())  # the rows stay dialable
@@ -311,10 +320,20 @@ class Sender:
                     self.run.stats.live_refusals += 1
                 else:
                     self.pacer.throttle(ticket, answer.retry_after)
+                    if self.gate is not None:
+                        await self.gate.throttled()
             attempt.throttles += 1
             log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
             if self.run.stop.is_set() or attempt.throttles >= MAX_THROTTLES:
                 return  # a 429 means not placed: the row goes back untouched
+
+    @staticmethod
+    def _both(ticket: Ticket, grant: RateGrant) -> Callable[[], None]:
+        def left() -> None:
+            ticket.left()
+            grant.left()
+
+        return left
 
     def _still_open(self, attempt: Attempt) -> bool:
         """The row's hours, checked again after a wait (a slow rate, a Retry-After, a busy lane)."""
@@ -370,6 +389,10 @@ class Sender:
         except NumberTaken:
             attempt.intent_committed = False
             attempt.taken = True
+            return False
+        except ClaimLost:
+            # Another run holds the row now (this run's lease ran out): it is theirs to send.
+            attempt.intent_committed = False
             return False
         return True
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: real sandbox servers on loopback, each with a record file in tmp_path."""
+"""Shared fixtures: real sandbox servers on loopback (a record file each in tmp_path), a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ from typing import Any
 import pytest
 
 from dialer.sandbox import RunningSandbox, SandboxOptions, read_record, spawn_process, start_in_thread
+from tests.pg import pg_server, pg_url
+from tests.stores import store
 
-__all__ = ["posts", "read_record", "write_leads"]  # helpers tests import from here
+# Helpers tests import from here (read_record re-exported too). The PostgreSQL fixtures:
+# a throwaway server per session, a new database (or store) per test.
+__all__ = ["pg_server", "pg_url", "posts", "read_record", "store", "write_leads"]
 
 MakeSandbox = Callable[..., RunningSandbox]
 

@@ -17,7 +17,7 @@ from dialer.caps import rested_callers
 from dialer.config import load_campaign
 from dialer.run import campaign_status
 from dialer.sandbox import read_record
-from dialer.store import Journal, calls
+from dialer.store import Journal
 from tests.conftest import MakeSandbox
 from tests.test_redial import KEY, START, run_at, write_campaign
 
@@ -75,7 +75,7 @@ def test_a_caller_id_whose_calls_fail_is_rested_and_status_says_why(
     # Only the calls of the last 24 hours count: once they are older, it dials again.
     journal = Journal(tmp_path / "out" / "journal.sqlite", "redial")
     try:
-        assert A in rested_callers(calls.recent_by_caller(journal.conn, time.time() - 86400))
-        assert A not in rested_callers(calls.recent_by_caller(journal.conn, time.time() + 1))
+        assert A in rested_callers(journal.recent_by_caller(time.time() - 86400))
+        assert A not in rested_callers(journal.recent_by_caller(time.time() + 1))
     finally:
         journal.close()

@@ -11,7 +11,9 @@ import json
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dialer.model import CallOutcome
 from dialer.store.writes import Write, utc_now_iso
@@ -31,13 +33,14 @@ def placed(row_id: int, at: float) -> list[Write]:
     """The row's call (its `call_id`, just committed) was accepted: a new live call.
 
     Placed at the row's intent time (a second before the API took it, at most), or `at`.
-    INSERT OR IGNORE: the same call found again by a look-up is one call.
+    ON CONFLICT DO NOTHING (both stores' SQL): the same call found again by a look-up is one call.
     """
     return [
         Write(
-            "INSERT OR IGNORE INTO calls (call_id, lead_id, ordinal, from_number, placed_at)"
+            "INSERT INTO calls (call_id, lead_id, ordinal, from_number, placed_at)"
             " SELECT call_id, id, (SELECT count(*) FROM calls WHERE lead_id = ?) + 1, from_number,"
-            " COALESCE(intent_at, ?) FROM leads WHERE id = ? AND call_id != ''",
+            " COALESCE(intent_at, ?) FROM leads WHERE id = ? AND call_id != ''"
+            " ON CONFLICT (call_id) DO NOTHING",
             (row_id, at, row_id),
         )
     ]
@@ -91,33 +94,64 @@ def opted_out(lead_id: int, call_id: str, said: str, *, cancel: bool) -> list[Wr
     ]
 
 
-def recent_by_caller(conn: sqlite3.Connection, since: float) -> dict[str, list[tuple[str, float | None]]]:
+# [redial]'s reads, in SQL both stores run (`?` becomes `%s` for PostgreSQL).
+RECENT_BY_CALLER_SQL = (
+    "SELECT from_number, status, duration FROM calls WHERE placed_at > ? AND final = 1"
+    " AND timed_out = 0 AND from_number != '' ORDER BY placed_at DESC"
+)
+PLACED_COUNT_SQL = "SELECT count(*) FROM calls WHERE lead_id = ?"
+BY_ATTEMPT_SQL = (
+    "SELECT ordinal, sum(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), count(*) FROM calls"
+    " WHERE final = 1 AND timed_out = 0 GROUP BY ordinal ORDER BY ordinal"
+)
+WAITING_SQL = (
+    "SELECT count(*), min(redial_at) FROM leads WHERE status = 'deferred' AND redial_at > ?"
+    " AND position IS NOT NULL"
+)
+
+
+def recent_from(rows: Iterable[Sequence[Any]]) -> dict[str, list[tuple[str, float | None]]]:
     """Per caller id, its calls placed since epoch `since` that ended, newest first, as
-    (final status, duration): what caller-id health reads."""
+    (final status, duration): what caller-id health reads (RECENT_BY_CALLER_SQL's rows)."""
     found: dict[str, list[tuple[str, float | None]]] = {}
-    rows = conn.execute(
-        "SELECT from_number, status, duration FROM calls WHERE placed_at > ? AND final = 1"
-        " AND timed_out = 0 AND from_number != '' ORDER BY placed_at DESC",
-        (since,),
-    )
     for number, status, duration in rows:
-        found.setdefault(str(number), []).append((str(status), duration))
+        found.setdefault(str(number), []).append((str(status), None if duration is None else float(duration)))
     return found
+
+
+def recent_by_caller(conn: sqlite3.Connection, since: float) -> dict[str, list[tuple[str, float | None]]]:
+    return recent_from(conn.execute(RECENT_BY_CALLER_SQL, (since,)))
 
 
 def placed_count(conn: sqlite3.Connection, lead_id: int) -> int:
     """Calls placed for the lead in all (redials included): what max_calls counts."""
-    return int(conn.execute("SELECT count(*) FROM calls WHERE lead_id = ?", (lead_id,)).fetchone()[0])
+    return int(conn.execute(PLACED_COUNT_SQL, (lead_id,)).fetchone()[0])
+
+
+# The reads, in SQL both stores run (the collected names' excepted: JSON is each one's own).
+LIVE_SQL = (
+    "SELECT c.call_id, c.lead_id, c.placed_at, c.status FROM calls c"
+    " JOIN leads l ON l.id = c.lead_id AND l.call_id = c.call_id"
+    " WHERE c.final = 0 ORDER BY c.placed_at"
+)
+FIGURES_SQL = "SELECT status, final, timed_out, count(*) FROM calls GROUP BY status, final, timed_out"
+COLLECTED_SQL = (
+    "SELECT DISTINCT j.key FROM calls, json_each(calls.collected) AS j WHERE calls.collected != '{}'"
+    " ORDER BY j.key"
+)
+PG_COLLECTED_SQL = (
+    "SELECT DISTINCT j.key FROM calls, jsonb_each(calls.collected::jsonb) AS j"
+    " WHERE calls.collected != '{}' ORDER BY j.key"
+)
+
+
+def live_from(rows: Iterable[Sequence[Any]]) -> list[LiveCall]:
+    return [LiveCall(str(a), int(b), float(c), str(d)) for a, b, c, d in rows]
 
 
 def live_calls(conn: sqlite3.Connection) -> list[LiveCall]:
     """Every row's latest call still live, oldest first."""
-    rows = conn.execute(
-        "SELECT c.call_id, c.lead_id, c.placed_at, c.status FROM calls c"
-        " JOIN leads l ON l.id = c.lead_id AND l.call_id = c.call_id"
-        " WHERE c.final = 0 ORDER BY c.placed_at"
-    )
-    return [LiveCall(str(a), int(b), float(c), str(d)) for a, b, c, d in rows]
+    return live_from(conn.execute(LIVE_SQL))
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +182,14 @@ class CallFigures:
         return self.by_status.get("completed", 0) / ended if ended else None
 
 
-def call_figures(conn: sqlite3.Connection, now: float | None = None) -> CallFigures:
-    """The figures; `now` (epoch seconds, the dispatcher's clock): redials not due by then."""
+def figures_from(
+    rows: Iterable[Sequence[Any]],
+    by_attempt_rows: Iterable[Sequence[Any]] = (),
+    waiting: Sequence[Any] | None = None,
+) -> CallFigures:
+    """The figures from FIGURES_SQL's rows, BY_ATTEMPT_SQL's, and WAITING_SQL's one row."""
     by_status: Counter[str] = Counter()
     live = timed_out = 0
-    rows = conn.execute(
-        "SELECT status, final, timed_out, count(*) FROM calls GROUP BY status, final, timed_out"
-    )
     for status, final, gave_up, n in rows:
         if not final:
             live += n
@@ -162,25 +197,22 @@ def call_figures(conn: sqlite3.Connection, now: float | None = None) -> CallFigu
             timed_out += n
         else:
             by_status[str(status)] += n
-    by_attempt = {
-        int(ordinal): (int(completed), int(ended))
-        for ordinal, completed, ended in conn.execute(
-            "SELECT ordinal, sum(status = 'completed'), count(*) FROM calls"
-            " WHERE final = 1 AND timed_out = 0 GROUP BY ordinal ORDER BY ordinal"
-        )
-    }
-    waiting, soonest = conn.execute(
-        "SELECT count(*), min(redial_at) FROM leads WHERE status = 'deferred' AND redial_at > ?"
-        " AND position IS NOT NULL",
-        (time.time() if now is None else now,),
-    ).fetchone()
-    return CallFigures(by_status, live, timed_out, by_attempt, int(waiting), soonest)
+    by_attempt = {int(ordinal): (int(completed), int(ended)) for ordinal, completed, ended in by_attempt_rows}
+    count, soonest = waiting if waiting is not None else (0, None)
+    return CallFigures(
+        by_status, live, timed_out, by_attempt, int(count), None if soonest is None else float(soonest)
+    )
+
+
+def call_figures(conn: sqlite3.Connection, now: float | None = None) -> CallFigures:
+    """The figures; `now` (epoch seconds, the dispatcher's clock): redials not due by then."""
+    return figures_from(
+        conn.execute(FIGURES_SQL),
+        conn.execute(BY_ATTEMPT_SQL).fetchall(),
+        conn.execute(WAITING_SQL, (time.time() if now is None else now,)).fetchone(),
+    )
 
 
 def collected_names(conn: sqlite3.Connection) -> list[str]:
     """Every collected variable any call returned, sorted: a report column each."""
-    rows = conn.execute(
-        "SELECT DISTINCT j.key FROM calls, json_each(calls.collected) AS j WHERE calls.collected != '{}'"
-        " ORDER BY j.key"
-    )
-    return [str(name) for (name,) in rows]
+    return [str(name) for (name,) in conn.execute(COLLECTED_SQL)]

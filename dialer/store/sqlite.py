@@ -16,11 +16,16 @@ from typing import Any
 
 from dialer.cells import decode_row
 from dialer.columns import ColumnMap
+from dialer.config import Campaign
 from dialer.errors import JournalError
 from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
+from dialer.store import calls
+from dialer.store.base import RateGate
+from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.db import connect, sql_list, transaction
 from dialer.store.importing import ImportSummary, first_import, lead_records, reimport
 from dialer.store.migrations import migrate
+from dialer.store.writer import JournalWriter
 from dialer.store.writes import utc_now_iso
 
 
@@ -32,6 +37,71 @@ def _advice(exc: BaseException) -> str:
             " --new-journal (rows already called may be called again)"
         )
     return ""
+
+
+# Reads in SQL both stores run (postgres.py uses them too).
+LAW_GROUPS_SQL = (
+    "SELECT timezones, CASE WHEN phone LIKE '+1%' AND length(phone) = 12"
+    " THEN substr(phone, 3, 3) ELSE '' END, state, count(*) FROM leads"
+    " WHERE status IN ({marks}) AND position IS NOT NULL GROUP BY 1, 2, 3"
+)
+DIALABLE_DIALS_SQL = (
+    "SELECT l.phone, l.timezones, l.state, d.at FROM dials d {join} leads l"
+    f" ON l.phone = d.phone WHERE d.at > ? AND l.status IN ({sql_list(DIALABLE)})"
+    " AND l.position IS NOT NULL"
+)
+DIALS_SQL = "SELECT at FROM dials WHERE phone = ? AND at > ?"
+REPORT_SQL = (
+    "SELECT l.raw, l.status, l.call_id, l.from_number, l.attempts, l.error, l.updated_at,"
+    " c.status, c.end_reason, c.duration, c.recording_url, c.collected,"
+    " (SELECT count(*) FROM calls n WHERE n.lead_id = l.id)"
+    " FROM leads l LEFT JOIN calls c ON c.call_id = l.call_id AND l.call_id != ''"
+    " WHERE l.position IS NOT NULL ORDER BY l.position"
+)
+
+
+def law_groups_from(rows: Iterable[Sequence[Any]]) -> dict[tuple[tuple[str, ...], str, str], int]:
+    return {(tuple(str(zones).split()), str(code), str(state)): int(n) for zones, code, state, n in rows}
+
+
+def dials_from(rows: Iterable[Sequence[Any]]) -> dict[tuple[str, tuple[str, ...], str], list[float]]:
+    found: dict[tuple[str, tuple[str, ...], str], list[float]] = {}
+    for phone, zones, state, at in rows:
+        found.setdefault((str(phone), tuple(str(zones).split()), str(state)), []).append(float(at))
+    return found
+
+
+REDIALS_WAITING_SQL = (
+    "SELECT phone, timezones, state, redial_at FROM leads WHERE status = ? AND redial_at > ?"
+    " AND position IS NOT NULL ORDER BY redial_at"
+)
+
+
+def redials_from(rows: Iterable[Sequence[Any]]) -> list[tuple[str, tuple[str, ...], str, float]]:
+    return [(str(p), tuple(str(z).split()), str(s), float(d)) for p, z, s, d in rows]
+
+
+def report_row(record: Sequence[Any]) -> tuple[list[str], Outcome]:
+    """A row of REPORT_SQL: the row's cells and its outcome with its latest call."""
+    raw, status, call_id, from_number, attempts, error, updated_at = record[:7]
+    call_status, end_reason, duration, recording_url, collected, placed = record[7:]
+    return (
+        decode_row(str(raw)),
+        Outcome(
+            status=str(status),
+            id=str(call_id),
+            from_number=str(from_number),
+            attempts=int(attempts),
+            error=str(error),
+            updated_at=str(updated_at),
+            call_status=call_status or "",
+            end_reason=end_reason or "",
+            duration=duration,
+            calls=int(placed),
+            recording_url=recording_url or "",
+            collected=json.loads(collected) if collected else {},
+        ),
+    )
 
 
 class Journal:
@@ -58,8 +128,28 @@ class Journal:
         elif name != campaign_name:
             raise JournalError(f"{path}: this journal belongs to campaign {name!r}, not {campaign_name!r}")
 
+    @property
+    def label(self) -> str:
+        return str(self.path)
+
     def close(self) -> None:
         self.conn.close()
+
+    def writer(self) -> JournalWriter:
+        return JournalWriter(self.path)
+
+    def claims(self, lease_seconds: float) -> None:
+        return None  # the flock keeps every other run out: no claims needed
+
+    def rows_by_id(self, ids: Sequence[int]) -> list[JournalRow]:
+        return [self.row(i) for i in ids]
+
+    def rate_gate(self, campaign: Campaign) -> RateGate | None:
+        if campaign.account is None:
+            return None
+        from dialer.store.filerate import FileRate
+
+        return FileRate.for_account(campaign)
 
     # -- meta -----------------------------------------------------------------
 
@@ -184,44 +274,41 @@ class Journal:
         or '', state column), with their counts."""
         statuses = sorted(statuses)
         marks = ",".join("?" * len(statuses))
-        rows = self.conn.execute(
-            "SELECT timezones, CASE WHEN phone LIKE '+1%' AND length(phone) = 12"
-            " THEN substr(phone, 3, 3) ELSE '' END, state, count(*) FROM leads"
-            f" WHERE status IN ({marks}) AND position IS NOT NULL GROUP BY 1, 2, 3",
-            tuple(statuses),
-        )
-        return {(tuple(str(zones).split()), str(code), str(state)): int(n) for zones, code, state, n in rows}
+        return law_groups_from(self.conn.execute(LAW_GROUPS_SQL.format(marks=marks), tuple(statuses)))
 
     def dialable_dials_since(self, since: float) -> dict[tuple[str, tuple[str, ...], str], list[float]]:
         """(phone, time zones, state column) of each dialable row dialed after `since`, with
         those intents: the rows a per-24-hour cap may hold back (few, however large the file)."""
-        rows = self.conn.execute(
-            # The last day's dials first (CROSS JOIN keeps that order in SQLite), each then
-            # looked up among the leads: a million pending rows cost nothing here.
-            "SELECT l.phone, l.timezones, l.state, d.at FROM dials d CROSS JOIN leads l"
-            f" ON l.phone = d.phone WHERE d.at > ? AND l.status IN ({sql_list(DIALABLE)})"
-            " AND l.position IS NOT NULL",
-            (since,),
-        )
-        found: dict[tuple[str, tuple[str, ...], str], list[float]] = {}
-        for phone, zones, state, at in rows:
-            found.setdefault((str(phone), tuple(str(zones).split()), str(state)), []).append(float(at))
-        return found
+        # The last day's dials first (CROSS JOIN keeps that order in SQLite), each then
+        # looked up among the leads: a million pending rows cost nothing here.
+        return dials_from(self.conn.execute(DIALABLE_DIALS_SQL.format(join="CROSS JOIN"), (since,)))
 
     def redials_waiting(self, now: float) -> list[tuple[str, tuple[str, ...], str, float]]:
         """[redial]: rows whose next call is due after epoch `now`, as (phone, time zones,
         state, due), soonest first."""
-        rows = self.conn.execute(
-            "SELECT phone, timezones, state, redial_at FROM leads WHERE status = ? AND redial_at > ?"
-            " AND position IS NOT NULL ORDER BY redial_at",
-            (Status.DEFERRED, now),
-        )
-        return [(str(p), tuple(str(z).split()), str(s), float(d)) for p, z, s, d in rows]
+        return redials_from(self.conn.execute(REDIALS_WAITING_SQL, (Status.DEFERRED, now)))
 
     def dials_since(self, phone: str, since: float) -> list[float]:
         """Epoch seconds of every committed intent to `phone` after `since`, by any row."""
-        rows = self.conn.execute("SELECT at FROM dials WHERE phone = ? AND at > ?", (phone, since))
+        rows = self.conn.execute(DIALS_SQL, (phone, since))
         return [float(at) for (at,) in rows]
+
+    def live_calls(self) -> list[LiveCall]:
+        """Every row's latest call still live, oldest first (what follow.py polls)."""
+        return calls.live_calls(self.conn)
+
+    def call_figures(self, now: float | None = None) -> CallFigures:
+        return calls.call_figures(self.conn, now)
+
+    def placed_count(self, lead_id: int) -> int:
+        return calls.placed_count(self.conn, lead_id)
+
+    def recent_by_caller(self, since: float) -> dict[str, list[tuple[str, float | None]]]:
+        return calls.recent_by_caller(self.conn, since)
+
+    def collected_names(self) -> list[str]:
+        """Every collected variable any call returned, sorted: a report column each."""
+        return calls.collected_names(self.conn)
 
     def recent_sends(self, seconds: float = 5.0) -> list[float]:
         """Monotonic times at which an earlier run may have sent its last requests.
@@ -248,33 +335,8 @@ class Journal:
 
     def report_rows(self) -> Iterator[tuple[list[str], Outcome]]:
         """Every row of the current leads file, in file order, with its outcome and latest call."""
-        cursor = self.conn.execute(
-            "SELECT l.raw, l.status, l.call_id, l.from_number, l.attempts, l.error, l.updated_at,"
-            " c.status, c.end_reason, c.duration, c.recording_url, c.collected,"
-            " (SELECT count(*) FROM calls n WHERE n.lead_id = l.id)"
-            " FROM leads l LEFT JOIN calls c ON c.call_id = l.call_id AND l.call_id != ''"
-            " WHERE l.position IS NOT NULL ORDER BY l.position"
-        )
-        for record in cursor:
-            raw, status, call_id, from_number, attempts, error, updated_at = record[:7]
-            call_status, end_reason, duration, recording_url, collected, calls = record[7:]
-            yield (
-                decode_row(raw),
-                Outcome(
-                    status=status,
-                    id=call_id,
-                    from_number=from_number,
-                    attempts=attempts,
-                    error=error,
-                    updated_at=updated_at,
-                    call_status=call_status or "",
-                    end_reason=end_reason or "",
-                    duration=duration,
-                    calls=calls,
-                    recording_url=recording_url or "",
-                    collected=json.loads(collected) if collected else {},
-                ),
-            )
+        for record in self.conn.execute(REPORT_SQL):
+            yield report_row(record)
 
     # -- whole-table transitions at the start of a run ------------------------
 

@@ -31,7 +31,10 @@ class Write:
     sql: str
     params: tuple[Any, ...]
     # A guard: when this statement changes no row, the writes after it in its group are
-    # skipped, `refused` is run instead, and the caller's commit raises NumberTaken.
+    # skipped, `refused` is run instead, and the caller's commit raises NumberTaken. With
+    # several runs on one campaign (PostgreSQL, claims.py) a guard also holds only while
+    # this run holds the row's claim; if it does not, nothing is run and the caller's
+    # commit raises ClaimLost.
     guard: bool = False
     refused: tuple[Write, ...] = ()
 
@@ -46,7 +49,8 @@ class NumberTaken(Exception):
 
 # The row that holds a number, as the `duplicate` verdict names it.
 HOLDER = (
-    "'same number as row ' || coalesce((SELECT o.position FROM leads o WHERE o.id ="
+    # CAST: PostgreSQL's coalesce wants one type (SQLite takes it as well).
+    "'same number as row ' || coalesce((SELECT CAST(o.position AS TEXT) FROM leads o WHERE o.id ="
     " (SELECT c.lead_id FROM called c WHERE c.phone = leads.phone)),"
     " 'no longer in the file, already called')"
 )
@@ -101,7 +105,7 @@ def intent(
         writes.append(
             Write(
                 "INSERT INTO number_usage (number, day, calls) VALUES (?, ?, 1)"
-                " ON CONFLICT (number, day) DO UPDATE SET calls = calls + 1",
+                " ON CONFLICT (number, day) DO UPDATE SET calls = number_usage.calls + 1",
                 (from_number, usage_day),
             )
         )
@@ -147,7 +151,9 @@ def restore(row: JournalRow, number: str, usage_day: str | None) -> list[Write]:
     if number and usage_day:
         writes.append(
             Write(
-                "UPDATE number_usage SET calls = max(calls - 1, 0) WHERE number = ? AND day = ?",
+                # CASE, not max(): the same text runs on SQLite and PostgreSQL.
+                "UPDATE number_usage SET calls = CASE WHEN calls > 0 THEN calls - 1 ELSE 0 END"
+                " WHERE number = ? AND day = ?",
                 (number, usage_day),
             )
         )

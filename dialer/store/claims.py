@@ -1,0 +1,131 @@
+"""Claims: several runs, on one host or many, dial one PostgreSQL campaign at once.
+
+A run takes rows in small batches (`claim_dialable`): one transaction marks them
+`claimed_by` this run with a lease (`claim_until`, on the database's clock), the
+rows chosen with FOR UPDATE SKIP LOCKED so two runs never wait on each other nor
+take the same row. The at-most-once rule does not rest on the claim alone: a
+row's intent (writes.intent, made `guarded`) is committed only WHERE the row is
+still claimed by this run, so a run whose lease ran out and whose row another
+run took cannot send it (the writer reports `ClaimLost` and the sender drops it).
+
+The run renews its leases while it lives (`renew`) and gives its claims back when
+it ends (`release`). A run that dies (kill -9, a lost host) leaves claims whose
+lease runs out:
+  - rows still `pending`/`deferred` never left: another run claims them again;
+  - rows `unknown` may have left: another run takes them over to *look them up*
+    (`claim_orphans`, then settle.py as after any crash), never to send them blindly.
+
+How procrastinate and pgqueuer claim work, and why we do not copy them whole:
+both pick with `... FOR UPDATE SKIP LOCKED` and set the job `doing`/`picked` in
+the same statement, as we do. But a job whose worker stops answering is run
+again: procrastinate's stalled-job retry and pgqueuer's re-pick of a job whose
+heartbeat is older than its retry timer. For a job that is a retry; for us it is
+a second phone call to a person whose first call may have rung. Here an expired
+lease on a row that may have left only ever leads to a look-up. And SKIP LOCKED
+protects rows, not a rate: the account's budget needs one serialisation point
+(pgrate.py). No session advisory locks on rows either: they die with a
+PgBouncer-pooled connection's owner only when the server notices, and outlive a
+dead client for as long as its TCP connection lingers; a lease is plain data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from dialer.model import DIALABLE, Status
+from dialer.store.db import sql_list
+from dialer.store.writes import Write
+
+if TYPE_CHECKING:
+    import psycopg  # psycopg loads libpq: only PostgreSQL campaigns pay for it
+
+NOW = "extract(epoch from clock_timestamp())::float8"
+
+
+class ClaimLost(Exception):
+    """The row's claim went to another run (this run's lease ran out): it must not be sent."""
+
+
+class Claims:
+    """This run's claims on a campaign's rows (one per run: `owner` names it)."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], lease_seconds: float) -> None:
+        self.conn = conn
+        self.lease = lease_seconds
+        self.owner = uuid.uuid4().hex
+        self._after = -1  # the position of the last row claimed in this pass over the file
+
+    def claim_dialable(self, limit: int) -> list[int]:
+        """Up to `limit` due rows in file order, free or whose claim ran out; claimed for this run.
+
+        Read on from the last row claimed (keyset on position): rows this run holds but
+        could not dial yet (hours closed) are not scanned again at every batch. At the end
+        of the file, once more from the top, for rows given back since (a dead run's).
+        """
+        ids = self._claim_after(self._after, limit)
+        if not ids and self._after >= 0:
+            self._after = -1
+            ids = self._claim_after(-1, limit)
+        return ids
+
+    def _claim_after(self, after: int, limit: int) -> list[int]:
+        with self.conn.transaction():
+            rows = self.conn.execute(
+                (
+                    f"WITH picked AS (SELECT id FROM leads WHERE status IN ({sql_list(DIALABLE)})"
+                    " AND position > %s"
+                    f" AND (claimed_by IS NULL OR claim_until < {NOW})"
+                    " ORDER BY position LIMIT %s FOR UPDATE SKIP LOCKED)"
+                    f" UPDATE leads SET claimed_by = %s, claim_until = {NOW} + %s"
+                    " FROM picked WHERE leads.id = picked.id RETURNING leads.id, leads.position"
+                ).encode(),
+                (after, limit, self.owner, self.lease),
+            ).fetchall()
+        if rows:
+            self._after = max(self._after, *(int(r[1]) for r in rows))
+        return [int(r[0]) for r in sorted(rows, key=lambda r: int(r[1]))]
+
+    def claim_orphans(self) -> list[int]:
+        """`unknown` rows no run holds (their run died or ended): this run looks them up."""
+        with self.conn.transaction():
+            rows = self.conn.execute(
+                (
+                    "WITH picked AS (SELECT id FROM leads WHERE status = %s AND position IS NOT NULL"
+                    f" AND (claimed_by IS NULL OR claim_until < {NOW}) FOR UPDATE SKIP LOCKED)"
+                    f" UPDATE leads SET claimed_by = %s, claim_until = {NOW} + %s"
+                    " FROM picked WHERE leads.id = picked.id RETURNING leads.id"
+                ).encode(),
+                (Status.UNKNOWN.value, self.owner, self.lease),
+            ).fetchall()
+        return sorted(int(r[0]) for r in rows)
+
+    def others_hold(self) -> float | None:
+        """Seconds until the first lease of another run on a row it may still dial runs out; None: none.
+
+        `pending` and `unknown` rows only: a `deferred` row another run holds was tried by it
+        this run (its hours were closed), and waiting for it could make two runs wait on each
+        other for ever.
+        """
+        row = self.conn.execute(
+            (
+                f"SELECT min(claim_until) - {NOW} FROM leads WHERE claimed_by IS NOT NULL"
+                f" AND claimed_by != %s AND status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
+            ).encode(),
+            (self.owner,),
+        ).fetchone()
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
+
+    def renewal(self) -> Write:
+        """The leases renewed, as a write for the run's writer: its transaction may hold locks
+        on this run's rows, and a renewal on another connection would wait on it for ever."""
+        return Write(
+            f"UPDATE leads SET claim_until = {NOW} + ? WHERE claimed_by = ?", (self.lease, self.owner)
+        )
+
+    def release(self) -> None:
+        """The run ends: its rows are free for the next one (`unknown` ones to be looked up)."""
+        self.conn.execute(
+            "UPDATE leads SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = %s",
+            (self.owner,),
+        )
