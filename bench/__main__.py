@@ -3,7 +3,7 @@
 python -m bench                       everything, with a 1,000,000-row file
 python -m bench --rows 200000         a smaller big file
 python -m bench --only ceiling,pacing some of: ceiling, validate, resume, pacing, sandbox,
-                                      sheets, page, outcomes, postgres
+                                      sheets, page, outcomes, postgres, redial
 python -m bench --quick               tiny sizes, a few seconds each (the smoke test)
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import bigfile, ceiling, outcomes, pacing, page, postgres, sandbox_store, sheets
+from bench import bigfile, ceiling, outcomes, pacing, page, postgres, redial, sandbox_store, sheets
 from bench.results import Context, Section
 
 BENCHES = {
@@ -34,6 +34,7 @@ BENCHES = {
     "page": page.run,
     "outcomes": outcomes.run,
     "postgres": postgres.run,
+    "redial": redial.run,
 }
 
 

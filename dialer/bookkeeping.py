@@ -109,6 +109,8 @@ class RunStats:
     calls_timed_out: int = 0
     most_live: int = 0
     live_refusals: int = 0  # POSTs answered 429 for the account's concurrency limit
+    opt_outs: int = 0  # calls that ended with the opt-out variable yes: numbers put on the list
+    redials: int = 0  # calls that ended with a status [redial] names: the lead is called again
 
     @property
     def elapsed(self) -> float:

@@ -9,7 +9,8 @@ its oldest counted call is 24 hours old.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from dialer.law import LawRules
@@ -47,3 +48,37 @@ def at_cap(cap: int, source: str, due: datetime) -> Next:
     return Next(
         Status.DEFERRED, f"{cap} calls to this number in 24 hours, the cap of {source}; due {iso(due)}"
     )
+
+
+# Caller-id health: carriers that flag a number as spam make its calls fail, or end them
+# within seconds (`user-canceled`, `spam`). A number is rested (not used) while, among its
+# last LOOKED_AT calls that ended in the last 24 hours, REST_AFTER or more went that way and
+# they are at least REST_SHARE of them: a day without calls, not a few failures of a
+# network blip (five, not one, and half, not a tenth).
+LOOKED_AT = 20
+REST_AFTER = 5
+REST_SHARE = 0.5
+SHORT_CANCEL_SECONDS = 10.0
+
+
+def is_bad_call(status: str, duration: float | None) -> bool:
+    """A call that says the carrier may be blocking its caller id."""
+    if status in ("failed", "spam"):
+        return True
+    return status == "user-canceled" and (duration or 0.0) < SHORT_CANCEL_SECONDS
+
+
+def rested_callers(recent: Mapping[str, Sequence[tuple[str, float | None]]]) -> dict[str, str]:
+    """Caller ids to rest, each with why; `recent`: per number, its calls of the last 24
+    hours that ended, newest first, as (final status, duration)."""
+    rested: dict[str, str] = {}
+    for number, ended in recent.items():
+        looked = ended[:LOOKED_AT]
+        bad = [status for status, duration in looked if is_bad_call(status, duration)]
+        if len(bad) >= REST_AFTER and len(bad) >= REST_SHARE * len(looked):
+            kinds = ", ".join(f"{status} {n}" for status, n in sorted(Counter(bad).items()))
+            rested[number] = (
+                f"{len(bad)} of its last {len(looked)} calls failed or were cut short ({kinds});"
+                " rested until they are 24 hours old"
+            )
+    return rested

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from dialer.config import Campaign
-    from dialer.run import CallFigures, RunResult
+    from dialer.run import CallFigures, CampaignStatus, RunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("pending", "deferred", "sent", "failed", "invalid", "duplicate", "suppressed", "unknown")
@@ -452,6 +452,19 @@ def run(
         sys.exit(result.exit_code)
 
 
+ORDINALS = {1: "first call", 2: "second", 3: "third"}
+
+
+def _by_attempt(figures: CallFigures) -> str:
+    """ "first call 40% of 100, second 25% of 60, third 20% of 45" """
+    shown = []
+    for attempt, (_completed, ended) in sorted(figures.by_attempt.items()):
+        rate = figures.pick_up_rate_of(attempt)
+        name = ORDINALS.get(attempt, f"call {attempt}")
+        shown.append(f"{name} {'-' if rate is None else f'{rate:.0%}'} of {ended}")
+    return ", ".join(shown)
+
+
 def _call_lines(
     out: Console,
     figures: CallFigures | None,
@@ -469,6 +482,11 @@ def _call_lines(
     if figures.timed_out:
         line += f"; never ended (given up): {figures.timed_out}"
     out.print(line)
+    if len(figures.by_attempt) > 1:  # [redial]: how each call of a lead fared
+        out.print(f"pick-up rate by attempt: {_by_attempt(figures)}")
+    if figures.redials_waiting and figures.next_redial is not None:
+        soonest = datetime.fromtimestamp(figures.next_redial, UTC)
+        out.print(f"redials waiting: {figures.redials_waiting}, the next due {_when(soonest)}")
     if polls is not None:
         ceiling = f" (max_live_calls {limit})" if limit else ""
         out.print(f"most calls live at once: {most_live}{ceiling}; {polls} GET requests to follow them")
@@ -580,6 +598,19 @@ def validate(campaign_file: str, leads: str | None, log_format: str) -> None:
             click.echo(json.dumps(body, indent=2, ensure_ascii=False))
 
 
+def _status_notes(out: Console, campaign: Campaign, found: CampaignStatus) -> None:
+    """status's last lines: unknown rows, capped and rested caller ids, live calls not polled."""
+    hint = _unknown_hint(campaign, found.counts)
+    if hint:
+        out.print(hint)
+    if found.caps_reset:
+        out.print(f"caller ids at their daily cap dial again from: {_when(found.caps_reset)}")
+    for number, why in sorted(found.rested.items()):
+        out.print(f"caller id {number} rested: {why}")
+    if found.note:
+        out.print(found.note)
+
+
 @main.command()
 @click.argument("campaign_file", type=click.Path(dir_okay=False))
 @click.option("--base-url", help="API base URL (overrides [api].base_url).")
@@ -621,13 +652,7 @@ def status(campaign_file: str, base_url: str | None, log_format: str) -> None:
             _call_lines(out, found.calls)
         out.print(f"due now: {found.due_now}")
         out.print(f"next due: {'now' if found.due_now else _when(found.next_due)}")
-        hint = _unknown_hint(campaign, found.counts)
-        if hint:
-            out.print(hint)
-        if found.caps_reset:
-            out.print(f"caller ids at their daily cap dial again from: {_when(found.caps_reset)}")
-        if found.note:
-            out.print(found.note)
+        _status_notes(out, campaign, found)
 
 
 @main.command()

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from dialer.errors import CampaignError
+from dialer.model import FINAL_CALL_STATUSES
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -150,11 +151,57 @@ class Outcomes(_Strict):
     # (calls stuck "in-progress" for days are real): the row keeps its last status, the slot
     # is freed. Four hours: longer than any real conversation, short enough for a day's run.
     give_up_after: float = 4 * 3600.0
+    # A collected variable: a call ending with it yes / true / 1 puts the number on the list.
+    opt_out_variable: Annotated[str, Field(min_length=1)] | None = None
+    opt_out_list: Path | None = None
 
     @field_validator("give_up_after", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _opt_out_both(self) -> Outcomes:
+        if (self.opt_out_variable is None) != (self.opt_out_list is None):
+            raise ValueError("opt_out_variable and opt_out_list go together: give both, or neither")
+        return self
+
+
+# The call statuses `[redial]` may name: the API's final ones.
+REDIAL_STATUSES = tuple(sorted(FINAL_CALL_STATUSES))
+
+
+class Redial(_Strict):
+    """`[redial]`: per final call status, the wait before the lead's next call; `max_calls`
+    calls per lead in all, the first included. A status not named is never redialed."""
+
+    waits: dict[str, float] = {}
+    max_calls: Annotated[int, Field(ge=1)] = 3
+
+    @model_validator(mode="before")
+    @classmethod
+    def _statuses(cls, data: Any) -> Any:
+        # The file names statuses as keys ("no-answer" = "2h"): they become `waits`.
+        if not isinstance(data, dict) or "waits" in data:
+            return data
+        waits: dict[str, float] = {}
+        rest: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "max_calls":
+                rest[key] = value
+            elif key in REDIAL_STATUSES:
+                try:
+                    waits[key] = parse_duration(value)
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
+            else:
+                near = difflib.get_close_matches(key, [*REDIAL_STATUSES, "max_calls"], n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ValueError(
+                    f"{key!r} is not a final call status{hint}; name one of {', '.join(REDIAL_STATUSES)},"
+                    " or max_calls"
+                )
+        return {**rest, "waits": waits}
 
 
 def _parse_date(value: str) -> date | None:
@@ -264,6 +311,7 @@ class Campaign(_Strict):
     limits: Limits = Limits()
     hours: Hours = Hours()
     outcomes: Outcomes = Outcomes()
+    redial: Redial = Redial()
     account: Account | None = None
 
     @field_validator("name")
@@ -407,6 +455,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             continue  # a database, not a file beside the campaign
         if key in data:
             data[key] = beside(data[key])
+    outcomes = data.get("outcomes")
+    if isinstance(outcomes, dict) and "opt_out_list" in outcomes:
+        outcomes["opt_out_list"] = beside(outcomes["opt_out_list"])
     if isinstance(data.get("suppress"), str):
         data["suppress"] = [data["suppress"]]
     if isinstance(data.get("suppress"), list):

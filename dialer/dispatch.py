@@ -24,7 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from dialer.bookkeeping import Clock, Progress, Run, RunStats, utc_now
+from dialer.caps import WINDOW, rested_callers
 from dialer.client import SynthflowClient
 from dialer.config import Campaign
 from dialer.follow import Follower
@@ -37,7 +40,19 @@ from dialer.send import Sender
 from dialer.settle import Settler
 from dialer.store import JournalStore, Write, outcome
 from dialer.store.claims import Claims
-from dialer.transitions import CAPPED, Next
+from dialer.transitions import CAPPED, Next, redial_waits
+
+log = structlog.get_logger("dialer")
+
+
+def rested_now(journal: JournalStore) -> dict[str, str]:
+    """Caller ids whose calls of the last 24 hours keep failing: not used this run, saying why.
+    On the wall clock: calls are stamped with it when placed."""
+    rested = rested_callers(journal.recent_by_caller(time.time() - WINDOW.total_seconds()))
+    for number, why in rested.items():
+        log.warning("caller_id.rested", number=number, reason=why)
+    return rested
+
 
 # Deferrals the feeder gathers before committing them.
 DEFER_BATCH = 2000
@@ -84,7 +99,7 @@ class Dispatcher:
             clock=asyncio.get_running_loop().time,
         )
         self.pacer = pacer
-        self.pool = NumberPool(campaign.numbers, journal.number_usage())
+        self.pool = NumberPool(campaign.numbers, journal.number_usage(), rested_now(journal))
         # The window shared with other runs and the account's other campaigns (None: alone).
         self.gate = journal.rate_gate(campaign)
         self.ceiling: LiveCeiling | None = None
@@ -93,7 +108,13 @@ class Dispatcher:
             # Calls an earlier run left live hold their slots from the start.
             live = journal.live_calls()
             self.ceiling = LiveCeiling(self.limits.max_live_calls, held=len(live))
-            self.follower = Follower(self.run_state, campaign, client, self.ceiling)
+            self.follower = Follower(
+                self.run_state,
+                campaign,
+                client,
+                self.ceiling,
+                redial_clock=lambda: options.clock().timestamp(),
+            )
             self.follower.load(live)
         self.sender = Sender(
             self.run_state,
@@ -254,6 +275,8 @@ class Dispatcher:
         if row.id in self._owned:
             return True
         now = self.options.clock()
+        if redial_waits(row, now):
+            return True  # [redial]: its next call is not due yet; it stays as it is
         law = rules_for(row.phone, row.state)  # cached per (area-code state, state column)
         if not self.hours.is_open(row.timezones, now, law):
             deferred.append((row, self.sender.closed(row, now, law)))

@@ -11,6 +11,12 @@ Every `poll_seconds` one poll looks at all live calls at once:
     decide   `transitions.after_call`: a final status ends the call (its outcome and the
              row's next state committed together), an unknown or live one keeps it live
              until `[outcomes] give_up_after`, then it is given up with its last status
+    opt-out  a call ending with `[outcomes] opt_out_variable` yes: its number is appended to
+             `opt_out_list` (before the commit: a crash writes it again, never loses it), and
+             a redial it would have had is cancelled (the row `suppressed`, saying why)
+    redial   `transitions.redial_after`: a status `[redial]` names, with calls left, makes
+             the row `deferred` until its next call is due, in the same commit as the
+             call's final status: a crash can never decide a redial twice
     release  each ended call frees its live-call slot; a call that ended `failed` counts
              for stop_when_failed
 
@@ -28,13 +34,15 @@ from dataclasses import dataclass
 
 import structlog
 
-from dialer.bookkeeping import Progress, Run, key_refused
+from dialer import optout
+from dialer.bookkeeping import Progress, Run, key_refused, utc_now
 from dialer.client import LookupError_, LookupRefused, SynthflowClient
 from dialer.config import Campaign
 from dialer.model import FINAL_CHAT_STATUSES, CallOutcome, Status
+from dialer.optout import opted_out
 from dialer.pacing import LiveCeiling
 from dialer.store import JournalStore, LiveCall, Write, calls, outcome
-from dialer.transitions import CallNext, after_call
+from dialer.transitions import CallNext, RedialPolicy, after_call, redial_after
 
 log = structlog.get_logger("dialer")
 
@@ -66,14 +74,21 @@ class Follower:
         client: SynthflowClient,
         ceiling: LiveCeiling | None = None,
         clock: Callable[[], float] = time.time,
+        redial_clock: Callable[[], float] | None = None,
     ) -> None:
+        """`redial_clock`: epoch seconds on the dispatcher's clock (the one the hours and
+        the caps read), from which a redial's due time is counted."""
         assert campaign.call is not None, "only calls are followed"
         self.run = run
         self.model_id = campaign.call.model_id
+        self.campaign_name = campaign.name
         self.settings = campaign.outcomes
         self.client = client
         self.ceiling = ceiling
         self.clock = clock
+        self.redial_clock = redial_clock or (lambda: utc_now().timestamp())
+        redial = campaign.redial
+        self.redial = RedialPolicy(dict(redial.waits), redial.max_calls)
         self.live: dict[str, Tracked] = {}
         self.drained = asyncio.Event()  # set while no call is live
         self.drained.set()
@@ -167,6 +182,8 @@ class Follower:
                 writes += calls.seen(last, final=True, timed_out=decided.timed_out, at=now)
                 if decided.error or decided.status != Status.SENT:
                     writes += outcome(tracked.lead_id, decided.status, error=decided.error)
+                elif not decided.timed_out:
+                    writes += self._after_end(call_id, tracked, last)
             elif seen is not None and seen.status != tracked.status:
                 tracked.status = seen.status
                 writes += calls.seen(seen, final=False)
@@ -175,6 +192,28 @@ class Follower:
         for call_id, _tracked, last, decided in ended:
             self._ended(call_id, last, decided)
         return len(ended)
+
+    def _after_end(self, call_id: str, tracked: Tracked, last: CallOutcome) -> list[Write]:
+        """An opt-out, or the lead's next call if `[redial]` wants one: written with the call's end."""
+        variable, listed = self.settings.opt_out_variable, self.settings.opt_out_list
+        out = variable is not None and opted_out(last.collected, variable)
+        if last.status not in self.redial.waits and not out:
+            return []  # the common case: no journal read
+        now = self.redial_clock()
+        placed = self.run.journal.placed_count(tracked.lead_id)
+        decided = redial_after(last.status, placed, now, self.redial)
+        if out and variable is not None and listed is not None:
+            phone = self.run.journal.row(tracked.lead_id).phone
+            optout.append(listed, phone, self.campaign_name, call_id, now)
+            self.run.stats.opt_outs += 1
+            said = f"opted out on call {call_id} ({variable} = {last.collected[variable]}); on {listed.name}"
+            if decided is not None:
+                said += f"; its redial ({decided.error}) cancelled"
+            return calls.opted_out(tracked.lead_id, call_id, said, cancel=decided is not None)
+        if decided is None:
+            return []
+        self.run.stats.redials += 1
+        return calls.redial(tracked.lead_id, call_id, decided.due, decided.error)
 
     async def _listed(self, watched: dict[str, Tracked], now: float) -> dict[str, CallOutcome]:
         """The watched calls the listing shows, page after page while paging is the cheaper."""

@@ -98,6 +98,8 @@ class JournalRow:
     cells: dict[str, str] = field(default_factory=dict)
     # The state column's text ("" when none): with the number's area code, it decides the law.
     state: str = ""
+    # [redial]: epoch seconds the lead's next call is due (None: no redial was decided).
+    redial_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

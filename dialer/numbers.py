@@ -14,7 +14,9 @@ today wins, ties going to pool order.
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
@@ -228,8 +230,12 @@ class NumberPool:
     ISO date of the number's own local day. The pool counts its own choices on top.
     """
 
-    def __init__(self, numbers: Numbers, usage: dict[tuple[str, str], int]) -> None:
+    def __init__(
+        self, numbers: Numbers, usage: dict[tuple[str, str], int], rested: Mapping[str, str] | None = None
+    ) -> None:
+        """`rested`: caller ids not to use this run (number -> why; caps.rested_callers)."""
         self.pool: tuple[str, ...] = tuple(numbers.pool)
+        self.rested: dict[str, str] = dict(rested or {})
         self.strategy = numbers.strategy
         self.daily_cap = numbers.daily_cap
         self._usage: dict[tuple[str, str], int] = dict(usage)
@@ -301,6 +307,10 @@ class NumberPool:
         days = self._current_days(now)
         counts = [self._usage.get((n, d), 0) for n, d in zip(self.pool, days, strict=True)]
         cap = self.daily_cap
+        if self.rested:
+            # A rested number counts as capped: every strategy passes it over.
+            cap = sys.maxsize if cap is None else cap
+            counts = [sys.maxsize if n in self.rested else c for n, c in zip(self.pool, counts, strict=True)]
         if self.strategy == "round_robin":
             index = self._round_robin(counts, cap)
         elif self.strategy == "least_used":
@@ -313,6 +323,11 @@ class NumberPool:
                     break
         if index is None:
             everywhere = cap is None or all(count >= cap for count in counts)
+            if everywhere and self.rested:
+                raise PoolExhausted(
+                    f"all {len(self.pool)} numbers are capped for the day or rested ({len(self.rested)}:"
+                    " their calls keep failing; see dialer status)"
+                )
             if everywhere:
                 raise PoolExhausted(f"all {len(self.pool)} numbers reached their daily cap of {cap}")
             raise PoolExhausted(

@@ -14,17 +14,18 @@ import json
 import logging
 import re
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from dialer.bookkeeping import Clock, Progress, RunStats, utc_now
-from dialer.caps import WINDOW, cap_for, due_after_cap
+from dialer.caps import WINDOW, cap_for, due_after_cap, rested_callers
 from dialer.config import Campaign
 from dialer.errors import DialerError, LockedError, SetupError
 from dialer.hours import CallingHours
@@ -258,6 +259,16 @@ def _due(journal: JournalStore, campaign: Campaign, now: datetime) -> _Due:
         if until is not None:
             due_now -= hours.is_open(zones, now, law)
             moments.append(hours.next_open(zones, until, law))
+    # Rows waiting for a redial ([redial]): due at their time, inside their hours.
+    redials = journal.redials_waiting(now.timestamp())
+    for phone, zones, state, redial_at in redials:
+        at = datetime.fromtimestamp(redial_at, UTC)
+        if not zones:
+            moments.append(at)
+            continue
+        law = rules_for(phone, state)
+        due_now -= hours.is_open(zones, now, law)
+        moments.append(hours.next_open(zones, at, law))
     found = [m for m in moments if m is not None]
     return _Due(now=max(due_now, 0), next=min(found) if found else None)
 
@@ -423,6 +434,20 @@ def quiet_by_default() -> None:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
 
 
+def start_opt_out_list(campaign: Campaign) -> None:
+    """The campaign's opt-out list exists from its first run (header only until someone opts
+    out), so any campaign may name it in `suppress` at once."""
+    from dialer.optout import ensure_list
+
+    listed = campaign.outcomes.opt_out_list
+    if listed is None:
+        return
+    try:
+        ensure_list(listed)
+    except OSError as exc:
+        raise SetupError(f"{listed}: cannot create the opt-out list: {exc.strerror or exc}") from None
+
+
 def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
     """Import (first run), dial every due row, write the report. Holds the campaign's lock."""
     from dialer.columns import check_placeholders
@@ -436,6 +461,7 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
         try:
             campaign = with_leads(campaign, options.leads)
             report = options.report or campaign.report_path
+            start_opt_out_list(campaign)
             if not journal.is_imported and not options.new_journal:
                 refuse_a_new_journal_after_calls(campaign, report)
             imported = import_if_needed(campaign, journal, campaign.leads)
@@ -465,7 +491,7 @@ def run_campaign(campaign: Campaign, options: RunOptions) -> RunResult:
                 imported=imported,
                 report=report,
                 next_due=next_due(journal, campaign, now),
-                calls=journal.call_figures() if campaign.mode == "call" else None,
+                calls=journal.call_figures(now.timestamp()) if campaign.mode == "call" else None,
             )
         finally:
             journal.close()
@@ -629,6 +655,7 @@ class CampaignStatus:
     caps_reset: datetime | None  # when a capped caller id may dial again
     calls: CallFigures | None = None  # per call status, pick-up rate, live calls
     note: str | None = None  # why live calls were not polled, if they were not
+    rested: dict[str, str] = field(default_factory=dict)  # caller ids rested now, and why
 
 
 def campaign_status(
@@ -651,8 +678,10 @@ def campaign_status(
             next_due=due.next,
             removed=journal.count_removed(),
             caps_reset=NumberPool(campaign.numbers, journal.number_usage()).next_reset(now),
-            calls=journal.call_figures(),
+            calls=journal.call_figures(now.timestamp()),
             note=note,
+            # On the wall clock, as in dispatch.rested_now: calls are stamped with it.
+            rested=rested_callers(journal.recent_by_caller(time.time() - WINDOW.total_seconds())),
         )
     finally:
         journal.close()

@@ -49,6 +49,7 @@ from dialer.transitions import (
     capped,
     on_suppression_list,
     outside_hours,
+    redial_waits,
     throttled_out,
 )
 
@@ -249,6 +250,8 @@ class Sender:
         """The pre-send checks: the row's next state if it may not be sent now, else its caller id."""
         if row.phone in self.suppressed:
             return on_suppression_list(self.suppressed[row.phone])
+        if redial_waits(row, now):
+            return Next(row.status, row.error)  # [redial]: not due yet, left as it is
         law = rules_for(row.phone, row.state)
         if not self.hours.is_open(row.timezones, now, law):
             return self.closed(row, now, law)

@@ -17,14 +17,17 @@ here, tested from a table in tests/test_transitions.py:
              not found             -> pending, dialed again
              failed                -> unknown, for a later run's look-up
     call:    still live           -> no change (followed on)
-             final status          -> sent (the report says how it ended; [redial] will
-                                      make some `deferred` here)
+             final status          -> sent (the report says how it ended)
+    redial:  final status named in [redial], fewer than max_calls calls
+                                   -> deferred until ended + its wait (`redial_after`,
+                                      journaled with the call's final status: once)
              no final status in time -> sent, "never ended: last seen <status> after <time>"
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -164,3 +167,42 @@ def after_call(seen: CallOutcome | None, age: float, give_up_after: float) -> Ca
         error=f"the call never ended: {shown} {_span(give_up_after)} after it was placed",
         timed_out=True,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RedialPolicy:
+    """`[redial]`: the wait (seconds) per final call status; calls per lead in all."""
+
+    waits: Mapping[str, float] = field(default_factory=dict)
+    max_calls: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Redial:
+    """A lead's next call: due at epoch `due`; the row is `deferred`, saying why, until then."""
+
+    due: float
+    error: str
+    status: Status = Status.DEFERRED
+
+
+def _at(epoch: float) -> str:
+    # To the second: a wait may be "90s".
+    moment = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+    return moment.replace("+00:00", "Z")
+
+
+def redial_after(call_status: str, calls_placed: int, ended_at: float, policy: RedialPolicy) -> Redial | None:
+    """Whether a lead whose latest call ended `call_status` at epoch `ended_at`, after
+    `calls_placed` calls in all (that one included), is called again, and when. None: not
+    again (the status is not named, or max_calls are spent): the row stays `sent`."""
+    wait = policy.waits.get(call_status)
+    if wait is None or calls_placed >= policy.max_calls:
+        return None
+    due = ended_at + wait
+    return Redial(due, f"{call_status} at {_at(ended_at)}; next call due {_at(due)}")
+
+
+def redial_waits(row: JournalRow, now: datetime) -> bool:
+    """The row's next call ([redial]) is not due yet at `now`: nothing is done with it."""
+    return row.redial_at is not None and row.status == Status.DEFERRED and now.timestamp() < row.redial_at

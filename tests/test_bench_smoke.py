@@ -63,6 +63,7 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:
         "7 page",
         "8 outcomes",
         "9 postgresql",
+        "10 redial",
     }
     for section in report["results"].values():
         assert section["rows"], section

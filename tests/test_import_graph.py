@@ -24,7 +24,7 @@ STAGES: list[set[str]] = [
     {"zones"},
     {"law"},  # the law table imports nothing of the dialer; mapping checks state columns with it
     {"columns", "phones"},
-    {"suppress"},
+    {"suppress", "optout"},  # optout: the opt-out list, appended to by follow.py
     {"mapping"},
     {"hours", "numbers", "pacing"},
     {"client"},

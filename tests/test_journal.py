@@ -284,7 +284,7 @@ def test_a_journal_of_schema_1_is_migrated_in_place_and_keeps_every_row(tmp_path
     assert "unanswered" not in _columns(path)
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "6"
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "7"
     rows = journal.conn.execute(
         "SELECT id, position, phone, status, attempts, call_id, error FROM leads"
     ).fetchall()
@@ -322,7 +322,7 @@ def test_a_journal_from_a_newer_dialer_is_refused_with_one_line(tmp_path: Path) 
     with pytest.raises(JournalError) as caught:
         Journal(path, "c")
     assert str(caught.value) == (
-        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 6);"
+        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 7);"
         " upgrade dialer to continue this campaign"
     )
 
@@ -413,7 +413,7 @@ def test_a_journal_of_schema_2_gains_the_calls_table_with_its_sent_rows_as_calls
     assert len(sent) == 3 and all(call_id for call_id, *_ in sent)  # the fixture is what it says
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == "6"
+    assert journal.get_meta("schema") == "7"
     journal.close()
 
     assert {"calls", "calls_lead", "calls_live"} <= _tables_and_indexes(path)
@@ -527,6 +527,7 @@ def test_migration_2_to_3_gives_each_called_number_to_its_first_caller(tmp_path:
     conn.execute("DROP TABLE called")
     conn.execute("DROP TABLE dials")
     conn.execute("ALTER TABLE leads DROP COLUMN state")
+    conn.execute("ALTER TABLE leads DROP COLUMN redial_at")
     conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     journal.close()
     journal = Journal(path, "c")
@@ -693,8 +694,93 @@ def test_dials_count_every_intent_and_a_restore_takes_its_own_back(store: Store)
     assert store.scalar("SELECT count(*) FROM dials") == 1
 
 
+def test_redials_opt_outs_and_their_figures_through_the_store(store: Store) -> None:
+    """[redial]'s writes and reads through the store: redial_at, placed_count,
+    recent_by_caller, redials_waiting, and the by-attempt and waiting parts of call_figures."""
+    from dialer.model import CallOutcome
+
+    journal = store.open()
+    leads = [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102"), _lead(4, "Cy", "+12125550103")]
+    _import(journal, leads, "a")
+
+    async def go(batches: list[list[j.Write]]) -> None:
+        writer = journal.writer()
+        for writes in batches:
+            await writer.commit(writes)
+        await writer.close()
+
+    def call(row_id: int, call_id: str, at: float) -> list[list[j.Write]]:
+        return [
+            j.intent(row_id, "+14155550100", "2026-12-01", at=at),
+            j.outcome(row_id, Status.SENT, call_id=call_id) + j.calls.placed(row_id, 5.0),
+        ]
+
+    asyncio.run(go([*call(1, "c-ann", 1001.0), *call(2, "c-bob", 1002.0)]))
+    assert (journal.placed_count(1), journal.placed_count(3)) == (1, 0)
+    asyncio.run(
+        go(
+            [
+                j.calls.seen(CallOutcome("c-ann", "no-answer"), final=True, at=1100.0)
+                + j.calls.redial(1, "c-ann", 5000.0, "no-answer: redial due"),
+                j.calls.seen(CallOutcome("c-bob", "completed", 42.0), final=True, at=1100.0)
+                + j.calls.opted_out(2, "c-bob", "asked not to be called", cancel=True),
+                j.calls.redial(2, "c-bob", 5000.0, "too late: the row is no longer sent"),
+            ]
+        )
+    )
+    ann, bob = journal.row(1), journal.row(2)
+    assert (ann.status, ann.redial_at, ann.error) == (Status.DEFERRED, 5000.0, "no-answer: redial due")
+    assert (bob.status, bob.redial_at, bob.error) == (Status.SUPPRESSED, None, "asked not to be called")
+    assert [row.redial_at for row in journal.rows_with_status({Status.DEFERRED})] == [5000.0]
+    assert journal.recent_by_caller(0.0) == {"+14155550100": [("completed", 42.0), ("no-answer", None)]}
+    assert journal.recent_by_caller(1001.5) == {"+14155550100": [("completed", 42.0)]}
+    assert journal.redials_waiting(4000.0) == [("+12125550101", ("America/New_York",), "", 5000.0)]
+    assert journal.redials_waiting(5000.0) == []
+    figures = journal.call_figures(4000.0)
+    assert (figures.by_attempt, figures.redials_waiting, figures.next_redial) == ({1: (1, 2)}, 1, 5000.0)
+    assert figures.pick_up_rate_of(1) == 0.5 and figures.pick_up_rate_of(2) is None
+    due = journal.call_figures(6000.0)
+    assert (due.redials_waiting, due.next_redial) == (0, None)
+    # The redial, once due: the lead's second call, counted as its second attempt.
+    asyncio.run(
+        go(
+            [
+                *call(1, "c-ann-2", 6001.0),
+                j.calls.seen(CallOutcome("c-ann-2", "completed"), final=True, at=6100.0),
+            ]
+        )
+    )
+    assert journal.placed_count(1) == 2
+    assert journal.call_figures(6000.0).by_attempt == {1: (1, 2), 2: (1, 1)}
+    assert store.scalar("SELECT ordinal FROM calls WHERE call_id = 'c-ann-2'") == 2
+
+
+def test_dialer_migrate_copies_redial_at(tmp_path: Path, pg_url: str) -> None:
+    """A redial waiting in a SQLite journal is still waiting, for the same moment, on PostgreSQL."""
+    from dialer.store.moving import copy_to_postgres
+    from dialer.store.postgres import PgJournal
+
+    path = tmp_path / "c.sqlite"
+    journal = Journal(path, "moved")
+    _import(journal, [_lead(2, "Ann", "+12125550101"), _lead(3, "Bob", "+12125550102")], "a")
+    with journal.conn:
+        journal.conn.execute("UPDATE leads SET status = 'deferred', redial_at = 5000.5 WHERE id = 1")
+    journal.close()
+    copy_to_postgres(path, "moved", pg_url)
+    moved = PgJournal(pg_url, "moved")
+    try:
+        assert [(r.id, r.redial_at) for r in moved.rows_with_status({Status.DEFERRED, Status.PENDING})] == [
+            (1, 5000.5),
+            (2, None),
+        ]
+        assert moved.redials_waiting(0.0) == [("+12125550101", ("America/New_York",), "", 5000.5)]
+    finally:
+        moved.close()
+
+
 def test_a_postgresql_journal_at_schema_4_gains_the_state_column_and_the_dials(pg_url: str) -> None:
-    """PG_STEPS 4 -> 5 -> 6, as migrations.STEPS: the last intent of each row backfilled."""
+    """PG_STEPS 4 -> 5 -> 6 -> 7, as migrations.STEPS: the last intent of each row backfilled,
+    and [redial]'s redial_at added."""
     import psycopg
 
     from dialer.store.pgurl import schema_name
@@ -707,6 +793,7 @@ def test_a_postgresql_journal_at_schema_4_gains_the_state_column_and_the_dials(p
         pg.execute(f'SET search_path TO "{schema_name("old")}"'.encode())
         pg.execute(b"DROP TABLE dials")
         pg.execute(b"ALTER TABLE leads DROP COLUMN state")
+        pg.execute(b"ALTER TABLE leads DROP COLUMN redial_at")
         pg.execute(b"UPDATE leads SET intent_at = 700.0, attempts = 1 WHERE id = 1")
         pg.execute(b"UPDATE meta SET value = '4' WHERE key = 'schema'")
     journal = PgJournal(pg_url, "old")
@@ -714,5 +801,6 @@ def test_a_postgresql_journal_at_schema_4_gains_the_state_column_and_the_dials(p
         assert journal.get_meta("schema") == str(j.SCHEMA_VERSION)
         assert journal.dials_since("+12125550101", 0.0) == [700.0]
         assert [row.state for row in journal.rows_with_status({Status.PENDING})] == ["", ""]
+        assert [row.redial_at for row in journal.rows_with_status({Status.PENDING})] == [None, None]
     finally:
         journal.close()

@@ -66,5 +66,5 @@ def test_a_journal_of_today_resumes_keeping_every_row_and_sending_nothing_twice(
     everyone = placed_before + placed_now
     assert len(everyone) == len(set(everyone)), "someone was rung twice"
     conn = sqlite3.connect(journal)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("6",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("7",)
     conn.close()

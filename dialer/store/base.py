@@ -109,8 +109,20 @@ class JournalStore(Protocol):
     def live_calls(self) -> list[LiveCall]:
         """Every row's latest call still live, oldest first."""
 
-    def call_figures(self) -> CallFigures:
-        """Final calls per status, calls live, calls given up: for `status` and the summary."""
+    def call_figures(self, now: float | None = None) -> CallFigures:
+        """Final calls per status, calls live, calls given up, pick-ups by attempt, and the
+        redials not due by epoch `now` (default: the time now): for `status` and the summary."""
+
+    def placed_count(self, lead_id: int) -> int:
+        """Calls placed for the lead in all (redials included): what [redial] max_calls counts."""
+
+    def recent_by_caller(self, since: float) -> dict[str, list[tuple[str, float | None]]]:
+        """Per caller id, its calls placed after epoch `since` that ended, newest first, as
+        (final status, duration): what caller-id health reads."""
+
+    def redials_waiting(self, now: float) -> list[tuple[str, tuple[str, ...], str, float]]:
+        """[redial]: rows whose next call is due after epoch `now`, as (phone, time zones,
+        state, due), soonest first."""
 
     def collected_names(self) -> list[str]:
         """Every collected variable any call returned, sorted: a report column each."""

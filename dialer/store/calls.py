@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dialer.model import CallOutcome
-from dialer.store.writes import Write
+from dialer.store.writes import Write, utc_now_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,66 @@ def seen(call: CallOutcome, *, final: bool, timed_out: bool = False, at: float |
     ]
 
 
+def redial(lead_id: int, call_id: str, due: float, error: str) -> list[Write]:
+    """[redial]: the lead is called again at epoch `due`; committed with its call's final
+    status (`seen`), so the decision is made once. Only while `call_id` is the lead's latest
+    call and the row is `sent` (an opt-out or a later call leave it alone)."""
+    return [
+        Write(
+            "UPDATE leads SET status = 'deferred', error = ?, redial_at = ?, updated_at = ?"
+            " WHERE id = ? AND call_id = ? AND status = 'sent'",
+            (error, due, utc_now_iso(), lead_id, call_id),
+        )
+    ]
+
+
+def opted_out(lead_id: int, call_id: str, said: str, *, cancel: bool) -> list[Write]:
+    """The person asked not to be called again on `call_id`: the row says so; `cancel`: the
+    redial that call would have had is not made (the row is `suppressed`, no redial due)."""
+    status = "suppressed" if cancel else "sent"
+    return [
+        Write(
+            "UPDATE leads SET status = ?, error = ?, redial_at = NULL, updated_at = ?"
+            " WHERE id = ? AND call_id = ? AND status = 'sent'",
+            (status, said, utc_now_iso(), lead_id, call_id),
+        )
+    ]
+
+
+# [redial]'s reads, in SQL both stores run (`?` becomes `%s` for PostgreSQL).
+RECENT_BY_CALLER_SQL = (
+    "SELECT from_number, status, duration FROM calls WHERE placed_at > ? AND final = 1"
+    " AND timed_out = 0 AND from_number != '' ORDER BY placed_at DESC"
+)
+PLACED_COUNT_SQL = "SELECT count(*) FROM calls WHERE lead_id = ?"
+BY_ATTEMPT_SQL = (
+    "SELECT ordinal, sum(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), count(*) FROM calls"
+    " WHERE final = 1 AND timed_out = 0 GROUP BY ordinal ORDER BY ordinal"
+)
+WAITING_SQL = (
+    "SELECT count(*), min(redial_at) FROM leads WHERE status = 'deferred' AND redial_at > ?"
+    " AND position IS NOT NULL"
+)
+
+
+def recent_from(rows: Iterable[Sequence[Any]]) -> dict[str, list[tuple[str, float | None]]]:
+    """Per caller id, its calls placed since epoch `since` that ended, newest first, as
+    (final status, duration): what caller-id health reads (RECENT_BY_CALLER_SQL's rows)."""
+    found: dict[str, list[tuple[str, float | None]]] = {}
+    for number, status, duration in rows:
+        found.setdefault(str(number), []).append((str(status), None if duration is None else float(duration)))
+    return found
+
+
+def recent_by_caller(conn: sqlite3.Connection, since: float) -> dict[str, list[tuple[str, float | None]]]:
+    return recent_from(conn.execute(RECENT_BY_CALLER_SQL, (since,)))
+
+
+def placed_count(conn: sqlite3.Connection, lead_id: int) -> int:
+    """Calls placed for the lead in all (redials included): what max_calls counts."""
+    return int(conn.execute(PLACED_COUNT_SQL, (lead_id,)).fetchone()[0])
+
+
 # The reads, in SQL both stores run (the collected names' excepted: JSON is each one's own).
 LIVE_SQL = (
     "SELECT c.call_id, c.lead_id, c.placed_at, c.status FROM calls c"
@@ -100,6 +161,15 @@ class CallFigures:
     by_status: Counter[str]
     live: int
     timed_out: int
+    # Per attempt number (1: the first call, 2: the first redial ...): (completed, ended).
+    by_attempt: dict[int, tuple[int, int]] = field(default_factory=dict)
+    redials_waiting: int = 0  # rows whose next call ([redial]) is not due yet
+    next_redial: float | None = None  # epoch seconds the soonest of them is due
+
+    def pick_up_rate_of(self, attempt: int) -> float | None:
+        """Calls `completed` among the ended calls that were the lead's `attempt`-th."""
+        completed, ended = self.by_attempt.get(attempt, (0, 0))
+        return completed / ended if ended else None
 
     @property
     def placed(self) -> int:
@@ -112,7 +182,12 @@ class CallFigures:
         return self.by_status.get("completed", 0) / ended if ended else None
 
 
-def figures_from(rows: Iterable[Sequence[Any]]) -> CallFigures:
+def figures_from(
+    rows: Iterable[Sequence[Any]],
+    by_attempt_rows: Iterable[Sequence[Any]] = (),
+    waiting: Sequence[Any] | None = None,
+) -> CallFigures:
+    """The figures from FIGURES_SQL's rows, BY_ATTEMPT_SQL's, and WAITING_SQL's one row."""
     by_status: Counter[str] = Counter()
     live = timed_out = 0
     for status, final, gave_up, n in rows:
@@ -122,11 +197,20 @@ def figures_from(rows: Iterable[Sequence[Any]]) -> CallFigures:
             timed_out += n
         else:
             by_status[str(status)] += n
-    return CallFigures(by_status, live, timed_out)
+    by_attempt = {int(ordinal): (int(completed), int(ended)) for ordinal, completed, ended in by_attempt_rows}
+    count, soonest = waiting if waiting is not None else (0, None)
+    return CallFigures(
+        by_status, live, timed_out, by_attempt, int(count), None if soonest is None else float(soonest)
+    )
 
 
-def call_figures(conn: sqlite3.Connection) -> CallFigures:
-    return figures_from(conn.execute(FIGURES_SQL))
+def call_figures(conn: sqlite3.Connection, now: float | None = None) -> CallFigures:
+    """The figures; `now` (epoch seconds, the dispatcher's clock): redials not due by then."""
+    return figures_from(
+        conn.execute(FIGURES_SQL),
+        conn.execute(BY_ATTEMPT_SQL).fetchall(),
+        conn.execute(WAITING_SQL, (time.time() if now is None else now,)).fetchone(),
+    )
 
 
 def collected_names(conn: sqlite3.Connection) -> list[str]:

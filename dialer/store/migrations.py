@@ -14,7 +14,7 @@ from pathlib import Path
 from dialer.errors import JournalError
 from dialer.store.db import transaction
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # One row per call (or chat) the API accepted, or a look-up found (v4). `leads.call_id` stays
 # the id of the row's latest call; a row is live while that call has final = 0. Its indexes
@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS leads (
     intent_at   REAL,                  -- epoch seconds the last request was committed to be sent
     updated_at  TEXT NOT NULL,
     unanswered  INTEGER NOT NULL DEFAULT 0, -- requests that got no answer (v2): caps the re-dials
-    state       TEXT NOT NULL DEFAULT ''    -- the state column's text (v5), for the law
+    state       TEXT NOT NULL DEFAULT '',   -- the state column's text (v5), for the law
+    redial_at   REAL                   -- epoch seconds the lead's next call is due ([redial], v7)
 );
 -- Every number a request was ever committed for, and the one lead allowed to call it: an
 -- intent for any other lead of the campaign is refused (writes.intent). A property of the
@@ -140,6 +141,8 @@ STEPS: dict[int, tuple[str, ...]] = {
         "INSERT INTO dials (phone, at, lead_id, attempt) SELECT phone, intent_at, id, attempts FROM leads"
         " WHERE intent_at IS NOT NULL AND phone != ''",
     ),
+    # [redial] (issue 13): when a lead's next call is due, decided once with its call's end.
+    6: ("ALTER TABLE leads ADD COLUMN redial_at REAL",),
 }
 
 

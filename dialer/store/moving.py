@@ -21,7 +21,7 @@ from dialer.store.sqlite import Journal
 
 _LEADS = (
     "id, position, fingerprint, raw, phone, name, email, timezones, variables, status, error,"
-    " call_id, from_number, attempts, intent_at, updated_at, unanswered, state"
+    " call_id, from_number, attempts, intent_at, updated_at, unanswered, state, redial_at"
 )
 
 _CALLS = (

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS leads (
     unanswered  INTEGER NOT NULL DEFAULT 0,
     claimed_by  TEXT,                  -- the run dialing or settling the row (claims.py)
     claim_until DOUBLE PRECISION,      -- its lease, on the database's clock (epoch seconds)
-    state       TEXT NOT NULL DEFAULT ''  -- the state column's text (v5), for the law
+    state       TEXT NOT NULL DEFAULT '', -- the state column's text (v5), for the law
+    redial_at   DOUBLE PRECISION          -- epoch seconds the lead's next call is due ([redial], v7)
 );
 -- One number, one lead, for good (writes.intent): the primary key is the rule.
 CREATE TABLE IF NOT EXISTS called (
@@ -117,6 +118,8 @@ PG_STEPS: dict[int, tuple[str, ...]] = {
         "INSERT INTO dials (phone, at, lead_id, attempt) SELECT phone, intent_at, id, attempts FROM leads"
         " WHERE intent_at IS NOT NULL AND phone != ''",
     ),
+    # [redial]: when the lead's next call is due (migrations.STEPS[6]).
+    6: ("ALTER TABLE leads ADD COLUMN redial_at DOUBLE PRECISION",),
 }
 
 

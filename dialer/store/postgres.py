@@ -35,10 +35,12 @@ from dialer.store.sqlite import (
     DIALABLE_DIALS_SQL,
     DIALS_SQL,
     LAW_GROUPS_SQL,
+    REDIALS_WAITING_SQL,
     REPORT_SQL,
     Journal,
     dials_from,
     law_groups_from,
+    redials_from,
     report_row,
 )
 from dialer.store.writes import NumberTaken, Write, utc_now_iso
@@ -246,8 +248,22 @@ class PgJournal:
         """Every row's latest call still live, oldest first (those of every run of the campaign)."""
         return calls.live_from(self._all(calls.LIVE_SQL))
 
-    def call_figures(self) -> CallFigures:
-        return calls.figures_from(self._all(calls.FIGURES_SQL))
+    def call_figures(self, now: float | None = None) -> CallFigures:
+        return calls.figures_from(
+            self._all(calls.FIGURES_SQL),
+            self._all(calls.BY_ATTEMPT_SQL),
+            self._one(pg_sql(calls.WAITING_SQL), (time.time() if now is None else now,)),
+        )
+
+    def placed_count(self, lead_id: int) -> int:
+        found = self._one(pg_sql(calls.PLACED_COUNT_SQL), (lead_id,))
+        return int(found[0]) if found else 0
+
+    def recent_by_caller(self, since: float) -> dict[str, list[tuple[str, float | None]]]:
+        return calls.recent_from(self._all(pg_sql(calls.RECENT_BY_CALLER_SQL), (since,)))
+
+    def redials_waiting(self, now: float) -> list[tuple[str, tuple[str, ...], str, float]]:
+        return redials_from(self._all(pg_sql(REDIALS_WAITING_SQL), (Status.DEFERRED, now)))
 
     def collected_names(self) -> list[str]:
         return [str(name) for (name,) in self._all(calls.PG_COLLECTED_SQL)]

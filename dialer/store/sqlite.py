@@ -71,6 +71,16 @@ def dials_from(rows: Iterable[Sequence[Any]]) -> dict[tuple[str, tuple[str, ...]
     return found
 
 
+REDIALS_WAITING_SQL = (
+    "SELECT phone, timezones, state, redial_at FROM leads WHERE status = ? AND redial_at > ?"
+    " AND position IS NOT NULL ORDER BY redial_at"
+)
+
+
+def redials_from(rows: Iterable[Sequence[Any]]) -> list[tuple[str, tuple[str, ...], str, float]]:
+    return [(str(p), tuple(str(z).split()), str(s), float(d)) for p, z, s, d in rows]
+
+
 def report_row(record: Sequence[Any]) -> tuple[list[str], Outcome]:
     """A row of REPORT_SQL: the row's cells and its outcome with its latest call."""
     raw, status, call_id, from_number, attempts, error, updated_at = record[:7]
@@ -202,7 +212,7 @@ class Journal:
 
     _ROW_SQL = (
         "SELECT id, position, phone, name, email, timezones, variables, status, attempts,"
-        " intent_at, from_number, call_id, error, unanswered, raw, state FROM leads"
+        " intent_at, from_number, call_id, error, unanswered, raw, state, redial_at FROM leads"
     )
 
     @staticmethod
@@ -224,6 +234,7 @@ class Journal:
             unanswered=record[13],
             cells=dict(zip(headers, decode_row(record[14]), strict=False)),
             state=record[15],
+            redial_at=record[16],
         )
 
     def rows_with_status(self, statuses: Collection[Status], batch: int = 2000) -> Iterator[JournalRow]:
@@ -272,6 +283,11 @@ class Journal:
         # looked up among the leads: a million pending rows cost nothing here.
         return dials_from(self.conn.execute(DIALABLE_DIALS_SQL.format(join="CROSS JOIN"), (since,)))
 
+    def redials_waiting(self, now: float) -> list[tuple[str, tuple[str, ...], str, float]]:
+        """[redial]: rows whose next call is due after epoch `now`, as (phone, time zones,
+        state, due), soonest first."""
+        return redials_from(self.conn.execute(REDIALS_WAITING_SQL, (Status.DEFERRED, now)))
+
     def dials_since(self, phone: str, since: float) -> list[float]:
         """Epoch seconds of every committed intent to `phone` after `since`, by any row."""
         rows = self.conn.execute(DIALS_SQL, (phone, since))
@@ -281,8 +297,14 @@ class Journal:
         """Every row's latest call still live, oldest first (what follow.py polls)."""
         return calls.live_calls(self.conn)
 
-    def call_figures(self) -> CallFigures:
-        return calls.call_figures(self.conn)
+    def call_figures(self, now: float | None = None) -> CallFigures:
+        return calls.call_figures(self.conn, now)
+
+    def placed_count(self, lead_id: int) -> int:
+        return calls.placed_count(self.conn, lead_id)
+
+    def recent_by_caller(self, since: float) -> dict[str, list[tuple[str, float | None]]]:
+        return calls.recent_by_caller(self.conn, since)
 
     def collected_names(self) -> list[str]:
         """Every collected variable any call returned, sorted: a report column each."""
