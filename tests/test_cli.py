@@ -359,8 +359,9 @@ def test_report_csv_and_xlsx_keep_phones_as_written_and_as_text(tmp_path: Path, 
     as_xlsx = invoke("report", str(campaign), "--out", str(tmp_path / "x.xlsx"))
     assert as_xlsx.exit_code == 0, as_xlsx.output
     assert as_xlsx.stdout == f"report: {tmp_path / 'x.xlsx'} (7 rows)\n"
-    sheet = openpyxl.load_workbook(tmp_path / "x.xlsx", read_only=True).worksheets[0]
-    table = list(sheet.iter_rows())
+    book = openpyxl.load_workbook(tmp_path / "x.xlsx", read_only=True)  # holds the file open
+    table = list(book.worksheets[0].iter_rows())
+    book.close()
     headers = [c.value for c in table[0]]
     phone = headers.index("Phone")
     cells = [row[phone] for row in table[1:]]
