@@ -27,6 +27,7 @@ from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.claims import ClaimLost, Claims
 from dialer.store.db import sql_list
 from dialer.store.importing import ImportSummary, lead_records
+from dialer.store.meta import MetaReads
 from dialer.store.pg_importing import first_import, reimport
 from dialer.store.pgdb import connect, connect_async, migrate, pg_sql
 from dialer.store.pgrate import Bucket, SharedRate
@@ -51,7 +52,7 @@ def _params(params: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(p.value if isinstance(p, Enum) else p for p in params)
 
 
-class PgJournal:
+class PgJournal(MetaReads):
     """A campaign's journal in a PostgreSQL database (its own schema there)."""
 
     def __init__(self, url: str, campaign_name: str) -> None:
@@ -137,19 +138,6 @@ class PgJournal:
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
-
-    @property
-    def headers(self) -> list[str]:
-        raw = self.get_meta("headers")
-        return [] if raw is None else list(json.loads(raw))
-
-    @property
-    def is_imported(self) -> bool:
-        return self.get_meta("signature") is not None
-
-    def signature(self) -> dict[str, Any] | None:
-        raw = self.get_meta("signature")
-        return None if raw is None else dict(json.loads(raw))
 
     # -- import ---------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from dialer.store.base import RateGate
 from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.db import connect, sql_list, transaction
 from dialer.store.importing import ImportSummary, first_import, lead_records, reimport
+from dialer.store.meta import MetaReads
 from dialer.store.migrations import migrate
 from dialer.store.writer import JournalWriter
 from dialer.store.writes import utc_now_iso
@@ -104,7 +105,7 @@ def report_row(record: Sequence[Any]) -> tuple[list[str], Outcome]:
     )
 
 
-class Journal:
+class Journal(MetaReads):
     """The campaign's SQLite journal (WAL, synchronous=FULL)."""
 
     def __init__(self, path: Path, campaign_name: str) -> None:
@@ -159,19 +160,6 @@ class Journal:
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
-    @property
-    def headers(self) -> list[str]:
-        raw = self.get_meta("headers")
-        return [] if raw is None else list(json.loads(raw))
-
-    @property
-    def is_imported(self) -> bool:
-        return self.get_meta("signature") is not None
-
-    def signature(self) -> dict[str, Any] | None:
-        raw = self.get_meta("signature")
-        return None if raw is None else dict(json.loads(raw))
 
     # -- import ---------------------------------------------------------------
 
