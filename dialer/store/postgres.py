@@ -23,6 +23,7 @@ from dialer.config import Campaign
 from dialer.errors import JournalError
 from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
 from dialer.store import calls
+from dialer.store.batching import GroupCommits
 from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.claims import ClaimLost, Claims
 from dialer.store.db import sql_list
@@ -300,7 +301,7 @@ class PgJournal(MetaReads):
         )
 
 
-class PgJournalWriter:
+class PgJournalWriter(GroupCommits):
     """`JournalWriter` for PostgreSQL: the writes of one loop turn in one transaction.
 
     Async (psycopg's AsyncConnection), so the loop keeps sending while the server
@@ -312,24 +313,9 @@ class PgJournalWriter:
         self._url = url
         self._schema = schema
         self._owner = owner
+        super().__init__()
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
-        self._queue: list[tuple[list[Write], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
         self.commits = 0
-
-    async def commit(self, writes: list[Write]) -> None:
-        await self._enqueue(writes)
-
-    def submit(self, writes: list[Write]) -> None:
-        """Queue writes without waiting (for use while being cancelled); close() commits them."""
-        self._enqueue(writes)
-
-    def _enqueue(self, writes: list[Write]) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((writes, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return future
 
     async def _flush(self) -> None:
         while self._queue:
@@ -395,10 +381,6 @@ class PgJournalWriter:
 
     async def close(self) -> None:
         """Commit everything still queued, then close."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
-        if self._queue:
-            self._flusher = asyncio.create_task(self._flush())
-            await self._flusher
+        await self._drain()
         if self._conn is not None:
             await self._conn.close()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dialer.errors import JournalError
+from dialer.store.batching import GroupCommits
 from dialer.store.db import connect, journal_write_error, transaction
 from dialer.store.writes import NumberTaken, Write
 
@@ -21,7 +22,7 @@ FAULT_ENV = "DIALER_TEST_JOURNAL_FULL_AFTER"
 SLOW_COMMIT = 0.002
 
 
-class JournalWriter:
+class JournalWriter(GroupCommits):
     """Commits the dispatcher's writes in groups, off the event loop.
 
     `commit(writes)` returns once the writes are durable. The writes queued in
@@ -42,27 +43,10 @@ class JournalWriter:
         self.fault = fault if fault is not None else _fault_from_environment()
         self._conn = connect(path)
         self._slow_commit = slow_commit
-        self._queue: list[tuple[list[Write], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        super().__init__()
         self._commit_seconds = 0.0  # moving average: a slow disk's commits go to a thread
         self.commits = 0
         self.threaded_commits = 0  # of which made in a thread (a slow disk)
-
-    async def commit(self, writes: list[Write]) -> None:
-        # Each caller has its own future: cancelling the wait leaves the writes queued,
-        # and they are committed all the same.
-        await self._enqueue(writes)
-
-    def submit(self, writes: list[Write]) -> None:
-        """Queue writes without waiting (for use while being cancelled); close() commits them."""
-        self._enqueue(writes)
-
-    def _enqueue(self, writes: list[Write]) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((writes, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return future
 
     async def _flush(self) -> None:
         while self._queue:
@@ -111,11 +95,7 @@ class JournalWriter:
     async def close(self) -> None:
         """Commit everything still queued, then close (also when a commit fails: a full disk)."""
         try:
-            while self._flusher is not None and not self._flusher.done():
-                await asyncio.shield(self._flusher)
-            if self._queue:
-                self._flusher = asyncio.create_task(self._flush())
-                await self._flusher
+            await self._drain()
         finally:
             self._conn.close()
 
