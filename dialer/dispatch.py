@@ -104,6 +104,8 @@ class Dispatcher:
         self.gate = journal.rate_gate(campaign)
         self.ceiling: LiveCeiling | None = None
         self.follower: Follower | None = None
+        # Live-call slots shared with other runs and the account's campaigns (None: alone).
+        self.shared_live = journal.live_slots(campaign) if campaign.mode == "call" else None
         if campaign.mode == "call":
             # Calls an earlier run left live hold their slots from the start.
             live = journal.live_calls()
@@ -114,6 +116,7 @@ class Dispatcher:
                 client,
                 self.ceiling,
                 redial_clock=lambda: options.clock().timestamp(),
+                slots=self.shared_live,
             )
             self.follower.load(live)
         self.sender = Sender(
@@ -126,6 +129,7 @@ class Dispatcher:
             suppressed,
             self.ceiling,
             gate=self.gate,
+            shared_live=self.shared_live,
         )
         self.settler = (
             Settler(self.run_state, campaign, client, self._redial) if campaign.mode == "call" else None
@@ -164,6 +168,8 @@ class Dispatcher:
             await self.run_state.writer.close()
             if self.gate is not None:
                 await self.gate.close()
+            if self.shared_live is not None:
+                await self.shared_live.close()  # after the writer: its hand-over reads the journal
             if self.claims is not None:
                 self.claims.release()
             self.stats.finished = time.monotonic()
@@ -397,6 +403,8 @@ class Dispatcher:
             if not requeued and settled.status == Status.SENT and settled.call_id and self.follower:
                 # The look-up found the call: it may be live, and is followed like any other.
                 self.follower.track(row.id, settled.call_id, intent_at, take_slot=True)
+            elif settled.status != Status.UNKNOWN and self.shared_live is not None:
+                self.shared_live.give_back(row.id)  # no call: the unanswered POST's slot is free
         except Exception as exc:  # an internal error must stop the run, not end it quietly
             self.run_state.fail(exc)
         finally:

@@ -48,6 +48,25 @@ class RateGate(Protocol):
     async def close(self) -> None: ...
 
 
+class LiveSlots(Protocol):
+    """Live-call slots shared with other runs and campaigns (liveslots.py): `take` before
+    each POST; the others say what became of it. Only `take` waits."""
+
+    async def take(self, lead_id: int) -> None: ...
+
+    def placed(self, lead_id: int, call_id: str) -> None: ...
+
+    def give_back(self, lead_id: int) -> None: ...
+
+    def found(self, lead_id: int, call_id: str) -> None: ...
+
+    def ended(self, lead_id: int, call_id: str) -> None: ...
+
+    async def refused(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class JournalStore(Protocol):
     """A campaign's journal: meta, the import, reads, and whole-table transitions."""
 
@@ -66,6 +85,9 @@ class JournalStore(Protocol):
 
     def rate_gate(self, campaign: Campaign) -> RateGate | None:
         """The window shared with other runs and campaigns of the account; None: this run alone."""
+
+    def live_slots(self, campaign: Campaign) -> LiveSlots | None:
+        """Live-call slots shared with other runs and the account's campaigns; None: this run alone."""
 
     def get_meta(self, key: str) -> str | None: ...
 
