@@ -119,6 +119,8 @@ class Dispatcher:
                 slots=self.shared_live,
             )
             self.follower.load(live)
+            if self.shared_live is not None:
+                self.shared_live.watch_orphans(self._take_over)
         self.sender = Sender(
             self.run_state,
             campaign,
@@ -385,6 +387,15 @@ class Dispatcher:
             return False
         self._settle_later(row, self.sender.intent_at.pop(row.id, time.time()))
         return True
+
+    def _take_over(self, call_ids: list[str]) -> None:
+        """Live calls of this campaign whose run stopped (their slots held for them): followed
+        here, their slots with them, so they end in the journal and free their slots."""
+        assert self.follower is not None
+        wanted = set(call_ids)
+        for call in self.journal.live_calls():
+            if call.call_id in wanted:
+                self.follower.track(call.lead_id, call.call_id, call.placed_at, take_slot=True)
 
     # -- look-ups -------------------------------------------------------------------
 

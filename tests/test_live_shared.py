@@ -23,13 +23,14 @@ from dialer.config import Campaign, load_campaign
 from dialer.run import campaign_status
 from dialer.sandbox import read_events
 from dialer.store.liveslots import SharedLiveSlots
+from dialer.store.pgurl import schema_name
 from tests.conftest import posts, write_leads
 from tests.stores import Store
 from tests.test_campaign import ALL_DAY, numbered_leads
 from tests.test_campaign import KEY as KEY  # the key sandbox_process serves, and the runs send
 from tests.test_journal import _import, _lead
 from tests.test_outcomes import most_live
-from tests.test_postgres import _finish, _start, pg_campaign
+from tests.test_postgres import _finish, _requests, _start, pg_campaign
 
 # -- the slots, over both stores ---------------------------------------------------------
 
@@ -230,7 +231,7 @@ LIVE = f"""mode = "call"
 model_id = "m-1"
 [limits]
 rate_per_second = 20
-concurrency = 4
+concurrency = {{concurrency}}
 settle_after_seconds = 1
 claim_lease_seconds = {{lease}}
 {{limits}}
@@ -239,8 +240,8 @@ poll_seconds = 0.1
 {ALL_DAY}{{account}}"""
 
 
-def live_body(*, limits: str = "", account: str = "", lease: float = 3) -> str:
-    return LIVE.format(limits=limits, account=account, lease=lease)
+def live_body(*, limits: str = "", account: str = "", lease: float = 3, concurrency: int = 4) -> str:
+    return LIVE.format(limits=limits, account=account, lease=lease, concurrency=concurrency)
 
 
 def accepted_phones(record: Path) -> list[str]:
@@ -291,47 +292,90 @@ def test_three_runs_of_one_postgresql_campaign_share_its_live_call_limit(
     tmp_path: Path, sandbox_process: Any, pg_url: str
 ) -> None:
     server = sandbox_process(call_seconds="0.4:0.8", seed=5)
-    write_leads(tmp_path / "leads.csv", numbered_leads(24))
-    toml = pg_campaign(tmp_path, pg_url, live_body(limits="max_live_calls = 2"))
+    write_leads(tmp_path / "leads.csv", numbered_leads(30))
+    # One lane each: a run claims a few rows at a time (its workers and its queue), so all
+    # three get rows to dial at once.
+    toml = pg_campaign(tmp_path, pg_url, live_body(limits="max_live_calls = 2", concurrency=1))
     results = [_finish(run) for run in [_start(toml, server.url) for _ in range(3)]]
     assert [code for code, _ in results] == [0, 0, 0], [out[-2000:] for _, out in results]
     assert server.record is not None
     phones = accepted_phones(server.record)
-    assert len(phones) == len(set(phones)) == 24
+    assert len(phones) == len(set(phones)) == 30
     assert most_live(server.record) <= 2
+    assert sum(1 for _, out in results if _requests(out)) >= 2  # they really shared the campaign
+
+
+def _journal_rows(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of campaign t's journal, read as another process would ([]: not created yet)."""
+    with psycopg.connect(url) as pg:
+        pg.execute(f'SET search_path TO "{schema_name("t")}"'.encode())
+        try:
+            return pg.execute(statement.encode(), params).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
+def _owners(url: str) -> set[str]:
+    found = _journal_rows(url, "SELECT DISTINCT claimed_by FROM leads WHERE claimed_by IS NOT NULL")
+    return {str(r[0]) for r in found}
+
+
+def _live_calls_of(url: str, owner: str) -> list[str]:
+    """The calls the journal shows live on rows `owner` (a run's claims) dialed."""
+    found = _journal_rows(
+        url,
+        "SELECT c.call_id FROM leads l JOIN calls c ON c.call_id = l.call_id"
+        " WHERE l.claimed_by = %s AND c.final = 0",
+        (owner,),
+    )
+    return [str(r[0]) for r in found]
 
 
 def test_a_run_killed_holding_slots_keeps_them_until_its_calls_are_settled(
     tmp_path: Path, sandbox_process: Any, pg_url: str
 ) -> None:
     """The dead run's calls live far longer than its lease: had the lease freed their
-    slots, the survivor would have placed more calls while they were still live."""
-    server = sandbox_process(call_seconds="3:4", seed=6)
-    write_leads(tmp_path / "leads.csv", numbered_leads(10))
-    toml = pg_campaign(tmp_path, pg_url, live_body(limits="max_live_calls = 3", lease=1))
-    victim, survivor = _start(toml, server.url), _start(toml, server.url)
+    slots, the survivor would have placed more calls while they were still live. The
+    survivor takes the dead run's calls over, follows them to their end, and goes on."""
+    server = sandbox_process(call_seconds="2:5", seed=6)
+    write_leads(tmp_path / "leads.csv", numbered_leads(12))
+    toml = pg_campaign(tmp_path, pg_url, live_body(limits="max_live_calls = 3", lease=1, concurrency=1))
     assert server.record is not None
     deadline = time.monotonic() + 60
-    while len(accepted_phones(server.record)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)  # waiting on the processes' progress, not timing the code under test
+
+    def wait_for(done: Any) -> None:
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting on the processes' progress, not timing the code under test
+        assert done(), "the runs never got there"
+
+    # The victim dials five rows at most (--limit): the first run would claim them all else.
+    victim = _start(toml, server.url, "--limit", "5")
+    wait_for(lambda: _owners(pg_url))
+    (victim_owner,) = _owners(pg_url)
+    survivor = _start(toml, server.url)
+    # Both runs at work, a call of the victim's live, one of the first calls ended.
+    wait_for(
+        lambda: (
+            len(_owners(pg_url)) == 2
+            and len(accepted_phones(server.record)) >= 4
+            and _live_calls_of(pg_url, victim_owner)
+        )
+    )
     victim[0].send_signal(signal.SIGKILL)
     victim[0].wait()
     killed_at = time.time()
+    live_at_kill = _live_calls_of(pg_url, victim_owner)
     code, output = _finish(survivor)
     assert code == 0, output[-2000:]
     phones = accepted_phones(server.record)
-    assert len(phones) == len(set(phones)) == 10  # nothing lost, nothing repeated
+    assert len(phones) == len(set(phones)) == 12  # nothing lost, nothing repeated
     assert most_live(server.record) <= 3
     found = campaign_status(load_campaign(toml))
-    assert found is not None and found.counts == {"sent": 10}
-    assert found.calls is not None and found.calls.live == 0
+    assert found is not None and found.counts == {"sent": 12}
+    assert found.calls is not None and found.calls.live == 0  # the survivor followed them to their end
     with psycopg.connect(pg_url) as pg:
         assert pg.execute("SELECT count(*) FROM dialer_shared.live_slots").fetchone() == (0,)
-    # The witness: calls placed before the kill were still live after it (the dead run's
-    # among them), and every call ended.
-    placed_before = {
-        p["response"]["response"]["call_id"] for p in posts(server.record) if p["time"] < killed_at
-    }
-    ends = read_events(server.record)
-    assert len(ends) == 10
-    assert any(e["call_id"] in placed_before and e["time"] > killed_at for e in ends)
+    # The witness: the dead run's calls were live after the kill, and ended then.
+    ends = {e["call_id"]: e["time"] for e in read_events(server.record)}
+    assert len(ends) == 12
+    assert live_at_kill and any(ends[call] > killed_at for call in live_at_kill)

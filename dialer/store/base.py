@@ -9,7 +9,7 @@ which one lags.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from dialer.columns import ColumnMap
@@ -63,6 +63,8 @@ class LiveSlots(Protocol):
     def ended(self, lead_id: int, call_id: str) -> None: ...
 
     async def refused(self) -> None: ...
+
+    def watch_orphans(self, take_over: Callable[[list[str]], None]) -> None: ...
 
     async def close(self) -> None: ...
 

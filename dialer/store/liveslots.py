@@ -38,6 +38,11 @@ run finds a limit full (`still_held`):
   - whatever the journal says, a slot older than `[outcomes] give_up_after` (plus the
     lease) is freed: the follower gives such a call up too.
 
+The run that judges a held slot of its own campaign's call takes the call over
+(`watch_orphans`): it follows the call and inherits its slot, so a dead run's live calls
+end in the journal, and free their slots, even while the survivors wait for a slot. A
+held slot of another campaign's call waits for a run (or a `status`) of that campaign.
+
 A 429 saying the account's concurrency limit was hit lowers each limit's ceiling to the
 slots held then (never under one); it rises again by one every LIVE_PROBE_SECONDS
 (pacing.LiveCeiling's rule, shared). Inside a run, pacing.LiveCeiling still counts the
@@ -55,7 +60,7 @@ import asyncio
 import contextlib
 import math
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -170,6 +175,12 @@ class SharedLiveSlots:
         self._freed = asyncio.Event()
         self._renewer: asyncio.Task[None] | None = None
         self._judged = -math.inf
+        self._on_orphans: Callable[[list[str]], None] | None = None
+
+    def watch_orphans(self, take_over: Callable[[list[str]], None]) -> None:
+        """`take_over(call_ids)`: live calls of this campaign whose run stopped, seen while
+        judging; the run follows them (and `found` their slots), or nobody would end them."""
+        self._on_orphans = take_over
 
     def _t(self, table: str) -> str:
         return f"{self.backend.prefix}{table}"
@@ -281,6 +292,7 @@ class SharedLiveSlots:
         for slot_id, journal, lead_id, call_id, give_up_at in lapsed:
             by_journal.setdefault(str(journal), []).append((int(slot_id), int(lead_id), call_id, give_up_at))
         freed: list[int] = []
+        orphans: list[str] = []
         for journal, slots in by_journal.items():
             leads, finals = await self.backend.journal_states(
                 journal, [s[1] for s in slots], [s[2] for s in slots if s[2]]
@@ -289,16 +301,21 @@ class SharedLiveSlots:
                 lead = leads.get(lead_id)
                 if now >= give_up_at or not still_held(call_id, lead, finals.get(call_id or "")):
                     freed.append(slot_id)
-                elif not call_id and lead is not None and lead.latest_final == 0:
+                    continue
+                if not call_id and lead is not None and lead.latest_final == 0:
+                    call_id = lead.latest_call
                     await self.backend.rows(
-                        f"UPDATE {self._t('live_slots')} SET call_id = ? WHERE id = ?",
-                        (lead.latest_call, slot_id),
+                        f"UPDATE {self._t('live_slots')} SET call_id = ? WHERE id = ?", (call_id, slot_id)
                     )
+                if call_id and journal == self.journal:
+                    orphans.append(call_id)
         if freed:
             await self.backend.rows(
                 f"DELETE FROM {self._t('live_slots')} WHERE id IN ({_marks(freed)})", freed
             )
             log.info("live_slots.freed", slots=len(freed), reason="their run stopped; no call live")
+        if orphans and self._on_orphans is not None:
+            self._on_orphans(orphans)
         return len(freed)
 
     # -- the writes that do not wait, queued in order ----------------------------------------
