@@ -253,9 +253,7 @@ class Sender:
             await self.live.acquire()
             if self.shared_live is not None:
                 try:
-                    # Shielded: a stop cancels the wait, never a transaction half-way (a slot
-                    # taken as the stop came is handed back with the run's others at its end).
-                    await asyncio.shield(self.shared_live.take(attempt.row.id))
+                    await self.shared_live.take(attempt.row.id)
                 except BaseException:
                     self.live.release()
                     raise

@@ -170,7 +170,7 @@ class SharedLiveSlots:
         self.waits = 0  # takes that found a limit full (for the bench)
         self._ready = False
         self._chain: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # writes and looks still under way
         self._taking = asyncio.Lock()
         self._freed = asyncio.Event()
         self._renewer: asyncio.Task[None] | None = None
@@ -207,7 +207,13 @@ class SharedLiveSlots:
         async with self._taking:  # one waiter of this run at a time: first come, first served
             if self._renewer is None:
                 self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
-            while not await self.try_take(lead_id):
+            while True:
+                # Each look in a task of its own, shielded: a stop cancels the wait, never a
+                # transaction half-way (a slot taken as the stop came is handed back at close).
+                looking = asyncio.get_running_loop().create_task(self.try_take(lead_id))
+                self._keep(looking)
+                if await asyncio.shield(looking):
+                    return
                 self.waits += 1
                 self._freed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -442,9 +448,12 @@ class SharedLiveSlots:
 
         task = asyncio.get_running_loop().create_task(in_turn())
         self._chain = task
+        self._keep(task)
+        return task
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return task
 
     async def settled(self) -> None:
         """Wait for the writes queued so far."""
@@ -460,7 +469,7 @@ class SharedLiveSlots:
         if self._renewer is not None:
             self._renewer.cancel()
         with contextlib.suppress(Exception):
-            await self.settled()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             if self._ready:
                 async with self.backend.transaction():
                     now = await self.backend.now()
