@@ -203,6 +203,30 @@ def test_a_dead_runs_live_call_without_its_bind_is_held_and_bound_to_the_call(
     asyncio.run(survivor())
 
 
+def test_a_take_a_stop_cancels_leaves_no_slot_behind(store: Store, slots: Slots, tmp_path: Path) -> None:
+    _journal_with_leads(store, 3)
+    campaign = account_campaign(tmp_path, max_live=1)
+
+    async def scenario() -> None:
+        first, second = _gate(store, campaign), _gate(store, campaign)
+        try:
+            assert await first.try_take(1)
+            waiting = asyncio.create_task(second.take(2))
+            while not second.waits:  # until it found the limit full
+                await asyncio.sleep(0.01)
+            waiting.cancel()  # a stop
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            first.give_back(1)
+            await first.settled()
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(scenario())
+    assert slots.held() == {}
+
+
 def test_a_concurrency_429_lowers_the_shared_ceiling_for_every_run(
     store: Store, slots: Slots, tmp_path: Path
 ) -> None:
