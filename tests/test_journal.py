@@ -451,7 +451,9 @@ def test_a_failed_migration_to_schema_4_leaves_a_schema_2_journal_as_it_was(
 
 def test_a_new_journal_has_the_calls_table_and_its_indexes(tmp_path: Path) -> None:
     Journal(tmp_path / "c.sqlite", "c").close()
-    assert {"calls", "calls_lead", "calls_live", "calls_outcome"} <= _tables_and_indexes(tmp_path / "c.sqlite")
+    assert {"calls", "calls_lead", "calls_live", "calls_outcome"} <= _tables_and_indexes(
+        tmp_path / "c.sqlite"
+    )
 
 
 # -- one number, one row: the intent claims the number (issue 10) -------------------------
