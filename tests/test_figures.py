@@ -66,7 +66,7 @@ CALLS = [
 ]
 
 
-def _import(journal: JournalStore) -> dict[str, int]:
+def _import(journal: JournalStore, people: list[tuple[str, str]] = LEADS) -> dict[str, int]:
     """The leads file; each lead's journal id by name."""
     leads = [
         Lead(
@@ -78,7 +78,7 @@ def _import(journal: JournalStore) -> dict[str, int]:
             name=name,
             timezones=(zone,),
         )
-        for i, (name, zone) in enumerate(LEADS)
+        for i, (name, zone) in enumerate(people)
     ]
     leads += [
         Lead(
@@ -97,16 +97,22 @@ def _import(journal: JournalStore) -> dict[str, int]:
     return {row.name: row.id for row in rows}
 
 
-def build(journal: JournalStore) -> None:
+def build(
+    journal: JournalStore,
+    people: list[tuple[str, str]] = LEADS,
+    calls: list[tuple[str, str, str, float, str | None, bool, float | None]] = CALLS,
+) -> None:
     """The campaign, through the writes the dispatcher and follow.py commit."""
-    ids = _import(journal)
+    ids = _import(journal, people)
     batches: list[list[j.Write]] = []
     for name, error in FAILED.items():
+        if name not in ids:
+            continue
         batches += [
             j.intent(ids[name], A, "2026-11-30", at=T0 - HOUR),
             j.outcome(ids[name], Status.FAILED, error=error),
         ]
-    for name, call_id, caller, hours, status, given_up, duration in CALLS:
+    for name, call_id, caller, hours, status, given_up, duration in calls:
         at = T0 + hours * HOUR
         day = datetime.fromtimestamp(at, UTC).date().isoformat()
         batches += [
@@ -198,6 +204,26 @@ def test_sqlite_and_postgresql_give_the_same_figures_for_the_same_campaign(
     assert list(on_postgresql.calls.figures.by_status.most_common()) == list(
         on_sqlite.calls.figures.by_status.most_common()
     )
+
+
+def test_the_local_hour_is_right_in_zones_half_and_a_quarter_of_an_hour_off(store: Store) -> None:
+    """Kolkata is UTC+5:30, Kathmandu +5:45: of two calls 10 and 40 minutes past a UTC hour,
+    each is in a local hour of its own. Calls over three days: buckets of an hour would put
+    both in one; they are a quarter of an hour at most."""
+    people = [("Ann", "Asia/Kolkata"), ("Bob", "Asia/Kathmandu"), ("Cy", "America/New_York")]
+    calls = [
+        (name, f"c-{name}-{day}-{minute}", A, 24 * day + (minute - 40) / 60, "completed", False, 1.0)
+        for name, _ in people
+        for day in (0, 3)
+        for minute in (10, 20, 40, 50)  # after the UTC hour T0 is 40 minutes past
+    ]
+    journal = store.open()
+    build(journal, people, calls)
+    figures = journal.page_figures(None).calls
+    assert figures is not None and figures.step > 3600  # bars of more than an hour
+    zones = dict(people)
+    local = [datetime.fromtimestamp(T0 + c[3] * HOUR, ZoneInfo(zones[c[0]])) for c in calls]
+    assert {h: r.calls for h, r in figures.by_hour.items() if r.calls} == Counter(t.hour for t in local)
 
 
 def test_a_journal_with_no_calls_has_no_call_figures(store: Store) -> None:

@@ -245,8 +245,8 @@ def _in_time(
     """Calls over time, and pick-ups by the lead's local hour and weekday, from one scan.
 
     SQLite knows no time zones, so both stores group by (the lead's zones, UTC bucket of at
-    most an hour); each group is turned into the local hour of the lead's first zone here, at
-    the middle of its bucket (a half-hour offset such as India's falls in its right hour).
+    most a quarter of an hour); each group is turned into the local hour and weekday of the
+    lead's first zone here, at the middle of its bucket.
     Calls carried over from a journal of schema 2 have no time (placed_at 0) and are left out.
     """
     # Four look-ups in the calls_live index (final, placed_at) instead of a scan.
@@ -263,7 +263,9 @@ def _in_time(
         return 60.0, [], by_hour, by_weekday
     span = max(float(last) - float(first), 1.0)
     step = next((s for s in STEPS if span / s <= BARS), STEPS[-1])
-    bucket = min(step, 3600)  # divides an hour: each bucket lies in one local hour
+    # A quarter of an hour divides an hour and every zone's offset from UTC (India's 5:30,
+    # Nepal's 5:45): each bucket lies in one local hour of every zone.
+    bucket = min(step, 900)
     rows = reader.rows(
         f"SELECT leads.timezones AS zones, {reader.bucket} AS bucket, count(*), {_COMPLETED}, {_BASIS}"
         " FROM calls JOIN leads ON leads.id = calls.lead_id WHERE calls.placed_at > 0"
