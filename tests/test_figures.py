@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -51,9 +52,11 @@ FAILED = {
     "Hal": 'refused by the API: 400 {"detail": "bad number 8"}',
     "Ida": 'refused by the API: 400 {"detail": "bad number 9"}',
 }
-# The calls, in the order placed: (lead, call id, caller id, hours after T0, final status or
-# None while live, given up, duration). Durations in halves: sums exact on both engines.
-CALLS = [
+# A call: (lead, call id, caller id, hours after T0, final status or None while live, given
+# up, duration).
+Call = tuple[str, str, str, float, str | None, bool, float | None]
+# The calls, in the order placed. Durations in halves: sums exact on both engines.
+CALLS: list[Call] = [
     ("Ann", "c-ann", A, 0, "completed", False, 60.5),
     ("Bea", "c-bea-1", B, 1, "no-answer", False, 0.0),
     ("Cy", "c-cy-1", A, 2, "busy", False, 0.0),
@@ -66,7 +69,7 @@ CALLS = [
 ]
 
 
-def _import(journal: JournalStore, people: list[tuple[str, str]] = LEADS) -> dict[str, int]:
+def _import(journal: JournalStore, people: Sequence[tuple[str, str]] = LEADS) -> dict[str, int]:
     """The leads file; each lead's journal id by name."""
     leads = [
         Lead(
@@ -99,8 +102,8 @@ def _import(journal: JournalStore, people: list[tuple[str, str]] = LEADS) -> dic
 
 def build(
     journal: JournalStore,
-    people: list[tuple[str, str]] = LEADS,
-    calls: list[tuple[str, str, str, float, str | None, bool, float | None]] = CALLS,
+    people: Sequence[tuple[str, str]] = LEADS,
+    calls: Sequence[Call] = CALLS,
 ) -> None:
     """The campaign, through the writes the dispatcher and follow.py commit."""
     ids = _import(journal, people)
@@ -211,7 +214,7 @@ def test_the_local_hour_is_right_in_zones_half_and_a_quarter_of_an_hour_off(stor
     each is in a local hour of its own. Calls over three days: buckets of an hour would put
     both in one; they are a quarter of an hour at most."""
     people = [("Ann", "Asia/Kolkata"), ("Bob", "Asia/Kathmandu"), ("Cy", "America/New_York")]
-    calls = [
+    calls: list[Call] = [
         (name, f"c-{name}-{day}-{minute}", A, 24 * day + (minute - 40) / 60, "completed", False, 1.0)
         for name, _ in people
         for day in (0, 3)
