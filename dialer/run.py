@@ -159,7 +159,7 @@ def import_if_needed(campaign: Campaign, journal: JournalStore, path: Path) -> I
     content or a setting that decided verdicts changed."""
     from dialer.columns import resolve_columns
     from dialer.load import open_leads
-    from dialer.mapping import map_leads
+    from dialer.mapping import map_rows
 
     previous = journal.signature()
     if previous is not None and not path.exists():
@@ -173,7 +173,7 @@ def import_if_needed(campaign: Campaign, journal: JournalStore, path: Path) -> I
     columns = resolve_columns(campaign, leads.headers)
     # The journal keeps the headers as written: the report gives them back so.
     summary = journal.import_leads(
-        leads.written_headers or leads.headers, columns, map_leads(campaign, leads, columns), signature
+        leads.written_headers or leads.headers, columns, map_rows(campaign, leads, columns), signature
     )
     if summary.first_import:
         log.info("leads.imported", file=str(path), rows=summary.added)
