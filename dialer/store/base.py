@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
-from dialer.model import JournalRow, Lead, Outcome, Status
+from dialer.model import JournalRow, Lead, LeadRows, Outcome, Status
 from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.claims import Claims
 from dialer.store.figures import PageFigures
@@ -81,7 +81,11 @@ class JournalStore(Protocol):
     def signature(self) -> dict[str, Any] | None: ...
 
     def import_leads(
-        self, headers: Sequence[str], columns: ColumnMap, leads: Iterable[Lead], signature: dict[str, Any]
+        self,
+        headers: Sequence[str],
+        columns: ColumnMap,
+        leads: Iterable[Lead | LeadRows],
+        signature: dict[str, Any],
     ) -> ImportSummary: ...
 
     def counts(self) -> dict[str, int]: ...

@@ -21,7 +21,7 @@ import psycopg
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
 from dialer.errors import JournalError
-from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
+from dialer.model import DIALABLE, JournalRow, Lead, LeadRows, Outcome, Status
 from dialer.store import calls, figures
 from dialer.store.batching import GroupCommits
 from dialer.store.calls import CallFigures, LiveCall
@@ -143,7 +143,11 @@ class PgJournal(MetaReads):
     # -- import ---------------------------------------------------------------
 
     def import_leads(
-        self, headers: Sequence[str], columns: ColumnMap, leads: Iterable[Lead], signature: dict[str, Any]
+        self,
+        headers: Sequence[str],
+        columns: ColumnMap,
+        leads: Iterable[Lead | LeadRows],
+        signature: dict[str, Any],
     ) -> ImportSummary:
         """As `sqlite.Journal.import_leads`: one transaction, matched by content on a re-import."""
         now = utc_now_iso()

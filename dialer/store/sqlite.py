@@ -18,7 +18,7 @@ from dialer.cells import decode_row
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
 from dialer.errors import JournalError
-from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
+from dialer.model import DIALABLE, JournalRow, Lead, LeadRows, Outcome, Status
 from dialer.store import calls, figures
 from dialer.store.base import RateGate
 from dialer.store.calls import CallFigures, LiveCall
@@ -167,7 +167,7 @@ class Journal(MetaReads):
         self,
         headers: Sequence[str],
         columns: ColumnMap,
-        leads: Iterable[Lead],
+        leads: Iterable[Lead | LeadRows],
         signature: dict[str, Any],
     ) -> ImportSummary:
         """Import the leads file: all of it the first time, else match rows to the journal by content.
