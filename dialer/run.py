@@ -368,14 +368,7 @@ def report_campaign(campaign: Campaign, target: Path, collect: Collect | None = 
             log.warning("calls.not_polled", reason=note)
         if target.suffix.lower() in (".html", ".htm"):
             from dialer.page import write_page  # matplotlib: only when a page is asked for
-            from dialer.store import Journal
 
-            if not isinstance(journal, Journal):
-                # The page's figures are SQLite queries (store/figures.py): not yet carried over.
-                raise SetupError(
-                    f"{journal_label(campaign)}: the campaign page reads a SQLite journal only, for now;"
-                    " `dialer report` writes the CSV/XLSX report from PostgreSQL"
-                )
             return write_page(campaign, journal, target)
         return write_campaign_report(journal, target)
     finally:
