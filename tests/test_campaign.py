@@ -317,9 +317,7 @@ rate_per_second = 50
     status = campaign_status(config)
     assert status is not None and status.counts == {"sent": 4, "deferred": 3}
     assert status.caps_reset is not None
-    # On the dialer's clock (tests shift it to 20:00 UTC today, conftest.py), not the wall
-    # clock: between midnight and 05:00 UTC the two are on different days.
-    now = utc_now()
+    now = utc_now()  # the dialer's clock: conftest.py sets it to 20:00 UTC today
     assert now < status.caps_reset <= now + timedelta(days=1)
 
 
