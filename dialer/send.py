@@ -40,7 +40,7 @@ from dialer.law import LawRules, rules_for
 from dialer.model import JournalRow, Status
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import LiveCeiling, Pacer, Ticket
-from dialer.store import NumberTaken, RateGate, RateGrant, intent, restore
+from dialer.store import LiveSlots, NumberTaken, RateGate, RateGrant, intent, restore
 from dialer.store.claims import ClaimLost
 from dialer.transitions import (
     Next,
@@ -101,11 +101,14 @@ class Sender:
         suppressed: Mapping[str, str],
         live: LiveCeiling | None = None,
         gate: RateGate | None = None,
+        shared_live: LiveSlots | None = None,
     ) -> None:
         """`live`: the live-call ceiling (call mode); an accepted call keeps its slot.
-        `gate`: the send window shared with other runs and campaigns (None: this run alone)."""
+        `gate`: the send window shared with other runs and campaigns (None: this run alone).
+        `shared_live`: live-call slots shared with them too (None: the run's ceiling alone)."""
         self.run = run
         self.live = live
+        self.shared_live = shared_live
         self.gate = gate
         self.campaign = campaign
         self.limits = campaign.limits
@@ -222,16 +225,22 @@ class Sender:
             self._free_live(attempt)  # the run stops on it; the slot must not leak meanwhile
             raise
         answer = attempt.answer
-        if answer is None or answer.kind != "accepted" or not answer.id:
+        if answer is not None and answer.kind == "accepted" and answer.id and attempt.live_held:
+            if self.shared_live is not None:
+                self.shared_live.placed(attempt.row.id, answer.id)
+        else:
             # Not placed (or placed with no id to follow it by): the slot is free again. An
-            # unanswered request's call, if a look-up finds one, takes a slot then.
-            self._free_live(attempt)
+            # unanswered request's call, if a look-up finds one, takes a slot then; its
+            # shared slot stays held until the look-up decides (dispatch._settle).
+            self._free_live(attempt, shared=answer is None or answer.kind != "unknown")
         return await self._conclude(attempt)
 
-    def _free_live(self, attempt: Attempt) -> None:
+    def _free_live(self, attempt: Attempt, *, shared: bool = True) -> None:
         if self.live is not None and attempt.live_held:
             attempt.live_held = False
             self.live.release()
+            if self.shared_live is not None and shared:
+                self.shared_live.give_back(attempt.row.id)
 
     async def _live_slot(self, attempt: Attempt) -> None:
         """Wait for a live-call slot; like the send slot, a stop cancels the wait."""
@@ -242,6 +251,12 @@ class Sender:
         self.pacing.add(me)
         try:
             await self.live.acquire()
+            if self.shared_live is not None:
+                try:
+                    await self.shared_live.take(attempt.row.id)
+                except BaseException:
+                    self.live.release()
+                    raise
             attempt.live_held = True
         finally:
             self.pacing.discard(me)
@@ -313,11 +328,7 @@ class Sender:
                     self.pacer.accepted(ticket)
                     return
                 if self.live is not None and is_concurrency_limit(answer):
-                    # Too many calls live, not too many requests: the rate stays, the
-                    # live-call ceiling comes down to what is live.
-                    self._free_live(attempt)
-                    self.live.refused()
-                    self.run.stats.live_refusals += 1
+                    await self._live_refused(attempt)
                 else:
                     self.pacer.throttle(ticket, answer.retry_after)
                     if self.gate is not None:
@@ -326,6 +337,16 @@ class Sender:
             log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
             if self.run.stop.is_set() or attempt.throttles >= MAX_THROTTLES:
                 return  # a 429 means not placed: the row goes back untouched
+
+    async def _live_refused(self, attempt: Attempt) -> None:
+        """Too many calls live, not too many requests: the rate stays, the live-call
+        ceilings (the run's, and the shared ones) come down to what is live."""
+        assert self.live is not None
+        self._free_live(attempt)
+        self.live.refused()
+        if self.shared_live is not None:
+            await self.shared_live.refused()
+        self.run.stats.live_refusals += 1
 
     @staticmethod
     def _both(ticket: Ticket, grant: RateGrant) -> Callable[[], None]:

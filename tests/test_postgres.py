@@ -94,8 +94,8 @@ claim_lease_seconds = 3
 {ALL_DAY}"""
 
 
-def _start(toml: Path, base_url: str) -> tuple[subprocess.Popen[str], Path]:
-    """A `dialer run` process; its output goes to a file (a full pipe would stall it)."""
+def _start(toml: Path, base_url: str, *flags: str) -> tuple[subprocess.Popen[str], Path]:
+    """A `dialer run` process (`flags` added); its output goes to a file (a full pipe would stall it)."""
     output = toml.with_name(f"{toml.stem}-{time.monotonic_ns()}.out")
     with output.open("w") as sink:
         process = subprocess.Popen(
@@ -109,6 +109,7 @@ def _start(toml: Path, base_url: str) -> tuple[subprocess.Popen[str], Path]:
                 base_url,
                 "--log-format",
                 "json",
+                *flags,
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -28,9 +28,11 @@ from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.claims import ClaimLost, Claims
 from dialer.store.db import sql_list
 from dialer.store.importing import ImportSummary, lead_records
+from dialer.store.liveslots import SharedLiveSlots
 from dialer.store.meta import MetaReads
 from dialer.store.pg_importing import first_import, reimport
 from dialer.store.pgdb import connect, connect_async, migrate, pg_sql
+from dialer.store.pglive import pg_live_slots
 from dialer.store.pgrate import Bucket, SharedRate
 from dialer.store.pgurl import redact, schema_name, scrub
 from dialer.store.sqlite import (
@@ -115,6 +117,10 @@ class PgJournal(MetaReads):
                 )
             )
         return SharedRate(self.url, self.schema, buckets)
+
+    def live_slots(self, campaign: Campaign) -> SharedLiveSlots | None:
+        """[limits] max_live_calls over all the campaign's runs, [account] over its campaigns."""
+        return pg_live_slots(self.url, self.schema, campaign)
 
     def _all(self, statement: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(statement.encode(), _params(params)).fetchall()
