@@ -87,16 +87,22 @@ class Claims:
         return [int(r[0]) for r in sorted(rows, key=lambda r: int(r[1]))]
 
     def claim_orphans(self) -> list[int]:
-        """`unknown` rows no run holds (their run died or ended): this run looks them up."""
+        """`unknown` rows no run holds (their run died or ended): this run looks them up.
+
+        Not this run's own, even past their lease (a renewal late behind a slow commit): an
+        `unknown` row of this run's is in its hands already (its request in flight, or its
+        look-up), and a second look-up beside it could dial it again.
+        """
         with self.conn.transaction():
             rows = self.conn.execute(
                 (
                     "WITH picked AS (SELECT id FROM leads WHERE status = %s AND position IS NOT NULL"
-                    f" AND (claimed_by IS NULL OR claim_until < {NOW}) FOR UPDATE SKIP LOCKED)"
+                    f" AND (claimed_by IS NULL OR (claim_until < {NOW} AND claimed_by != %s))"
+                    " FOR UPDATE SKIP LOCKED)"
                     f" UPDATE leads SET claimed_by = %s, claim_until = {NOW} + %s"
                     " FROM picked WHERE leads.id = picked.id RETURNING leads.id"
                 ).encode(),
-                (Status.UNKNOWN.value, self.owner, self.lease),
+                (Status.UNKNOWN.value, self.owner, self.owner, self.lease),
             ).fetchall()
         return sorted(int(r[0]) for r in rows)
 

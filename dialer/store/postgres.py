@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any
 
 import psycopg
+import structlog
 
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
@@ -25,7 +26,7 @@ from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
 from dialer.store import calls
 from dialer.store.batching import GroupCommits
 from dialer.store.calls import CallFigures, LiveCall
-from dialer.store.claims import ClaimLost, Claims
+from dialer.store.claims import NOW, ClaimLost, Claims
 from dialer.store.db import sql_list
 from dialer.store.importing import ImportSummary, lead_records
 from dialer.store.meta import MetaReads
@@ -46,6 +47,10 @@ from dialer.store.sqlite import (
     report_row,
 )
 from dialer.store.writes import NumberTaken, Write, utc_now_iso
+
+log = structlog.get_logger("dialer")
+
+LOST_WRITE = "another run took the row over (this run's lease ran out): its state is that run's"
 
 
 def _params(params: Iterable[Any]) -> tuple[Any, ...]:
@@ -88,7 +93,9 @@ class PgJournal(MetaReads):
 
     def writer(self) -> PgJournalWriter:
         """Intents guarded by this run's claims, once it has taken claims (`claims()` first)."""
-        return PgJournalWriter(self.url, self.schema, None if self._claims is None else self._claims.owner)
+        if self._claims is None:
+            return PgJournalWriter(self.url, self.schema)
+        return PgJournalWriter(self.url, self.schema, self._claims.owner, self._claims.lease)
 
     def claims(self, lease_seconds: float) -> Claims:
         if self._claims is None:
@@ -308,11 +315,13 @@ class PgJournalWriter(GroupCommits):
     commits; the connection is opened at the first commit, inside the running loop.
     """
 
-    def __init__(self, url: str, schema: str, owner: str | None = None) -> None:
-        """`owner`: the run's claim id; its intents apply only to rows it holds."""
+    def __init__(self, url: str, schema: str, owner: str | None = None, lease: float = 30.0) -> None:
+        """`owner`: the run's claim id; its intents and outcomes apply only to rows it holds.
+        `lease`: seconds an intent renews its row's lease for."""
         self._url = url
         self._schema = schema
         self._owner = owner
+        self._lease = lease
         super().__init__()
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
         self.commits = 0
@@ -356,28 +365,60 @@ class PgJournalWriter(GroupCommits):
     async def _apply(
         self, conn: psycopg.AsyncConnection[tuple[Any, ...]], writes: list[Write]
     ) -> Exception | None:
-        """One caller's writes, as writer._apply; a guard also holds only while the row is this
-        run's (when the run claims rows): ClaimLost if another run took it, NumberTaken if the
-        number is another row's (its `refused` writes run then)."""
+        """One caller's writes, as writer._apply, but several runs may write the campaign.
+
+        When the run claims rows, an intent (the guard) applies only to a row this run
+        still holds and that is still due (another run's start may have suppressed it), and
+        renews the row's lease: the request leaves with a whole lease ahead. If it does not
+        apply, ClaimLost; NumberTaken if the number is another row's (its `refused` writes
+        run then). A `held` write (an outcome, a restore) applies only while this run holds
+        the row: else it and its row's writes after it are skipped, and logged.
+        """
+        skipping = False
         for write in writes:
-            statement, params = pg_sql(write.sql), _params(write.params)
-            claimed = write.guard and self._owner is not None
-            if claimed:
-                statement, params = statement + " AND claimed_by = %s", (*params, self._owner)
-            cursor = await conn.execute(statement.encode(), params)
-            if not write.guard or cursor.rowcount != 0:
+            if write.held:
+                skipping = False
+            elif skipping:
                 continue
-            row_id = int(write.params[-1])
-            if claimed:
-                holder = await (
-                    await conn.execute("SELECT claimed_by FROM leads WHERE id = %s", (row_id,))
-                ).fetchone()
-                if holder is None or holder[0] != self._owner:
-                    return ClaimLost()
-            for fallback in write.refused:
-                await conn.execute(pg_sql(fallback.sql).encode(), _params(fallback.params))
-            return NumberTaken(row_id)
+            shared = (write.guard or write.held) and self._owner is not None
+            cursor = await conn.execute(*self._statement(write, shared))
+            row_id = int(write.params[-1]) if write.guard or write.held else 0
+            if cursor.rowcount != 0:
+                if write.guard and shared:
+                    await conn.execute(
+                        f"UPDATE leads SET claim_until = {NOW} + %s WHERE id = %s", (self._lease, row_id)
+                    )
+            elif write.held and shared:
+                skipping = True
+                log.warning("lead.claim_lost", row_id=row_id, reason=LOST_WRITE)
+            elif write.guard:
+                return await self._refused(conn, write, row_id, shared)
         return None
+
+    def _statement(self, write: Write, shared: bool) -> tuple[bytes, tuple[Any, ...]]:
+        """The write in psycopg's style; `shared`: only on a row this run holds (an intent:
+        and still due)."""
+        statement, params = pg_sql(write.sql), _params(write.params)
+        if shared:
+            statement, params = statement + " AND claimed_by = %s", (*params, self._owner)
+            if write.guard:
+                statement += f" AND status IN ({sql_list(DIALABLE)})"
+        return statement.encode(), params
+
+    async def _refused(
+        self, conn: psycopg.AsyncConnection[tuple[Any, ...]], write: Write, row_id: int, shared: bool
+    ) -> Exception:
+        """An intent that did not apply: ClaimLost when the row is not this run's (or no longer
+        due), else NumberTaken, its `refused` writes run."""
+        if shared:
+            found = await (
+                await conn.execute("SELECT claimed_by, status FROM leads WHERE id = %s", (row_id,))
+            ).fetchone()
+            if found is None or found[0] != self._owner or found[1] not in DIALABLE:
+                return ClaimLost()
+        for fallback in write.refused:
+            await conn.execute(pg_sql(fallback.sql).encode(), _params(fallback.params))
+        return NumberTaken(row_id)
 
     async def close(self) -> None:
         """Commit everything still queued, then close."""
