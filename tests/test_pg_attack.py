@@ -173,3 +173,18 @@ def test_a_failed_calls_outcome_leaves_a_lead_already_dialed_again_alone(
     commit(first, j.calls.ended(1, "c-1", Status.FAILED, "call ended failed"))
     assert _status(second, 1) == ("sent", "", 1)
     assert second.row(1).call_id == "c-2"
+
+
+def test_retry_unknown_leaves_the_rows_another_live_run_has_in_flight(
+    runs: tuple[PgJournal, PgJournal],
+) -> None:
+    first, second = runs
+    for row_id in (1, 2):
+        assert _claims(second).claim_dialable(1) == [row_id]
+        assert commit(second, j.intent(row_id, CALLER, DAY)) == [None]
+    _claims(second).release()  # B ended with row 2 unsettled; row 1 it claims again: in flight
+    second.conn.execute(
+        "UPDATE leads SET claimed_by = %s, claim_until = 1e12 WHERE id = 1", (_claims(second).owner,)
+    )
+    assert first.requeue(Status.UNKNOWN, "retried") == 1  # `dialer run --retry-unknown` starting
+    assert [_status(first, i)[0] for i in (1, 2)] == ["unknown", "pending"]

@@ -301,9 +301,12 @@ class PgJournal(MetaReads):
         return cursor.rowcount
 
     def requeue(self, from_status: Status, note: str = "") -> int:
+        """As on SQLite, but not the rows another live run holds (`--retry-unknown` beside a run
+        whose request is in flight: that row is its to settle, not a new run's to dial)."""
         return self._update(
             "UPDATE leads SET status = %s, error = %s, updated_at = %s"
-            " WHERE status = %s AND position IS NOT NULL",
+            " WHERE status = %s AND position IS NOT NULL"
+            f" AND (claimed_by IS NULL OR claim_until < {NOW})",
             (Status.PENDING, note, utc_now_iso(), from_status),
         )
 
