@@ -9,15 +9,26 @@ the holder; only a forward transition, in the same statement) or harmless by con
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from dialer import store as j
+from dialer.config import load_campaign
 from dialer.model import CallOutcome, Status
+from dialer.run import campaign_status
 from dialer.store.claims import ClaimLost, Claims
+from dialer.store.pgurl import schema_name
 from dialer.store.postgres import PgJournal
+from tests.conftest import posts, write_leads
+from tests.test_campaign import ALL_DAY, numbered_leads
 from tests.test_journal import _import, _lead, _status
+from tests.test_postgres import _finish, _start, pg_campaign
 
 ANN, BOB = "+12125550101", "+12125550102"
 CALLER, DAY = "+14155550100", "2026-12-01"
@@ -134,7 +145,7 @@ def test_an_intent_renews_its_rows_lease(runs: tuple[PgJournal, PgJournal], pg_u
     assert commit(second, j.intent(1, CALLER, DAY)) == [None]
     left = second.conn.execute("SELECT claim_until - extract(epoch from now()) FROM leads WHERE id = 1")
     found = left.fetchone()
-    assert found is not None and float(found[0]) > 25  # the request leaves with a whole lease ahead
+    assert found is not None and float(str(found[0])) > 25  # the request leaves with a whole lease ahead
 
 
 def _placed(journal: PgJournal) -> None:
@@ -188,3 +199,134 @@ def test_retry_unknown_leaves_the_rows_another_live_run_has_in_flight(
     )
     assert first.requeue(Status.UNKNOWN, "retried") == 1  # `dialer run --retry-unknown` starting
     assert [_status(first, i)[0] for i in (1, 2)] == ["unknown", "pending"]
+
+
+def test_a_run_knows_when_a_stall_outlasted_its_leases(pg_url: str) -> None:
+    """Claims.fresh(): what the sender asks right before a request leaves (a stopped process
+    woken after its lease: the row may be another run's, its request must not leave late)."""
+    journal = PgJournal(pg_url, "c")
+    _import(journal, [_lead(2, "Ann", ANN), _lead(3, "Bob", BOB)], "a")
+    now = [100.0]
+    claims = Claims(journal.conn, 3.0, clock=lambda: now[0])
+    assert not claims.fresh()  # nothing claimed: nothing to send
+    assert claims.claim_dialable(1) == [1]
+    now[0] = 102.9
+    assert claims.fresh()
+    renewal = claims.renewal()  # started at 102.9, committed later
+    now[0] = 103.0
+    assert not claims.fresh()  # the lease from the claim at 100 may have run out
+    journal.conn.execute(renewal.sql.replace("?", "%s").encode(), renewal.params)
+    claims.renewed()
+    assert claims.fresh()  # every lease holds until 105.9 at least
+    assert claims.claim_dialable(1) == [2]  # a later claim does not move that earlier
+    now[0] = 105.9
+    assert not claims.fresh()
+    journal.close()
+
+
+# -- whole runs attacked: kill -9 at each phase, the database restarted, the wrong database --
+
+SHARED = f"""mode = "call"
+[call]
+model_id = "m-1"
+[limits]
+rate_per_second = 10
+concurrency = 4
+settle_after_seconds = 1
+claim_lease_seconds = 3
+{ALL_DAY}"""
+
+
+def _db(url: str, statement: str) -> Any:
+    """One value, read over a connection of its own (the runs are other processes)."""
+    with psycopg.connect(url) as conn:
+        conn.execute(f'SET search_path TO "{schema_name("t")}"'.encode())
+        try:
+            row = conn.execute(statement.encode()).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0  # the victim has not made its schema yet
+        return None if row is None else row[0]
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
+    """Wait for another process's progress (not timing the code under test)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never saw: {what}"
+        time.sleep(0.02)
+
+
+def _claimed(url: str, record: Path) -> bool:
+    return bool(_db(url, "SELECT count(*) FROM leads WHERE claimed_by IS NOT NULL"))
+
+
+def _intent(url: str, record: Path) -> bool:
+    return bool(_db(url, "SELECT count(*) FROM leads WHERE status = 'unknown'"))
+
+
+def _posted(url: str, record: Path) -> bool:
+    return len(posts(record)) >= 3  # answers 1.5 s late: their ids not written yet
+
+
+def _following(url: str, record: Path) -> bool:
+    return len(posts(record)) >= 8 and bool(_db(url, "SELECT count(*) FROM calls WHERE final = 0"))
+
+
+def _reporting(url: str, record: Path) -> bool:
+    # Every call seen to end: the run is on to its last steps (release, summary, report).
+    return bool(_db(url, "SELECT count(*) FROM calls WHERE final = 1") == 8)
+
+
+PHASES: dict[str, tuple[Callable[[str, Path], bool], dict[str, Any]]] = {
+    "claiming": (_claimed, {}),
+    "between intent and POST": (_intent, {"latency_ms": 300}),
+    "after POST, before its id is written": (_posted, {"latency_ms": 1500}),
+    "following its calls": (_following, {"call_seconds": (3.0, 3.0)}),
+    "during its final report": (_reporting, {"call_seconds": (0.5, 0.5)}),
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_a_run_killed_at_any_phase_loses_and_repeats_nothing(
+    phase: str, tmp_path: Path, sandbox_process: Any, pg_url: str
+) -> None:
+    reached, sandbox_options = PHASES[phase]
+    server = sandbox_process(**sandbox_options)
+    write_leads(tmp_path / "leads.csv", numbered_leads(8))
+    toml = pg_campaign(tmp_path, pg_url, SHARED)
+    victim, _ = _start(toml, server.url)
+    try:
+        _until(lambda: reached(pg_url, server.record), phase)
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    results = [_finish(run) for run in [_start(toml, server.url) for _ in range(2)]]
+    assert [code for code, _ in results] == [0, 0], [out[-2000:] for _, out in results]
+    phones = [p["body"]["phone"] for p in posts(server.record) if p["status"] == 200]
+    assert len(phones) == len(set(phones)) == 8  # nothing repeated, nothing lost
+    found = campaign_status(load_campaign(toml))
+    assert found is not None and found.counts == {"sent": 8}
+
+
+def test_a_run_stalled_past_its_lease_sends_nothing_late(
+    tmp_path: Path, sandbox_process: Any, pg_url: str
+) -> None:
+    """SIGSTOP with requests on their way, past the lease and the look-up grace: the others
+    take its rows over; woken, it must not send what it held, nor write over their outcomes."""
+    server = sandbox_process(latency_ms=400)
+    write_leads(tmp_path / "leads.csv", numbered_leads(40))
+    toml = pg_campaign(tmp_path, pg_url, SHARED)
+    victim = _start(toml, server.url)
+    _until(lambda: len(posts(server.record)) >= 5, "the victim sending")
+    victim[0].send_signal(signal.SIGSTOP)
+    try:
+        others = [_finish(run) for run in [_start(toml, server.url) for _ in range(2)]]
+    finally:
+        victim[0].send_signal(signal.SIGCONT)
+    code, output = _finish(victim)
+    assert [c for c, _ in others] == [0, 0], [out[-2000:] for _, out in others]
+    assert code in (0, 75), output[-2000:]
+    phones = [p["body"]["phone"] for p in posts(server.record) if p["status"] == 200]
+    assert len(phones) == len(set(phones)) == 40
+    found = campaign_status(load_campaign(toml))
+    assert found is not None and found.counts == {"sent": 40}

@@ -30,7 +30,9 @@ dead client for as long as its TCP connection lingers; a lease is plain data.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dialer.model import DIALABLE, Status
@@ -50,11 +52,33 @@ class ClaimLost(Exception):
 class Claims:
     """This run's claims on a campaign's rows (one per run: `owner` names it)."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], lease_seconds: float) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        lease_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.conn = conn
         self.lease = lease_seconds
         self.owner = uuid.uuid4().hex
         self._after = -1  # the position of the last row claimed in this pass over the file
+        self._clock = clock
+        # On this host's clock: every lease this run holds lasts at least until then (None: it
+        # has claimed nothing yet). Set from the moment a claim or renewal *started*, so never
+        # later than the database's own claim_until.
+        self._sure_until: float | None = None
+        self._renewing: float | None = None
+
+    def fresh(self) -> bool:
+        """True while every lease of this run surely holds: a request may leave. False once a
+        stall (a stopped process, a frozen host, a loop blocked) outlasted the renewals: a
+        row may be another run's by now, and its request must not leave late. (Beyond it, a
+        request that leaves late anyway only meets the other run's look-up grace.)"""
+        return self._sure_until is not None and self._clock() < self._sure_until
+
+    def _claimed(self, started: float) -> None:
+        if self._sure_until is None:
+            self._sure_until = started + self.lease
 
     def claim_dialable(self, limit: int) -> list[int]:
         """Up to `limit` due rows in file order, free or whose claim ran out; claimed for this run.
@@ -70,6 +94,7 @@ class Claims:
         return ids
 
     def _claim_after(self, after: int, limit: int) -> list[int]:
+        started = self._clock()
         with self.conn.transaction():
             rows = self.conn.execute(
                 (
@@ -83,6 +108,7 @@ class Claims:
                 (after, limit, self.owner, self.lease),
             ).fetchall()
         if rows:
+            self._claimed(started)
             self._after = max(self._after, *(int(r[1]) for r in rows))
         return [int(r[0]) for r in sorted(rows, key=lambda r: int(r[1]))]
 
@@ -93,6 +119,7 @@ class Claims:
         `unknown` row of this run's is in its hands already (its request in flight, or its
         look-up), and a second look-up beside it could dial it again.
         """
+        started = self._clock()
         with self.conn.transaction():
             rows = self.conn.execute(
                 (
@@ -104,6 +131,8 @@ class Claims:
                 ).encode(),
                 (Status.UNKNOWN.value, self.owner, self.owner, self.lease),
             ).fetchall()
+        if rows:
+            self._claimed(started)
         return sorted(int(r[0]) for r in rows)
 
     def others_hold(self) -> float | None:
@@ -124,10 +153,17 @@ class Claims:
 
     def renewal(self) -> Write:
         """The leases renewed, as a write for the run's writer: its transaction may hold locks
-        on this run's rows, and a renewal on another connection would wait on it for ever."""
+        on this run's rows, and a renewal on another connection would wait on it for ever.
+        `renewed()` once it is committed."""
+        self._renewing = self._clock()
         return Write(
             f"UPDATE leads SET claim_until = {NOW} + ? WHERE claimed_by = ?", (self.lease, self.owner)
         )
+
+    def renewed(self) -> None:
+        """The last `renewal()` is committed: every lease holds a whole lease from its start."""
+        if self._renewing is not None:
+            self._sure_until = self._renewing + self.lease
 
     def release(self) -> None:
         """The run ends: its rows are free for the next one (`unknown` ones to be looked up)."""
