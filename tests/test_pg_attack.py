@@ -9,7 +9,11 @@ the holder; only a forward transition, in the same statement) or harmless by con
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +30,8 @@ from dialer.store.claims import ClaimLost, Claims
 from dialer.store.pgurl import schema_name
 from dialer.store.postgres import PgJournal
 from tests.conftest import posts, write_leads
-from tests.test_campaign import ALL_DAY, numbered_leads
+from tests.pg import PASSWORD, PG_BIN, PgServer, _as_owner
+from tests.test_campaign import ALL_DAY, KEY, numbered_leads
 from tests.test_journal import _import, _lead, _status
 from tests.test_postgres import _finish, _start, pg_campaign
 
@@ -330,3 +335,101 @@ def test_a_run_stalled_past_its_lease_sends_nothing_late(
     assert len(phones) == len(set(phones)) == 40
     found = campaign_status(load_campaign(toml))
     assert found is not None and found.counts == {"sent": 40}
+
+
+def _pg_ctl(server: PgServer, *args: str) -> None:
+    """pg_ctl on the session's server, as the user it runs as (root may not run it)."""
+    command = [str(PG_BIN / "pg_ctl"), "-D", str(server.folder / "data"), "-l", str(server.folder / "log")]
+    owner = "postgres" if os.geteuid() == 0 else None
+    # No pipes: the server started anew inherits them, and would hold them open for good.
+    subprocess.run(
+        _as_owner([*command, *args], owner),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def test_the_database_restarting_mid_run_is_one_line_and_exit_1_and_a_rerun_finishes(
+    tmp_path: Path, sandbox_process: Any, pg_server: PgServer
+) -> None:
+    """The journal is the run's memory: without it no outcome can be made durable, so the
+    run stops (exit 1, one line naming the journal) rather than send on; the rows it had in
+    flight stay `unknown` and the next run looks them up."""
+    url = pg_server.new_database()
+    server = sandbox_process(latency_ms=200)
+    write_leads(tmp_path / "leads.csv", numbered_leads(40))
+    toml = pg_campaign(tmp_path, url, SHARED)
+    output = tmp_path / "run.err"
+    with output.open("w") as sink:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "dialer", "run", str(toml), "--base-url", server.url],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env={**os.environ, "SYNTHFLOW_API_KEY": KEY},
+        )
+    try:
+        _until(lambda: len(posts(server.record)) >= 10, "the run sending")
+        _pg_ctl(pg_server, "-m", "fast", "-w", "restart")
+        code = run.wait(timeout=120)
+    finally:
+        run.kill()
+        run.wait()
+    said = output.read_text()
+    assert code == 1, said
+    lines = [line for line in said.splitlines() if line.startswith("dialer:")]
+    assert "Traceback" not in said, said[-3000:]
+    assert len(lines) == 1 and "cannot" in lines[0], said[-3000:]
+    assert PASSWORD not in said
+    again = _finish(_start(toml, server.url))
+    assert again[0] == 0, again[1][-2000:]
+    phones = [p["body"]["phone"] for p in posts(server.record) if p["status"] == 200]
+    assert len(phones) == len(set(phones)) == 40
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _not_ours(pg_server: PgServer) -> str:
+    """A database where the campaign's schema holds someone else's tables."""
+    url = pg_server.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema_name("t")}"'.encode())
+        conn.execute(f'CREATE TABLE "{schema_name("t")}".leads (customer TEXT)'.encode())
+    return url
+
+
+WRONG_DATABASES: dict[str, Callable[[PgServer, str], str]] = {
+    "a wrong password": lambda pg, _: pg.new_database().replace(PASSWORD, "wrong-" + PASSWORD),
+    "no server at the port": lambda pg, _: pg.url().replace(f":{pg.port}/", f":{_free_port()}/"),
+    "not a PostgreSQL server": lambda pg, http: pg.url().replace(
+        f"127.0.0.1:{pg.port}", http.removeprefix("http://")
+    ),
+    "a schema that is not ours": lambda pg, _: _not_ours(pg),
+}
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_DATABASES))
+def test_a_journal_database_it_cannot_use_is_one_line_and_nothing_is_sent(
+    wrong: str, tmp_path: Path, sandbox_process: Any, pg_server: PgServer
+) -> None:
+    server = sandbox_process()
+    write_leads(tmp_path / "leads.csv", numbered_leads(3))
+    toml = pg_campaign(tmp_path, WRONG_DATABASES[wrong](pg_server, server.url), SHARED)
+    done = subprocess.run(
+        [sys.executable, "-m", "dialer", "run", str(toml), "--base-url", server.url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYNTHFLOW_API_KEY": KEY},
+        timeout=120,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "Traceback" not in said and PASSWORD not in said
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dialer: postgresql://dialer_test"), said
+    assert posts(server.record) == []

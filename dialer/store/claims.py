@@ -30,6 +30,7 @@ dead client for as long as its TCP connection lingers; a lease is plain data.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -57,8 +58,11 @@ class Claims:
         conn: psycopg.Connection[tuple[Any, ...]],
         lease_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        url: str = "",
     ) -> None:
+        """`url`: the journal's, for the one line a lost database gives (its password cut)."""
         self.conn = conn
+        self._url = url
         self.lease = lease_seconds
         self.owner = uuid.uuid4().hex
         self._after = -1  # the position of the last row claimed in this pass over the file
@@ -68,6 +72,11 @@ class Claims:
         # later than the database's own claim_until.
         self._sure_until: float | None = None
         self._renewing: float | None = None
+
+    def _lost(self) -> contextlib.AbstractContextManager[None]:
+        from dialer.store.pgdb import lost_as_journal_error
+
+        return lost_as_journal_error(self._url)
 
     def fresh(self) -> bool:
         """True while every lease of this run surely holds: a request may leave. False once a
@@ -95,7 +104,7 @@ class Claims:
 
     def _claim_after(self, after: int, limit: int) -> list[int]:
         started = self._clock()
-        with self.conn.transaction():
+        with self._lost(), self.conn.transaction():
             rows = self.conn.execute(
                 (
                     f"WITH picked AS (SELECT id FROM leads WHERE status IN ({sql_list(DIALABLE)})"
@@ -120,7 +129,7 @@ class Claims:
         look-up), and a second look-up beside it could dial it again.
         """
         started = self._clock()
-        with self.conn.transaction():
+        with self._lost(), self.conn.transaction():
             rows = self.conn.execute(
                 (
                     "WITH picked AS (SELECT id FROM leads WHERE status = %s AND position IS NOT NULL"
@@ -142,13 +151,14 @@ class Claims:
         this run (its hours were closed), and waiting for it could make two runs wait on each
         other for ever.
         """
-        row = self.conn.execute(
-            (
-                f"SELECT min(claim_until) - {NOW} FROM leads WHERE claimed_by IS NOT NULL"
-                f" AND claimed_by != %s AND status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
-            ).encode(),
-            (self.owner,),
-        ).fetchone()
+        with self._lost():
+            row = self.conn.execute(
+                (
+                    f"SELECT min(claim_until) - {NOW} FROM leads WHERE claimed_by IS NOT NULL"
+                    f" AND claimed_by != %s AND status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
+                ).encode(),
+                (self.owner,),
+            ).fetchone()
         return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
     def renewal(self) -> Write:
@@ -166,8 +176,13 @@ class Claims:
             self._sure_until = self._renewing + self.lease
 
     def release(self) -> None:
-        """The run ends: its rows are free for the next one (`unknown` ones to be looked up)."""
-        self.conn.execute(
-            "UPDATE leads SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = %s",
-            (self.owner,),
-        )
+        """The run ends: its rows are free for the next one (`unknown` ones to be looked up).
+        The database gone meanwhile (the error that stopped the run says so): its leases run
+        out by themselves."""
+        import psycopg
+
+        with contextlib.suppress(psycopg.Error):
+            self.conn.execute(
+                "UPDATE leads SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = %s",
+                (self.owner,),
+            )

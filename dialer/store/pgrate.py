@@ -108,11 +108,14 @@ class SharedRate:
 
     async def acquire(self) -> Grant:
         """Wait until every bucket lets a request leave now; its grant."""
+        from dialer.store.pgdb import lost_as_journal_error
+
         while True:
             async with self._lock:
-                conn = await self._connection()
-                async with conn.transaction():
-                    granted, wait, _ = await self._try(conn)
+                with lost_as_journal_error(self._url):
+                    conn = await self._connection()
+                    async with conn.transaction():
+                        granted, wait, _ = await self._try(conn)
             if granted is not None:
                 return Grant(self, granted, self._offset)
             self.waits += 1
@@ -187,9 +190,16 @@ class SharedRate:
         task.add_done_callback(self._reports.discard)
 
     async def _report(self, ids: list[int], at: float) -> None:
+        import psycopg
+
         async with self._lock:
-            conn = await self._connection()
-            await conn.execute("UPDATE dialer_shared.grants SET left_at = %s WHERE id = ANY(%s)", (at, ids))
+            # The database gone: the grant counts as in flight until LOST_AFTER (the safe side);
+            # the run stops on the journal's own error.
+            with contextlib.suppress(psycopg.Error):
+                conn = await self._connection()
+                await conn.execute(
+                    "UPDATE dialer_shared.grants SET left_at = %s WHERE id = ANY(%s)", (at, ids)
+                )
 
     async def throttled(self) -> None:
         """A 429: every bucket's rate cut by 30% (at most once a second), for every run."""

@@ -9,6 +9,7 @@ SQLite, sent in one round trip (pipeline mode).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -31,7 +32,7 @@ from dialer.store.db import sql_list
 from dialer.store.importing import ImportSummary, lead_records
 from dialer.store.meta import MetaReads
 from dialer.store.pg_importing import first_import, reimport
-from dialer.store.pgdb import connect, connect_async, migrate, pg_sql
+from dialer.store.pgdb import connect, connect_async, lost_as_journal_error, migrate, pg_sql
 from dialer.store.pgrate import Bucket, SharedRate
 from dialer.store.pgurl import redact, schema_name, scrub
 from dialer.store.sqlite import (
@@ -99,7 +100,7 @@ class PgJournal(MetaReads):
 
     def claims(self, lease_seconds: float) -> Claims:
         if self._claims is None:
-            self._claims = Claims(self.conn, lease_seconds)
+            self._claims = Claims(self.conn, lease_seconds, url=self.url)
         return self._claims
 
     def rows_by_id(self, ids: Sequence[int]) -> list[JournalRow]:
@@ -124,13 +125,15 @@ class PgJournal(MetaReads):
         return SharedRate(self.url, self.schema, buckets)
 
     def _all(self, statement: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(statement.encode(), _params(params)).fetchall()
+        with lost_as_journal_error(self.url):
+            return self.conn.execute(statement.encode(), _params(params)).fetchall()
 
     def _one(self, statement: str, params: Iterable[Any] = ()) -> tuple[Any, ...] | None:
-        return self.conn.execute(statement.encode(), _params(params)).fetchone()
+        with lost_as_journal_error(self.url):
+            return self.conn.execute(statement.encode(), _params(params)).fetchone()
 
     def _update(self, statement: str, params: Iterable[Any] = ()) -> int:
-        with self.conn.transaction():
+        with lost_as_journal_error(self.url), self.conn.transaction():
             cursor = self.conn.execute(statement.encode(), _params(params))
         return cursor.rowcount
 
@@ -311,6 +314,14 @@ class PgJournal(MetaReads):
         )
 
 
+def _fail_all(batch: list[tuple[list[Write], asyncio.Future[None]]], failure: BaseException) -> None:
+    """Each caller of the batch gets `failure` (retrieved: a caller gone meanwhile must not warn)."""
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(failure)
+            future.exception()
+
+
 class PgJournalWriter(GroupCommits):
     """`JournalWriter` for PostgreSQL: the writes of one loop turn in one transaction.
 
@@ -335,14 +346,18 @@ class PgJournalWriter(GroupCommits):
             batch, self._queue = self._queue, []
             try:
                 refused = await self._write(batch)
+            except (psycopg.Error, JournalError) as exc:
+                # The database went away (a restart, a lost network): each waiting caller gets
+                # the one line, and the run stops on it. Whether this commit landed is not
+                # known: an intent in it was not sent, and a row it left `unknown` is looked
+                # up by the next run. A later commit (a restore while stopping) connects anew.
+                failure = exc if isinstance(exc, JournalError) else self._lost(exc)
+                await self._drop_connection()
+                _fail_all(batch, failure)
+                continue
             except BaseException as exc:
-                failure = exc
-                if isinstance(exc, psycopg.Error):
-                    failure = JournalError(f"{redact(self._url)}: cannot write: {scrub(str(exc), self._url)}")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
-                raise failure from None
+                _fail_all(batch, exc)
+                raise
             for index, (_, future) in enumerate(batch):
                 if future.done():
                     continue
@@ -351,6 +366,18 @@ class PgJournalWriter(GroupCommits):
                     future.exception()  # retrieved: a caller gone meanwhile must not warn of it
                 else:
                     future.set_result(None)
+
+    def _lost(self, exc: psycopg.Error) -> JournalError:
+        return JournalError(
+            f"{redact(self._url)}: cannot write: {scrub(str(exc).strip(), self._url)}; the dialer stopped"
+            " (rows it had in flight are looked up by the next run)"
+        )
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
     async def _write(self, batch: list[tuple[list[Write], asyncio.Future[None]]]) -> dict[int, Exception]:
         """One transaction for the batch; per caller refused, the exception its commit raises."""
