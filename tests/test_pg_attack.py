@@ -433,3 +433,37 @@ def test_a_journal_database_it_cannot_use_is_one_line_and_nothing_is_sent(
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("dialer: postgresql://dialer_test"), said
     assert posts(server.record) == []
+
+
+def test_two_runs_whose_commits_cross_on_caller_ids_both_commit(pg_url: str) -> None:
+    """Run A's group counts caller N then M, run B's M then N (the day counts are rows both
+    update): PostgreSQL finds the deadlock and aborts one of the two transactions. Aborted
+    whole, it is committed again, rather than stopping that run with `cannot write`."""
+    first, second = PgJournal(pg_url, "c"), PgJournal(pg_url, "c")
+    phones = [f"+1212555010{i}" for i in range(1, 5)]
+    _import(first, [_lead(i + 2, f"L{i}", phone) for i, phone in enumerate(phones)], "a")
+    first.claims(30.0).claim_dialable(2)
+    second.claims(30.0).claim_dialable(2)
+    n, m = "+14155550100", "+14155550111"
+    with psycopg.connect(pg_url) as holder:  # holds rows 2 and 4 until both runs hold one count each
+        holder.execute(f'SET search_path TO "{schema_name("c")}"'.encode())
+        holder.execute("SELECT id FROM leads WHERE id IN (2, 4) FOR UPDATE")
+
+        async def both() -> list[BaseException | None]:
+            writers = [first.writer(), second.writer()]
+            commits = [
+                asyncio.ensure_future(writers[0].commit(j.intent(1, n, DAY) + j.intent(2, m, DAY))),
+                asyncio.ensure_future(writers[1].commit(j.intent(3, m, DAY) + j.intent(4, n, DAY))),
+            ]
+            await asyncio.sleep(0.5)  # both wait on the held rows now, N and M taken
+            await asyncio.to_thread(holder.commit)
+            raised = await asyncio.gather(*commits, return_exceptions=True)
+            for writer in writers:
+                await writer.close()
+            return [r if isinstance(r, BaseException) else None for r in raised]
+
+        assert asyncio.run(both()) == [None, None]
+    assert [_status(first, i)[0] for i in (1, 2, 3, 4)] == ["unknown"] * 4
+    assert first.number_usage() == {(n, DAY): 2, (m, DAY): 2}
+    first.close()
+    second.close()

@@ -152,7 +152,8 @@ def lost_as_journal_error(url: str) -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         raise JournalError(
-            f"{redact(url)}: cannot read or write the journal: {scrub(str(exc).strip(), url)};"
+            f"{redact(url)}: cannot read or write the journal:"
+            f" {scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0], url)};"
             " the dialer stopped (rows it had in flight are looked up by the next run)"
         ) from None
 

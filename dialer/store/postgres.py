@@ -51,6 +51,9 @@ from dialer.store.writes import NumberTaken, Write, utc_now_iso
 
 log = structlog.get_logger("dialer")
 
+# Commits of one group a deadlock with another run's may abort, before the run stops on it.
+DEADLOCK_TRIES = 5
+
 LOST_WRITE = "another run took the row over (this run's lease ran out): its state is that run's"
 
 
@@ -314,6 +317,11 @@ class PgJournal(MetaReads):
         )
 
 
+def _first_line(exc: BaseException) -> str:
+    """The server's message without its DETAIL, HINT and CONTEXT lines: one line."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _fail_all(batch: list[tuple[list[Write], asyncio.Future[None]]], failure: BaseException) -> None:
     """Each caller of the batch gets `failure` (retrieved: a caller gone meanwhile must not warn)."""
     for _, future in batch:
@@ -369,7 +377,7 @@ class PgJournalWriter(GroupCommits):
 
     def _lost(self, exc: psycopg.Error) -> JournalError:
         return JournalError(
-            f"{redact(self._url)}: cannot write: {scrub(str(exc).strip(), self._url)}; the dialer stopped"
+            f"{redact(self._url)}: cannot write: {scrub(_first_line(exc), self._url)}; the dialer stopped"
             " (rows it had in flight are looked up by the next run)"
         )
 
@@ -383,12 +391,21 @@ class PgJournalWriter(GroupCommits):
         """One transaction for the batch; per caller refused, the exception its commit raises."""
         if self._conn is None:
             self._conn = await connect_async(self._url, self._schema)
-        refused: dict[int, Exception] = {}
-        async with self._conn.transaction():
-            for index, (writes, _) in enumerate(batch):
-                failure = await self._apply(self._conn, writes)
-                if failure is not None:
-                    refused[index] = failure
+        for tries in range(1, DEADLOCK_TRIES + 1):
+            refused: dict[int, Exception] = {}
+            try:
+                async with self._conn.transaction():
+                    for index, (writes, _) in enumerate(batch):
+                        failure = await self._apply(self._conn, writes)
+                        if failure is not None:
+                            refused[index] = failure
+                break
+            except psycopg.errors.DeadlockDetected:
+                # Another run's group updates the same rows (a caller id's day count, a
+                # number two rows share) in the other order: the server aborted this one
+                # whole, so it is committed again, as it was, once the other went through.
+                if tries == DEADLOCK_TRIES:
+                    raise
         self.commits += 1
         return refused
 
