@@ -335,7 +335,7 @@ class Sender:
         # The shared window's grant comes last, with the connection in hand, so
         # little time passes between the grant and the request leaving.
         on_sent = ticket.left if self.gate is None else self._both(ticket, await self.gate.acquire())
-        if self.claims is not None and not self.claims.fresh():
+        if self.claims is not None and not self.claims.fresh(attempt.row.id):
             return None
         return on_sent
 

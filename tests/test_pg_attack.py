@@ -206,26 +206,31 @@ def test_retry_unknown_leaves_the_rows_another_live_run_has_in_flight(
     assert [_status(first, i)[0] for i in (1, 2)] == ["unknown", "pending"]
 
 
-def test_a_run_knows_when_a_stall_outlasted_its_leases(pg_url: str) -> None:
-    """Claims.fresh(): what the sender asks right before a request leaves (a stopped process
-    woken after its lease: the row may be another run's, its request must not leave late)."""
+def test_a_run_knows_when_a_stall_outlasted_a_rows_lease(pg_url: str) -> None:
+    """Claims.fresh(row): what the sender asks right before a request leaves. A stopped
+    process woken after its lease may renew its leases first thing: that renews only the
+    rows still its own, so a row whose lease ran out before stays stale for good."""
     journal = PgJournal(pg_url, "c")
     _import(journal, [_lead(2, "Ann", ANN), _lead(3, "Bob", BOB)], "a")
     now = [100.0]
     claims = Claims(journal.conn, 3.0, clock=lambda: now[0])
-    assert not claims.fresh()  # nothing claimed: nothing to send
-    assert claims.claim_dialable(1) == [1]
-    now[0] = 102.9
-    assert claims.fresh()
-    renewal = claims.renewal()  # started at 102.9, committed later
-    now[0] = 103.0
-    assert not claims.fresh()  # the lease from the claim at 100 may have run out
+    assert claims.claim_dialable(2) == [1, 2]
+    assert not claims.fresh(1)  # claimed, no intent yet: no request may leave
+    claims.intended(1, 100.0)  # its intent's commit started at 100
+    now[0] = 102.0
+    claims.intended(2, 102.0)
+    assert claims.fresh(1) and claims.fresh(2)
+    now[0] = 103.5  # stopped from 102.9 to 103.5: row 1's lease may have run out, row 2's not
+    assert not claims.fresh(1) and claims.fresh(2)
+    renewal = claims.renewal()  # the first thing the woken run does
     journal.conn.execute(renewal.sql.replace("?", "%s").encode(), renewal.params)
     claims.renewed()
-    assert claims.fresh()  # every lease holds until 105.9 at least
-    assert claims.claim_dialable(1) == [2]  # a later claim does not move that earlier
-    now[0] = 105.9
-    assert not claims.fresh()
+    assert not claims.fresh(1)  # another run may have taken it meanwhile: stale for good
+    assert claims.fresh(2)
+    now[0] = 106.4
+    assert claims.fresh(2)  # renewed from 103.5: sure until 106.5
+    claims.settled(2)  # its outcome written: a next request comes with a next intent
+    assert not claims.fresh(2)
     journal.close()
 
 

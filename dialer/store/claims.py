@@ -67,10 +67,11 @@ class Claims:
         self.owner = uuid.uuid4().hex
         self._after = -1  # the position of the last row claimed in this pass over the file
         self._clock = clock
-        # On this host's clock: every lease this run holds lasts at least until then (None: it
-        # has claimed nothing yet). Set from the moment a claim or renewal *started*, so never
-        # later than the database's own claim_until.
-        self._sure_until: float | None = None
+        # Per row this run has intended (its request may leave), on this host's clock: until
+        # when the row is surely still this run's. From the moment the intent's commit (which
+        # renewed the row's lease, only if still ours) *started*, so never later than the
+        # database's own claim_until; a renewal started before that moves it on.
+        self._sure_until: dict[int, float] = {}
         self._renewing: float | None = None
 
     def _lost(self) -> contextlib.AbstractContextManager[None]:
@@ -78,16 +79,21 @@ class Claims:
 
         return lost_as_journal_error(self._url)
 
-    def fresh(self) -> bool:
-        """True while every lease of this run surely holds: a request may leave. False once a
-        stall (a stopped process, a frozen host, a loop blocked) outlasted the renewals: a
-        row may be another run's by now, and its request must not leave late. (Beyond it, a
-        request that leaves late anyway only meets the other run's look-up grace.)"""
-        return self._sure_until is not None and self._clock() < self._sure_until
+    def fresh(self, row_id: int) -> bool:
+        """True while the row is surely this run's: its request may leave. False once a stall
+        (a stopped process, a frozen host, a loop blocked) outlasted its lease, even if a
+        renewal ran since: the row may be another run's by now, and its request must not
+        leave late. (A request that leaves late anyway meets the other run's look-up grace.)"""
+        until = self._sure_until.get(row_id)
+        return until is not None and self._clock() < until
 
-    def _claimed(self, started: float) -> None:
-        if self._sure_until is None:
-            self._sure_until = started + self.lease
+    def intended(self, row_id: int, started: float) -> None:
+        """The row's intent committed, in a transaction started at `started` (this clock)."""
+        self._sure_until[row_id] = started + self.lease
+
+    def settled(self, row_id: int) -> None:
+        """The row's outcome is written: a next request for it comes with a next intent."""
+        self._sure_until.pop(row_id, None)
 
     def claim_dialable(self, limit: int) -> list[int]:
         """Up to `limit` due rows in file order, free or whose claim ran out; claimed for this run.
@@ -103,7 +109,6 @@ class Claims:
         return ids
 
     def _claim_after(self, after: int, limit: int) -> list[int]:
-        started = self._clock()
         with self._lost(), self.conn.transaction():
             rows = self.conn.execute(
                 (
@@ -117,7 +122,6 @@ class Claims:
                 (after, limit, self.owner, self.lease),
             ).fetchall()
         if rows:
-            self._claimed(started)
             self._after = max(self._after, *(int(r[1]) for r in rows))
         return [int(r[0]) for r in sorted(rows, key=lambda r: int(r[1]))]
 
@@ -128,7 +132,6 @@ class Claims:
         `unknown` row of this run's is in its hands already (its request in flight, or its
         look-up), and a second look-up beside it could dial it again.
         """
-        started = self._clock()
         with self._lost(), self.conn.transaction():
             rows = self.conn.execute(
                 (
@@ -140,8 +143,6 @@ class Claims:
                 ).encode(),
                 (Status.UNKNOWN.value, self.owner, self.owner, self.lease),
             ).fetchall()
-        if rows:
-            self._claimed(started)
         return sorted(int(r[0]) for r in rows)
 
     def others_hold(self) -> float | None:
@@ -172,8 +173,14 @@ class Claims:
 
     def renewed(self) -> None:
         """The last `renewal()` is committed: every lease holds a whole lease from its start."""
-        if self._renewing is not None:
-            self._sure_until = self._renewing + self.lease
+        started = self._renewing
+        if started is None:
+            return
+        # A row whose sure time ran out before the renewal started may have been taken over
+        # meanwhile (the renewal only renews rows still ours): it stays stale, and is dropped.
+        self._sure_until = {
+            row_id: started + self.lease for row_id, until in self._sure_until.items() if until > started
+        }
 
     def release(self) -> None:
         """The run ends: its rows are free for the next one (`unknown` ones to be looked up).

@@ -97,9 +97,7 @@ class PgJournal(MetaReads):
 
     def writer(self) -> PgJournalWriter:
         """Intents guarded by this run's claims, once it has taken claims (`claims()` first)."""
-        if self._claims is None:
-            return PgJournalWriter(self.url, self.schema)
-        return PgJournalWriter(self.url, self.schema, self._claims.owner, self._claims.lease)
+        return PgJournalWriter(self.url, self.schema, self._claims)
 
     def claims(self, lease_seconds: float) -> Claims:
         if self._claims is None:
@@ -337,13 +335,19 @@ class PgJournalWriter(GroupCommits):
     commits; the connection is opened at the first commit, inside the running loop.
     """
 
-    def __init__(self, url: str, schema: str, owner: str | None = None, lease: float = 30.0) -> None:
-        """`owner`: the run's claim id; its intents and outcomes apply only to rows it holds.
-        `lease`: seconds an intent renews its row's lease for."""
+    def __init__(self, url: str, schema: str, claims: Claims | None = None) -> None:
+        """`claims`: the run's, when it claims rows; its intents and outcomes apply only to
+        rows it holds, and it is told of each intent committed (`Claims.intended`)."""
         self._url = url
         self._schema = schema
-        self._owner = owner
-        self._lease = lease
+        self._claims = claims
+        self._owner = None if claims is None else claims.owner
+        self._lease = 0.0 if claims is None else claims.lease
+        # The transaction under way: when it started, and the rows whose intents (outcomes)
+        # it applied, for the claims once it is committed.
+        self._started = 0.0
+        self._intended: list[int] = []
+        self._settled: list[int] = []
         super().__init__()
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
         self.commits = 0
@@ -393,6 +397,8 @@ class PgJournalWriter(GroupCommits):
             self._conn = await connect_async(self._url, self._schema)
         for tries in range(1, DEADLOCK_TRIES + 1):
             refused: dict[int, Exception] = {}
+            self._started = time.monotonic()
+            self._intended, self._settled = [], []
             try:
                 async with self._conn.transaction():
                     for index, (writes, _) in enumerate(batch):
@@ -407,6 +413,11 @@ class PgJournalWriter(GroupCommits):
                 if tries == DEADLOCK_TRIES:
                     raise
         self.commits += 1
+        if self._claims is not None:
+            for row_id in self._settled:
+                self._claims.settled(row_id)
+            for row_id in self._intended:
+                self._claims.intended(row_id, self._started)
         return refused
 
     async def _apply(
@@ -435,6 +446,9 @@ class PgJournalWriter(GroupCommits):
                     await conn.execute(
                         f"UPDATE leads SET claim_until = {NOW} + %s WHERE id = %s", (self._lease, row_id)
                     )
+                    self._intended.append(row_id)
+                elif write.held and shared:
+                    self._settled.append(row_id)
             elif write.held and shared:
                 skipping = True
                 log.warning("lead.claim_lost", row_id=row_id, reason=LOST_WRITE)
