@@ -8,7 +8,22 @@ row's intent (writes.intent, made `guarded`) is committed only WHERE the row is
 still claimed by this run, so a run whose lease ran out and whose row another
 run took cannot send it (the writer reports `ClaimLost` and the sender drops it).
 
-The run renews its leases while it lives (`renew`) and gives its claims back when
+Every other write to a row is guarded the same way, or is harmless by construction
+(on SQLite the campaign's lock made one run the only writer; here several runs write):
+  - outcomes and restores (`Write.held`) apply only while this run holds the row: a run
+    that stalled past its lease cannot write its late answer over the look-up of the run
+    that took the row over, nor put a row another run sent back to `pending`;
+  - the intent applies only to a row still due (another run's start may have suppressed
+    it) and renews the row's lease;
+  - what a poll saw (calls.seen) only while the call is live, and a call's end decides the
+    lead's outcome only while it is the lead's latest call (calls.ended, calls.redial):
+    two runs may follow one call;
+  - `--retry-unknown`/`--retry-failed` leave the rows another live run holds.
+And right before a request leaves, the sender asks `fresh(row)`: a run woken from a stall
+longer than the row's lease does not send it late (another run may have looked it up,
+found nothing yet, and dialed it).
+
+The run renews its leases while it lives (`renewal`) and gives its claims back when
 it ends (`release`). A run that dies (kill -9, a lost host) leaves claims whose
 lease runs out:
   - rows still `pending`/`deferred` never left: another run claims them again;
