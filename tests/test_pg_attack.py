@@ -215,20 +215,24 @@ def test_a_run_knows_when_a_stall_outlasted_a_rows_lease(pg_url: str) -> None:
     now = [100.0]
     claims = Claims(journal.conn, 3.0, clock=lambda: now[0])
     assert claims.claim_dialable(2) == [1, 2]
-    assert not claims.fresh(1)  # claimed, no intent yet: no request may leave
     claims.intended(1, 100.0)  # its intent's commit started at 100
     now[0] = 102.0
     claims.intended(2, 102.0)
     assert claims.fresh(1) and claims.fresh(2)
-    now[0] = 103.5  # stopped from 102.9 to 103.5: row 1's lease may have run out, row 2's not
+    now[0] = 103.5  # stopped from 102.9 to 103.5: row 1's lease may have run out, row 2's not;
+    # meanwhile (the database's clock ran on) another run took row 1 over.
+    journal.conn.execute("UPDATE leads SET claimed_by = 'run-b' WHERE id = 1")
     assert not claims.fresh(1) and claims.fresh(2)
     renewal = claims.renewal()  # the first thing the woken run does
     journal.conn.execute(renewal.sql.replace("?", "%s").encode(), renewal.params)
     claims.renewed()
-    assert not claims.fresh(1)  # another run may have taken it meanwhile: stale for good
+    assert not claims.fresh(1)  # stale, and the database says it is another run's
     assert claims.fresh(2)
     now[0] = 106.4
     assert claims.fresh(2)  # renewed from 103.5: sure until 106.5
+    now[0] = 110.0  # a renewal late on a loaded host: row 2 is still this run's, the
+    assert claims.fresh(2)  # database says so and renews its lease in the same statement
+    journal.conn.execute("UPDATE leads SET claimed_by = 'run-b' WHERE id = 2")
     claims.settled(2)  # its outcome written: a next request comes with a next intent
     assert not claims.fresh(2)
     journal.close()

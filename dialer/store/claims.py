@@ -97,10 +97,27 @@ class Claims:
     def fresh(self, row_id: int) -> bool:
         """True while the row is surely this run's: its request may leave. False once a stall
         (a stopped process, a frozen host, a loop blocked) outlasted its lease, even if a
-        renewal ran since: the row may be another run's by now, and its request must not
-        leave late. (A request that leaves late anyway meets the other run's look-up grace.)"""
+        renewal ran since, and the database says another run took the row: its request must
+        not leave late. (A request that leaves late anyway meets the other run's look-up grace.)"""
         until = self._sure_until.get(row_id)
-        return until is not None and self._clock() < until
+        if until is not None and self._clock() < until:
+            return True
+        return self._confirm(row_id)
+
+    def _confirm(self, row_id: int) -> bool:
+        """Past its sure time (a stall, or a renewal late on a loaded host): ask the database,
+        renewing the lease in the same statement if the row is still this run's, so no other
+        run can take it between this answer and the request."""
+        started = self._clock()
+        with self._lost():
+            found = self.conn.execute(
+                f"UPDATE leads SET claim_until = {NOW} + %s WHERE id = %s AND claimed_by = %s RETURNING id",
+                (self.lease, row_id, self.owner),
+            ).fetchone()
+        if found is None:
+            return False
+        self.intended(row_id, started)
+        return True
 
     def intended(self, row_id: int, started: float) -> None:
         """The row's intent committed, in a transaction started at `started` (this clock)."""
