@@ -132,6 +132,7 @@ class Dispatcher:
             self.ceiling,
             gate=self.gate,
             shared_live=self.shared_live,
+            claims=self.claims,
         )
         self.settler = (
             Settler(self.run_state, campaign, client, self._redial) if campaign.mode == "call" else None
@@ -342,6 +343,7 @@ class Dispatcher:
         while True:
             await asyncio.sleep(self.limits.claim_lease_seconds / 3)
             await self.run_state.writer.commit([self.claims.renewal()])
+            self.claims.renewed()
 
     def _settle_earlier_runs(self) -> None:
         """Rows an earlier run left `unknown` (it crashed, or got no answer): look them up."""

@@ -41,7 +41,7 @@ from dialer.config import Campaign
 from dialer.model import FINAL_CHAT_STATUSES, CallOutcome, Status
 from dialer.optout import opted_out
 from dialer.pacing import LiveCeiling
-from dialer.store import JournalStore, LiveCall, LiveSlots, Write, calls, outcome
+from dialer.store import JournalStore, LiveCall, LiveSlots, Write, calls
 from dialer.transitions import CallNext, RedialPolicy, after_call, redial_after
 
 log = structlog.get_logger("dialer")
@@ -188,7 +188,7 @@ class Follower:
                 ended.append((call_id, tracked, last, decided))
                 writes += calls.seen(last, final=True, timed_out=decided.timed_out, at=now)
                 if decided.error or decided.status != Status.SENT:
-                    writes += outcome(tracked.lead_id, decided.status, error=decided.error)
+                    writes += calls.ended(tracked.lead_id, call_id, decided.status, decided.error)
                 elif not decided.timed_out:
                     writes += self._after_end(call_id, tracked, last)
             elif seen is not None and seen.status != tracked.status:

@@ -41,7 +41,7 @@ from dialer.model import JournalRow, Status
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import LiveCeiling, Pacer, Ticket
 from dialer.store import LiveSlots, NumberTaken, RateGate, RateGrant, intent, restore
-from dialer.store.claims import ClaimLost
+from dialer.store.claims import ClaimLost, Claims
 from dialer.transitions import (
     Next,
     Policy,
@@ -102,14 +102,17 @@ class Sender:
         live: LiveCeiling | None = None,
         gate: RateGate | None = None,
         shared_live: LiveSlots | None = None,
+        claims: Claims | None = None,
     ) -> None:
         """`live`: the live-call ceiling (call mode); an accepted call keeps its slot.
         `gate`: the send window shared with other runs and campaigns (None: this run alone).
-        `shared_live`: live-call slots shared with them too (None: the run's ceiling alone)."""
+        `shared_live`: live-call slots shared with them too (None: the run's ceiling alone).
+        `claims`: this run's claims on a shared campaign (None: this run alone)."""
         self.run = run
         self.live = live
         self.shared_live = shared_live
         self.gate = gate
+        self.claims = claims
         self.campaign = campaign
         self.limits = campaign.limits
         self.policy = Policy(campaign.mode, campaign.limits.max_attempts)
@@ -308,15 +311,9 @@ class Sender:
                 if not await self._commit_intent(attempt):
                     return  # the number is another row's: the journal made the row a duplicate
                 async with self.lane() as lane:
-                    # The lane may come late too (a slow API holds every connection): the
-                    # hours are checked last, right before the request leaves.
-                    if self.run.stop.is_set() or not self._still_open(attempt):
+                    on_sent = await self._leave_now(attempt, ticket)
+                    if on_sent is None:
                         return
-                    # The shared window's grant comes last, with the connection in hand, so
-                    # little time passes between the grant and the request leaving.
-                    on_sent = (
-                        ticket.left if self.gate is None else self._both(ticket, await self.gate.acquire())
-                    )
                     attempt.sending = True
                     self.run.stats.requests += 1
                     answer = await self.client.post(self._path, attempt.body, on_sent=on_sent, lane=lane)
@@ -347,6 +344,21 @@ class Sender:
         if self.shared_live is not None:
             await self.shared_live.refused()
         self.run.stats.live_refusals += 1
+
+    async def _leave_now(self, attempt: Attempt, ticket: Ticket) -> Callable[[], None] | None:
+        """The last checks before the request leaves, lane in hand; what to call once it has
+        left, or None: it must not leave (stopped, its hours closed, or this run stalled past
+        its lease on a shared campaign: the row may be another run's by now)."""
+        # The lane may come late too (a slow API holds every connection): the
+        # hours are checked last, right before the request leaves.
+        if self.run.stop.is_set() or not self._still_open(attempt):
+            return None
+        # The shared window's grant comes last, with the connection in hand, so
+        # little time passes between the grant and the request leaving.
+        on_sent = ticket.left if self.gate is None else self._both(ticket, await self.gate.acquire())
+        if self.claims is not None and not self.claims.fresh(attempt.row.id):
+            return None
+        return on_sent
 
     @staticmethod
     def _both(ticket: Ticket, grant: RateGrant) -> Callable[[], None]:
