@@ -337,13 +337,18 @@ class Dispatcher:
             await asyncio.wait_for(self.stop.wait(), timeout=seconds)
 
     async def _renew_claims(self) -> None:
-        """Keep this run's leases alive while it runs (a third of the lease between renewals)."""
+        """Keep this run's leases alive while it runs (a third of the lease between renewals).
+        A renewal that fails stops the run: its rows would go to other runs while it works
+        on them (and nobody awaits this task before the end)."""
         if self.claims is None:
             return
-        while True:
-            await asyncio.sleep(self.limits.claim_lease_seconds / 3)
-            await self.run_state.writer.commit([self.claims.renewal()])
-            self.claims.renewed()
+        try:
+            while True:
+                await asyncio.sleep(self.limits.claim_lease_seconds / 3)
+                await self.run_state.writer.commit([self.claims.renewal()])
+                self.claims.renewed()
+        except Exception as exc:
+            self.run_state.fail(exc)
 
     def _settle_earlier_runs(self) -> None:
         """Rows an earlier run left `unknown` (it crashed, or got no answer): look them up."""
