@@ -12,6 +12,7 @@ timing out with a survivor still running 40 minutes later):
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,18 +21,22 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 from dialer import store as j
 from dialer.bookkeeping import Progress, Run
 from dialer.client import SynthflowClient
 from dialer.config import load_campaign
 from dialer.follow import Follower
+from dialer.run import RunOptions, run_campaign
 from dialer.store.claims import Claims
 from dialer.store.pgurl import schema_name
 from dialer.store.postgres import PgJournal
 from dialer.store.sqlite import Journal
-from tests.test_campaign import ALL_DAY
+from tests.conftest import posts, write_leads
+from tests.test_campaign import ALL_DAY, KEY, numbered_leads
 from tests.test_journal import _import, _lead
+from tests.test_postgres import SHARED, pg_campaign
 
 ANN, BOB = "+12125550101", "+12125550102"
 
@@ -189,3 +194,38 @@ def test_a_follower_that_fails_stops_the_run_rather_than_leave_it_waiting(tmp_pa
     finally:
         journal.close()
     assert run.stop.is_set() and isinstance(run.fatal, RuntimeError)
+
+
+def test_a_run_waiting_for_rows_another_run_holds_says_so_then_dials_them(
+    tmp_path: Path, sandbox: Any, pg_url: str
+) -> None:
+    """A run whose every other row is done, while another run (here dead, its lease long)
+    holds one: it says what it waits for, at once and again each progress tick; once that
+    lease runs out it dials the row and finishes."""
+    server = sandbox(api_key=KEY)
+    write_leads(tmp_path / "leads.csv", numbered_leads(3))
+    config = load_campaign(pg_campaign(tmp_path, pg_url, SHARED.format(rate=10)))
+    first = run_campaign(config, RunOptions(api_key=KEY, base_url=server.url, limit=1))
+    assert first.counts == {"sent": 1, "pending": 2}
+    dead = PgJournal(pg_url, "t")
+    assert dead.claims(3600.0).claim_dialable(1) == [2]  # then it died: its lease an hour long
+    dead.close()
+    results: list[Any] = []
+    with capture_logs() as logs:
+        survivor = threading.Thread(
+            target=lambda: results.append(run_campaign(config, RunOptions(api_key=KEY, base_url=server.url)))
+        )
+        survivor.start()
+        deadline = time.monotonic() + 60
+        # Waiting on the other thread's progress, not timing the code under test.
+        while not any(e["event"] == "run.waiting" for e in logs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{schema_name("t")}"'.encode())
+            conn.execute("UPDATE leads SET claim_until = 0 WHERE id = 2")  # the dead run's lease ran out
+        survivor.join(timeout=60)
+    waiting = [e for e in logs if e["event"] == "run.waiting"]
+    assert waiting and waiting[0]["rows"] == 1, [e["event"] for e in logs]
+    assert results and results[0].exit_code == 0 and results[0].counts == {"sent": 3}
+    phones = [p["body"]["phone"] for p in posts(server.record)]
+    assert len(phones) == len(set(phones)) == 3

@@ -209,7 +209,13 @@ class Claims:
         return sorted(int(r[0]) for r in rows)
 
     def others_hold(self) -> float | None:
-        """Seconds until the first lease of another run on a row it may still dial runs out; None: none.
+        """Seconds until the first lease of another run on a row it may still dial runs out; None: none."""
+        held = self.held_by_others()
+        return None if held is None else held[1]
+
+    def held_by_others(self) -> tuple[int, float] | None:
+        """(rows, seconds until the first of their leases runs out): the rows other runs hold
+        that they may still dial, which this run waits for; None: none.
 
         `pending` and `unknown` rows only: a `deferred` row another run holds was tried by it
         this run (its hours were closed), and waiting for it could make two runs wait on each
@@ -218,12 +224,14 @@ class Claims:
         with self._lost():
             row = self.conn.execute(
                 (
-                    f"SELECT min(claim_until) - {NOW} FROM leads WHERE claimed_by IS NOT NULL"
+                    f"SELECT count(*), min(claim_until) - {NOW} FROM leads WHERE claimed_by IS NOT NULL"
                     f" AND claimed_by != %s AND status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
                 ).encode(),
                 (self.owner,),
             ).fetchone()
-        return None if row is None or row[0] is None else max(0.0, float(row[0]))
+        if row is None or row[1] is None:
+            return None
+        return int(row[0]), max(0.0, float(row[1]))
 
     def renewal(self) -> Write:
         """The leases renewed, as a write for the run's writer: its transaction may hold locks
