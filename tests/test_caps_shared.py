@@ -7,6 +7,7 @@ are real: a throwaway PostgreSQL (tests/pg.py) and the account's SQLite file.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -257,20 +258,46 @@ def test_counts_taken_by_a_run_killed_before_its_posts_stay_taken(
     assert _from_caller(server.record) == 3
 
 
+def _start_verbose(toml: Path, base_url: str) -> tuple[subprocess.Popen[str], Path]:
+    """A `dialer run -v` process: its log names every row it sent (`lead.sent`)."""
+    output = toml.with_name(f"{toml.stem}-verbose.out")
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dialer",
+                "run",
+                str(toml),
+                "--base-url",
+                base_url,
+                "-v",
+                "--log-format",
+                "json",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "SYNTHFLOW_API_KEY": KEY},
+        )
+    return process, output
+
+
 def test_a_run_killed_mid_run_never_lets_the_campaign_pass_the_cap(
     tmp_path: Path, sandbox_process: Any, pg_url: str
 ) -> None:
     server = sandbox_process(latency_ms=300)
     write_leads(tmp_path / "leads.csv", numbered_leads(40))
     toml = _campaign(tmp_path, "t", RUN.format(cap=6, rate=4), pg_url)
-    runs = [_start(toml, server.url) for _ in range(2)]
-    victim = runs[0][0]
+    victim, said = _start_verbose(toml, server.url)
+    survivor = _start(toml, server.url)
     deadline = time.monotonic() + 60
-    while not posts(server.record) and time.monotonic() < deadline:
+    # Killed once it has placed two calls of its own (and likely taken the count of a third).
+    while said.read_text().count('"lead.sent"') < 2 and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # waiting on another process's progress, not timing the code under test
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    _finish(runs[1])
+    _finish(survivor)
     _finish(_start(toml, server.url))  # after the dead run's lease: its rows come back
     assert 1 <= _from_caller(server.record) <= 6
     found = campaign_status(load_campaign(toml))
