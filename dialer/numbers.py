@@ -382,7 +382,7 @@ class NumberPool:
         if self.shared is None:
             return self.choose(phone, timezones, now)
         if self._synced_at is None:
-            await self._sync(now)
+            await self.sync(now)
         while True:
             try:
                 number = self.choose(phone, timezones, now)
@@ -390,7 +390,7 @@ class NumberPool:
                 # Other runs may have given calls back since: read again, now and then.
                 if now.timestamp() - (self._synced_at or 0.0) < RESYNC_SECONDS:
                     raise
-                await self._sync(now)
+                await self.sync(now)
                 continue
             if number is None:
                 return None
@@ -402,7 +402,7 @@ class NumberPool:
             # Capped by the others' calls: choose() passes it over from now on.
             self._usage[key] = max(self._usage.get(key, 0), self.daily_cap or 0)
 
-    async def _sync(self, now: datetime) -> None:
+    async def sync(self, now: datetime) -> None:
         """The view of today's counts from the shared store. The first time, the journal's
         own counts are their floor (a campaign moved to shared counts mid-day keeps the
         calls it made that day); later, the view itself is not: it may count calls that

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from dialer.config import Numbers, load_campaign
+from dialer.errors import JournalError
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.run import RunOptions, campaign_status, run_campaign
 from dialer.store.callerdays import FileDays, PgDays, shared_days
@@ -142,6 +143,13 @@ def test_which_campaigns_share_counts(tmp_path: Path, monkeypatch: pytest.Monkey
     assert isinstance(account_wide, PgDays) and account_wide.scope == "account:acme"
 
 
+def test_an_account_file_that_cannot_be_opened_is_one_line_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "accounts"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(JournalError, match=r"accounts/acme.sqlite: cannot open the account's file"):
+        FileDays(blocker / "acme.sqlite")
+
+
 # -- whole runs -----------------------------------------------------------------------
 
 RUN = f"""mode = "call"
@@ -194,8 +202,10 @@ def test_two_postgresql_campaigns_of_one_account_share_a_caller_ids_cap(
     ]
     results = [_finish(run) for run in [_start(toml, server.url) for toml in tomls]]
     assert _from_caller(server.record) == 6, [out[-1500:] for _, out in results]
-    sent = [campaign_status(load_campaign(toml)) for toml in tomls]
-    assert sum(s.counts.get("sent", 0) for s in sent if s is not None) == 6
+    found = [campaign_status(load_campaign(toml)) for toml in tomls]
+    assert sum(f.counts.get("sent", 0) for f in found if f is not None) == 6
+    # `status` reads the shared count: each campaign's caller id is capped, whichever made the calls.
+    assert all(f is not None and f.caps_reset is not None for f in found)
 
 
 def test_two_sqlite_campaigns_of_one_account_share_a_caller_ids_cap_through_its_file(

@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,45 +165,65 @@ class PgDays:
         self._lock = asyncio.Lock()  # one statement at a time on the one connection
         self._returns: set[asyncio.Task[None]] = set()
 
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        """The connection, one statement (or transaction) at a time; the server's errors as
+        one line that never shows the password."""
+        import psycopg
+
+        from dialer.store.pgurl import redact, scrub
+
+        async with self._lock:
+            try:
+                yield await self._connection()
+            except psycopg.Error as exc:
+                raise JournalError(
+                    f"{redact(self._url)}: cannot count calls per caller id: {scrub(str(exc), self._url)}"
+                ) from None
+
     async def _connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         if self._conn is None:
             from dialer.store.pgdb import connect_async
 
             conn = await connect_async(self._url, self._schema)
-            async with conn.transaction():
-                # The table is created on first use, also in a database whose journals
-                # predate it; the migration's lock keeps two first runs from racing.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dialer:migrate'))")
-                await conn.execute("CREATE SCHEMA IF NOT EXISTS dialer_shared")
-                await conn.execute(PG_SCHEMA)
-                await conn.execute(
-                    "DELETE FROM dialer_shared.caller_days WHERE scope = %s AND day < %s",
-                    (self.scope, _oldest_kept()),
-                )
+            try:
+                await self._prepare(conn)
+            except BaseException:
+                await conn.close()
+                raise
             self._conn = conn
         return self._conn
 
+    async def _prepare(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+        async with conn.transaction():
+            # The table is created on first use, also in a database whose journals
+            # predate it; the migration's lock keeps two first runs from racing.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dialer:migrate'))")
+            await conn.execute("CREATE SCHEMA IF NOT EXISTS dialer_shared")
+            await conn.execute(PG_SCHEMA)
+            await conn.execute(
+                "DELETE FROM dialer_shared.caller_days WHERE scope = %s AND day < %s",
+                (self.scope, _oldest_kept()),
+            )
+
     async def counts(self, seeds: Mapping[Day, int]) -> dict[Day, int]:
         found: dict[Day, int] = {}
-        async with self._lock:
-            conn = await self._connection()
-            async with conn.transaction():
-                for (number, day), seed in seeds.items():
-                    cursor = await conn.execute(
-                        "INSERT INTO dialer_shared.caller_days (scope, number, day, calls)"
-                        " VALUES (%s, %s, %s, %s) ON CONFLICT (scope, number, day) DO UPDATE"
-                        " SET calls = greatest(dialer_shared.caller_days.calls, excluded.calls)"
-                        " RETURNING calls",
-                        (self.scope, number, day, seed),
-                    )
-                    row = await cursor.fetchone()
-                    assert row is not None
-                    found[(number, day)] = int(row[0])
+        async with self._session() as conn, conn.transaction():
+            for (number, day), seed in seeds.items():
+                cursor = await conn.execute(
+                    "INSERT INTO dialer_shared.caller_days (scope, number, day, calls)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (scope, number, day) DO UPDATE"
+                    " SET calls = greatest(dialer_shared.caller_days.calls, excluded.calls)"
+                    " RETURNING calls",
+                    (self.scope, number, day, seed),
+                )
+                row = await cursor.fetchone()
+                assert row is not None
+                found[(number, day)] = int(row[0])
         return found
 
     async def take(self, number: str, day: str, cap: int | None) -> int | None:
-        async with self._lock:
-            conn = await self._connection()
+        async with self._session() as conn:
             cursor = await conn.execute(
                 "INSERT INTO dialer_shared.caller_days (scope, number, day, calls)"
                 " VALUES (%s, %s, %s, 1) ON CONFLICT (scope, number, day) DO UPDATE"
@@ -221,8 +241,7 @@ class PgDays:
         task.add_done_callback(self._returns.discard)
 
     async def _give_back(self, number: str, day: str) -> None:
-        async with self._lock:
-            conn = await self._connection()
+        async with self._session() as conn:
             await conn.execute(
                 "UPDATE dialer_shared.caller_days SET calls = calls - 1"
                 " WHERE scope = %s AND number = %s AND day = %s AND calls > 0",
