@@ -379,7 +379,7 @@ class NumberPool:
         it is the lead's: a number the other runs have brought to its cap meanwhile is
         passed over, as capped, and the next best tried. Raises PoolExhausted like choose().
         """
-        if self.shared is None:
+        if self.shared is None or not self.pool:
             return self.choose(phone, timezones, now)
         if self._synced_at is None:
             await self.sync(now)

@@ -132,13 +132,15 @@ def test_which_campaigns_share_counts(tmp_path: Path, monkeypatch: pytest.Monkey
 
     account = '[account]\nname = "acme"\n'
     url = 'journal = "postgresql://u@localhost/d"\n'
-    assert shared_days(config("")) is None  # SQLite, alone: its journal counts, as ever
-    in_file = shared_days(config(account))
+    assert shared_days(config(url + account)) is None  # no [numbers] pool: nothing to count
+    pool = f'[numbers]\npool = ["{CALLER}"]\n'
+    assert shared_days(config(pool)) is None  # SQLite, alone: its journal counts, as ever
+    in_file = shared_days(config(account + pool))
     assert isinstance(in_file, FileDays)
     asyncio.run(in_file.close())
     assert (tmp_path / "accounts" / "acme.sqlite").exists()
-    campaign_wide = shared_days(config(url))
-    account_wide = shared_days(config(url + account))
+    campaign_wide = shared_days(config(url + pool))
+    account_wide = shared_days(config(url + account + pool))
     assert isinstance(campaign_wide, PgDays) and campaign_wide.scope.startswith("campaign:dialer_c")
     assert isinstance(account_wide, PgDays) and account_wide.scope == "account:acme"
 

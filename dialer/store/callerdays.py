@@ -58,7 +58,10 @@ KEEP_DAYS = 3
 
 
 def shared_days(campaign: Campaign) -> CallerDays | None:
-    """Where the campaign's caller-id counts are shared; None: only its journal counts them."""
+    """Where the campaign's caller-id counts are shared; None: only its journal counts them
+    (or there is no caller id to count: no [numbers] pool, the API's own number)."""
+    if not campaign.numbers.pool:
+        return None
     url = journal_url(campaign)
     account = campaign.account
     if url is not None:
