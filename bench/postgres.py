@@ -6,7 +6,9 @@ stopped after it. Measured:
     (`Claims.claim_dialable`: FOR UPDATE SKIP LOCKED, lease written);
   - three `dialer run` processes on one campaign: the most requests in any 1 s
     window against the campaign's rate, and one call per lead;
-  - two campaigns naming one account: the most in any 1 s against the account's rate.
+  - two campaigns naming one account: the most in any 1 s against the account's rate;
+  - caller-id counts taken per second (store/callerdays.py: one a call, before its intent),
+    in PostgreSQL and in an account's SQLite file.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def run(ctx: Context) -> Section:
         folder = ctx.work / "postgres"
         folder.mkdir(parents=True, exist_ok=True)
         _claims(ctx, server, section)
+        _caller_days(ctx, server, folder, section)
         rate = 10 if ctx.quick else 20
         leads = rate * (2 if ctx.quick else 6)
         posts = _parallel(ctx, folder, server, [("one", rate, None)] * 3, leads)
@@ -88,6 +91,34 @@ def _claims(ctx: Context, server: PgServer, section: Section) -> None:
         ">= 1000",
         taken / took >= 1000,
     )
+
+
+def _caller_days(ctx: Context, server: PgServer, folder: Path, section: Section) -> None:
+    """One count taken per call: it must stay far above any account's 100 calls a second."""
+    import asyncio
+
+    from dialer.numbers import CallerDays
+    from dialer.store.callerdays import FileDays, PgDays
+
+    takes = 500 if ctx.quick else 5000
+
+    async def timed(store: CallerDays) -> float:
+        t0 = time.perf_counter()
+        for _ in range(takes):
+            await store.take("+12125550100", "2000-01-01", None)
+        took = time.perf_counter() - t0
+        await store.close()
+        return takes / took
+
+    for label, store in (
+        ("PostgreSQL", PgDays(server.new_database(), "public", "account:bench")),
+        ("account file", FileDays(folder / "accounts" / "bench.sqlite")),
+    ):
+        per_second = asyncio.run(timed(store))
+        section.details[f"caller-id counts, {label}"] = {"takes": takes, "per_second": per_second}
+        section.add(
+            f"caller-id counts taken per second ({label})", per_second, "/s", ">= 500", per_second >= 500
+        )
 
 
 def _parallel(
