@@ -212,7 +212,9 @@ class PgDays:
     async def counts(self, seeds: Mapping[Day, int]) -> dict[Day, int]:
         found: dict[Day, int] = {}
         async with self._session() as conn, conn.transaction():
-            for (number, day), seed in seeds.items():
+            # In key order: two runs whose pools list the numbers differently lock the rows
+            # in the same order, so they wait for each other, never deadlock.
+            for (number, day), seed in sorted(seeds.items()):
                 cursor = await conn.execute(
                     "INSERT INTO dialer_shared.caller_days (scope, number, day, calls)"
                     " VALUES (%s, %s, %s, %s) ON CONFLICT (scope, number, day) DO UPDATE"
