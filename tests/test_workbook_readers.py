@@ -266,3 +266,18 @@ def test_the_first_rows_come_before_the_last_is_read(tmp_path: Path) -> None:
             seen += len(chunk)
     assert seen >= 1500  # the stream reads a cell ahead: the last row's own chunk may fail with it
     assert str(error.value).startswith(f"{path}: cannot read the workbook: ")
+
+
+def test_equal_cells_are_one_object_as_in_pandas_csv_chunks(tmp_path: Path) -> None:
+    # The mapping holds a few chunks at once: repeated names, zones and dates held once each.
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Name", "Phone", "Signup"])
+    for i in range(4):
+        sheet.append(["Ana", f"+1415555{i:04d}", date(2024, 5, 1)])
+    book.save(tmp_path / "same.xlsx")
+    rows = [row for _, row in workbook._sheet(tmp_path / "same.xlsx", None).cells()][1:]
+    assert all(row[0] is rows[0][0] and row[2] is rows[0][2] for row in rows)
+    assert type(rows[0][2]) is cells.Date and rows[0][2] == "2024-05-01"
+    assert len({id(row[1]) for row in rows}) == 4
