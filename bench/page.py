@@ -5,11 +5,16 @@ with the rows (the aggregates are SQL), and the memory stay flat.
 
 The journal is written directly in SQL (a recursive CTE: a million rows in seconds), in
 the schema the dialer itself creates, so no sandbox run is needed to measure the page.
+
+Then the largest journal is copied into PostgreSQL (`dialer migrate`'s copy, on a throwaway
+cluster of tests/pg.py, ANALYZEd as autovacuum would soon do) and its page written again
+from there: the time, and whether the page is the same as SQLite's (its footer aside).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -114,6 +119,7 @@ def run(ctx: Context) -> Section:
                 "s",
             )
             section.add("  page size", page.stat().st_size / 1024, "KiB")
+    _postgres(ctx, folder, section, max(sizes))
     smallest, largest = min(peaks), max(peaks)
     for rows in sorted(peaks):
         section.add(f"  peak memory, {rows:,} rows", peaks[rows], "MiB")
@@ -123,3 +129,50 @@ def run(ctx: Context) -> Section:
             f"  memory growth {smallest:,} -> {largest:,} rows", growth, "x", "< 1.5 (flat)", growth < 1.5
         )
     return section
+
+
+def _postgres(ctx: Context, folder: Path, section: Section, rows: int) -> None:
+    """The page of the `rows` campaign from a PostgreSQL journal: its time, and the same page."""
+    import psycopg
+
+    from dialer.store.moving import copy_to_postgres
+    from dialer.store.pgurl import schema_name
+    from tests.pg import MissingPostgres, start_server, stop_server
+
+    try:
+        server, owner = start_server()
+    except MissingPostgres as exc:
+        section.add(str(exc), 0, "", "binaries present", False)
+        return
+    try:
+        url = server.new_database()
+        toml = folder / f"page_{rows}.toml"
+        copy_to_postgres(toml.with_suffix(".sqlite"), "bench-page", url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'ANALYZE "{schema_name("bench-page")}".calls'.encode())
+            conn.execute(f'ANALYZE "{schema_name("bench-page")}".leads'.encode())
+        pg_toml = folder / f"page_{rows}_pg.toml"
+        text = toml.read_text()
+        pg_toml.write_text(re.sub(r'^journal = ".*"$', f'journal = "{url}"', text, count=1, flags=re.M))
+        page = folder / f"page_{rows}_pg.html"
+        measured = run_measured(
+            ctx.dialer("report", str(pg_toml), "--out", str(page)),
+            env=ctx.env(),
+            out_dir=ctx.logs,
+            name="page-pg",
+        ).check()
+        section.details[f"page {rows} postgresql"] = {
+            "wall": measured.wall,
+            "cpu_seconds": measured.cpu_seconds,
+            "peak_rss_mib": measured.peak_rss_mib,
+        }
+        section.add(f"  the same page from PostgreSQL, {rows:,} rows", measured.wall, "s")
+        section.add("    CPU time of dialer (the server's own is not counted)", measured.cpu_seconds, "s")
+        same = _without_footer(page) == _without_footer(folder / f"page_{rows}.html")
+        section.add("    the same page as from SQLite (footer aside)", float(same), "", "1", same)
+    finally:
+        stop_server(server, owner)
+
+
+def _without_footer(page: Path) -> str:
+    return re.sub(r"<footer>.*?</footer>", "", page.read_text(), flags=re.S)

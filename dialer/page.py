@@ -1,8 +1,9 @@
 """The campaign page: `dialer report CAMPAIGN.toml --out FILE.html`.
 
 One self-contained HTML file (no script, no external style, font or image: it opens
-offline and prints) with the campaign's figures, read from the journal by the SQL
-aggregates of `dialer.store.figures`, and its charts drawn by matplotlib as inline SVG.
+offline and prints) with the campaign's figures, read from the journal, whichever store
+keeps it, by the SQL aggregates of `dialer.store.figures` (`JournalStore.page_figures`),
+and its charts drawn by matplotlib as inline SVG. This module only renders them.
 
 matplotlib because it is the well-kept plotting library that writes SVG with no
 JavaScript: the page needs no script at all, prints as vectors, and the library is
@@ -23,14 +24,14 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dialer.config import Campaign
 from dialer.model import Status
-from dialer.store import Journal
+from dialer.store import JournalStore
 from dialer.store import figures as fig
 
 if TYPE_CHECKING:
@@ -186,13 +187,7 @@ def _bucket_label(moment: datetime, step: float) -> str:
 class Page:
     campaign: Campaign
     counts: dict[str, int]
-    calls: fig.CallCharts | None  # None: the journal has no calls table
-
-    @property
-    def totals(self) -> fig.CallTotals | None:
-        return None if self.calls is None else self.calls.totals
-
-    sections: list[str] = field(default_factory=list)
+    calls: fig.CallCharts | None  # None: no call placed or followed yet
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> str:
@@ -464,8 +459,7 @@ def attempts(calls: fig.CallCharts) -> str:
     )
 
 
-def problems(journal: Journal) -> str:
-    found = fig.problems(journal.conn)
+def problems(found: list[fig.Reason]) -> str:
     if not found:
         return _section("Rows that failed or are invalid", "problems", "<p>None.</p>")
     rows = [
@@ -564,21 +558,18 @@ SECTIONS = (
 )
 
 
-def build_page(campaign: Campaign, journal: Journal, now: datetime | None = None) -> str:
+def build_page(campaign: Campaign, figures: fig.PageFigures, now: datetime | None = None) -> str:
     """The page's HTML, from the journal's aggregates."""
-    conn = journal.conn
-    calls = fig.call_charts(conn, campaign.numbers.daily_cap) if fig.has_calls(conn) else None
-    if calls is not None and not calls.totals.calls:
-        calls = None  # sent rows from a dialer that did not follow its calls, or nothing sent yet
-    page = Page(campaign, journal.counts(), calls)
+    calls = figures.calls  # None: sent rows from a dialer that did not follow its calls, or none sent
+    page = Page(campaign, figures.counts, calls)
     parts = [headline(page), outcomes(page, calls)]
     if calls:
         parts += [over_time(calls), local_time(calls), caller_ids(page, calls), attempts(calls)]
     else:
         for anchor, title in SECTIONS[2:6]:
             parts.append(_section(title, anchor, f"<p>{NO_CALLS}.</p>"))
-    parts += [problems(journal), settings(campaign)]
-    first, last = fig.first_and_last_request(conn)
+    parts += [problems(figures.problems), settings(campaign)]
+    first, last = figures.first_request, figures.last_request
     span = f"requests from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC" if first and last else ""
     made = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in SECTIONS)
@@ -591,14 +582,15 @@ def build_page(campaign: Campaign, journal: Journal, now: datetime | None = None
         f"<title>Campaign {esc(campaign.name)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>Campaign {esc(campaign.name)}</h1><p>{esc(campaign.mode)} campaign · {esc(span)}"
         f'</p></header><nav aria-label="sections">{nav}</nav><main>{"".join(parts)}</main>'
-        f"<footer>Written by dialer report at {esc(made)} from {esc(journal.path.name)}.</footer>"
+        f"<footer>Written by dialer report at {esc(made)} from {esc(figures.source)}.</footer>"
         "</body></html>\n"
     )
 
 
-def write_page(campaign: Campaign, journal: Journal, path: Path, now: datetime | None = None) -> int:
+def write_page(campaign: Campaign, journal: JournalStore, path: Path, now: datetime | None = None) -> int:
     """Write the page atomically (a reader never sees half of it); the number of rows it covers."""
-    text = build_page(campaign, journal, now)
+    figures = journal.page_figures(campaign.numbers.daily_cap)
+    text = build_page(campaign, figures, now)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -612,7 +604,7 @@ def write_page(campaign: Campaign, journal: Journal, path: Path, now: datetime |
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    return sum(journal.counts().values())
+    return sum(figures.counts.values())
 
 
 __all__ = ["build_page", "write_page"]

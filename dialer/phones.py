@@ -97,6 +97,16 @@ def _normalize(raw: str, region: str) -> PhoneResult:
     value = raw.strip()
     if not value:
         return "", (), "missing phone number"
+    # The fast path first: the shapes it takes hold no "E" and end in a digit, so neither
+    # check below could have refused or changed them.
+    fast = _nanp_result(value, region)
+    if fast is not None:
+        return fast
+    return _general(raw, value, region)
+
+
+def _general(raw: str, value: str, region: str) -> PhoneResult:
+    """_normalize of what the fast path did not take (or any value: it is the reference)."""
     if _SCIENTIFIC.match(value):
         return (
             "",
@@ -109,9 +119,9 @@ def _normalize(raw: str, region: str) -> PhoneResult:
     integral = _INTEGRAL_FLOAT.match(value)
     if integral:
         value = integral[1]
-    fast = _nanp_result(value, region)
-    if fast is not None:
-        return fast
+        fast = _nanp_result(value, region)
+        if fast is not None:
+            return fast
     # The general path; also for what the fast one refused, so that messages
     # come from one place.
     try:
@@ -136,8 +146,19 @@ def _normalize(raw: str, region: str) -> PhoneResult:
 # again; this regex ~1 us, and reads it as the same number (the national prefix 1
 # of every NANP region is dropped, as parse() does). Only a number that then
 # proves valid is taken; its type and zones are found as phonenumbers finds them.
-_NANP_SHAPE = re.compile(r"(?:(\+\s*)?(1)[\s.\-]*)?\(?\s*([2-9]\d\d)\s*\)?[\s.\-]*(\d{3})[\s.\-]*(\d{4})")
+_NANP_SHAPE = re.compile(
+    r"(?:(\+\s*)?(1)[\s.\-]*)?\(?\s*([2-9]\d\d)\s*\)?[\s.\-]*(\d{3})[\s.\-]*(\d{4})"
+    # An extension written the common ways ("ext. 12", "x12"): phonenumbers drops it
+    # before it reads the number, as the dialer does (test_fast_path_reads_extensions).
+    r"(?:[ \t]*(?:ext\.?|x)[ \t]*\d{1,6})?"
+)
 _NANP_REGIONS = frozenset(COUNTRY_CODE_TO_REGION_CODE.get(1, ()))
+# The number types phonenumbers.is_number_type_geographical calls geographical for +1.
+_GEOGRAPHICAL = frozenset(
+    kind
+    for kind in vars(PhoneNumberType).values()
+    if isinstance(kind, int) and phonenumbers.is_number_type_geographical(kind, 1)
+)
 
 
 def _nanp_result(value: str, region: str) -> PhoneResult | None:
@@ -157,7 +178,7 @@ def _nanp_result(value: str, region: str) -> PhoneResult | None:
     kind = _nanp_types().number_type(national)
     if kind == PhoneNumberType.UNKNOWN:
         return None  # invalid: the general path says why
-    if not phonenumbers.is_number_type_geographical(kind, 1):
+    if kind not in _GEOGRAPHICAL:
         number = PhoneNumber(country_code=1, national_number=int(national))
         return "+1" + national, number_zones(number, kind), ""
     return "+1" + national, _area_zones("1" + national), ""

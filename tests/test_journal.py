@@ -284,7 +284,7 @@ def test_a_journal_of_schema_1_is_migrated_in_place_and_keeps_every_row(tmp_path
     assert "unanswered" not in _columns(path)
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "7"
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION) == "8"
     rows = journal.conn.execute(
         "SELECT id, position, phone, status, attempts, call_id, error FROM leads"
     ).fetchall()
@@ -322,7 +322,7 @@ def test_a_journal_from_a_newer_dialer_is_refused_with_one_line(tmp_path: Path) 
     with pytest.raises(JournalError) as caught:
         Journal(path, "c")
     assert str(caught.value) == (
-        f"{path}: written by a newer dialer (journal schema 99; this one knows up to 7);"
+        f"{path}: written by a newer dialer (journal schema 99; this one knows up to {j.SCHEMA_VERSION});"
         " upgrade dialer to continue this campaign"
     )
 
@@ -413,10 +413,10 @@ def test_a_journal_of_schema_2_gains_the_calls_table_with_its_sent_rows_as_calls
     assert len(sent) == 3 and all(call_id for call_id, *_ in sent)  # the fixture is what it says
 
     journal = Journal(path, "v1")
-    assert journal.get_meta("schema") == "7"
+    assert journal.get_meta("schema") == str(j.SCHEMA_VERSION)
     journal.close()
 
-    assert {"calls", "calls_lead", "calls_live"} <= _tables_and_indexes(path)
+    assert {"calls", "calls_lead", "calls_live", "calls_outcome"} <= _tables_and_indexes(path)
     conn = sqlite3.connect(path)
     # Every column as it was (later steps add columns at the end: the state column's text).
     after = conn.execute("SELECT * FROM leads ORDER BY id").fetchall()
@@ -451,7 +451,9 @@ def test_a_failed_migration_to_schema_4_leaves_a_schema_2_journal_as_it_was(
 
 def test_a_new_journal_has_the_calls_table_and_its_indexes(tmp_path: Path) -> None:
     Journal(tmp_path / "c.sqlite", "c").close()
-    assert {"calls", "calls_lead", "calls_live"} <= _tables_and_indexes(tmp_path / "c.sqlite")
+    assert {"calls", "calls_lead", "calls_live", "calls_outcome"} <= _tables_and_indexes(
+        tmp_path / "c.sqlite"
+    )
 
 
 # -- one number, one row: the intent claims the number (issue 10) -------------------------

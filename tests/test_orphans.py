@@ -28,9 +28,10 @@ mapping.CHUNK_ROWS = 100
 mapping.default_workers = lambda: 2
 real = mapping._Mapper.chunk
 def chunk(self, *args):
-    yield from real(self, *args)
+    rows = real(self, *args)
     Path(sys.argv[2]).write_text(str(os.getpid()))
     time.sleep(3600)  # until killed
+    return rows
 mapping._Mapper.chunk = chunk
 cli.main(["run", sys.argv[1]])
 """

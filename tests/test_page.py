@@ -9,6 +9,8 @@ live. The page is opened in headless Chromium (Debian's `chromium`, driven by
 playwright, which never downloads a browser): it must load with no console error and no
 request but its own file, and its figures must be those `dialer status` prints (its text,
 parsed) and those of the sandbox's record. Chromium missing is a failure, not a skip.
+The tests marked with both stores run the campaign once on a SQLite journal and once on a
+PostgreSQL one (the throwaway server of tests/pg.py): the page reads either.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,13 @@ import pytest
 from click.testing import CliRunner
 
 from dialer.cli import main
-from dialer.config import load_campaign
+from dialer.config import Campaign, load_campaign
 from dialer.run import RunOptions, _reason_kind, report_campaign, run_campaign
 from dialer.sandbox import read_events
+from dialer.store import journal_url
+from dialer.store.pgdb import pg_sql
+from dialer.store.pgurl import schema_name
+from tests.pg import PASSWORD, SUPERUSER
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,13 +78,14 @@ class Call:
     duration: float | None
 
 
-def _campaign_file(tmp_path: Path) -> Path:
+def _campaign_file(tmp_path: Path, journal: str = "demo.sqlite") -> Path:
+    """The demo campaign in `tmp_path`; its journal a file there, or a postgresql:// URL."""
     shutil.copy(ROOT / "sample_leads.csv", tmp_path / "leads.csv")
     demo = (ROOT / "campaigns" / "demo.toml").read_text()
     text = (
         demo.replace('"../sample_leads.csv"', '"leads.csv"')
         .replace('"../out/demo.report.csv"', '"demo.report.csv"')
-        .replace('"../out/demo.sqlite"', '"demo.sqlite"')
+        .replace('"../out/demo.sqlite"', f'"{journal}"')
         .replace("max_attempts = 4", "max_attempts = 1")
     )
     path = tmp_path / "demo.toml"
@@ -86,14 +93,43 @@ def _campaign_file(tmp_path: Path) -> Path:
     return path
 
 
-def _add_redials(journal: Path) -> None:
+@dataclass(frozen=True)
+class JournalSql:
+    """The test's own SQL on a campaign's journal, whichever store keeps it (`?` style)."""
+
+    campaign: Campaign
+
+    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._run(statement, params, fetch=True)
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        self._run(statement, params, fetch=False)
+
+    def _run(self, statement: str, params: Sequence[Any], *, fetch: bool) -> list[tuple[Any, ...]]:
+        url = journal_url(self.campaign)
+        if url is None:
+            conn = sqlite3.connect(self.campaign.journal_path)
+            try:
+                with conn:
+                    found = conn.execute(statement, params).fetchall()
+            finally:
+                conn.close()
+            return [tuple(row) for row in found]
+        import psycopg
+
+        with psycopg.connect(url) as pg:
+            pg.execute(f'SET search_path TO "{schema_name(self.campaign.name)}"'.encode())
+            cursor = pg.execute(pg_sql(statement).encode(), tuple(params))
+            return [tuple(row) for row in cursor.fetchall()] if fetch else []
+
+
+def _add_redials(journal: JournalSql) -> None:
     """Calls 2 and 3 for the first sent leads, as redials would leave them; the last lead's
     latest call given up on, the one before's still live."""
-    conn = sqlite3.connect(journal)
-    leads = conn.execute(
+    leads = journal.rows(
         "SELECT l.id, l.from_number, max(c.ordinal), max(c.placed_at) FROM leads l"
         " JOIN calls c ON c.lead_id = l.id GROUP BY l.id ORDER BY l.position"
-    ).fetchall()
+    )
     assert len(leads) >= 6, leads
     fates = iter(REDIALS * 2)
     added: list[tuple[object, ...]] = []
@@ -104,24 +140,18 @@ def _add_redials(journal: Path) -> None:
             added.append((lead_id, ordinal + extra, from_number, at, status, final, timed_out, duration))
     for (lead_id, from_number, ordinal, placed_at), fate in zip(leads[-2:], (LIVE, GIVEN_UP), strict=True):
         added.append((lead_id, ordinal + 1, from_number, placed_at + 3600, *fate))
-    with conn:
-        for lead_id, ordinal, *rest in added:
-            call_id = f"redial-{lead_id}-{ordinal}"
-            conn.execute(
-                "INSERT INTO calls (call_id, lead_id, ordinal, from_number, placed_at, status, final,"
-                " timed_out, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (call_id, lead_id, ordinal, *rest),
-            )
-            conn.execute("UPDATE leads SET call_id = ? WHERE id = ?", (call_id, lead_id))
-    conn.close()
+    for lead_id, ordinal, *rest in added:
+        call_id = f"redial-{lead_id}-{ordinal}"
+        journal.execute(
+            "INSERT INTO calls (call_id, lead_id, ordinal, from_number, placed_at, status, final,"
+            " timed_out, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (call_id, lead_id, ordinal, *rest),
+        )
+        journal.execute("UPDATE leads SET call_id = ? WHERE id = ?", (call_id, lead_id))
 
 
-def journal_calls(journal: Path) -> list[Call]:
-    conn = sqlite3.connect(journal)
-    rows = conn.execute(
-        "SELECT lead_id, ordinal, from_number, status, final, timed_out, duration FROM calls"
-    ).fetchall()
-    conn.close()
+def journal_calls(journal: JournalSql) -> list[Call]:
+    rows = journal.rows("SELECT lead_id, ordinal, from_number, status, final, timed_out, duration FROM calls")
     return [Call(*row) for row in rows]
 
 
@@ -131,21 +161,33 @@ class Built:
     page: Path
     record: Path  # the sandbox's: what the calls it placed did
     calls: list[Call]  # the journal's calls table after the redials were added
+    journal: JournalSql
+
+
+BOTH_STORES = pytest.mark.parametrize("built", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture
-def built(tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Built:
+def built(
+    request: pytest.FixtureRequest, tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> Built:
+    """The campaign run, its redials added, its page written; on SQLite unless the test is
+    parametrized with "postgresql" (BOTH_STORES)."""
     monkeypatch.delenv("SYNTHFLOW_API_KEY", raising=False)  # `status` must not poll the inserted calls
-    path = _campaign_file(tmp_path)
+    store = getattr(request, "param", "sqlite")
+    journal = "demo.sqlite" if store == "sqlite" else request.getfixturevalue("pg_url")
+    path = _campaign_file(tmp_path, journal)
     server = sandbox(api_key=KEY, fail_rate=0.35, seed=3, call_seconds="0.05:0.2", outcomes=OUTCOMES)
     campaign = load_campaign(path)
+    assert (journal_url(campaign) is None) == (store == "sqlite")
     result = run_campaign(campaign, RunOptions(api_key=KEY, base_url=server.url))
     assert result.calls is not None and result.calls.live == 0  # every call followed to its end
-    _add_redials(campaign.journal_path)
+    sql = JournalSql(campaign)
+    _add_redials(sql)
     page = tmp_path / "page.html"
     report_campaign(campaign, page)
     assert server.record is not None
-    return Built(path, page, server.record, journal_calls(campaign.journal_path))
+    return Built(path, page, server.record, journal_calls(sql), sql)
 
 
 @dataclass
@@ -235,6 +277,7 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+@BOTH_STORES
 def test_the_page_loads_offline_and_its_figures_are_those_of_status(built: Built, browser: Any) -> None:
     opened = open_page(browser, built.page, viewport={"width": 1280, "height": 900})
     page = opened.page
@@ -304,15 +347,23 @@ def test_the_page_loads_offline_and_its_figures_are_those_of_status(built: Built
         page.eval_on_selector_all("svg.chart image, script, link[rel=stylesheet]", "els => els.length") == 0
     )
 
+    # Whichever store: the footer names the journal, never a password, user or host of it.
+    footer = page.inner_text("footer")
+    text = built.page.read_text()
+    assert PASSWORD not in text and SUPERUSER not in text and "127.0.0.1" not in text
+    if journal_url(built.journal.campaign) is not None:
+        assert f"schema {schema_name('demo')}" in footer, footer
+    else:
+        assert "demo.sqlite" in footer, footer
 
+
+@BOTH_STORES
 def test_failed_and_invalid_rows_are_grouped_by_reason_without_their_values(
     built: Built, browser: Any
 ) -> None:
-    conn = sqlite3.connect(load_campaign(built.campaign_file).journal_path)
-    rows = conn.execute(
+    rows = built.journal.rows(
         "SELECT status, error, position FROM leads WHERE status IN ('failed', 'invalid') ORDER BY position"
-    ).fetchall()
-    conn.close()
+    )
     # Grouped as `validate` groups its reasons.
     expected = Counter((status, _reason_kind(error)) for status, error, _ in rows)
     page = open_page(browser, built.page).page
@@ -382,18 +433,14 @@ def test_matplotlib_is_imported_only_when_a_page_is_written() -> None:
 @pytest.fixture
 def hostile(built: Built) -> Path:
     """The page again, after the API answered a call status and an error made of markup."""
-    journal = load_campaign(built.campaign_file).journal_path
-    conn = sqlite3.connect(journal)
-    with conn:
-        conn.execute(
-            "UPDATE calls SET status = '<img src=x onerror=console.error(1)>' WHERE call_id = ?",
-            (conn.execute("SELECT min(call_id) FROM calls").fetchone()[0],),
-        )
-        conn.execute(
-            "UPDATE leads SET error = 'refused: <script>console.error(2)</script>'"
-            " WHERE id = (SELECT min(id) FROM leads WHERE status = 'failed')"
-        )
-    conn.close()
+    built.journal.execute(
+        "UPDATE calls SET status = '<img src=x onerror=console.error(1)>'"
+        " WHERE call_id = (SELECT min(call_id) FROM calls)"
+    )
+    built.journal.execute(
+        "UPDATE leads SET error = 'refused: <script>console.error(2)</script>'"
+        " WHERE id = (SELECT min(id) FROM leads WHERE status = 'failed')"
+    )
     page = built.page.with_name("hostile.html")
     report_campaign(load_campaign(built.campaign_file), page)
     return page

@@ -132,3 +132,60 @@ def test_fast_path_agrees_on_every_area_code() -> None:
                 assert e164 == "" and error, raw
             else:
                 assert (e164, zones, error) == (*expected, ""), raw
+
+
+def _shapes(rng: random.Random, national: str) -> list[str]:
+    """A national number written the ways lead files write it, extensions included."""
+    a, b, c = national[:3], national[3:6], national[6:]
+    plain = [
+        f"({a}) {b}-{c}",
+        f"{a}-{b}-{c}",
+        f"{a}.{b}.{c}",
+        f"+1 {a} {b} {c}",
+        f"1{national}",
+        f"+1{national}",
+        f"1 ({a}) {b}-{c}",
+        f"{national}.0",
+        f"{a} {b}{c}",
+    ]
+    tails = ["", " ext. 12", " ext 7", "ext.123456", " x45", "x9", "\text. 3", " x 1234567", " ext.", " X12"]
+    return [rng.choice(plain) + rng.choice(tails) for _ in range(3)]
+
+
+def test_fast_path_gives_exactly_what_phonenumbers_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A differential test: a large generated corpus of numbers, valid and not (every +1
+    # area code with random exchanges, the shapes of _shapes, extensions, other countries'
+    # numbers), through normalize_phone and through the general path alone (the fast path
+    # switched off): every result, E.164, zones and error message, must be the same.
+    rng = random.Random(1515)
+    corpus = [
+        shape
+        for area in range(200, 1000)
+        for _ in range(4)
+        for shape in _shapes(rng, f"{area}{rng.randrange(10**7):07d}")
+    ]
+    corpus += [
+        f"+{code} {rng.randrange(10**9):09d}" for code in (33, 44, 49, 52, 61, 81, 91) for _ in range(50)
+    ]
+    corpus += [
+        "555-12",
+        "1.23457E+10",
+        "+1 212 555 01",
+        "212-555-01000",
+        "(212) 555-0100 ext",
+        "2125550100\nx12",
+    ]
+    regions = ("US", "CA", "GB")
+    fast = {(raw, region): phones._normalize(raw, region) for raw in corpus for region in regions}
+    assert sum(1 for e164, _, _ in fast.values() if e164) > len(fast) // 4  # many valid numbers
+    monkeypatch.setattr(phones, "_nanp_result", lambda value, region: None)
+    for (raw, region), result in fast.items():
+        assert result == phones._normalize(raw, region), (raw, region)
+
+
+def test_fast_path_reads_extensions() -> None:
+    # The extension forms the fast path takes are those phonenumbers drops: the number
+    # is the one before them, as the general path reads it.
+    for raw in ("(415) 555-0132 ext. 12", "415-555-0132x7", "+1 415 555 0132 ext 123456"):
+        assert phones._nanp_result(raw, "US") is not None, raw
+        assert phones._nanp_result(raw, "US") == _reference(raw, "US") + ("",), raw  # type: ignore[operator]

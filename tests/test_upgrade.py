@@ -10,6 +10,7 @@ from typing import Any
 from dialer.config import load_campaign
 from dialer.run import RunOptions, run_campaign
 from dialer.sandbox import read_record
+from dialer.store import SCHEMA_VERSION
 from tests.conftest import MakeSandbox
 
 DATA = Path(__file__).parent / "data" / "journal-v1"
@@ -66,5 +67,5 @@ def test_a_journal_of_today_resumes_keeping_every_row_and_sending_nothing_twice(
     everyone = placed_before + placed_now
     assert len(everyone) == len(set(everyone)), "someone was rung twice"
     conn = sqlite3.connect(journal)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("7",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (str(SCHEMA_VERSION),)
     conn.close()

@@ -14,9 +14,10 @@ from typing import Any, Protocol
 
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
-from dialer.model import JournalRow, Lead, Outcome, Status
+from dialer.model import JournalRow, Lead, LeadRows, Outcome, Status
 from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.claims import Claims
+from dialer.store.figures import PageFigures
 from dialer.store.importing import ImportSummary
 from dialer.store.writes import Write
 
@@ -80,7 +81,11 @@ class JournalStore(Protocol):
     def signature(self) -> dict[str, Any] | None: ...
 
     def import_leads(
-        self, headers: Sequence[str], columns: ColumnMap, leads: Iterable[Lead], signature: dict[str, Any]
+        self,
+        headers: Sequence[str],
+        columns: ColumnMap,
+        leads: Iterable[Lead | LeadRows],
+        signature: dict[str, Any],
     ) -> ImportSummary: ...
 
     def counts(self) -> dict[str, int]: ...
@@ -126,6 +131,10 @@ class JournalStore(Protocol):
 
     def collected_names(self) -> list[str]:
         """Every collected variable any call returned, sorted: a report column each."""
+
+    def page_figures(self, daily_cap: int | None) -> PageFigures:
+        """The campaign page's figures (figures.py), every one read in one snapshot of the
+        journal, so a run writing meanwhile cannot make two of them disagree."""
 
     def report_rows(self) -> Iterator[tuple[list[str], Outcome]]: ...
 

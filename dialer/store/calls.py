@@ -134,7 +134,11 @@ LIVE_SQL = (
     " JOIN leads l ON l.id = c.lead_id AND l.call_id = c.call_id"
     " WHERE c.final = 0 ORDER BY c.placed_at"
 )
-FIGURES_SQL = "SELECT status, final, timed_out, count(*) FROM calls GROUP BY status, final, timed_out"
+# Ordered: `status` lists ties in this order, whichever store (PostgreSQL's groups come unordered).
+FIGURES_SQL = (
+    "SELECT status, final, timed_out, count(*) FROM calls GROUP BY status, final, timed_out"
+    " ORDER BY status, final, timed_out"
+)
 COLLECTED_SQL = (
     "SELECT DISTINCT j.key FROM calls, json_each(calls.collected) AS j WHERE calls.collected != '{}'"
     " ORDER BY j.key"

@@ -6,6 +6,7 @@ Called by `Journal.import_leads` inside its transaction.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 
 from dialer.cells import encode_row
-from dialer.model import DIALABLE, NEVER_DIALED, Lead, Status
+from dialer.model import DIALABLE, NEVER_DIALED, Lead, LeadRows, Status
 from dialer.store.db import sql_list
 from dialer.store.migrations import INDEX_NAMES, INDEXES
 from dialer.store.writes import HOLDER
@@ -41,21 +42,87 @@ def file_signature(path: Path) -> dict[str, Any]:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
 
 
-def _fingerprint(values: Sequence[str], seen: dict[str, int]) -> str:
-    """Content hash of a row; identical rows get #2, #3... so each keeps its own history."""
-    base = hashlib.blake2b("\x1f".join(values).encode(), digest_size=12).hexdigest()
-    count = seen.get(base, 0) + 1
-    seen[base] = count
-    return base if count == 1 else f"{base}#{count}"
+class _Fingerprints:
+    """Content hashes of rows; identical rows get #2, #3... so each keeps its own history.
+
+    The hash is blake2b of the cells joined by \\x1f (12 bytes, in hex): an older journal
+    is matched by it, so it never changes. The hashes seen so far are one sorted numpy
+    array of 12-byte values (12 MB for a million rows, where a dict of their texts took
+    ~120 MB); only hashes seen more than once are counted in a dict.
+    """
+
+    def __init__(self) -> None:
+        import numpy as np  # here: `status` and `report` open a journal without loading it
+
+        self.np = np
+        self.seen = np.empty(0, dtype="S12")
+        self.repeats: dict[bytes, int] = {}  # a hash seen more than once -> times seen
+
+    def of(self, rows: Sequence[Sequence[str]]) -> list[str]:
+        """The fingerprints of `rows`, in order, each remembered for the rows after."""
+        np = self.np
+        digests = [hashlib.blake2b("\x1f".join(cells).encode(), digest_size=12).digest() for cells in rows]
+        if not digests:
+            return []
+        wanted = np.array(digests, dtype="S12")
+        unique = np.unique(wanted)
+        known = self._known(wanted)
+        new = unique[~self._known(unique)]
+        self.seen = np.insert(self.seen, np.searchsorted(self.seen, new), new)
+        if len(unique) == len(wanted) and not known.any():  # every row new: the common case
+            return [digest.hex() for digest in digests]
+        return self._counted(digests, known.tolist())
+
+    def _known(self, digests: Any) -> Any:
+        """A mask of the `digests` already seen."""
+        np = self.np
+        if not len(self.seen):
+            return np.zeros(len(digests), dtype=bool)
+        at = np.minimum(np.searchsorted(self.seen, digests), len(self.seen) - 1)
+        return self.seen[at] == digests
+
+    def _counted(self, digests: list[bytes], known: list[bool]) -> list[str]:
+        counts: dict[bytes, int] = {}
+        prints: list[str] = []
+        for digest, was_known in zip(digests, known, strict=True):
+            if digest in counts:
+                count = counts[digest] + 1
+            else:
+                count = self.repeats.get(digest, 1) + 1 if was_known else 1
+            counts[digest] = count
+            prints.append(digest.hex() if count == 1 else f"{digest.hex()}#{count}")
+        self.repeats.update((digest, count) for digest, count in counts.items() if count > 1)
+        return prints
 
 
-def lead_records(leads: Iterable[Lead], now: str) -> Iterator[tuple[Any, ...]]:
-    """Each lead as the columns of an imported row, in the order the INSERTs name them."""
-    seen: dict[str, int] = {}
-    for lead in leads:
+def lead_records(leads: Iterable[Lead | LeadRows], now: str) -> Iterator[tuple[Any, ...]]:
+    """Each lead as the columns of an imported row, in the order the INSERTs name them.
+
+    Leads, or chunks of them column by column (mapping.map_rows), as the import takes them."""
+    seen = _Fingerprints()
+    batch: list[Lead] = []  # Leads are hashed a batch at a time, as chunks are
+    for item in leads:
+        if isinstance(item, Lead):
+            batch.append(item)
+            if len(batch) >= _LEAD_BATCH:
+                yield from _lead_records(batch, now, seen)
+                batch = []
+            continue
+        yield from _lead_records(batch, now, seen)
+        batch = []
+        yield from _chunk_records(item, now, seen)
+    yield from _lead_records(batch, now, seen)
+
+
+_LEAD_BATCH = 10_000
+
+
+def _lead_records(leads: list[Lead], now: str, seen: _Fingerprints) -> Iterator[tuple[Any, ...]]:
+    prints = seen.of([lead.values for lead in leads])
+    for lead, fingerprint in zip(leads, prints, strict=True):
         yield (
             lead.row,
-            _fingerprint(lead.values, seen),
+            fingerprint,
             encode_row(lead.values),  # typed cells: dialer/cells.py
             lead.phone,
             lead.name,
@@ -67,6 +134,33 @@ def lead_records(leads: Iterable[Lead], now: str) -> Iterator[tuple[Any, ...]]:
             now,
             lead.state,
         )
+
+
+def _chunk_records(rows: LeadRows, now: str, seen: _Fingerprints) -> Iterator[tuple[Any, ...]]:
+    """lead_records of one chunk, column by column: the same tuples, without a Lead per row."""
+    values = list(rows.values())
+    fingerprints = seen.of(values)
+    # A CSV's cells are all plain text (an XLSX's may be typed, see dialer/cells.py): its
+    # rows are JSON arrays as they are, which orjson writes from the tuple directly.
+    plain = all(set(map(type, column)) <= {str} for column in rows.cells)
+    raws = [orjson.dumps(cells).decode() for cells in values] if plain else list(map(encode_row, values))
+    zones = list(map(" ".join, rows.timezones))
+    variables = [orjson.dumps(each).decode() for each in rows.variables()]
+    return zip(
+        rows.row,
+        fingerprints,
+        raws,
+        rows.phone,
+        rows.name,
+        rows.email,
+        zones,
+        variables,
+        rows.status,
+        rows.error,
+        itertools.repeat(now),
+        rows.state,
+        strict=False,  # repeat() never ends; the other columns are one per row
+    )
 
 
 # Rows not yet acted on: a re-import gives them the verdict on their new cells.

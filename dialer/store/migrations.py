@@ -14,12 +14,19 @@ from pathlib import Path
 from dialer.errors import JournalError
 from dialer.store.db import transaction
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
+
+# The campaign page's groups per caller id, attempt and status (store/figures.py), v8: SQLite
+# groups by sorting (1.8M calls: about a second); read in this covering index's order, no sort.
+OUTCOME_INDEX = (
+    "CREATE INDEX IF NOT EXISTS calls_outcome"
+    " ON calls (from_number, ordinal, status, final, timed_out, duration)"
+)
 
 # One row per call (or chat) the API accepted, or a look-up found (v4). `leads.call_id` stays
 # the id of the row's latest call; a row is live while that call has final = 0. Its indexes
 # live here, not in INDEXES: an import drops and rebuilds those of `leads` only.
-CALLS = """
+CALLS = f"""
 CREATE TABLE IF NOT EXISTS calls (
     call_id       TEXT PRIMARY KEY,
     lead_id       INTEGER NOT NULL REFERENCES leads(id),
@@ -33,10 +40,11 @@ CREATE TABLE IF NOT EXISTS calls (
     duration      REAL,                       -- seconds, as the API gave it
     end_reason    TEXT NOT NULL DEFAULT '',
     recording_url TEXT NOT NULL DEFAULT '',
-    collected     TEXT NOT NULL DEFAULT '{}'  -- JSON object of collected variables (flattened)
+    collected     TEXT NOT NULL DEFAULT '{{}}'  -- JSON object of collected variables (flattened)
 );
 CREATE INDEX IF NOT EXISTS calls_lead ON calls (lead_id, ordinal);
 CREATE INDEX IF NOT EXISTS calls_live ON calls (final, placed_at);
+{OUTCOME_INDEX};
 """
 
 SCHEMA = (
@@ -143,6 +151,8 @@ STEPS: dict[int, tuple[str, ...]] = {
     ),
     # [redial] (issue 13): when a lead's next call is due, decided once with its call's end.
     6: ("ALTER TABLE leads ADD COLUMN redial_at REAL",),
+    # The campaign page's figures (OUTCOME_INDEX).
+    7: (OUTCOME_INDEX,),
 }
 
 

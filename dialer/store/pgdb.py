@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from dialer.errors import JournalError
-from dialer.store.migrations import SCHEMA_VERSION
+from dialer.store.migrations import OUTCOME_INDEX, SCHEMA_VERSION
 from dialer.store.pgurl import redact, scrub
 
 SCHEMA = """
@@ -75,6 +75,7 @@ CREATE INDEX IF NOT EXISTS dials_phone ON dials (phone, at);
 CREATE INDEX IF NOT EXISTS dials_at ON dials (at);
 CREATE INDEX IF NOT EXISTS calls_lead ON calls (lead_id, ordinal);
 CREATE INDEX IF NOT EXISTS calls_live ON calls (final, placed_at);
+CREATE INDEX IF NOT EXISTS calls_outcome ON calls (from_number, ordinal, status, final, timed_out, duration);
 CREATE INDEX IF NOT EXISTS leads_status ON leads (status, position);
 CREATE INDEX IF NOT EXISTS leads_position ON leads (position);
 CREATE INDEX IF NOT EXISTS leads_phone ON leads (phone);
@@ -120,6 +121,8 @@ PG_STEPS: dict[int, tuple[str, ...]] = {
     ),
     # [redial]: when the lead's next call is due (migrations.STEPS[6]).
     6: ("ALTER TABLE leads ADD COLUMN redial_at DOUBLE PRECISION",),
+    # The campaign page's index (migrations.OUTCOME_INDEX): the same version on both stores.
+    7: (OUTCOME_INDEX,),
 }
 
 

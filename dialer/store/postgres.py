@@ -21,8 +21,8 @@ import psycopg
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
 from dialer.errors import JournalError
-from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
-from dialer.store import calls
+from dialer.model import DIALABLE, JournalRow, Lead, LeadRows, Outcome, Status
+from dialer.store import calls, figures
 from dialer.store.batching import GroupCommits
 from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.claims import ClaimLost, Claims
@@ -143,7 +143,11 @@ class PgJournal(MetaReads):
     # -- import ---------------------------------------------------------------
 
     def import_leads(
-        self, headers: Sequence[str], columns: ColumnMap, leads: Iterable[Lead], signature: dict[str, Any]
+        self,
+        headers: Sequence[str],
+        columns: ColumnMap,
+        leads: Iterable[Lead | LeadRows],
+        signature: dict[str, Any],
     ) -> ImportSummary:
         """As `sqlite.Journal.import_leads`: one transaction, matched by content on a re-import."""
         now = utc_now_iso()
@@ -256,6 +260,21 @@ class PgJournal(MetaReads):
 
     def collected_names(self) -> list[str]:
         return [str(name) for (name,) in self._all(calls.PG_COLLECTED_SQL)]
+
+    def page_figures(self, daily_cap: int | None) -> figures.PageFigures:
+        """As `sqlite.Journal.page_figures`: one snapshot (REPEATABLE READ), every result read
+        through a server-side cursor, so the few rows of each failed reason never pile up here."""
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            reader = figures.Reader(self._stream, figures.PG_BUCKET)
+            database = self.conn.info.dbname  # the footer's: no host, user or password
+            return figures.read_page(reader, self.counts(), daily_cap, f"{database}, schema {self.schema}")
+
+    def _stream(self, statement: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        with self.conn.cursor(name="page_figures") as cursor:
+            cursor.itersize = 5000
+            cursor.execute(pg_sql(statement).encode(), _params(params))
+            yield from cursor
 
     def report_rows(self) -> Iterator[tuple[list[str], Outcome]]:
         """Every row of the current leads file, in file order, with its outcome and latest call

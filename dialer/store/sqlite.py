@@ -18,8 +18,8 @@ from dialer.cells import decode_row
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
 from dialer.errors import JournalError
-from dialer.model import DIALABLE, JournalRow, Lead, Outcome, Status
-from dialer.store import calls
+from dialer.model import DIALABLE, JournalRow, Lead, LeadRows, Outcome, Status
+from dialer.store import calls, figures
 from dialer.store.base import RateGate
 from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.db import connect, sql_list, transaction
@@ -167,7 +167,7 @@ class Journal(MetaReads):
         self,
         headers: Sequence[str],
         columns: ColumnMap,
-        leads: Iterable[Lead],
+        leads: Iterable[Lead | LeadRows],
         signature: dict[str, Any],
     ) -> ImportSummary:
         """Import the leads file: all of it the first time, else match rows to the journal by content.
@@ -320,6 +320,15 @@ class Journal(MetaReads):
     def number_usage(self) -> dict[tuple[str, str], int]:
         rows = self.conn.execute("SELECT number, day, calls FROM number_usage")
         return {(str(number), str(day)): int(calls) for number, day, calls in rows}
+
+    def page_figures(self, daily_cap: int | None) -> figures.PageFigures:
+        # A deferred BEGIN: a read snapshot (WAL), no write lock, so a run goes on meanwhile.
+        self.conn.execute("BEGIN")
+        try:
+            reader = figures.Reader(self.conn.execute, figures.SQLITE_BUCKET)
+            return figures.read_page(reader, self.counts(), daily_cap, self.path.name)
+        finally:
+            self.conn.execute("COMMIT")
 
     def report_rows(self) -> Iterator[tuple[list[str], Outcome]]:
         """Every row of the current leads file, in file order, with its outcome and latest call."""
