@@ -11,6 +11,8 @@ stopped after it. Measured:
     `--call-seconds`): the most calls live at once from the record (accepted POSTs up,
     `call.ended` down) against the limit, and the time taken against the ideal (the sum of
     the calls' durations / the limit).
+  - caller-id counts taken per second (store/callerdays.py: one a call, before its intent),
+    in PostgreSQL and in an account's SQLite file.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def run(ctx: Context) -> Section:
         folder = ctx.work / "postgres"
         folder.mkdir(parents=True, exist_ok=True)
         _claims(ctx, server, section)
+        _caller_days(ctx, server, folder, section)
         rate = 10 if ctx.quick else 20
         leads = rate * (2 if ctx.quick else 6)
         posts = _parallel(ctx, folder, server, [("one", rate, None)] * 3, leads)
@@ -129,6 +132,34 @@ def _live(ctx: Context, folder: Path, server: PgServer, section: Section) -> Non
         most <= limit and len(placed) == 2 * leads,
     )
     section.add("  time against the ideal (durations / limit)", took / ideal, "x")
+
+
+def _caller_days(ctx: Context, server: PgServer, folder: Path, section: Section) -> None:
+    """One count taken per call: it must stay far above any account's 100 calls a second."""
+    import asyncio
+
+    from dialer.numbers import CallerDays
+    from dialer.store.callerdays import FileDays, PgDays
+
+    takes = 500 if ctx.quick else 5000
+
+    async def timed(store: CallerDays) -> float:
+        t0 = time.perf_counter()
+        for _ in range(takes):
+            await store.take("+12125550100", "2000-01-01", None)
+        took = time.perf_counter() - t0
+        await store.close()
+        return takes / took
+
+    for label, store in (
+        ("PostgreSQL", PgDays(server.new_database(), "public", "account:bench")),
+        ("account file", FileDays(folder / "accounts" / "bench.sqlite")),
+    ):
+        per_second = asyncio.run(timed(store))
+        section.details[f"caller-id counts, {label}"] = {"takes": takes, "per_second": per_second}
+        section.add(
+            f"caller-id counts taken per second ({label})", per_second, "/s", ">= 500", per_second >= 500
+        )
 
 
 def _parallel(

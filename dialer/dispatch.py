@@ -40,6 +40,7 @@ from dialer.pacing import LiveCeiling, Pacer
 from dialer.send import Sender
 from dialer.settle import Settler
 from dialer.store import JournalStore, Write, outcome
+from dialer.store.callerdays import shared_days
 from dialer.store.claims import Claims
 from dialer.transitions import CAPPED, Next, redial_waits
 
@@ -100,7 +101,10 @@ class Dispatcher:
             clock=asyncio.get_running_loop().time,
         )
         self.pacer = pacer
-        self.pool = NumberPool(campaign.numbers, journal.number_usage(), rested_now(journal))
+        # Caller-id counts shared with the campaign's other runs and its account (None: alone).
+        self.pool = NumberPool(
+            campaign.numbers, journal.number_usage(), rested_now(journal), shared=shared_days(campaign)
+        )
         # The window shared with other runs and the account's other campaigns (None: alone).
         self.gate = journal.rate_gate(campaign)
         self.ceiling: LiveCeiling | None = None
@@ -175,6 +179,8 @@ class Dispatcher:
                 await self.gate.close()
             if self.shared_live is not None:
                 await self.shared_live.close()  # after the writer: its hand-over reads the journal
+            if self.pool.shared is not None:
+                await self.pool.shared.close()
             if self.claims is not None:
                 self.claims.release()
             self.stats.finished = time.monotonic()

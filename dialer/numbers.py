@@ -9,6 +9,12 @@ place, a shared time zone, then any number of its country. Only when the
 pool has no number of the lead's country at all does any number do (what
 `validate` warns about: see ForeignCallers). Within a tier the least used
 today wins, ties going to pool order.
+
+Daily caps are counted in the pool for one run alone (`choose`), or, when the
+campaign's counts are shared with its other runs and its account's other
+campaigns (`CallerDays`, kept by store/callerdays.py), taken from that store one
+call at a time before the intent (`take`): the pool's own counts are then only its
+view, to choose by, and the store's answer is the one that holds.
 """
 
 from __future__ import annotations
@@ -19,12 +25,36 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import phonenumbers
 
 from dialer.config import Numbers
 from dialer.zones import UNKNOWN_ZONES, number_zones
+
+Day = tuple[str, str]  # (caller id, the ISO date of its own local day)
+
+# A pool whose view says every number is capped reads the shared counts again (calls
+# given back by other runs) at most this often, on the dispatcher's clock.
+RESYNC_SECONDS = 30.0
+
+
+class CallerDays(Protocol):
+    """Caller-id day counts shared with other runs and campaigns (store/callerdays.py)."""
+
+    async def counts(self, seeds: Mapping[Day, int]) -> dict[Day, int]:
+        """The shared count of each (number, day) of `seeds`, raised first to at least its seed."""
+
+    async def take(self, number: str, day: str, cap: int | None) -> int | None:
+        """Count one call from `number` on `day` if that keeps it within `cap`: the new count,
+        or None when it is at the cap (nothing counted). `cap` None: always counted."""
+
+    def give_back(self, number: str, day: str) -> None:
+        """Take back one call counted by take(): its request never left. May land later (close)."""
+
+    async def close(self) -> None:
+        """Land what give_back() queued, and close."""
 
 
 class PoolExhausted(Exception):
@@ -228,12 +258,19 @@ class NumberPool:
 
     `usage` is what the journal counted: {(number, day): calls}, where day is the
     ISO date of the number's own local day. The pool counts its own choices on top.
+    With `shared` counts, `take` asks them for every call (see the module's doc).
     """
 
     def __init__(
-        self, numbers: Numbers, usage: dict[tuple[str, str], int], rested: Mapping[str, str] | None = None
+        self,
+        numbers: Numbers,
+        usage: dict[tuple[str, str], int],
+        rested: Mapping[str, str] | None = None,
+        shared: CallerDays | None = None,
     ) -> None:
         """`rested`: caller ids not to use this run (number -> why; caps.rested_callers)."""
+        self.shared = shared
+        self._synced_at: float | None = None  # when `take` last read the shared counts
         self.pool: tuple[str, ...] = tuple(numbers.pool)
         self.rested: dict[str, str] = dict(rested or {})
         self.strategy = numbers.strategy
@@ -337,11 +374,55 @@ class NumberPool:
         self._usage[key] = self._usage.get(key, 0) + 1
         return self.pool[index]
 
+    async def take(self, phone: str, timezones: tuple[str, ...], now: datetime) -> str | None:
+        """choose(), each call counted in the shared counts too (when there are any) before
+        it is the lead's: a number the other runs have brought to its cap meanwhile is
+        passed over, as capped, and the next best tried. Raises PoolExhausted like choose().
+        """
+        if self.shared is None or not self.pool:
+            return self.choose(phone, timezones, now)
+        if self._synced_at is None:
+            await self.sync(now)
+        while True:
+            try:
+                number = self.choose(phone, timezones, now)
+            except PoolExhausted:
+                # Other runs may have given calls back since: read again, now and then.
+                if now.timestamp() - (self._synced_at or 0.0) < RESYNC_SECONDS:
+                    raise
+                await self.sync(now)
+                continue
+            if number is None:
+                return None
+            key = (number, self.day_of(number, now))
+            counted = await self.shared.take(key[0], key[1], self.daily_cap)
+            if counted is not None:
+                self._usage[key] = counted
+                return number
+            # Capped by the others' calls: choose() passes it over from now on.
+            self._usage[key] = max(self._usage.get(key, 0), self.daily_cap or 0)
+
+    async def sync(self, now: datetime) -> None:
+        """The view of today's counts from the shared store. The first time, the journal's
+        own counts are their floor (a campaign moved to shared counts mid-day keeps the
+        calls it made that day); later, the view itself is not: it may count calls that
+        other runs (or this one) have since given back."""
+        assert self.shared is not None
+        first = self._synced_at is None
+        self._synced_at = now.timestamp()
+        days = self._current_days(now)
+        seeds = {
+            (n, d): self._usage.get((n, d), 0) if first else 0 for n, d in zip(self.pool, days, strict=True)
+        }
+        self._usage.update(await self.shared.counts(seeds))
+
     def release(self, number: str, now: datetime) -> None:
-        """Take back one use of `number` counted by choose(), e.g. when no call was placed."""
+        """Take back one use of `number` counted by choose() or take(), e.g. when no call was placed."""
         key = (number, self.day_of(number, now))
         if self._usage.get(key, 0) > 0:
             self._usage[key] -= 1
+        if self.shared is not None:
+            self.shared.give_back(*key)
 
     def _round_robin(self, counts: list[int], cap: int | None) -> int | None:
         size = len(self.pool)

@@ -4,8 +4,8 @@ CSV is UTF-8 with a byte-order mark (so Excel shows accents; pandas and the
 csv module read it with encoding "utf-8-sig"), comma-separated, minimal
 quoting, CRLF line ends as RFC 4180 has them.
 
-XLSX is written by xlsxwriter in constant-memory mode (rows go to disk as they
-come; measured against openpyxl's write-only mode in `make bench`). Cells keep
+XLSX: the rows go to disk as they come, as the XML xlsxwriter's constant-memory
+mode writes for them (`_SheetRows`); xlsxwriter writes the rest of the workbook. Cells keep
 their type: the typed cells of an XLSX input (dialer/cells.py) come back as
 numbers, dates, times, durations and booleans with a display format; every
 other cell is a text cell, which Excel never reads as a formula, so no cell
@@ -189,42 +189,104 @@ _FORMATS: dict[type[str], str] = {
 }
 
 
-def _xlsx_text(value: str) -> str:
-    if _XML_ILLEGAL.search(value):
-        value = _XML_ILLEGAL.sub("", value)
-    return value[:_XLSX_MAX_CELL]
+# xlsxwriter's own escapes for text cells (xmlwriter._escape_control_characters): a literal
+# "_x0041_" would read back as "A", so its underscore is escaped; U+FFFE/U+FFFF are no
+# XML characters. The control characters it also escapes are dropped before (_XML_ILLEGAL).
+_EXCEL_ESCAPE = re.compile(r"(_x[0-9a-fA-F]{4}_)")
+_XML_SPECIAL = re.compile(r"[&<>]")
 
 
-class _XlsxRows:
-    """Writes typed cells into one xlsxwriter worksheet, row by row."""
+class _SheetRows:
+    """The report's rows as the <row> elements of its sheet, written to a text file.
 
-    def __init__(self, workbook: Any) -> None:
-        self.sheet = workbook.add_worksheet("report")
-        self.formats: dict[type[str], Any] = {
-            kind: workbook.add_format({"num_format": fmt}) for kind, fmt in _FORMATS.items()
-        }
-        self.row = 0
+    They are the bytes xlsxwriter's constant-memory mode writes for the same cells
+    (tests/test_workbook_report.py holds them to it), made here in one f-string a cell:
+    xlsxwriter's per-cell Python (a tuple per cell, attribute lists, escapes by regex)
+    was ~80% of a million-row report (105 s). xlsxwriter still writes everything else
+    of the workbook: its parts, styles and the sheet around the rows (`_write_xlsx`).
+    One difference, on purpose: a text shaped like a rich-text run ("<r>...</r>") is
+    escaped like any text, where xlsxwriter writes it into the sheet as raw XML (the
+    cell read back empty, or the file broke).
+    """
+
+    def __init__(self, out: IO[str], styles: dict[type[str], int], to_serial: Any) -> None:
+        self.out = out
+        self.styles = styles
+        self.to_serial = to_serial  # the sheet's own datetime -> Excel serial number
+        self.rows = 0
+        self.width = 0
+        self.letters: list[str] = []
+
+    def _letters(self, width: int) -> list[str]:
+        from xlsxwriter.utility import xl_col_to_name
+
+        while len(self.letters) < width:
+            self.letters.append(xl_col_to_name(len(self.letters)))
+        return self.letters
 
     def write(self, values: Sequence[Any]) -> None:
-        sheet, row = self.sheet, self.row
+        number = str(self.rows + 1)
+        letters = self._letters(len(values)) if len(values) > len(self.letters) else self.letters
+        parts = [f'<row r="{number}">']
         for column, value in enumerate(values):
             kind = type(value)
             if kind is str or kind is cells.Formula:
                 if value:
-                    sheet.write_string(row, column, _xlsx_text(value))
+                    parts.append(_text_cell(letters[column] + number, value))
             elif kind is int or kind is float:  # dialer_attempts, _duration, _calls
-                sheet.write_number(row, column, value)
-            elif kind is cells.Number:
-                sheet.write_number(row, column, float(value))
-            elif kind is cells.Boolean:
-                sheet.write_boolean(row, column, value == "TRUE")
-            elif kind is cells.Duration:
-                sheet.write_number(row, column, value.value().total_seconds() / 86400, self.formats[kind])
-            elif kind in self.formats:
-                sheet.write_datetime(row, column, value.value(), self.formats[kind])
+                parts.append(_number_cell(letters[column] + number, value, ""))
             elif value:
-                sheet.write_string(row, column, _xlsx_text(str(value)))
-        self.row += 1
+                parts.append(self._typed_cell(letters[column] + number, kind, value))
+        if len(parts) > 1 and any(parts[1:]):
+            parts.append("</row>")
+            self.out.write("".join(parts))
+            self.width = max(self.width, len(values))
+        self.rows += 1
+
+    def _typed_cell(self, ref: str, kind: type, value: Any) -> str:
+        if kind is cells.Number:
+            return _number_cell(ref, float(value), "")
+        if kind is cells.Boolean:
+            return f'<c r="{ref}" t="b"><v>{1 if value == "TRUE" else 0}</v></c>'
+        if kind is cells.Duration:
+            days = value.value().total_seconds() / 86400
+            return _number_cell(ref, days, f' s="{self.styles[kind]}"')
+        if kind in self.styles:
+            return _number_cell(ref, self.to_serial(value.value()), f' s="{self.styles[kind]}"')
+        return _text_cell(ref, str(value))
+
+
+def _text_cell(ref: str, value: str) -> str:
+    if _XML_ILLEGAL.search(value):
+        value = _XML_ILLEGAL.sub("", value)
+        if not value:
+            return ""
+    if len(value) > _XLSX_MAX_CELL // 2:  # Excel's limit counts UTF-16 units
+        value = _utf16_cut(value[:_XLSX_MAX_CELL])
+    if "_x" in value:
+        value = _EXCEL_ESCAPE.sub(r"_x005F\1", value)
+    if "\ufffe" in value or "\uffff" in value:
+        value = value.replace("\ufffe", "_xFFFE_").replace("\uffff", "_xFFFF_")
+    preserve = ' xml:space="preserve"' if value[0].isspace() or value[-1].isspace() else ""
+    if _XML_SPECIAL.search(value):
+        value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return f'<c r="{ref}" t="inlineStr"><is><t{preserve}>{value}</t></is></c>'
+
+
+def _utf16_cut(value: str) -> str:
+    """`value` cut to Excel's 32,767 UTF-16 units (a character past U+FFFF counts two)."""
+    units = 0
+    for index, char in enumerate(value):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > _XLSX_MAX_CELL:
+            return value[:index]
+    return value
+
+
+def _number_cell(ref: str, value: float, style: str) -> str:
+    if value != value or value in (float("inf"), float("-inf")):
+        return _text_cell(ref, str(value))  # Excel has no NaN or infinity
+    return f'<c r="{ref}"{style}><v>{value:.16G}</v></c>'
 
 
 def _write_xlsx(
@@ -234,33 +296,68 @@ def _write_xlsx(
     rows: Iterable[tuple[Sequence[str], Outcome]],
     collected: Sequence[str] = (),
 ) -> int:
+    """xlsxwriter writes the workbook around an empty sheet; the rows, written meanwhile to
+    a scratch file by `_SheetRows`, are put in the sheet as the workbook is copied to `path`."""
     # Imported here: only XLSX reports pay for xlsxwriter's import time.
     import xlsxwriter
 
+    package = scratch / "package.xlsx"
     workbook = xlsxwriter.Workbook(
-        str(path),
+        str(package),
         {"constant_memory": True, "tmpdir": str(scratch), "strings_to_numbers": False},
     )
+    sheet = workbook.add_worksheet("report")
+    # Each format's index in the styles, given now (xlsxwriter gives one on first use).
+    styles = {
+        kind: workbook.add_format({"num_format": fmt})._get_xf_index() for kind, fmt in _FORMATS.items()
+    }
     try:
-        count = _fill_xlsx(workbook, headers, rows, collected)
+        with open(scratch / "rows.xml", "w", encoding="utf-8", newline="") as out:
+            sheet_rows = _SheetRows(out, styles, sheet._convert_date_time)
+            count = _fill_xlsx(sheet_rows, headers, rows, collected)
         workbook.close()
     except BaseException:
         # In constant-memory mode each sheet's rows wait in a temporary file until close();
         # a write that fails (a full disk, a signal) must not leave those files open.
-        for sheet in workbook.worksheets():
-            if sheet.row_data_fh is not None and not sheet.row_data_fh.closed:
-                sheet.row_data_fh.close()
+        for each in workbook.worksheets():
+            if each.row_data_fh is not None and not each.row_data_fh.closed:
+                each.row_data_fh.close()
         raise
+    _put_rows(package, path, scratch / "rows.xml", sheet_rows)
     return count
 
 
+def _put_rows(package: Path, path: Path, rows_xml: Path, rows: _SheetRows) -> None:
+    """Copy the workbook xlsxwriter wrote to `path`, its sheet's empty <sheetData/> filled."""
+    import zipfile
+
+    from xlsxwriter.utility import xl_col_to_name
+
+    with zipfile.ZipFile(package) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename != "xl/worksheets/sheet1.xml":
+                target.writestr(info, data)
+                continue
+            head, empty, tail = data.partition(b"<sheetData/>")
+            if not empty:
+                raise ValueError("xlsxwriter wrote no empty <sheetData/> to fill")
+            if rows.width:
+                last = f"{xl_col_to_name(rows.width - 1)}{rows.rows}"
+                head = head.replace(b'<dimension ref="A1"/>', f'<dimension ref="A1:{last}"/>'.encode())
+            with target.open(info, "w", force_zip64=True) as member:
+                member.write(head + b"<sheetData>")
+                with rows_xml.open("rb") as written:
+                    shutil.copyfileobj(written, member, 4 * 2**20)
+                member.write(b"</sheetData>" + tail)
+
+
 def _fill_xlsx(
-    workbook: Any,
+    out: _SheetRows,
     headers: Sequence[str],
     rows: Iterable[tuple[Sequence[str], Outcome]],
     collected: Sequence[str] = (),
 ) -> int:
-    out = _XlsxRows(workbook)
     out.write(report_headers(headers, collected))
     width = len(headers)
     count = 0

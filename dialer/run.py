@@ -699,13 +699,31 @@ class CampaignStatus:
     rested: dict[str, str] = field(default_factory=dict)  # caller ids rested now, and why
 
 
+def _caps_reset(campaign: Campaign, usage: dict[tuple[str, str], int], now: datetime) -> datetime | None:
+    """When a capped caller id dials again; by the counts the campaign's runs share (the
+    other runs' and the account's other campaigns' calls too) when they are shared."""
+    from dialer.numbers import NumberPool
+    from dialer.store.callerdays import shared_days
+
+    shared = shared_days(campaign)
+    pool = NumberPool(campaign.numbers, usage, shared=shared)
+    if shared is not None:
+
+        async def read() -> None:
+            try:
+                await pool.sync(now)
+            finally:
+                await shared.close()
+
+        asyncio.run(read())
+    return pool.next_reset(now)
+
+
 def campaign_status(
     campaign: Campaign, *, clock: Clock = utc_now, collect: Collect | None = None
 ) -> CampaignStatus | None:
     """Counts per status from the journal, what is due now and when the rest becomes due;
     given a key (`collect`), the outcomes of calls that ended since are collected first."""
-    from dialer.numbers import NumberPool
-
     if not journal_exists(campaign):
         return None
     journal = open_journal(campaign)
@@ -718,7 +736,7 @@ def campaign_status(
             due_now=due.now,
             next_due=due.next,
             removed=journal.count_removed(),
-            caps_reset=NumberPool(campaign.numbers, journal.number_usage()).next_reset(now),
+            caps_reset=_caps_reset(campaign, journal.number_usage(), now),
             calls=journal.call_figures(now.timestamp()),
             note=note,
             # On the wall clock, as in dispatch.rested_now: calls are stamped with it.

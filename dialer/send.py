@@ -211,7 +211,7 @@ class Sender:
         if self.run.stop.is_set():
             return None
         now = self.clock()
-        cleared = self._gate(row, now)
+        cleared = await self._gate(row, now)
         if isinstance(cleared, Next):
             await self.run.record(row, cleared)
             return None
@@ -264,7 +264,7 @@ class Sender:
         finally:
             self.pacing.discard(me)
 
-    def _gate(self, row: JournalRow, now: datetime) -> Next | str:
+    async def _gate(self, row: JournalRow, now: datetime) -> Next | str:
         """The pre-send checks: the row's next state if it may not be sent now, else its caller id."""
         if row.phone in self.suppressed:
             return on_suppression_list(self.suppressed[row.phone])
@@ -277,7 +277,7 @@ class Sender:
         if capped_now is not None:
             return capped_now
         try:
-            return self.pool.choose(row.phone, row.timezones, now) or ""
+            return await self.pool.take(row.phone, row.timezones, now) or ""
         except PoolExhausted as exc:
             # Only a pool capped everywhere stops the feed; one country's numbers capped defer its leads.
             self.run.stats.pool_exhausted = exc.everywhere
