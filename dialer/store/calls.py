@@ -100,6 +100,7 @@ RECENT_BY_CALLER_SQL = (
     " AND timed_out = 0 AND from_number != '' ORDER BY placed_at DESC"
 )
 PLACED_COUNT_SQL = "SELECT count(*) FROM calls WHERE lead_id = ?"
+KNOWN_CALLS_SQL = "SELECT call_id FROM calls WHERE lead_id = ?"
 BY_ATTEMPT_SQL = (
     "SELECT ordinal, sum(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), count(*) FROM calls"
     " WHERE final = 1 AND timed_out = 0 GROUP BY ordinal ORDER BY ordinal"
@@ -126,6 +127,11 @@ def recent_by_caller(conn: sqlite3.Connection, since: float) -> dict[str, list[t
 def placed_count(conn: sqlite3.Connection, lead_id: int) -> int:
     """Calls placed for the lead in all (redials included): what max_calls counts."""
     return int(conn.execute(PLACED_COUNT_SQL, (lead_id,)).fetchone()[0])
+
+
+def known_call_ids(conn: sqlite3.Connection, lead_id: int) -> set[str]:
+    """Every call the journal holds for the lead: a look-up passes them over (settle.py)."""
+    return {str(call_id) for (call_id,) in conn.execute(KNOWN_CALLS_SQL, (lead_id,))}
 
 
 # The reads, in SQL both stores run (the collected names' excepted: JSON is each one's own).
