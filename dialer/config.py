@@ -124,8 +124,7 @@ class Account(_Strict):
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     rate_per_second: Annotated[float, Field(gt=0)] | None = None
-    # Counted once the dialer follows live calls (follow.py, issue 12): the hook is
-    # SharedRate's buckets, which will gain a live-call count per account.
+    # Live calls of every campaign naming the account, together (store/liveslots.py).
     max_live_calls: Annotated[int, Field(ge=1)] | None = None
 
 

@@ -104,6 +104,8 @@ class Dispatcher:
         self.gate = journal.rate_gate(campaign)
         self.ceiling: LiveCeiling | None = None
         self.follower: Follower | None = None
+        # Live-call slots shared with other runs and the account's campaigns (None: alone).
+        self.shared_live = journal.live_slots(campaign) if campaign.mode == "call" else None
         if campaign.mode == "call":
             # Calls an earlier run left live hold their slots from the start.
             live = journal.live_calls()
@@ -114,8 +116,11 @@ class Dispatcher:
                 client,
                 self.ceiling,
                 redial_clock=lambda: options.clock().timestamp(),
+                slots=self.shared_live,
             )
             self.follower.load(live)
+            if self.shared_live is not None:
+                self.shared_live.watch_orphans(self._take_over)
         self.sender = Sender(
             self.run_state,
             campaign,
@@ -126,6 +131,8 @@ class Dispatcher:
             suppressed,
             self.ceiling,
             gate=self.gate,
+            shared_live=self.shared_live,
+            claims=self.claims,
         )
         self.settler = (
             Settler(self.run_state, campaign, client, self._redial) if campaign.mode == "call" else None
@@ -164,6 +171,8 @@ class Dispatcher:
             await self.run_state.writer.close()
             if self.gate is not None:
                 await self.gate.close()
+            if self.shared_live is not None:
+                await self.shared_live.close()  # after the writer: its hand-over reads the journal
             if self.claims is not None:
                 self.claims.release()
             self.stats.finished = time.monotonic()
@@ -334,6 +343,7 @@ class Dispatcher:
         while True:
             await asyncio.sleep(self.limits.claim_lease_seconds / 3)
             await self.run_state.writer.commit([self.claims.renewal()])
+            self.claims.renewed()
 
     def _settle_earlier_runs(self) -> None:
         """Rows an earlier run left `unknown` (it crashed, or got no answer): look them up."""
@@ -380,6 +390,15 @@ class Dispatcher:
         self._settle_later(row, self.sender.intent_at.pop(row.id, time.time()))
         return True
 
+    def _take_over(self, call_ids: list[str]) -> None:
+        """Live calls of this campaign whose run stopped (their slots held for them): followed
+        here, their slots with them, so they end in the journal and free their slots."""
+        assert self.follower is not None
+        wanted = set(call_ids)
+        for call in self.journal.live_calls():
+            if call.call_id in wanted:
+                self.follower.track(call.lead_id, call.call_id, call.placed_at, take_slot=True)
+
     # -- look-ups -------------------------------------------------------------------
 
     def _settle_later(self, row: JournalRow, intent_at: float) -> None:
@@ -397,6 +416,8 @@ class Dispatcher:
             if not requeued and settled.status == Status.SENT and settled.call_id and self.follower:
                 # The look-up found the call: it may be live, and is followed like any other.
                 self.follower.track(row.id, settled.call_id, intent_at, take_slot=True)
+            elif settled.status != Status.UNKNOWN and self.shared_live is not None:
+                self.shared_live.give_back(row.id)  # no call: the unanswered POST's slot is free
         except Exception as exc:  # an internal error must stop the run, not end it quietly
             self.run_state.fail(exc)
         finally:

@@ -41,7 +41,7 @@ from dialer.config import Campaign
 from dialer.model import FINAL_CHAT_STATUSES, CallOutcome, Status
 from dialer.optout import opted_out
 from dialer.pacing import LiveCeiling
-from dialer.store import JournalStore, LiveCall, Write, calls, outcome
+from dialer.store import JournalStore, LiveCall, LiveSlots, Write, calls
 from dialer.transitions import CallNext, RedialPolicy, after_call, redial_after
 
 log = structlog.get_logger("dialer")
@@ -75,9 +75,11 @@ class Follower:
         ceiling: LiveCeiling | None = None,
         clock: Callable[[], float] = time.time,
         redial_clock: Callable[[], float] | None = None,
+        slots: LiveSlots | None = None,
     ) -> None:
         """`redial_clock`: epoch seconds on the dispatcher's clock (the one the hours and
-        the caps read), from which a redial's due time is counted."""
+        the caps read), from which a redial's due time is counted. `slots`: the live-call
+        slots shared with other runs and campaigns (store/liveslots.py), if any."""
         assert campaign.call is not None, "only calls are followed"
         self.run = run
         self.model_id = campaign.call.model_id
@@ -85,6 +87,7 @@ class Follower:
         self.settings = campaign.outcomes
         self.client = client
         self.ceiling = ceiling
+        self.slots = slots
         self.clock = clock
         self.redial_clock = redial_clock or (lambda: utc_now().timestamp())
         redial = campaign.redial
@@ -102,6 +105,8 @@ class Follower:
         """Calls an earlier run left live (their slots are counted in the ceiling already)."""
         for call in live:
             self.live[call.call_id] = Tracked(call.lead_id, call.placed_at, call.status)
+            if self.slots is not None:
+                self.slots.found(call.lead_id, call.call_id)  # a dead run's slot, inherited
         if self.live:
             self.drained.clear()
 
@@ -120,6 +125,8 @@ class Follower:
             return
         if take_slot and self.ceiling is not None:
             self.ceiling.take()
+        if take_slot and self.slots is not None:
+            self.slots.found(lead_id, call_id)
         self.live[call_id] = Tracked(lead_id, placed_at)
         self.drained.clear()
         if self.ceiling is not None:
@@ -181,7 +188,7 @@ class Follower:
                 ended.append((call_id, tracked, last, decided))
                 writes += calls.seen(last, final=True, timed_out=decided.timed_out, at=now)
                 if decided.error or decided.status != Status.SENT:
-                    writes += outcome(tracked.lead_id, decided.status, error=decided.error)
+                    writes += calls.ended(tracked.lead_id, call_id, decided.status, decided.error)
                 elif not decided.timed_out:
                     writes += self._after_end(call_id, tracked, last)
             elif seen is not None and seen.status != tracked.status:
@@ -238,6 +245,8 @@ class Follower:
         tracked = self.live.pop(call_id, None)
         if self.ceiling is not None and (tracked is None or tracked.slot):
             self.ceiling.release()
+        if self.slots is not None and tracked is not None:
+            self.slots.ended(tracked.lead_id, call_id)  # an adopted call's too: its end is known
         stats = self.run.stats
         if decided.timed_out:
             stats.calls_timed_out += 1

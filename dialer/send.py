@@ -40,8 +40,8 @@ from dialer.law import LawRules, rules_for
 from dialer.model import JournalRow, Status
 from dialer.numbers import NumberPool, PoolExhausted
 from dialer.pacing import LiveCeiling, Pacer, Ticket
-from dialer.store import NumberTaken, RateGate, RateGrant, intent, restore
-from dialer.store.claims import ClaimLost
+from dialer.store import LiveSlots, NumberTaken, RateGate, RateGrant, intent, restore
+from dialer.store.claims import ClaimLost, Claims
 from dialer.transitions import (
     Next,
     Policy,
@@ -101,12 +101,18 @@ class Sender:
         suppressed: Mapping[str, str],
         live: LiveCeiling | None = None,
         gate: RateGate | None = None,
+        shared_live: LiveSlots | None = None,
+        claims: Claims | None = None,
     ) -> None:
         """`live`: the live-call ceiling (call mode); an accepted call keeps its slot.
-        `gate`: the send window shared with other runs and campaigns (None: this run alone)."""
+        `gate`: the send window shared with other runs and campaigns (None: this run alone).
+        `shared_live`: live-call slots shared with them too (None: the run's ceiling alone).
+        `claims`: this run's claims on a shared campaign (None: this run alone)."""
         self.run = run
         self.live = live
+        self.shared_live = shared_live
         self.gate = gate
+        self.claims = claims
         self.campaign = campaign
         self.limits = campaign.limits
         self.policy = Policy(campaign.mode, campaign.limits.max_attempts)
@@ -222,16 +228,22 @@ class Sender:
             self._free_live(attempt)  # the run stops on it; the slot must not leak meanwhile
             raise
         answer = attempt.answer
-        if answer is None or answer.kind != "accepted" or not answer.id:
+        if answer is not None and answer.kind == "accepted" and answer.id and attempt.live_held:
+            if self.shared_live is not None:
+                self.shared_live.placed(attempt.row.id, answer.id)
+        else:
             # Not placed (or placed with no id to follow it by): the slot is free again. An
-            # unanswered request's call, if a look-up finds one, takes a slot then.
-            self._free_live(attempt)
+            # unanswered request's call, if a look-up finds one, takes a slot then; its
+            # shared slot stays held until the look-up decides (dispatch._settle).
+            self._free_live(attempt, shared=answer is None or answer.kind != "unknown")
         return await self._conclude(attempt)
 
-    def _free_live(self, attempt: Attempt) -> None:
+    def _free_live(self, attempt: Attempt, *, shared: bool = True) -> None:
         if self.live is not None and attempt.live_held:
             attempt.live_held = False
             self.live.release()
+            if self.shared_live is not None and shared:
+                self.shared_live.give_back(attempt.row.id)
 
     async def _live_slot(self, attempt: Attempt) -> None:
         """Wait for a live-call slot; like the send slot, a stop cancels the wait."""
@@ -242,6 +254,12 @@ class Sender:
         self.pacing.add(me)
         try:
             await self.live.acquire()
+            if self.shared_live is not None:
+                try:
+                    await self.shared_live.take(attempt.row.id)
+                except BaseException:
+                    self.live.release()
+                    raise
             attempt.live_held = True
         finally:
             self.pacing.discard(me)
@@ -293,15 +311,9 @@ class Sender:
                 if not await self._commit_intent(attempt):
                     return  # the number is another row's: the journal made the row a duplicate
                 async with self.lane() as lane:
-                    # The lane may come late too (a slow API holds every connection): the
-                    # hours are checked last, right before the request leaves.
-                    if self.run.stop.is_set() or not self._still_open(attempt):
+                    on_sent = await self._leave_now(attempt, ticket)
+                    if on_sent is None:
                         return
-                    # The shared window's grant comes last, with the connection in hand, so
-                    # little time passes between the grant and the request leaving.
-                    on_sent = (
-                        ticket.left if self.gate is None else self._both(ticket, await self.gate.acquire())
-                    )
                     attempt.sending = True
                     self.run.stats.requests += 1
                     answer = await self.client.post(self._path, attempt.body, on_sent=on_sent, lane=lane)
@@ -313,11 +325,7 @@ class Sender:
                     self.pacer.accepted(ticket)
                     return
                 if self.live is not None and is_concurrency_limit(answer):
-                    # Too many calls live, not too many requests: the rate stays, the
-                    # live-call ceiling comes down to what is live.
-                    self._free_live(attempt)
-                    self.live.refused()
-                    self.run.stats.live_refusals += 1
+                    await self._live_refused(attempt)
                 else:
                     self.pacer.throttle(ticket, answer.retry_after)
                     if self.gate is not None:
@@ -326,6 +334,31 @@ class Sender:
             log.debug("lead.throttled", row=row.position, retry_after=answer.retry_after)
             if self.run.stop.is_set() or attempt.throttles >= MAX_THROTTLES:
                 return  # a 429 means not placed: the row goes back untouched
+
+    async def _live_refused(self, attempt: Attempt) -> None:
+        """Too many calls live, not too many requests: the rate stays, the live-call
+        ceilings (the run's, and the shared ones) come down to what is live."""
+        assert self.live is not None
+        self._free_live(attempt)
+        self.live.refused()
+        if self.shared_live is not None:
+            await self.shared_live.refused()
+        self.run.stats.live_refusals += 1
+
+    async def _leave_now(self, attempt: Attempt, ticket: Ticket) -> Callable[[], None] | None:
+        """The last checks before the request leaves, lane in hand; what to call once it has
+        left, or None: it must not leave (stopped, its hours closed, or this run stalled past
+        its lease on a shared campaign: the row may be another run's by now)."""
+        # The lane may come late too (a slow API holds every connection): the
+        # hours are checked last, right before the request leaves.
+        if self.run.stop.is_set() or not self._still_open(attempt):
+            return None
+        # The shared window's grant comes last, with the connection in hand, so
+        # little time passes between the grant and the request leaving.
+        on_sent = ticket.left if self.gate is None else self._both(ticket, await self.gate.acquire())
+        if self.claims is not None and not self.claims.fresh(attempt.row.id):
+            return None
+        return on_sent
 
     @staticmethod
     def _both(ticket: Ticket, grant: RateGrant) -> Callable[[], None]:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from dialer.config import load_campaign
 from dialer.run import RunOptions, campaign_status, run_campaign
+from dialer.store.pgurl import schema_name
 from tests.conftest import posts, write_leads
 from tests.pg import PASSWORD, PgServer
 from tests.test_campaign import ALL_DAY, KEY, numbered_leads, peak_per_second
@@ -94,8 +98,8 @@ claim_lease_seconds = 3
 {ALL_DAY}"""
 
 
-def _start(toml: Path, base_url: str) -> tuple[subprocess.Popen[str], Path]:
-    """A `dialer run` process; its output goes to a file (a full pipe would stall it)."""
+def _start(toml: Path, base_url: str, *flags: str) -> tuple[subprocess.Popen[str], Path]:
+    """A `dialer run` process (`flags` added); its output goes to a file (a full pipe would stall it)."""
     output = toml.with_name(f"{toml.stem}-{time.monotonic_ns()}.out")
     with output.open("w") as sink:
         process = subprocess.Popen(
@@ -109,6 +113,7 @@ def _start(toml: Path, base_url: str) -> tuple[subprocess.Popen[str], Path]:
                 base_url,
                 "--log-format",
                 "json",
+                *flags,
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -136,18 +141,53 @@ def _arrivals(record: Path) -> list[float]:
     return [float(r["time"]) for r in posts(record) if r["status"] == 200]
 
 
+@contextlib.contextmanager
+def _together(url: str, campaign: str, runs: int) -> Iterator[None]:
+    """The runs started inside begin together: each opening the journal waits on the lock of
+    the campaign's schema (PgJournal takes it at open), held here until all `runs` wait. On
+    a loaded machine a process may take longer to start than the others take to finish."""
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtext(%s))", (schema_name(campaign),))
+        yield
+        deadline = time.monotonic() + 90
+        while True:  # waiting on other processes' start, not timing the code under test
+            waiting = holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()
+            if (waiting is not None and waiting[0] >= runs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        holder.execute("SELECT pg_advisory_unlock(hashtext(%s))", (schema_name(campaign),))
+
+
+def _window_evidence(url: str, record: Path) -> str:
+    """For a failed rate assertion: the busiest second's arrivals beside the grants' times
+    (granted, left) on the database's clock: which side of the wire the extra one came from."""
+    times = sorted(_arrivals(record))
+    start = max(range(len(times)), key=lambda i: sum(1 for t in times[i:] if t < times[i] + 1.0))
+    busiest = [t for t in times[start:] if t < times[start] + 1.0]
+    with psycopg.connect(url) as conn:
+        grants = conn.execute(
+            "SELECT key, granted_at, left_at FROM dialer_shared.grants"
+            " WHERE granted_at BETWEEN %s AND %s ORDER BY granted_at",
+            (busiest[0] - 2.0, busiest[-1] + 0.5),
+        ).fetchall()
+    return f"arrivals {busiest}; grants (key, granted, left) {grants}"
+
+
 def test_three_runs_share_one_campaign_one_call_per_lead_within_its_rate(
     tmp_path: Path, sandbox_process: Any, pg_url: str
 ) -> None:
     server = sandbox_process()
     write_leads(tmp_path / "leads.csv", numbered_leads(60))
     toml = pg_campaign(tmp_path, pg_url, SHARED.format(rate=10))
-    runs = [_start(toml, server.url) for _ in range(3)]
+    with _together(pg_url, "t", 3):
+        runs = [_start(toml, server.url) for _ in range(3)]
     results = [_finish(run) for run in runs]
     assert [code for code, _ in results] == [0, 0, 0], [out[-2000:] for _, out in results]
     phones = [p["body"]["phone"] for p in posts(server.record)]
     assert len(phones) == len(set(phones)) == 60
-    assert peak_per_second(_arrivals(server.record)) <= 10
+    assert peak_per_second(_arrivals(server.record)) <= 10, _window_evidence(pg_url, server.record)
     found = campaign_status(load_campaign(toml))
     assert found is not None and found.counts == {"sent": 60}
     # Each run dialed some of the rows: they really shared the campaign.
@@ -191,7 +231,7 @@ def test_two_campaigns_on_one_account_share_its_rate(
     assert [code for code, _ in results] == [0, 0], [out[-2000:] for _, out in results]
     accepted = posts(server.record)
     assert len(accepted) == 80  # both campaigns dialed every lead (the same 40 numbers each)
-    assert peak_per_second(_arrivals(server.record)) <= 6
+    assert peak_per_second(_arrivals(server.record)) <= 6, _window_evidence(pg_url, server.record)
 
 
 def test_sqlite_campaigns_on_one_account_share_its_rate_through_the_account_file(

@@ -15,7 +15,7 @@ pg_importing.py  importing.py's rules in PostgreSQL's SQL
 """
 
 from dialer.store import calls
-from dialer.store.base import JournalStore, RateGate, RateGrant, Writer
+from dialer.store.base import JournalStore, LiveSlots, RateGate, RateGrant, Writer
 from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.db import journal_errors
 from dialer.store.importing import ImportSummary, file_signature
@@ -30,6 +30,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CallFigures",
     "LiveCall",
+    "LiveSlots",
     "calls",
     "CampaignLock",
     "ImportSummary",

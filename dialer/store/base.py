@@ -9,7 +9,7 @@ which one lags.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from dialer.columns import ColumnMap
@@ -49,6 +49,27 @@ class RateGate(Protocol):
     async def close(self) -> None: ...
 
 
+class LiveSlots(Protocol):
+    """Live-call slots shared with other runs and campaigns (liveslots.py): `take` before
+    each POST; the others say what became of it. Only `take` waits."""
+
+    async def take(self, lead_id: int) -> None: ...
+
+    def placed(self, lead_id: int, call_id: str) -> None: ...
+
+    def give_back(self, lead_id: int) -> None: ...
+
+    def found(self, lead_id: int, call_id: str) -> None: ...
+
+    def ended(self, lead_id: int, call_id: str) -> None: ...
+
+    async def refused(self) -> None: ...
+
+    def watch_orphans(self, take_over: Callable[[list[str]], None]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class JournalStore(Protocol):
     """A campaign's journal: meta, the import, reads, and whole-table transitions."""
 
@@ -67,6 +88,9 @@ class JournalStore(Protocol):
 
     def rate_gate(self, campaign: Campaign) -> RateGate | None:
         """The window shared with other runs and campaigns of the account; None: this run alone."""
+
+    def live_slots(self, campaign: Campaign) -> LiveSlots | None:
+        """Live-call slots shared with other runs and the account's campaigns; None: this run alone."""
 
     def get_meta(self, key: str) -> str | None: ...
 

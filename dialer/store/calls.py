@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dialer.model import CallOutcome
+from dialer.model import CallOutcome, Status
 from dialer.store.writes import Write, utc_now_iso
 
 
@@ -47,13 +47,19 @@ def placed(row_id: int, at: float) -> list[Write]:
 
 
 def seen(call: CallOutcome, *, final: bool, timed_out: bool = False, at: float | None = None) -> list[Write]:
-    """What a poll showed of a call; `final` with `at`, the moment its end was seen."""
+    """What a poll showed of a call; `final` with `at`, the moment its end was seen.
+
+    Only while the call is live (`final = 0`): two runs of a shared campaign may follow one
+    call, and the later poll of the two must not undo what the first saw end.
+    """
     if not final:
-        return [Write("UPDATE calls SET status = ? WHERE call_id = ?", (call.status, call.call_id))]
+        return [
+            Write("UPDATE calls SET status = ? WHERE call_id = ? AND final = 0", (call.status, call.call_id))
+        ]
     return [
         Write(
             "UPDATE calls SET status = ?, final = 1, timed_out = ?, ended_at = ?, duration = ?,"
-            " end_reason = ?, recording_url = ?, collected = ? WHERE call_id = ?",
+            " end_reason = ?, recording_url = ?, collected = ? WHERE call_id = ? AND final = 0",
             (
                 call.status,
                 int(timed_out),
@@ -64,6 +70,19 @@ def seen(call: CallOutcome, *, final: bool, timed_out: bool = False, at: float |
                 json.dumps(call.collected, ensure_ascii=False),
                 call.call_id,
             ),
+        )
+    ]
+
+
+def ended(lead_id: int, call_id: str, status: Status, error: str) -> list[Write]:
+    """The lead's outcome from how `call_id` ended (failed, given up): only while that call
+    is the lead's latest and the row `sent`. The row may have moved on since: another run of
+    a shared campaign saw the call end first and redialed the lead."""
+    return [
+        Write(
+            "UPDATE leads SET status = ?, error = ?, updated_at = ? WHERE id = ? AND call_id = ?"
+            " AND status = 'sent'",
+            (status, error, utc_now_iso(), lead_id, call_id),
         )
     ]
 

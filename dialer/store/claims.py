@@ -8,7 +8,22 @@ row's intent (writes.intent, made `guarded`) is committed only WHERE the row is
 still claimed by this run, so a run whose lease ran out and whose row another
 run took cannot send it (the writer reports `ClaimLost` and the sender drops it).
 
-The run renews its leases while it lives (`renew`) and gives its claims back when
+Every other write to a row is guarded the same way, or is harmless by construction
+(on SQLite the campaign's lock made one run the only writer; here several runs write):
+  - outcomes and restores (`Write.held`) apply only while this run holds the row: a run
+    that stalled past its lease cannot write its late answer over the look-up of the run
+    that took the row over, nor put a row another run sent back to `pending`;
+  - the intent applies only to a row still due (another run's start may have suppressed
+    it) and renews the row's lease;
+  - what a poll saw (calls.seen) only while the call is live, and a call's end decides the
+    lead's outcome only while it is the lead's latest call (calls.ended, calls.redial):
+    two runs may follow one call;
+  - `--retry-unknown`/`--retry-failed` leave the rows another live run holds.
+And right before a request leaves, the sender asks `fresh(row)`: a run woken from a stall
+longer than the row's lease does not send it late (another run may have looked it up,
+found nothing yet, and dialed it).
+
+The run renews its leases while it lives (`renewal`) and gives its claims back when
 it ends (`release`). A run that dies (kill -9, a lost host) leaves claims whose
 lease runs out:
   - rows still `pending`/`deferred` never left: another run claims them again;
@@ -30,7 +45,10 @@ dead client for as long as its TCP connection lingers; a lease is plain data.
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dialer.model import DIALABLE, Status
@@ -50,11 +68,64 @@ class ClaimLost(Exception):
 class Claims:
     """This run's claims on a campaign's rows (one per run: `owner` names it)."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], lease_seconds: float) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        lease_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        url: str = "",
+    ) -> None:
+        """`url`: the journal's, for the one line a lost database gives (its password cut)."""
         self.conn = conn
+        self._url = url
         self.lease = lease_seconds
         self.owner = uuid.uuid4().hex
         self._after = -1  # the position of the last row claimed in this pass over the file
+        self._clock = clock
+        # Per row this run has intended (its request may leave), on this host's clock: until
+        # when the row is surely still this run's. From the moment the intent's commit (which
+        # renewed the row's lease, only if still ours) *started*, so never later than the
+        # database's own claim_until; a renewal started before that moves it on.
+        self._sure_until: dict[int, float] = {}
+        self._renewing: float | None = None
+
+    def _lost(self) -> contextlib.AbstractContextManager[None]:
+        from dialer.store.pgdb import lost_as_journal_error
+
+        return lost_as_journal_error(self._url)
+
+    def fresh(self, row_id: int) -> bool:
+        """True while the row is surely this run's: its request may leave. False once a stall
+        (a stopped process, a frozen host, a loop blocked) outlasted its lease, even if a
+        renewal ran since, and the database says another run took the row: its request must
+        not leave late. (A request that leaves late anyway meets the other run's look-up grace.)"""
+        until = self._sure_until.get(row_id)
+        if until is not None and self._clock() < until:
+            return True
+        return self._confirm(row_id)
+
+    def _confirm(self, row_id: int) -> bool:
+        """Past its sure time (a stall, or a renewal late on a loaded host): ask the database,
+        renewing the lease in the same statement if the row is still this run's, so no other
+        run can take it between this answer and the request."""
+        started = self._clock()
+        with self._lost():
+            found = self.conn.execute(
+                f"UPDATE leads SET claim_until = {NOW} + %s WHERE id = %s AND claimed_by = %s RETURNING id",
+                (self.lease, row_id, self.owner),
+            ).fetchone()
+        if found is None:
+            return False
+        self.intended(row_id, started)
+        return True
+
+    def intended(self, row_id: int, started: float) -> None:
+        """The row's intent committed, in a transaction started at `started` (this clock)."""
+        self._sure_until[row_id] = started + self.lease
+
+    def settled(self, row_id: int) -> None:
+        """The row's outcome is written: a next request for it comes with a next intent."""
+        self._sure_until.pop(row_id, None)
 
     def claim_dialable(self, limit: int) -> list[int]:
         """Up to `limit` due rows in file order, free or whose claim ran out; claimed for this run.
@@ -70,7 +141,7 @@ class Claims:
         return ids
 
     def _claim_after(self, after: int, limit: int) -> list[int]:
-        with self.conn.transaction():
+        with self._lost(), self.conn.transaction():
             rows = self.conn.execute(
                 (
                     f"WITH picked AS (SELECT id FROM leads WHERE status IN ({sql_list(DIALABLE)})"
@@ -87,16 +158,22 @@ class Claims:
         return [int(r[0]) for r in sorted(rows, key=lambda r: int(r[1]))]
 
     def claim_orphans(self) -> list[int]:
-        """`unknown` rows no run holds (their run died or ended): this run looks them up."""
-        with self.conn.transaction():
+        """`unknown` rows no run holds (their run died or ended): this run looks them up.
+
+        Not this run's own, even past their lease (a renewal late behind a slow commit): an
+        `unknown` row of this run's is in its hands already (its request in flight, or its
+        look-up), and a second look-up beside it could dial it again.
+        """
+        with self._lost(), self.conn.transaction():
             rows = self.conn.execute(
                 (
                     "WITH picked AS (SELECT id FROM leads WHERE status = %s AND position IS NOT NULL"
-                    f" AND (claimed_by IS NULL OR claim_until < {NOW}) FOR UPDATE SKIP LOCKED)"
+                    f" AND (claimed_by IS NULL OR (claim_until < {NOW} AND claimed_by != %s))"
+                    " FOR UPDATE SKIP LOCKED)"
                     f" UPDATE leads SET claimed_by = %s, claim_until = {NOW} + %s"
                     " FROM picked WHERE leads.id = picked.id RETURNING leads.id"
                 ).encode(),
-                (Status.UNKNOWN.value, self.owner, self.lease),
+                (Status.UNKNOWN.value, self.owner, self.owner, self.lease),
             ).fetchall()
         return sorted(int(r[0]) for r in rows)
 
@@ -107,25 +184,44 @@ class Claims:
         this run (its hours were closed), and waiting for it could make two runs wait on each
         other for ever.
         """
-        row = self.conn.execute(
-            (
-                f"SELECT min(claim_until) - {NOW} FROM leads WHERE claimed_by IS NOT NULL"
-                f" AND claimed_by != %s AND status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
-            ).encode(),
-            (self.owner,),
-        ).fetchone()
+        with self._lost():
+            row = self.conn.execute(
+                (
+                    f"SELECT min(claim_until) - {NOW} FROM leads WHERE claimed_by IS NOT NULL"
+                    f" AND claimed_by != %s AND status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
+                ).encode(),
+                (self.owner,),
+            ).fetchone()
         return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
     def renewal(self) -> Write:
         """The leases renewed, as a write for the run's writer: its transaction may hold locks
-        on this run's rows, and a renewal on another connection would wait on it for ever."""
+        on this run's rows, and a renewal on another connection would wait on it for ever.
+        `renewed()` once it is committed."""
+        self._renewing = self._clock()
         return Write(
             f"UPDATE leads SET claim_until = {NOW} + ? WHERE claimed_by = ?", (self.lease, self.owner)
         )
 
+    def renewed(self) -> None:
+        """The last `renewal()` is committed: every lease holds a whole lease from its start."""
+        started = self._renewing
+        if started is None:
+            return
+        # A row whose sure time ran out before the renewal started may have been taken over
+        # meanwhile (the renewal only renews rows still ours): it stays stale, and is dropped.
+        self._sure_until = {
+            row_id: started + self.lease for row_id, until in self._sure_until.items() if until > started
+        }
+
     def release(self) -> None:
-        """The run ends: its rows are free for the next one (`unknown` ones to be looked up)."""
-        self.conn.execute(
-            "UPDATE leads SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = %s",
-            (self.owner,),
-        )
+        """The run ends: its rows are free for the next one (`unknown` ones to be looked up).
+        The database gone meanwhile (the error that stopped the run says so): its leases run
+        out by themselves."""
+        import psycopg
+
+        with contextlib.suppress(psycopg.Error):
+            self.conn.execute(
+                "UPDATE leads SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = %s",
+                (self.owner,),
+            )

@@ -10,6 +10,9 @@ The password rules are in pgurl.py.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import psycopg
 from psycopg import sql
 
@@ -143,6 +146,19 @@ async def connect_async(url: str, schema: str) -> psycopg.AsyncConnection[tuple[
         raise JournalError(f"{redact(url)}: cannot connect: {scrub(str(exc).strip(), url)}") from None
     await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     return conn
+
+
+@contextlib.contextmanager
+def lost_as_journal_error(url: str) -> Iterator[None]:
+    """The database gone (restarted, unreachable) or not what we made: one line, exit 1."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise JournalError(
+            f"{redact(url)}: cannot read or write the journal:"
+            f" {scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0], url)};"
+            " the dialer stopped (rows it had in flight are looked up by the next run)"
+        ) from None
 
 
 def pg_sql(statement: str) -> str:

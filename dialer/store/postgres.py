@@ -9,6 +9,7 @@ SQLite, sent in one round trip (pipeline mode).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -17,6 +18,7 @@ from enum import Enum
 from typing import Any
 
 import psycopg
+import structlog
 
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
@@ -25,12 +27,14 @@ from dialer.model import DIALABLE, JournalRow, Lead, LeadRows, Outcome, Status
 from dialer.store import calls, figures
 from dialer.store.batching import GroupCommits
 from dialer.store.calls import CallFigures, LiveCall
-from dialer.store.claims import ClaimLost, Claims
+from dialer.store.claims import NOW, ClaimLost, Claims
 from dialer.store.db import sql_list
 from dialer.store.importing import ImportSummary, lead_records
+from dialer.store.liveslots import SharedLiveSlots
 from dialer.store.meta import MetaReads
 from dialer.store.pg_importing import first_import, reimport
-from dialer.store.pgdb import connect, connect_async, migrate, pg_sql
+from dialer.store.pgdb import connect, connect_async, lost_as_journal_error, migrate, pg_sql
+from dialer.store.pglive import pg_live_slots
 from dialer.store.pgrate import Bucket, SharedRate
 from dialer.store.pgurl import redact, schema_name, scrub
 from dialer.store.sqlite import (
@@ -46,6 +50,13 @@ from dialer.store.sqlite import (
     report_row,
 )
 from dialer.store.writes import NumberTaken, Write, utc_now_iso
+
+log = structlog.get_logger("dialer")
+
+# Commits of one group a deadlock with another run's may abort, before the run stops on it.
+DEADLOCK_TRIES = 5
+
+LOST_WRITE = "another run took the row over (this run's lease ran out): its state is that run's"
 
 
 def _params(params: Iterable[Any]) -> tuple[Any, ...]:
@@ -88,11 +99,11 @@ class PgJournal(MetaReads):
 
     def writer(self) -> PgJournalWriter:
         """Intents guarded by this run's claims, once it has taken claims (`claims()` first)."""
-        return PgJournalWriter(self.url, self.schema, None if self._claims is None else self._claims.owner)
+        return PgJournalWriter(self.url, self.schema, self._claims)
 
     def claims(self, lease_seconds: float) -> Claims:
         if self._claims is None:
-            self._claims = Claims(self.conn, lease_seconds)
+            self._claims = Claims(self.conn, lease_seconds, url=self.url)
         return self._claims
 
     def rows_by_id(self, ids: Sequence[int]) -> list[JournalRow]:
@@ -116,14 +127,20 @@ class PgJournal(MetaReads):
             )
         return SharedRate(self.url, self.schema, buckets)
 
+    def live_slots(self, campaign: Campaign) -> SharedLiveSlots | None:
+        """[limits] max_live_calls over all the campaign's runs, [account] over its campaigns."""
+        return pg_live_slots(self.url, self.schema, campaign)
+
     def _all(self, statement: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(statement.encode(), _params(params)).fetchall()
+        with lost_as_journal_error(self.url):
+            return self.conn.execute(statement.encode(), _params(params)).fetchall()
 
     def _one(self, statement: str, params: Iterable[Any] = ()) -> tuple[Any, ...] | None:
-        return self.conn.execute(statement.encode(), _params(params)).fetchone()
+        with lost_as_journal_error(self.url):
+            return self.conn.execute(statement.encode(), _params(params)).fetchone()
 
     def _update(self, statement: str, params: Iterable[Any] = ()) -> int:
-        with self.conn.transaction():
+        with lost_as_journal_error(self.url), self.conn.transaction():
             cursor = self.conn.execute(statement.encode(), _params(params))
         return cursor.rowcount
 
@@ -316,11 +333,27 @@ class PgJournal(MetaReads):
         return cursor.rowcount
 
     def requeue(self, from_status: Status, note: str = "") -> int:
+        """As on SQLite, but not the rows another live run holds (`--retry-unknown` beside a run
+        whose request is in flight: that row is its to settle, not a new run's to dial)."""
         return self._update(
             "UPDATE leads SET status = %s, error = %s, updated_at = %s"
-            " WHERE status = %s AND position IS NOT NULL",
+            " WHERE status = %s AND position IS NOT NULL"
+            f" AND (claimed_by IS NULL OR claim_until < {NOW})",
             (Status.PENDING, note, utc_now_iso(), from_status),
         )
+
+
+def _first_line(exc: BaseException) -> str:
+    """The server's message without its DETAIL, HINT and CONTEXT lines: one line."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _fail_all(batch: list[tuple[list[Write], asyncio.Future[None]]], failure: BaseException) -> None:
+    """Each caller of the batch gets `failure` (retrieved: a caller gone meanwhile must not warn)."""
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(failure)
+            future.exception()
 
 
 class PgJournalWriter(GroupCommits):
@@ -330,11 +363,19 @@ class PgJournalWriter(GroupCommits):
     commits; the connection is opened at the first commit, inside the running loop.
     """
 
-    def __init__(self, url: str, schema: str, owner: str | None = None) -> None:
-        """`owner`: the run's claim id; its intents apply only to rows it holds."""
+    def __init__(self, url: str, schema: str, claims: Claims | None = None) -> None:
+        """`claims`: the run's, when it claims rows; its intents and outcomes apply only to
+        rows it holds, and it is told of each intent committed (`Claims.intended`)."""
         self._url = url
         self._schema = schema
-        self._owner = owner
+        self._claims = claims
+        self._owner = None if claims is None else claims.owner
+        self._lease = 0.0 if claims is None else claims.lease
+        # The transaction under way: when it started, and the rows whose intents (outcomes)
+        # it applied, for the claims once it is committed.
+        self._started = 0.0
+        self._intended: list[int] = []
+        self._settled: list[int] = []
         super().__init__()
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
         self.commits = 0
@@ -345,14 +386,18 @@ class PgJournalWriter(GroupCommits):
             batch, self._queue = self._queue, []
             try:
                 refused = await self._write(batch)
+            except (psycopg.Error, JournalError) as exc:
+                # The database went away (a restart, a lost network): each waiting caller gets
+                # the one line, and the run stops on it. Whether this commit landed is not
+                # known: an intent in it was not sent, and a row it left `unknown` is looked
+                # up by the next run. A later commit (a restore while stopping) connects anew.
+                failure = exc if isinstance(exc, JournalError) else self._lost(exc)
+                await self._drop_connection()
+                _fail_all(batch, failure)
+                continue
             except BaseException as exc:
-                failure = exc
-                if isinstance(exc, psycopg.Error):
-                    failure = JournalError(f"{redact(self._url)}: cannot write: {scrub(str(exc), self._url)}")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
-                raise failure from None
+                _fail_all(batch, exc)
+                raise
             for index, (_, future) in enumerate(batch):
                 if future.done():
                     continue
@@ -362,44 +407,107 @@ class PgJournalWriter(GroupCommits):
                 else:
                     future.set_result(None)
 
+    def _lost(self, exc: psycopg.Error) -> JournalError:
+        return JournalError(
+            f"{redact(self._url)}: cannot write: {scrub(_first_line(exc), self._url)}; the dialer stopped"
+            " (rows it had in flight are looked up by the next run)"
+        )
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+
     async def _write(self, batch: list[tuple[list[Write], asyncio.Future[None]]]) -> dict[int, Exception]:
         """One transaction for the batch; per caller refused, the exception its commit raises."""
         if self._conn is None:
             self._conn = await connect_async(self._url, self._schema)
-        refused: dict[int, Exception] = {}
-        async with self._conn.transaction():
-            for index, (writes, _) in enumerate(batch):
-                failure = await self._apply(self._conn, writes)
-                if failure is not None:
-                    refused[index] = failure
+        for tries in range(1, DEADLOCK_TRIES + 1):
+            refused: dict[int, Exception] = {}
+            self._started = time.monotonic()
+            self._intended, self._settled = [], []
+            try:
+                async with self._conn.transaction():
+                    for index, (writes, _) in enumerate(batch):
+                        failure = await self._apply(self._conn, writes)
+                        if failure is not None:
+                            refused[index] = failure
+                break
+            except psycopg.errors.DeadlockDetected:
+                # Another run's group updates the same rows (a caller id's day count, a
+                # number two rows share) in the other order: the server aborted this one
+                # whole, so it is committed again, as it was, once the other went through.
+                if tries == DEADLOCK_TRIES:
+                    raise
         self.commits += 1
+        if self._claims is not None:
+            for row_id in self._settled:
+                self._claims.settled(row_id)
+            for row_id in self._intended:
+                self._claims.intended(row_id, self._started)
         return refused
 
     async def _apply(
         self, conn: psycopg.AsyncConnection[tuple[Any, ...]], writes: list[Write]
     ) -> Exception | None:
-        """One caller's writes, as writer._apply; a guard also holds only while the row is this
-        run's (when the run claims rows): ClaimLost if another run took it, NumberTaken if the
-        number is another row's (its `refused` writes run then)."""
+        """One caller's writes, as writer._apply, but several runs may write the campaign.
+
+        When the run claims rows, an intent (the guard) applies only to a row this run
+        still holds and that is still due (another run's start may have suppressed it), and
+        renews the row's lease: the request leaves with a whole lease ahead. If it does not
+        apply, ClaimLost; NumberTaken if the number is another row's (its `refused` writes
+        run then). A `held` write (an outcome, a restore) applies only while this run holds
+        the row: else it and its row's writes after it are skipped, and logged.
+        """
+        skipping = False
         for write in writes:
-            statement, params = pg_sql(write.sql), _params(write.params)
-            claimed = write.guard and self._owner is not None
-            if claimed:
-                statement, params = statement + " AND claimed_by = %s", (*params, self._owner)
-            cursor = await conn.execute(statement.encode(), params)
-            if not write.guard or cursor.rowcount != 0:
+            if write.held:
+                skipping = False
+            elif skipping:
                 continue
-            row_id = int(write.params[-1])
-            if claimed:
-                holder = await (
-                    await conn.execute("SELECT claimed_by FROM leads WHERE id = %s", (row_id,))
-                ).fetchone()
-                if holder is None or holder[0] != self._owner:
-                    return ClaimLost()
-            for fallback in write.refused:
-                await conn.execute(pg_sql(fallback.sql).encode(), _params(fallback.params))
-            return NumberTaken(row_id)
+            shared = (write.guard or write.held) and self._owner is not None
+            cursor = await conn.execute(*self._statement(write, shared))
+            row_id = int(write.params[-1]) if write.guard or write.held else 0
+            if cursor.rowcount != 0:
+                if write.guard and shared:
+                    await conn.execute(
+                        f"UPDATE leads SET claim_until = {NOW} + %s WHERE id = %s", (self._lease, row_id)
+                    )
+                    self._intended.append(row_id)
+                elif write.held and shared:
+                    self._settled.append(row_id)
+            elif write.held and shared:
+                skipping = True
+                log.warning("lead.claim_lost", row_id=row_id, reason=LOST_WRITE)
+            elif write.guard:
+                return await self._refused(conn, write, row_id, shared)
         return None
+
+    def _statement(self, write: Write, shared: bool) -> tuple[bytes, tuple[Any, ...]]:
+        """The write in psycopg's style; `shared`: only on a row this run holds (an intent:
+        and still due)."""
+        statement, params = pg_sql(write.sql), _params(write.params)
+        if shared:
+            statement, params = statement + " AND claimed_by = %s", (*params, self._owner)
+            if write.guard:
+                statement += f" AND status IN ({sql_list(DIALABLE)})"
+        return statement.encode(), params
+
+    async def _refused(
+        self, conn: psycopg.AsyncConnection[tuple[Any, ...]], write: Write, row_id: int, shared: bool
+    ) -> Exception:
+        """An intent that did not apply: ClaimLost when the row is not this run's (or no longer
+        due), else NumberTaken, its `refused` writes run."""
+        if shared:
+            found = await (
+                await conn.execute("SELECT claimed_by, status FROM leads WHERE id = %s", (row_id,))
+            ).fetchone()
+            if found is None or found[0] != self._owner or found[1] not in DIALABLE:
+                return ClaimLost()
+        for fallback in write.refused:
+            await conn.execute(pg_sql(fallback.sql).encode(), _params(fallback.params))
+        return NumberTaken(row_id)
 
     async def close(self) -> None:
         """Commit everything still queued, then close."""

@@ -20,7 +20,7 @@ from dialer.config import Campaign
 from dialer.errors import JournalError
 from dialer.model import DIALABLE, JournalRow, Lead, LeadRows, Outcome, Status
 from dialer.store import calls, figures
-from dialer.store.base import RateGate
+from dialer.store.base import LiveSlots, RateGate
 from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.db import connect, sql_list, transaction
 from dialer.store.importing import ImportSummary, first_import, lead_records, reimport
@@ -151,6 +151,13 @@ class Journal(MetaReads):
         from dialer.store.filerate import FileRate
 
         return FileRate.for_account(campaign)
+
+    def live_slots(self, campaign: Campaign) -> LiveSlots | None:
+        """[account] max_live_calls, shared through the account's file (one run per SQLite
+        campaign: its own [limits] max_live_calls stays the run's)."""
+        from dialer.store.filelive import file_live_slots
+
+        return file_live_slots(campaign, self.path)
 
     # -- meta -----------------------------------------------------------------
 

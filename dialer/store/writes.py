@@ -37,6 +37,12 @@ class Write:
     # commit raises ClaimLost.
     guard: bool = False
     refused: tuple[Write, ...] = ()
+    # A change to a row the run holds (an outcome, a restore), its `WHERE id = ?` last. With
+    # several runs on one campaign (PostgreSQL) it applies only while this run holds the
+    # row's claim; if another run took the row meanwhile (this run stalled past its lease),
+    # it and the writes after it up to the next `held` one (the same row's) are skipped:
+    # the row's state is the other run's. SQLite has one run at a time (its lock).
+    held: bool = False
 
 
 class NumberTaken(Exception):
@@ -125,6 +131,7 @@ def outcome(
             "UPDATE leads SET status = ?, call_id = CASE WHEN ? != '' THEN ? ELSE call_id END,"
             " error = ?, updated_at = ?, unanswered = unanswered + ? WHERE id = ?",
             (status, call_id, call_id, error, utc_now_iso(), int(unanswered), row_id),
+            held=True,
         )
     ]
 
@@ -144,6 +151,7 @@ def restore(row: JournalRow, number: str, usage_day: str | None) -> list[Write]:
                 utc_now_iso(),
                 row.id,
             ),
+            held=True,
         ),
         # The intents of this dial were never sent: they do not count towards the cap.
         Write("DELETE FROM dials WHERE lead_id = ? AND attempt > ?", (row.id, row.attempts)),
