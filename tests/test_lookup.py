@@ -21,14 +21,17 @@ import pytest
 
 from dialer import store as j
 from dialer.client import LOOKUP_PAGE, LOOKUP_PAGES, LookupError_, SynthflowClient
+from dialer.columns import ColumnMap
 from dialer.config import load_campaign
-from dialer.model import Status
+from dialer.model import Lead, Status
 from dialer.sandbox import SandboxOptions, fate
 from dialer.store import Journal
 from tests.conftest import MakeSandbox
+from tests.stores import Store
 from tests.test_redial import KEY, START, posts_per_phone, report, run_at, write_campaign
 
 PHONE = "+14155550000"  # write_campaign's first lead
+OTHER = "+14155550001"
 
 
 def _crash_before_the_post(campaign: Path) -> None:
@@ -169,35 +172,29 @@ def test_more_known_calls_than_the_look_up_reads_leave_the_row_unknown() -> None
     assert len(asked) == LOOKUP_PAGES
 
 
-def test_the_journal_knows_every_call_of_the_lead(tmp_path: Path) -> None:
-    from dialer.columns import ColumnMap
-    from dialer.model import Lead
+def test_the_journal_knows_every_call_of_the_lead(store: Store) -> None:
+    """On both stores: every call of the lead (not another lead's), the latest too."""
+    journal = store.open()
+    columns = ColumnMap(phone="Phone", name=("Name",), timezone=None, email=None, variables=())
+    leads = [
+        Lead(row=2, values=("A", PHONE), status=Status.PENDING, phone=PHONE, name="A"),
+        Lead(row=3, values=("B", OTHER), status=Status.PENDING, phone=OTHER, name="B"),
+    ]
+    journal.import_leads(["Name", "Phone"], columns, leads, {"size": 1, "mtime_ns": 1, "sha256": "a"})
+    a, b = (row.id for row in journal.rows_with_status({Status.PENDING}))
 
-    journal = Journal(tmp_path / "c.sqlite", "c")
-    try:
-        columns = ColumnMap(phone="Phone", name=("Name",), timezone=None, email=None, variables=())
-        leads = [
-            Lead(row=2, values=("A", PHONE), status=Status.PENDING, phone=PHONE, name="A"),
-            Lead(row=3, values=("B", "+14155550001"), status=Status.PENDING, phone="+14155550001", name="B"),
-        ]
-        journal.import_leads(["Name", "Phone"], columns, leads, {"size": 1, "mtime_ns": 1, "sha256": "a"})
-        a, b = (row.id for row in journal.rows_with_status({Status.PENDING}))
+    async def calls() -> None:
+        writer = journal.writer()
+        for row_id, call_id in ((a, "a-1"), (b, "b-1"), (a, "a-2")):
+            await writer.commit(j.intent(row_id, "", None))
+            await writer.commit(j.outcome(row_id, Status.SENT, call_id=call_id) + j.calls.placed(row_id, 0.0))
+        await writer.commit(j.intent(a, "", None))  # the third request, its answer lost
+        await writer.close()
 
-        async def calls() -> None:
-            writer = journal.writer()
-            for row_id, call_id in ((a, "a-1"), (b, "b-1"), (a, "a-2")):
-                await writer.commit(j.intent(row_id, "", None))
-                await writer.commit(
-                    j.outcome(row_id, Status.SENT, call_id=call_id) + j.calls.placed(row_id, 0.0)
-                )
-            await writer.commit(j.intent(a, "", None))  # the third request, its answer lost
-            await writer.close()
-
-        asyncio.run(calls())
-        assert journal.known_call_ids(a) == {"a-1", "a-2"}
-        assert journal.known_call_ids(b) == {"b-1"}
-    finally:
-        journal.close()
+    asyncio.run(calls())
+    assert journal.row(a).status == Status.UNKNOWN
+    assert journal.known_call_ids(a) == {"a-1", "a-2"}
+    assert journal.known_call_ids(b) == {"b-1"}
 
 
 def test_the_look_up_asks_for_its_own_page_size() -> None:
