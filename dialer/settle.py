@@ -1,6 +1,6 @@
 """Rows whose answer was lost: look the call up at once, then transition.
 
-Found (a call the journal does not hold already: the lead's earlier calls are passed over)
+Found (the calls the journal holds for the lead's earlier requests are passed over)
 -> `sent` with its call_id; not found -> looked up again once `settle_after_seconds`
 have passed since the request, and still not found -> dialed again (until the row's unanswered
 requests reach max_attempts, counted in the journal across runs); the look-up failed ->
@@ -74,9 +74,10 @@ class Settler:
         """(made, the call_id found or None); not made: the row was recorded `unknown`, or
         the run stops on a refused key."""
         self.run.stats.lookups += 1
-        # The lead's earlier calls (a redial's look-up window holds the call before it) are
-        # not this request's: taken for it, a redial that never left would count as placed.
-        known = self.run.journal.known_call_ids(row.id)
+        # The lead's calls placed by earlier requests (a redial's look-up window holds the call
+        # before it) are not this request's: taken for it, a redial that never left would
+        # count as placed.
+        known = self.run.journal.earlier_call_ids(row.id)
         try:
             async with self._lookups:
                 return True, await self.client.find_call(self.model_id, row.phone, intent_at, known)

@@ -4,7 +4,7 @@ A redial's request is committed (`unknown`) and the dialer dies before its POST.
 asks for the phone's calls since the intent, with a minute of slack for clock skew: the
 lead's previous call, placed seconds before, is in that window. Taken for the redial's call,
 it would mark the redial placed though it never left, and the lead would lose a call. A call
-whose id the journal already holds is an earlier attempt's, not this request's.
+the journal holds for one of the lead's earlier requests is not this request's.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from tests.test_redial import KEY, START, posts_per_phone, report, run_at, write
 
 PHONE = "+14155550000"  # write_campaign's first lead
 OTHER = "+14155550001"
+THIRD = "+14155550002"
 
 
 def _crash_before_the_post(campaign: Path) -> None:
@@ -172,29 +173,38 @@ def test_more_known_calls_than_the_look_up_reads_leave_the_row_unknown() -> None
     assert len(asked) == LOOKUP_PAGES
 
 
-def test_the_journal_knows_every_call_of_the_lead(store: Store) -> None:
-    """On both stores: every call of the lead (not another lead's), the latest too."""
+def test_the_journal_gives_the_calls_of_the_lead_s_earlier_requests(store: Store) -> None:
+    """On both stores: the lead's calls placed before its latest request, not another lead's,
+    and never the latest request's own: a row `unknown` whose call the journal holds (as a
+    hand-edited or half-migrated journal may) keeps that call findable."""
     journal = store.open()
     columns = ColumnMap(phone="Phone", name=("Name",), timezone=None, email=None, variables=())
     leads = [
-        Lead(row=2, values=("A", PHONE), status=Status.PENDING, phone=PHONE, name="A"),
-        Lead(row=3, values=("B", OTHER), status=Status.PENDING, phone=OTHER, name="B"),
+        Lead(row=n + 2, values=(name, phone), status=Status.PENDING, phone=phone, name=name)
+        for n, (name, phone) in enumerate([("A", PHONE), ("B", OTHER), ("C", THIRD)])
     ]
     journal.import_leads(["Name", "Phone"], columns, leads, {"size": 1, "mtime_ns": 1, "sha256": "a"})
-    a, b = (row.id for row in journal.rows_with_status({Status.PENDING}))
+    a, b, c = (row.id for row in journal.rows_with_status({Status.PENDING}))
 
     async def calls() -> None:
         writer = journal.writer()
-        for row_id, call_id in ((a, "a-1"), (b, "b-1"), (a, "a-2")):
-            await writer.commit(j.intent(row_id, "", None))
+        for at, row_id, call_id in (
+            (100.0, a, "a-1"),
+            (150.0, b, "b-1"),
+            (200.0, a, "a-2"),
+            (250.0, c, "c-1"),
+        ):
+            await writer.commit(j.intent(row_id, "", None, at=at))
             await writer.commit(j.outcome(row_id, Status.SENT, call_id=call_id) + j.calls.placed(row_id, 0.0))
-        await writer.commit(j.intent(a, "", None))  # the third request, its answer lost
+        await writer.commit(j.intent(a, "", None, at=300.0))  # a's third request, its answer lost
+        await writer.commit(j.outcome(c, Status.UNKNOWN))  # c's call is its latest request's
         await writer.close()
 
     asyncio.run(calls())
-    assert journal.row(a).status == Status.UNKNOWN
-    assert journal.known_call_ids(a) == {"a-1", "a-2"}
-    assert journal.known_call_ids(b) == {"b-1"}
+    assert journal.row(a).status == journal.row(c).status == Status.UNKNOWN
+    assert journal.earlier_call_ids(a) == {"a-1", "a-2"}
+    assert journal.earlier_call_ids(b) == set()  # b-1 is its latest request's call
+    assert journal.earlier_call_ids(c) == set()
 
 
 def test_the_look_up_asks_for_its_own_page_size() -> None:
