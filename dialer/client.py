@@ -24,7 +24,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any, Literal
@@ -43,6 +43,11 @@ CALLS = "/v2/calls"
 # Longer advice is taken as this: one 429 must not stall a run for hours.
 MAX_RETRY_AFTER = 300.0
 CHATS = "/v2/chat/outbound"
+# A look-up reads a phone's calls a page at a time, and at most this many pages: a lead's
+# earlier calls (known to the journal, passed over) may fill a page; past them all it cannot
+# tell, and the row stays `unknown` rather than be taken as not placed.
+LOOKUP_PAGE = 20
+LOOKUP_PAGES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,11 +244,14 @@ def classify(response: httpx.Response, id_key: str) -> Answer:
     return Answer("unknown", error=error_text(response), status=code)
 
 
-def placed_call(data: Any, phone: str) -> str | None:
-    """The call_id of a call to `phone` in a GET /v2/calls answer, or None if it lists none.
+def placed_call(data: Any, phone: str, known: Collection[str] = ()) -> str | None:
+    """The call_id of a call to `phone` in a GET /v2/calls answer that is not one of `known`,
+    or None if it lists none.
 
-    Only a well-formed list without such a call means "not placed" (the row may be
-    dialed again): any other shape raises LookupError_, and the row stays `unknown`.
+    `known`: the calls the journal already holds (the lead's earlier attempts): listed in
+    the look-up's window too, they are not the call being looked for. Only a well-formed
+    list without such a call means "not placed" (the row may be dialed again): any other
+    shape raises LookupError_, and the row stays `unknown`.
     """
     calls = _dig(data, "response", "calls")
     if not isinstance(calls, list):
@@ -257,9 +265,10 @@ def placed_call(data: Any, phone: str) -> str | None:
         if to != phone:
             continue
         call_id = _an_id(call.get("call_id"))
-        if call_id:
+        if not call_id:
+            doubt = "look-up answer lists a call to this number without a readable call_id"
+        elif call_id not in known:
             return call_id
-        doubt = "look-up answer lists a call to this number without a readable call_id"
     if doubt:
         raise LookupError_(doubt)
     return None
@@ -428,15 +437,38 @@ class SynthflowClient:
             return replace(answer, error=answer.error.replace(self._key, "[redacted]"))
         return answer
 
-    async def find_call(self, model_id: str, phone: str, since: float) -> str | None:
-        """The call_id of a call to `phone` placed since epoch `since`, or None if there is none."""
+    async def find_call(
+        self, model_id: str, phone: str, since: float, known: Collection[str] = ()
+    ) -> str | None:
+        """The call_id of a call to `phone` placed since epoch `since` and not one of `known`
+        (calls the journal holds already), or None if there is none.
+
+        The window starts a minute early for clock skew, so a redial's look-up lists the
+        lead's call before it too: that one is in `known`. Read a page at a time until a page
+        comes back short; LookupError_ when LOOKUP_PAGES full pages hold nothing new.
+        """
         params: dict[str, str | int] = {
             "model_id": model_id,
             "lead_phone_number": phone,
             # A minute of slack for clock skew between this machine and the API.
             "from_date": max(0, int((since - 60) * 1000)),
-            "limit": 5,
+            "limit": LOOKUP_PAGE,
         }
+        for page in range(LOOKUP_PAGES):
+            if page:
+                params["offset"] = page * LOOKUP_PAGE
+            data = await self._look_up_page(params)
+            found = placed_call(data, phone, known)
+            listed = _dig(data, "response", "calls")  # a list: placed_call checked it
+            if found or len(listed) < LOOKUP_PAGE:
+                return found
+        raise LookupError_(
+            f"look-up lists over {LOOKUP_PAGE * LOOKUP_PAGES} calls to this number, all earlier"
+            " ones: cannot tell whether the last request placed one"
+        )
+
+    async def _look_up_page(self, params: dict[str, str | int]) -> Any:
+        """One page of a look-up: the answer's JSON (untrusted); LookupRefused on 401/403."""
         try:
             response = await self._http.get(CALLS, params=params)
         except httpx.HTTPError as exc:
@@ -446,7 +478,7 @@ class SynthflowClient:
         if response.status_code != 200:
             failed = Answer("unknown", error=f"look-up failed: {error_text(response)}")
             raise LookupError_(self._scrubbed(failed).error)
-        return placed_call(_json(response), phone)
+        return _json(response)
 
     async def _get(self, path: str, params: dict[str, str | int] | None = None) -> Any | None:
         """A GET's JSON (untrusted), None for a 404; LookupRefused on 401/403, LookupError_ else."""

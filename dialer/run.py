@@ -18,6 +18,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -715,7 +716,10 @@ def _caps_reset(campaign: Campaign, usage: dict[tuple[str, str], int], now: date
             finally:
                 await shared.close()
 
-        asyncio.run(read())
+        # In a thread of its own: status may be asked from code already running an event
+        # loop (a page built inside one, a test's browser), where asyncio.run refuses.
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            thread.submit(asyncio.run, read()).result()
     return pool.next_reset(now)
 
 

@@ -1,6 +1,7 @@
 """Rows whose answer was lost: look the call up at once, then transition.
 
-Found -> `sent` with its call_id; not found -> looked up again once `settle_after_seconds`
+Found (the calls the journal holds for the lead's earlier requests are passed over)
+-> `sent` with its call_id; not found -> looked up again once `settle_after_seconds`
 have passed since the request, and still not found -> dialed again (until the row's unanswered
 requests reach max_attempts, counted in the journal across runs); the look-up failed ->
 still `unknown`, for a later run; the key refused -> the run stops, the row untouched.
@@ -73,9 +74,13 @@ class Settler:
         """(made, the call_id found or None); not made: the row was recorded `unknown`, or
         the run stops on a refused key."""
         self.run.stats.lookups += 1
+        # The lead's calls placed by earlier requests (a redial's look-up window holds the call
+        # before it) are not this request's: taken for it, a redial that never left would
+        # count as placed.
+        known = self.run.journal.earlier_call_ids(row.id)
         try:
             async with self._lookups:
-                return True, await self.client.find_call(self.model_id, row.phone, intent_at)
+                return True, await self.client.find_call(self.model_id, row.phone, intent_at, known)
         except LookupRefused as exc:
             self.run.fail(key_refused(str(exc)))  # as for a POST; the row stays as it was
         except LookupError_ as exc:

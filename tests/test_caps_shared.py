@@ -22,7 +22,7 @@ import pytest
 from dialer.config import Numbers, load_campaign
 from dialer.errors import JournalError
 from dialer.numbers import NumberPool, PoolExhausted
-from dialer.run import RunOptions, campaign_status, run_campaign
+from dialer.run import CampaignStatus, RunOptions, campaign_status, run_campaign
 from dialer.store.callerdays import FileDays, PgDays, shared_days
 from tests.conftest import posts, write_leads
 from tests.test_campaign import ALL_DAY, KEY, numbered_leads
@@ -209,6 +209,14 @@ def test_two_postgresql_campaigns_of_one_account_share_a_caller_ids_cap(
     # `status` reads the shared count: each campaign's caller id is capped, whichever made the calls.
     assert all(f is not None and f.caps_reset is not None for f in found)
 
+    async def asked_inside_a_loop() -> CampaignStatus | None:
+        # A caller already running an event loop (a page built in one, a test's browser):
+        # reading the shared counts must not call asyncio.run inside it.
+        return campaign_status(load_campaign(tomls[0]))
+
+    inside = asyncio.run(asked_inside_a_loop())
+    assert inside is not None and inside.caps_reset == found[0].caps_reset  # type: ignore[union-attr]
+
 
 def test_two_sqlite_campaigns_of_one_account_share_a_caller_ids_cap_through_its_file(
     tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch
@@ -309,7 +317,11 @@ def test_a_run_killed_mid_run_never_lets_the_campaign_pass_the_cap(
         time.sleep(0.05)  # waiting on another process's progress, not timing the code under test
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    killed_at = time.monotonic()
     _finish(survivor)
+    # The survivor may finish before the dead run's lease (claim_lease_seconds = 3) runs out,
+    # leaving its `unknown` row held; a later run takes it only once the lease has lapsed.
+    time.sleep(max(0.0, killed_at + 3.5 - time.monotonic()))  # a real lease on the server's clock
     _finish(_start(toml, server.url))  # after the dead run's lease: its rows come back
     assert 1 <= _from_caller(server.record) <= 6
     found = campaign_status(load_campaign(toml))

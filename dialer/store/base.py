@@ -145,6 +145,10 @@ class JournalStore(Protocol):
     def placed_count(self, lead_id: int) -> int:
         """Calls placed for the lead in all (redials included): what [redial] max_calls counts."""
 
+    def earlier_call_ids(self, lead_id: int) -> set[str]:
+        """The ids of the lead's calls placed by its requests before the latest: none of them
+        is the latest request's call (what a look-up after a lost answer looks for)."""
+
     def recent_by_caller(self, since: float) -> dict[str, list[tuple[str, float | None]]]:
         """Per caller id, its calls placed after epoch `since` that ended, newest first, as
         (final status, duration): what caller-id health reads."""

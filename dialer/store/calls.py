@@ -119,6 +119,13 @@ RECENT_BY_CALLER_SQL = (
     " AND timed_out = 0 AND from_number != '' ORDER BY placed_at DESC"
 )
 PLACED_COUNT_SQL = "SELECT count(*) FROM calls WHERE lead_id = ?"
+# A call's placed_at is the intent_at of the request that placed it (`placed`): those before
+# the lead's latest intent are earlier requests' calls. Not the latest's own (a journal may
+# hold it with the row still `unknown`), nor any when intent_at is NULL: never passed over.
+EARLIER_CALLS_SQL = (
+    "SELECT c.call_id FROM calls c JOIN leads l ON l.id = c.lead_id"
+    " WHERE c.lead_id = ? AND c.placed_at < l.intent_at"
+)
 BY_ATTEMPT_SQL = (
     "SELECT ordinal, sum(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), count(*) FROM calls"
     " WHERE final = 1 AND timed_out = 0 GROUP BY ordinal ORDER BY ordinal"
@@ -145,6 +152,11 @@ def recent_by_caller(conn: sqlite3.Connection, since: float) -> dict[str, list[t
 def placed_count(conn: sqlite3.Connection, lead_id: int) -> int:
     """Calls placed for the lead in all (redials included): what max_calls counts."""
     return int(conn.execute(PLACED_COUNT_SQL, (lead_id,)).fetchone()[0])
+
+
+def earlier_call_ids(conn: sqlite3.Connection, lead_id: int) -> set[str]:
+    """The lead's calls placed by its requests before the latest: a look-up passes them over."""
+    return {str(call_id) for (call_id,) in conn.execute(EARLIER_CALLS_SQL, (lead_id,))}
 
 
 # The reads, in SQL both stores run (the collected names' excepted: JSON is each one's own).

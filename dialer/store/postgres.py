@@ -269,6 +269,9 @@ class PgJournal(MetaReads):
         found = self._one(pg_sql(calls.PLACED_COUNT_SQL), (lead_id,))
         return int(found[0]) if found else 0
 
+    def earlier_call_ids(self, lead_id: int) -> set[str]:
+        return {str(call_id) for (call_id,) in self._all(pg_sql(calls.EARLIER_CALLS_SQL), (lead_id,))}
+
     def recent_by_caller(self, since: float) -> dict[str, list[tuple[str, float | None]]]:
         return calls.recent_from(self._all(pg_sql(calls.RECENT_BY_CALLER_SQL), (since,)))
 

@@ -298,6 +298,9 @@ class Journal(MetaReads):
     def placed_count(self, lead_id: int) -> int:
         return calls.placed_count(self.conn, lead_id)
 
+    def earlier_call_ids(self, lead_id: int) -> set[str]:
+        return calls.earlier_call_ids(self.conn, lead_id)
+
     def recent_by_caller(self, since: float) -> dict[str, list[tuple[str, float | None]]]:
         return calls.recent_by_caller(self.conn, since)
 
