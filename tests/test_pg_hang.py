@@ -229,3 +229,23 @@ def test_a_run_waiting_for_rows_another_run_holds_says_so_then_dials_them(
     assert results and results[0].exit_code == 0 and results[0].counts == {"sent": 3}
     phones = [p["body"]["phone"] for p in posts(server.record)]
     assert len(phones) == len(set(phones)) == 3
+
+
+def test_rows_another_transaction_has_locked_are_waited_for_not_left_behind(
+    journal: PgJournal, pg_url: str
+) -> None:
+    """Another run re-importing the file holds every row's lock for a moment: the claims
+    skip them (SKIP LOCKED), and the run must wait for them rather than end with them due."""
+    claims = Claims(journal.conn, 30.0)
+    importer = _connect(pg_url)
+    importer.execute("BEGIN")
+    importer.execute("UPDATE leads SET updated_at = updated_at")  # the other run's import, under way
+    try:
+        assert claims.claim_dialable(4) == []  # every row skipped: locked
+        held = claims.held_by_others()
+        assert held is not None and held[0] == 2  # not "nothing left": wait and claim again
+    finally:
+        importer.execute("COMMIT")
+        importer.close()
+    assert claims.claim_dialable(4) == [1, 2]
+    assert claims.held_by_others() is None  # all this run's now: nothing to wait for

@@ -219,17 +219,20 @@ class Claims:
 
         `pending` and `unknown` rows only: a `deferred` row another run holds was tried by it
         this run (its hours were closed), and waiting for it could make two runs wait on each
-        other for ever.
+        other for ever. A due row nobody holds counts too (its wait 0): the claims skipped it
+        because a transaction had it locked (another run's re-import of the file, or its
+        claim under way), so it is to be claimed in a moment, not left behind.
         """
         with self._lost():
             row = self.conn.execute(
                 (
-                    f"SELECT count(*), min(claim_until) - {NOW} FROM leads WHERE claimed_by IS NOT NULL"
-                    f" AND claimed_by != %s AND status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
+                    f"SELECT count(*), min(coalesce(claim_until, 0)) - {NOW} FROM leads"
+                    f" WHERE status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
+                    " AND position IS NOT NULL AND (claimed_by IS NULL OR claimed_by != %s)"
                 ).encode(),
                 (self.owner,),
             ).fetchone()
-        if row is None or row[1] is None:
+        if row is None or not row[0]:
             return None
         return int(row[0]), max(0.0, float(row[1]))
 
