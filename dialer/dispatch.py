@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -149,6 +150,7 @@ class Dispatcher:
         self._busy: set[asyncio.Task[Any]] = set()  # workers with a row in hand
         self._idle = asyncio.Event()
         self._settlers: set[asyncio.Task[None]] = set()
+        self._said_waiting = -math.inf  # when the feeder last said it waits for other runs' rows
 
     # -- the run ----------------------------------------------------------------
 
@@ -324,13 +326,28 @@ class Dispatcher:
                     if not await self._offer_all(rows, deferred):
                         break
                     continue
-                held = claims.others_hold()
+                held = claims.held_by_others()
                 if held is None:
                     break
-                await self._pause(min(held + 0.05, 1.0))
+                self._say_waiting(*held)
+                await self._pause(min(held[1] + 0.05, 1.0))
         finally:
             if deferred:
                 self.run_state.writer.submit(self._deferrals(deferred))
+
+    def _say_waiting(self, rows: int, lease_ends_in: float) -> None:
+        """The run waits for rows other runs hold (live runs renew their leases; a dead one's
+        run out): said when the wait begins, then at every progress tick, never silent."""
+        now = time.monotonic()
+        if now - self._said_waiting < self.options.progress.every:
+            return
+        self._said_waiting = now
+        log.info(
+            "run.waiting",
+            reason="rows other runs hold: theirs to dial, or any run's once a lease runs out",
+            rows=rows,
+            first_lease_ends_in=round(lease_ends_in, 1),
+        )
 
     async def _offer_all(self, rows: list[JournalRow], deferred: list[tuple[JournalRow, Next]]) -> bool:
         for row in rows:
@@ -343,13 +360,18 @@ class Dispatcher:
             await asyncio.wait_for(self.stop.wait(), timeout=seconds)
 
     async def _renew_claims(self) -> None:
-        """Keep this run's leases alive while it runs (a third of the lease between renewals)."""
+        """Keep this run's leases alive while it runs (a third of the lease between renewals).
+        A renewal that fails stops the run: its rows would go to other runs while it works
+        on them (and nobody awaits this task before the end)."""
         if self.claims is None:
             return
-        while True:
-            await asyncio.sleep(self.limits.claim_lease_seconds / 3)
-            await self.run_state.writer.commit([self.claims.renewal()])
-            self.claims.renewed()
+        try:
+            while True:
+                await asyncio.sleep(self.limits.claim_lease_seconds / 3)
+                await self.run_state.writer.commit([self.claims.renewal()])
+                self.claims.renewed()
+        except Exception as exc:
+            self.run_state.fail(exc)
 
     def _settle_earlier_runs(self) -> None:
         """Rows an earlier run left `unknown` (it crashed, or got no answer): look them up."""

@@ -139,7 +139,10 @@ class Follower:
             self._wake.set()
 
     async def follow(self) -> None:
-        """Poll every `poll_seconds` while the run lasts (a stop ends it at once)."""
+        """Poll every `poll_seconds` while the run lasts (a stop ends it at once).
+
+        Nobody awaits this task until the run ends, and the run waits for the calls to end:
+        any other error stops the run with it, or the run would wait for ever, silent."""
         stop = self.run.stop
         while not stop.is_set():
             if self.live:
@@ -150,6 +153,9 @@ class Follower:
                     return
                 except LookupError_ as exc:
                     log.warning("calls.poll_failed", error=str(exc), live=len(self.live))
+                except Exception as exc:  # the journal gone, an internal error
+                    self.run.fail(exc)
+                    return
             await self._pause()
 
     async def _pause(self) -> None:

@@ -356,7 +356,7 @@ class Sender:
         # The shared window's grant comes last, with the connection in hand, so
         # little time passes between the grant and the request leaving.
         on_sent = ticket.left if self.gate is None else self._both(ticket, await self.gate.acquire())
-        if self.claims is not None and not self.claims.fresh(attempt.row.id):
+        if self.claims is not None and not await self.claims.still_ours(attempt.row.id, self.run.stop):
             return None
         return on_sent
 

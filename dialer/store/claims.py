@@ -19,9 +19,10 @@ Every other write to a row is guarded the same way, or is harmless by constructi
     lead's outcome only while it is the lead's latest call (calls.ended, calls.redial):
     two runs may follow one call;
   - `--retry-unknown`/`--retry-failed` leave the rows another live run holds.
-And right before a request leaves, the sender asks `fresh(row)`: a run woken from a stall
-longer than the row's lease does not send it late (another run may have looked it up,
-found nothing yet, and dialed it).
+And right before a request leaves, the sender asks `still_ours(row)`: a run woken from a
+stall longer than the row's lease does not send it late (another run may have looked it
+up, found nothing yet, and dialed it). That question never waits on a row lock: the
+journal's connection is synchronous, and the lock may be the run's own writer's.
 
 The run renews its leases while it lives (`renewal`) and gives its claims back when
 it ends (`release`). A run that dies (kill -9, a lost host) leaves claims whose
@@ -45,6 +46,7 @@ dead client for as long as its TCP connection lingers; a lease is plain data.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
     import psycopg  # psycopg loads libpq: only PostgreSQL campaigns pay for it
 
 NOW = "extract(epoch from clock_timestamp())::float8"
+# How long `still_ours` lets the loop turn before asking again of a locked row (seconds).
+LOCKED_PAUSE = 0.01
 
 
 class ClaimLost(Exception):
@@ -94,28 +98,55 @@ class Claims:
 
         return lost_as_journal_error(self._url)
 
-    def fresh(self, row_id: int) -> bool:
+    async def still_ours(self, row_id: int, stop: asyncio.Event | None = None) -> bool:
+        """`fresh(row)`, waiting while the row is locked: by this run's own writer above all,
+        whose transaction (a renewal) holds every row of this run's until it commits, and it
+        commits only while the loop turns. False once `stop` is set: the request stays home."""
+        while True:
+            found = self.fresh(row_id)
+            if found is not None:
+                return found
+            if stop is not None and stop.is_set():
+                return False
+            await asyncio.sleep(LOCKED_PAUSE)
+
+    def fresh(self, row_id: int) -> bool | None:
         """True while the row is surely this run's: its request may leave. False once a stall
         (a stopped process, a frozen host, a loop blocked) outlasted its lease, even if a
         renewal ran since, and the database says another run took the row: its request must
-        not leave late. (A request that leaves late anyway meets the other run's look-up grace.)"""
+        not leave late. (A request that leaves late anyway meets the other run's look-up grace.)
+        None: the database could not say at once, the row locked by a transaction under way
+        (`still_ours` asks again)."""
         until = self._sure_until.get(row_id)
         if until is not None and self._clock() < until:
             return True
         return self._confirm(row_id)
 
-    def _confirm(self, row_id: int) -> bool:
+    def _confirm(self, row_id: int) -> bool | None:
         """Past its sure time (a stall, or a renewal late on a loaded host): ask the database,
-        renewing the lease in the same statement if the row is still this run's, so no other
-        run can take it between this answer and the request."""
+        renewing the lease in the same transaction if the row is still this run's, so no other
+        run can take it between this answer and the request.
+
+        NOWAIT: this connection is synchronous, it blocks the loop while it waits, and the
+        lock may be this run's own writer's (a renewal committed on the loop): waiting for it
+        here would wait for ever, the loop frozen (None instead: ask again). Another run's
+        claim of the row holds its lock for one statement; once it commits the row is theirs."""
+        import psycopg
+
         started = self._clock()
         with self._lost():
-            found = self.conn.execute(
-                f"UPDATE leads SET claim_until = {NOW} + %s WHERE id = %s AND claimed_by = %s RETURNING id",
-                (self.lease, row_id, self.owner),
-            ).fetchone()
-        if found is None:
-            return False
+            try:
+                with self.conn.transaction():
+                    found = self.conn.execute(
+                        "SELECT claimed_by FROM leads WHERE id = %s FOR UPDATE NOWAIT", (row_id,)
+                    ).fetchone()
+                    if found is None or found[0] != self.owner:
+                        return False
+                    self.conn.execute(
+                        f"UPDATE leads SET claim_until = {NOW} + %s WHERE id = %s", (self.lease, row_id)
+                    )
+            except psycopg.errors.LockNotAvailable:
+                return None
         self.intended(row_id, started)
         return True
 
@@ -178,21 +209,32 @@ class Claims:
         return sorted(int(r[0]) for r in rows)
 
     def others_hold(self) -> float | None:
-        """Seconds until the first lease of another run on a row it may still dial runs out; None: none.
+        """Seconds until the first lease of another run on a row it may still dial runs out; None: none."""
+        held = self.held_by_others()
+        return None if held is None else held[1]
+
+    def held_by_others(self) -> tuple[int, float] | None:
+        """(rows, seconds until the first of their leases runs out): the rows other runs hold
+        that they may still dial, which this run waits for; None: none.
 
         `pending` and `unknown` rows only: a `deferred` row another run holds was tried by it
         this run (its hours were closed), and waiting for it could make two runs wait on each
-        other for ever.
+        other for ever. A due row nobody holds counts too (its wait 0): the claims skipped it
+        because a transaction had it locked (another run's re-import of the file, or its
+        claim under way), so it is to be claimed in a moment, not left behind.
         """
         with self._lost():
             row = self.conn.execute(
                 (
-                    f"SELECT min(claim_until) - {NOW} FROM leads WHERE claimed_by IS NOT NULL"
-                    f" AND claimed_by != %s AND status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
+                    f"SELECT count(*), min(coalesce(claim_until, 0)) - {NOW} FROM leads"
+                    f" WHERE status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
+                    " AND position IS NOT NULL AND (claimed_by IS NULL OR claimed_by != %s)"
                 ).encode(),
                 (self.owner,),
             ).fetchone()
-        return None if row is None or row[0] is None else max(0.0, float(row[0]))
+        if row is None or not row[0]:
+            return None
+        return int(row[0]), max(0.0, float(row[1]))
 
     def renewal(self) -> Write:
         """The leases renewed, as a write for the run's writer: its transaction may hold locks
