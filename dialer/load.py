@@ -4,7 +4,7 @@ Every cell comes out as the text a person would read in it: "" for an empty
 cell, 1500 not "1500.0", dates as ISO 8601 (for XLSX a typed cell of
 dialer/cells.py, which is that text and remembers the type for the report).
 CSV is streamed in chunks so memory does not grow with the number of rows;
-XLSX is read by python-calamine (dialer/workbook.py), which holds the sheet.
+XLSX is streamed row by row too (python-calamine-plus, dialer/workbook.py).
 
 Choices a user may meet:
 
