@@ -7,7 +7,6 @@ are real: a throwaway PostgreSQL (tests/pg.py) and the account's SQLite file.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -278,38 +277,13 @@ def test_counts_taken_by_a_run_killed_before_its_posts_stay_taken(
     assert _from_caller(server.record) == 3
 
 
-def _start_verbose(toml: Path, base_url: str) -> tuple[subprocess.Popen[str], Path]:
-    """A `dialer run -v` process: its log names every row it sent (`lead.sent`)."""
-    output = toml.with_name(f"{toml.stem}-verbose.out")
-    with output.open("w") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dialer",
-                "run",
-                str(toml),
-                "--base-url",
-                base_url,
-                "-v",
-                "--log-format",
-                "json",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "SYNTHFLOW_API_KEY": KEY},
-        )
-    return process, output
-
-
 def test_a_run_killed_mid_run_never_lets_the_campaign_pass_the_cap(
     tmp_path: Path, sandbox_process: Any, pg_url: str
 ) -> None:
     server = sandbox_process(latency_ms=300)
     write_leads(tmp_path / "leads.csv", numbered_leads(40))
     toml = _campaign(tmp_path, "t", RUN.format(cap=6, rate=4), pg_url)
-    victim, said = _start_verbose(toml, server.url)
+    victim, said = _start(toml, server.url, "-v")  # its log names every row it sent
     survivor = _start(toml, server.url)
     deadline = time.monotonic() + 60
     # Killed once it has placed two calls of its own (and likely taken the count of a third).
