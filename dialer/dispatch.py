@@ -140,7 +140,9 @@ class Dispatcher:
             claims=self.claims,
         )
         self.settler = (
-            Settler(self.run_state, campaign, client, self._redial) if campaign.mode == "call" else None
+            Settler(self.run_state, campaign, client, self._redial, self.claims)
+            if campaign.mode == "call"
+            else None
         )
         self._queue: asyncio.Queue[JournalRow] = asyncio.Queue(self.limits.concurrency * 4)
         # Rows queued, in flight or being settled: the feeder skips them, so none is queued twice.
@@ -444,8 +446,13 @@ class Dispatcher:
             if not requeued and settled.status == Status.SENT and settled.call_id and self.follower:
                 # The look-up found the call: it may be live, and is followed like any other.
                 self.follower.track(row.id, settled.call_id, intent_at, take_slot=True)
-            elif settled.status != Status.UNKNOWN and self.shared_live is not None:
-                self.shared_live.give_back(row.id)  # no call: the unanswered POST's slot is free
+            elif self.shared_live is not None:
+                if settled.status != Status.UNKNOWN:
+                    self.shared_live.give_back(row.id)  # no call: the unanswered POST's slot is free
+                elif self.claims is not None:
+                    # Still unknown, the row given back (a failed look-up): the run whose
+                    # look-up decides it gets the slot with it.
+                    self.shared_live.hand_over(row.id)
         except Exception as exc:  # an internal error must stop the run, not end it quietly
             self.run_state.fail(exc)
         finally:

@@ -15,7 +15,8 @@ here, tested from a table in tests/test_transitions.py:
              not found, in grace   -> unknown, looked up again once the grace is over
              not found, capped     -> failed
              not found             -> pending, dialed again
-             failed                -> unknown, for a later run's look-up
+             failed                -> unknown, for a later run's look-up (PostgreSQL: given
+                                      back for another run's, after `lookup_backoff`)
     call:    still live           -> no change (followed on)
              final status          -> sent (the report says how it ended)
     redial:  final status named in [redial], fewer than max_calls calls
@@ -131,6 +132,14 @@ def after_lookup(row: JournalRow, call_id: str | None, policy: Policy, *, grace_
 def lookup_failed(error: str) -> Next:
     """No look-up could be made: the row stays `unknown` for a later run to settle."""
     return Next(Status.UNKNOWN, f"unsettled: {error}")
+
+
+def lookup_backoff(failed_in_a_row: int, base: float, cap: float) -> float:
+    """Seconds before another run may look up a row whose look-up just failed, after
+    `failed_in_a_row` failed look-ups (this one included; whatever their rows: the API's
+    look-ups are what fails): base * 2^(n-1), at most `cap`. No jitter: each run looks a
+    row up once at most, so no crowd of tries comes at once to be spread."""
+    return min(cap, base * 2.0 ** (min(failed_in_a_row, 64) - 1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,13 @@ lease runs out:
   - rows `unknown` may have left: another run takes them over to *look them up*
     (`claim_orphans`, then settle.py as after any crash), never to send them blindly.
 
+A row whose look-up failed (the API erred or timed out) is given back at once
+(`give_back`), still `unknown`: held to the run's end, two runs each holding one while
+waiting for the other's waited on each other until one was stopped. No run is named on
+it then, and its `claim_until` says when another run may look it up again (its backoff).
+Not this run: like a SQLite run, which leaves such a row to the next run, it neither
+looks the row up again nor waits for it, so a run whose look-ups keep failing still ends.
+
 How procrastinate and pgqueuer claim work, and why we do not copy them whole:
 both pick with `... FOR UPDATE SKIP LOCKED` and set the job `doing`/`picked` in
 the same statement, as we do. But a job whose worker stops answering is run
@@ -92,6 +99,8 @@ class Claims:
         # database's own claim_until; a renewal started before that moves it on.
         self._sure_until: dict[int, float] = {}
         self._renewing: float | None = None
+        # `unknown` rows this run could not look up and gave back: another run's, or a later one's.
+        self._given_back: set[int] = set()
 
     def _lost(self) -> contextlib.AbstractContextManager[None]:
         from dialer.store.pgdb import lost_as_journal_error
@@ -193,20 +202,33 @@ class Claims:
 
         Not this run's own, even past their lease (a renewal late behind a slow commit): an
         `unknown` row of this run's is in its hands already (its request in flight, or its
-        look-up), and a second look-up beside it could dial it again.
+        look-up), and a second look-up beside it could dial it again. Nor a row given back
+        after a failed look-up before its backoff is over (its `claim_until`, no run named),
+        nor one this run gave back itself.
         """
         with self._lost(), self.conn.transaction():
             rows = self.conn.execute(
                 (
                     "WITH picked AS (SELECT id FROM leads WHERE status = %s AND position IS NOT NULL"
-                    f" AND (claimed_by IS NULL OR (claim_until < {NOW} AND claimed_by != %s))"
-                    " FOR UPDATE SKIP LOCKED)"
+                    f" AND coalesce(claim_until, 0) < {NOW} AND (claimed_by IS NULL OR claimed_by != %s)"
+                    " AND id != ALL(%s) FOR UPDATE SKIP LOCKED)"
                     f" UPDATE leads SET claimed_by = %s, claim_until = {NOW} + %s"
                     " FROM picked WHERE leads.id = picked.id RETURNING leads.id"
                 ).encode(),
-                (Status.UNKNOWN.value, self.owner, self.owner, self.lease),
+                (Status.UNKNOWN.value, self.owner, sorted(self._given_back), self.owner, self.lease),
             ).fetchall()
         return sorted(int(r[0]) for r in rows)
+
+    def give_back(self, row_id: int, after: float) -> Write:
+        """The row's look-up failed: it goes back, still `unknown`, for another run to look up
+        once `after` seconds have passed; this run leaves it. As a write for the run's writer,
+        after the row's outcome: it applies only while this run still holds the row."""
+        self._given_back.add(row_id)
+        self._sure_until.pop(row_id, None)
+        return Write(
+            f"UPDATE leads SET claimed_by = NULL, claim_until = {NOW} + ? WHERE id = ? AND claimed_by = ?",
+            (after, row_id, self.owner),
+        )
 
     def others_hold(self) -> float | None:
         """Seconds until the first lease of another run on a row it may still dial runs out; None: none."""
@@ -221,7 +243,9 @@ class Claims:
         this run (its hours were closed), and waiting for it could make two runs wait on each
         other for ever. A due row nobody holds counts too (its wait 0): the claims skipped it
         because a transaction had it locked (another run's re-import of the file, or its
-        claim under way), so it is to be claimed in a moment, not left behind.
+        claim under way), so it is to be claimed in a moment, not left behind. So does a row
+        another run gave back after a failed look-up (its wait: the backoff's end), but not
+        one this run gave back: its look-up is another run's, or a later one's.
         """
         with self._lost():
             row = self.conn.execute(
@@ -229,8 +253,9 @@ class Claims:
                     f"SELECT count(*), min(coalesce(claim_until, 0)) - {NOW} FROM leads"
                     f" WHERE status IN ({sql_list({Status.PENDING, Status.UNKNOWN})})"
                     " AND position IS NOT NULL AND (claimed_by IS NULL OR claimed_by != %s)"
+                    " AND NOT (status = %s AND id = ANY(%s))"
                 ).encode(),
-                (self.owner,),
+                (self.owner, Status.UNKNOWN.value, sorted(self._given_back)),
             ).fetchone()
         if row is None or not row[0]:
             return None

@@ -17,6 +17,8 @@ A slot's life, as the sender and the follower tell it:
     placed     the POST was accepted: the slot is the call's
     give_back  the POST was refused (for good, or a 429: not placed), or a look-up
                found no call
+    hand_over  a look-up failed and the lead went back to the campaign (several runs):
+               the slot goes with it, judged like a dead run's until a look-up decides
     found      a look-up found the call of an unanswered POST, or a run picked up calls an
                earlier one left live: the slot of that call (this run's own, a dead run's
                inherited, or a new one: the call is live whether there is room or not)
@@ -350,6 +352,24 @@ class SharedLiveSlots:
                 " WHERE holder = ? AND journal = ? AND lead_id = ? AND call_id IS NULL ORDER BY id LIMIT 1)"
                 " OR (journal = ? AND lead_id = ? AND call_id IS NULL AND lease_until < ?)",
                 (self.holder, self.journal, lead_id, self.journal, lead_id, now),
+            )
+
+    def hand_over(self, lead_id: int) -> None:
+        """The lead went back to the campaign unsettled (several runs, a failed look-up:
+        claims.give_back): its unbound slot goes with it, lapsed and no run's, so it is judged
+        as a dead run's (held while the lead is `unknown`) and follows whichever run's look-up
+        decides the lead (`found` takes it over, `give_back` frees it). Held by this run, it
+        stayed full while another run settled the lead, until this run ended."""
+        self._queue(self._hand_over(lead_id))
+
+    async def _hand_over(self, lead_id: int) -> None:
+        async with self.backend.transaction():
+            now = await self.backend.now()
+            slots = self._t("live_slots")
+            await self.backend.rows(
+                f"UPDATE {slots} SET holder = '', lease_until = ? WHERE id = (SELECT id FROM {slots}"
+                " WHERE holder = ? AND journal = ? AND lead_id = ? AND call_id IS NULL ORDER BY id LIMIT 1)",
+                (now - 1.0, self.holder, self.journal, lead_id),
             )
 
     def found(self, lead_id: int, call_id: str) -> None:
