@@ -46,40 +46,57 @@ class _Fingerprints:
     """Content hashes of rows; identical rows get #2, #3... so each keeps its own history.
 
     The hash is blake2b of the cells joined by \\x1f (12 bytes, in hex): an older journal
-    is matched by it, so it never changes. The hashes seen so far are one sorted numpy
-    array of 12-byte values (12 MB for a million rows, where a dict of their texts took
-    ~120 MB); only hashes seen more than once are counted in a dict.
+    is matched by it, so it never changes. The hashes seen so far are kept as two numpy
+    arrays, their first 8 bytes as integers (sorted) and their last 4 beside them: 12 MB
+    for a million rows, where a dict of their texts took ~120 MB, and looked up as
+    integers, several times faster than as 12-byte strings. Only hashes seen more than
+    once are counted in a dict.
     """
 
     def __init__(self) -> None:
         import numpy as np  # here: `status` and `report` open a journal without loading it
 
         self.np = np
-        self.seen = np.empty(0, dtype="S12")
+        self.high = np.empty(0, dtype=np.uint64)  # sorted; equal values may repeat (rarely)
+        self.low = np.empty(0, dtype=np.uint32)  # the same hash's last 4 bytes
         self.repeats: dict[bytes, int] = {}  # a hash seen more than once -> times seen
 
     def of(self, rows: Sequence[Sequence[str]]) -> list[str]:
         """The fingerprints of `rows`, in order, each remembered for the rows after."""
-        np = self.np
         digests = [hashlib.blake2b("\x1f".join(cells).encode(), digest_size=12).digest() for cells in rows]
         if not digests:
             return []
-        wanted = np.array(digests, dtype="S12")
-        unique = np.unique(wanted)
-        known = self._known(wanted)
-        new = unique[~self._known(unique)]
-        self.seen = np.insert(self.seen, np.searchsorted(self.seen, new), new)
-        if len(unique) == len(wanted) and not known.any():  # every row new: the common case
-            return [digest.hex() for digest in digests]
-        return self._counted(digests, known.tolist())
-
-    def _known(self, digests: Any) -> Any:
-        """A mask of the `digests` already seen."""
         np = self.np
-        if not len(self.seen):
-            return np.zeros(len(digests), dtype=bool)
-        at = np.minimum(np.searchsorted(self.seen, digests), len(self.seen) - 1)
-        return self.seen[at] == digests
+        both = np.frombuffer(b"".join(digests), dtype=np.dtype(_HALVES))
+        high, low = both["high"], both["low"]
+        order = np.lexsort((low, high))  # the chunk sorted: lookups in order are cache-friendly
+        high, low = high[order], low[order]
+        first = np.ones(len(order), dtype=bool)  # the first of equal hashes in the chunk
+        first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
+        known = self._known(high, low)
+        new = first & ~known
+        at = np.searchsorted(self.high, high[new])
+        self.high = np.insert(self.high, at, high[new])
+        self.low = np.insert(self.low, at, low[new])
+        if first.all() and not known.any():  # every row new: the common case
+            return [digest.hex() for digest in digests]
+        was_known = np.empty(len(order), dtype=bool)
+        was_known[order] = known
+        return self._counted(digests, was_known.tolist())
+
+    def _known(self, high: Any, low: Any) -> Any:
+        """A mask of the hashes (`high` sorted, `low` beside it) already seen."""
+        np = self.np
+        start = np.searchsorted(self.high, high, side="left")
+        stop = np.searchsorted(self.high, high, side="right")
+        single = stop - start == 1
+        known = np.zeros(len(high), dtype=bool)
+        known[single] = self.low[start[single]] == low[single]
+        # Two different hashes whose first 8 bytes are equal (about once in 10**7 files of
+        # a million rows): their runs are looked through one by one.
+        for i in np.flatnonzero(stop - start > 1).tolist():
+            known[i] = bool((self.low[start[i] : stop[i]] == low[i]).any())
+        return known
 
     def _counted(self, digests: list[bytes], known: list[bool]) -> list[str]:
         counts: dict[bytes, int] = {}
@@ -93,6 +110,11 @@ class _Fingerprints:
             prints.append(digest.hex() if count == 1 else f"{digest.hex()}#{count}")
         self.repeats.update((digest, count) for digest, count in counts.items() if count > 1)
         return prints
+
+
+# A 12-byte hash as two integers: its first 8 bytes and its last 4 (any byte order will do,
+# the same for every hash).
+_HALVES = [("high", "<u8"), ("low", "<u4")]
 
 
 def lead_records(leads: Iterable[Lead | LeadRows], now: str) -> Iterator[tuple[Any, ...]]:
