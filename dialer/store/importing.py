@@ -269,6 +269,7 @@ def _insert_overlapped(conn: sqlite3.Connection, chunks: Iterable[Columns], now:
             if writer is None:
                 writer = _Insert(conn, now)
             writer.put(columns)
+            del columns  # the writer's now: not kept here while the next chunk is mapped
     except BaseException:
         if writer is not None:
             writer.stop()
@@ -278,7 +279,7 @@ def _insert_overlapped(conn: sqlite3.Connection, chunks: Iterable[Columns], now:
 
 
 # Chunks mapped but not yet written: the writer's queue (each ~10 MB of records a 50,000 rows).
-_QUEUED = 2
+_QUEUED = 1
 
 
 class _Insert:
@@ -300,6 +301,7 @@ class _Insert:
                     _insert(self.conn, columns, self.now)
                 except BaseException as exc:  # taken back to the importing thread, raised there
                     self.failed = exc
+            del columns  # a chunk written is not kept while the next is awaited
 
     def put(self, columns: Columns) -> None:
         """A chunk to write; raises at once what made the writer fail."""
