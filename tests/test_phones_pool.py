@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,3 +80,37 @@ def test_every_row_gets_its_result_here_and_through_the_pool(
     for chunk, cells_of_chunk, results in phones.with_phones(_chunks(cells, 5), "Phone", "US", workers):
         assert cells_of_chunk == chunk.frame["Phone"].tolist()
         assert [results[cell] for cell in cells_of_chunk] == _expected(cells_of_chunk)
+
+
+def test_only_what_phonenumbers_parses_is_cached() -> None:
+    # The fast paths' numbers (3-5 us each) are not kept: a worker remembering a whole
+    # chunk's numbers held ~10 MiB more for almost no hit. phonenumbers' (30-80 us) are.
+    phones._phone_cache.clear()
+    fast = phones.normalize_phone("(415) 555-0132", "US"), phones.normalize_phone("+44 20 7946 0958", "US")
+    assert phones._phone_cache == {} and fast[0][0] == "+14155550132" and fast[1][0] == "+442079460958"
+    slow = phones.normalize_phone("1-800-FLOWERS", "US")
+    assert phones._phone_cache == {("1-800-FLOWERS", "US"): slow} and slow[0] == "+18003569377"
+    assert phones.normalize_phone("1-800-FLOWERS", "US") is slow
+
+
+def test_workers_are_forked_with_this_processs_objects_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    # gc.freeze() before the fork: a worker's collector never walks (and so never copies
+    # the pages of) the objects it shares with this process; this process's is unfrozen after.
+    parent, real = os.getpid(), phones._normalize_all
+
+    def report_freeze(values: list[str], region: str) -> list[phones.PhoneResult]:
+        if os.getpid() != parent:
+            return [("", (), f"frozen {gc.get_freeze_count()}")] * len(values)
+        return real(values, region)
+
+    # Pickled by name, as the real one is: the forked worker finds this one.
+    report_freeze.__module__, report_freeze.__qualname__ = phones.__name__, "_normalize_all"
+    monkeypatch.setattr(phones, "_normalize_all", report_freeze)
+    monkeypatch.setattr(phones, "_can_fork", lambda: True)
+    errors = [
+        error
+        for _, columns in phones.with_phone_columns(_chunks(_CELLS, 4), "Phone", "US", 2)
+        for error in columns.errors
+    ]
+    assert errors and all(error.startswith("frozen ") and int(error.split()[1]) > 1000 for error in errors)
+    assert gc.get_freeze_count() == 0
