@@ -34,9 +34,9 @@ from dialer.load import Chunk, LeadsFile
 from dialer.model import Lead, LeadRows, Status
 from dialer.phones import (
     CHUNK_ROWS,
-    PhoneResult,
+    PhoneColumns,
     default_workers,
-    with_phones,
+    with_phone_columns,
 )
 from dialer.suppress import suppression_sources
 from dialer.zones import UNKNOWN_ZONES, zones_named
@@ -78,10 +78,10 @@ def map_rows(
     workers = default_workers() if workers is None else workers
     mapper = _Mapper(campaign, leads, columns, suppression_sources(campaign, workers))
     chunks = leads.read(chunk_rows or CHUNK_ROWS)
-    stream = with_phones(chunks, columns.phone, campaign.default_region, workers)
-    for chunk, phones, results in stream:
+    stream = with_phone_columns(chunks, columns.phone, campaign.default_region, workers)
+    for chunk, parsed in stream:
         if len(chunk.frame):
-            yield mapper.chunk(chunk, phones, results)
+            yield mapper.chunk(chunk, parsed)
 
 
 class _Mapper:
@@ -108,7 +108,7 @@ class _Mapper:
         self.first_rows = _FirstRows()  # the one memory that grows with the file
         self.zones: dict[str, tuple[str, ...] | None] = {}  # the time-zone column's texts, checked
 
-    def chunk(self, chunk: Chunk, phones: list[str], results: dict[str, PhoneResult]) -> LeadRows:
+    def chunk(self, chunk: Chunk, parsed: PhoneColumns) -> LeadRows:
         """The mapped rows of one chunk, in file order, column by column.
 
         A list comprehension per column, and numpy masks for the checks, cost several
@@ -122,7 +122,7 @@ class _Mapper:
         names = _join_names([cells[i] for i in self.name_at], count)
         emails = _stripped(cells, self.email_at, count)
         states = _stripped(cells, self.state_at, count)
-        verdicts = self._verdicts(chunk, rows_at, [results[phone] for phone in phones], names, cells, states)
+        verdicts = self._verdicts(chunk, rows_at, parsed, names, cells, states)
         return LeadRows(
             row=rows_at,
             cells=cells,
@@ -141,7 +141,7 @@ class _Mapper:
         self,
         chunk: Chunk,
         rows_at: list[int],
-        parsed: list[PhoneResult],
+        parsed: PhoneColumns,
         names: list[str],
         cells: list[list[str]],
         states: list[str],
@@ -150,10 +150,9 @@ class _Mapper:
 
         `ok` holds the rows no check has refused yet; each check looks only at those.
         An invalid row's zones are () (a Lead shows no zones it will not be called in)."""
-        count = len(parsed)
-        e164s = [result[0] for result in parsed]
-        zones = [result[1] for result in parsed]
-        errors = np.array([result[2] for result in parsed], dtype=object)
+        count = len(rows_at)
+        e164s, zones = parsed.e164, parsed.zones
+        errors = np.array(parsed.errors, dtype=object)
         ok = errors == ""
         if chunk.unsaved or chunk.overflow:  # 1. the row is whole
             for offset, error in self._refused_rows(chunk, rows_at).items():
