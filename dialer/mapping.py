@@ -357,18 +357,19 @@ class _FirstRows:
 
         The chunk's numbers are sorted first: looked up in that order, the binary searches
         walk the remembered numbers from left to right (several times faster than in file
-        order), and each run of equal numbers starts with its earliest row (a stable sort)."""
+        order), and the new ones go in by one merge."""
         wanted = np.asarray(numbers, dtype=np.int64)
         at_rows = np.asarray(rows, dtype=np.int64)
         firsts = np.zeros(len(wanted), dtype=np.int64)
         if not len(wanted):
             return firsts
-        order = np.argsort(wanted, kind="stable")
+        order = np.argsort(wanted)
         ordered, ordered_rows = wanted[order], at_rows[order]
         starts = np.ones(len(ordered), dtype=bool)
         starts[1:] = ordered[1:] != ordered[:-1]
         run = np.cumsum(starts) - 1  # each number's run of equal numbers
-        unique, unique_rows = ordered[starts], ordered_rows[starts]
+        unique = ordered[starts]
+        unique_rows = np.minimum.reduceat(ordered_rows, np.flatnonzero(starts))  # each run's first row
         where = np.searchsorted(self.numbers, unique)
         known = where < len(self.numbers)
         known[known] = self.numbers[where[known]] == unique[known]
@@ -377,22 +378,29 @@ class _FirstRows:
         owners = owner[run]
         firsts[order] = np.where(ordered_rows == owners, 0, owners)
         new = ~known
-        self.numbers = _merged(self.numbers, where[new], unique[new])
-        self.rows = _merged(self.rows, where[new], unique_rows[new])
+        self.numbers, self.rows = _merged(
+            (self.numbers, self.rows), where[new], (unique[new], unique_rows[new])
+        )
         return firsts
 
 
 def _merged(
-    into: npt.NDArray[np.int64], where: npt.NDArray[np.intp], values: npt.NDArray[np.int64]
-) -> npt.NDArray[np.int64]:
-    """np.insert(into, where, values) for an increasing `where`, without its sort of `where`."""
-    merged = np.empty(len(into) + len(values), dtype=np.int64)
+    into: tuple[npt.NDArray[np.int64], ...],
+    where: npt.NDArray[np.intp],
+    values: tuple[npt.NDArray[np.int64], ...],
+) -> tuple[npt.NDArray[np.int64], ...]:
+    """np.insert(into[i], where, values[i]) of each array for an increasing `where`, with one
+    mask for all (np.insert sorts `where` again, for each array)."""
     at = where + np.arange(len(where))
-    kept = np.ones(len(merged), dtype=bool)
+    kept = np.ones(len(into[0]) + len(where), dtype=bool)
     kept[at] = False
-    merged[at] = values
-    merged[kept] = into
-    return merged
+    merged = []
+    for old, new in zip(into, values, strict=True):
+        both = np.empty(len(kept), dtype=np.int64)
+        both[at] = new
+        both[kept] = old
+        merged.append(both)
+    return tuple(merged)
 
 
 def _join_names(columns: list[list[str]], count: int) -> list[str]:
