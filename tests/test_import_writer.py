@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from dialer import phones
 from dialer.columns import ColumnMap
 from dialer.errors import LeadsFileError
-from dialer.model import Lead, LeadRows, Status
+from dialer.model import PENDING_CODE, Lead, LeadRows
 from dialer.store import Journal, importing
 
 COLUMNS = ColumnMap(phone="Phone", name=("Name",), timezone=None, email=None, variables=())
@@ -32,17 +33,18 @@ def _chunk(first: int, count: int) -> LeadRows:
     names = [f"Lead {i}" for i in rows]
     numbers = [f"+1212555{i:04d}" for i in rows]
     return LeadRows(
-        row=[i + 2 for i in rows],
-        cells=[names, numbers],
-        status=[Status.PENDING] * count,
-        error=[""] * count,
+        rows=np.array([i + 2 for i in rows], dtype=np.int64),
+        codes=np.full(count, PENDING_CODE, dtype=np.int8),
+        numbers=np.array([int(n) for n in numbers], dtype=np.int64),
+        errors=np.array([""] * count, dtype=object),
         phone=numbers,
-        name=names,
-        email=[""] * count,
         timezones=[("America/New_York",)] * count,
         state=[""] * count,
+        cells=lambda: [names, numbers],
+        name=lambda: names,
+        email=lambda: [""] * count,
         variable_names=(),
-        variable_cells=[],
+        variable_at=[],
     )
 
 
