@@ -35,18 +35,22 @@ row is read:
 from __future__ import annotations
 
 import contextlib
+import gc
 import html
+import itertools
+import operator
 import posixpath
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+import numpy as np
 import pandas as pd
 
 from dialer import cells
@@ -63,6 +67,8 @@ _READ_BYTES = 4 * 2**20
 # Rows over which equal cells are shared (one object each); then forgotten, so that memory
 # stays flat in a file of unique values.
 _SHARE_ROWS = 50_000
+# The first cells of a column that tell whether its texts repeat.
+_SAMPLE = 2_000
 
 # A cell whose formula is followed by no value: <c r="B2"><f>A2*2</f></c>, <f .../>, <v/> or <v></v>.
 _UNSAVED = re.compile(
@@ -79,6 +85,13 @@ _SI = re.compile(rb'\bsi="(\d+)"')
 # from writers that prefix the namespace (a pattern 4x slower: used only on those).
 _ROW = re.compile(rb'<row\s[^>]*?\br="(\d+)"')
 _PREFIXED_ROW = re.compile(rb'<\w+:row\s[^>]*?\br="(\d+)"')
+# A sheet whose root element, or a namespace it declares, is prefixed (<x:worksheet>,
+# xmlns:x="...main"): its tags are looked for in both spellings. Looked for in the first
+# bytes, where the root element is.
+_PREFIXED = re.compile(
+    rb"<\w+:worksheet\b|xmlns:\w+=\"http://schemas\.openxmlformats\.org/spreadsheetml/2006/main\""
+)
+_ROOT_BYTES = 64 * 1024
 _REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
 
 
@@ -156,10 +169,20 @@ def _too_many_cells(path: Path) -> LeadsFileError:
 def _scan_sheet(archive: zipfile.ZipFile, member: str, path: Path) -> _Scan:
     scan = _Scan()
     tail = b""
+    plain: bool | None = None
     for block in _stream(archive, member, path):
-        # Cells are <c ...> (or <x:c ...> from writers that prefix the namespace).
-        found = block.count(b"<c ") + block.count(b"<c>")
-        scan.cells += found or block.count(b":c ") + block.count(b":c>")
+        if plain is None:
+            plain = _PREFIXED.search(block, 0, _ROOT_BYTES) is None
+        # Every search is a pass over the bytes at ~1 GB/s (a million rows are ~370 MB):
+        # a sheet in the default namespace, what every common writer makes, needs one
+        # search for cells, one for formulas and one for rows. Cells are <c ...> (counted
+        # with the few other tags starting "<c": a bound errs on the safe side), or <x:c ...>
+        # from writers that prefix the namespace.
+        if plain:
+            scan.cells += block.count(b"<c")
+        else:
+            found = block.count(b"<c ") + block.count(b"<c>")
+            scan.cells += found or block.count(b":c ") + block.count(b":c>")
         if scan.cells > MAX_CELLS:
             raise _too_many_cells(path)
         # Formulas are looked for in whole rows only: a block's cut-off last row
@@ -170,32 +193,30 @@ def _scan_sheet(archive: zipfile.ZipFile, member: str, path: Path) -> _Scan:
             tail = text
             continue
         body, tail = text[:cut], text[cut:]
-        _check_order(body, scan)
-        if b"<f" in body or b":f" in body:
-            scan.formulas = True
-            _find_formulas(body, scan)
-    _check_order(tail, scan)
-    if b"<f" in tail or b":f" in tail:
-        scan.formulas = True
-        _find_formulas(tail, scan)
+        _scan_rows(body, scan, plain)
+    _scan_rows(tail, scan, bool(plain))
     return scan
 
 
-def _check_order(text: bytes, scan: _Scan) -> None:
+def _scan_rows(text: bytes, scan: _Scan, plain: bool) -> None:
+    _check_order(text, scan, plain)
+    if b"<f" in text or (not plain and b":f" in text):
+        scan.formulas = True
+        _find_formulas(text, scan)
+
+
+def _check_order(text: bytes, scan: _Scan, plain: bool) -> None:
     """Note rows stored out of order (a row's number not above the one before it)."""
     if not scan.in_order:
         return
-    pattern = _PREFIXED_ROW if b":row" in text else _ROW
-    numbers = [int(number) for number in pattern.findall(text)]
+    pattern = _PREFIXED_ROW if not plain and b":row" in text else _ROW
+    numbers = list(map(int, pattern.findall(text)))
     if not numbers:
         return
-    last = scan.last_row
-    for number in numbers:
-        if number <= last:
-            scan.in_order = False
-            return
-        last = number
-    scan.last_row = last
+    if numbers[0] <= scan.last_row or not all(map(operator.lt, numbers, itertools.islice(numbers, 1, None))):
+        scan.in_order = False
+        return
+    scan.last_row = numbers[-1]
 
 
 def _find_formulas(text: bytes, scan: _Scan) -> None:
@@ -293,7 +314,7 @@ def _pick_sheet(path: Path, workbook: Any, sheet: str | None) -> str:
 
 @dataclass
 class _Sheet:
-    """An opened sheet: its rows as typed cells, from spreadsheet row 1."""
+    """An opened sheet: its rows as the reader gives them (raw values), from spreadsheet row 1."""
 
     path: Path
     name: str
@@ -301,51 +322,103 @@ class _Sheet:
     rows: Iterator[list[Any]]
     first_column: int
 
-    def cells(self) -> Iterator[tuple[int, list[str]]]:
-        """(spreadsheet row, cells from column A) of each row that is not blank."""
+    def numbered(self) -> Iterator[tuple[int, list[Any]]]:
+        """(spreadsheet row, raw values from column A) of each row that is not blank, the
+        formulas with no saved value put in. One step a row; the typing is `_columns`'s."""
         pad = [""] * self.first_column
         unsaved = self.scan.unsaved
         number = 0
-        # A text or a date met again in the last _SHARE_ROWS rows is the same object, as
-        # pandas' CSV reader shares them within a chunk: names, companies, zones and dates
-        # repeat, and the chunks the mapping holds (~200,000 rows) took ~60% more memory
-        # than the CSV's without it.
-        texts: dict[str, str] = {}
-        dates: dict[date, str] = {}
+        blank: list[Any] = []
         try:
             for number, values in enumerate(self.rows, start=1):
-                if number % _SHARE_ROWS == 0:
-                    texts, dates = {}, {}
-                # Most cells are text: the type test inline costs a third of a call to typed().
-                row = [
-                    texts.setdefault(v, v)
-                    if type(v) is str
-                    else (dates.get(v) or dates.setdefault(v, _typed(v)))
-                    if type(v) is date
-                    else _typed(v)
-                    for v in values
-                ]
                 if pad:
-                    row[:0] = pad
+                    values = pad + values
                 if number in unsaved:
-                    _put_formulas(row, unsaved[number])
-                if any(row):
-                    yield number, row
+                    _put_formulas(values, unsaved[number])
+                # The stream pads every row to the sheet's width: a blank row is that many "".
+                if values == blank:
+                    continue
+                if len(values) != len(blank):
+                    blank = [""] * len(values)
+                    if values == blank:
+                        continue
+                yield number, values
         except LeadsFileError:
             raise
         except Exception as exc:  # a damaged member calamine meets only now
-            if "not stored in" in str(exc):  # a cell filed under an earlier row
-                raise LeadsFileError(
-                    f"{self.path}: the sheet's cells are not stored in row order (a damaged file):"
-                    " open and save it in Excel, or save the leads as CSV"
-                ) from None
-            raise LeadsFileError(f"{self.path}: cannot read the workbook: {_one_line(exc)}") from None
+            raise _read_error(self.path, exc) from None
         # calamine's rows end with its last cell holding a value: rows below of
         # nothing but unsaved formulas come from the scan.
         for later in sorted(n for n in unsaved if n > number):
-            row = []
+            row: list[Any] = []
             _put_formulas(row, unsaved[later])
             yield later, row
+
+    def cells(self) -> Iterator[tuple[int, list[str]]]:
+        """(spreadsheet row, typed cells from column A) of each row that is not blank."""
+        batch: list[list[Any]] = []
+        numbers: list[int] = []
+        for number, values in self.numbered():
+            batch.append(values)
+            numbers.append(number)
+            if len(batch) >= _SHARE_ROWS:
+                yield from _typed_rows(numbers, batch)
+                batch, numbers = [], []
+        yield from _typed_rows(numbers, batch)
+
+
+def _read_error(path: Path, exc: Exception) -> LeadsFileError:
+    if "not stored in" in str(exc):  # a cell filed under an earlier row
+        return LeadsFileError(
+            f"{path}: the sheet's cells are not stored in row order (a damaged file):"
+            " open and save it in Excel, or save the leads as CSV"
+        )
+    return LeadsFileError(f"{path}: cannot read the workbook: {_one_line(exc)}")
+
+
+def _typed_rows(numbers: list[int], rows: list[list[Any]]) -> Iterator[tuple[int, list[str]]]:
+    columns = _columns(rows, max(map(len, rows), default=0))
+    return (
+        zip(numbers, (list(row) for row in zip(*columns, strict=True)), strict=True) if columns else iter(())
+    )
+
+
+def _columns(rows: list[list[Any]], width: int) -> list[Sequence[str]]:
+    """The first `width` columns of raw rows (padded with ""), each as typed cells.
+
+    Column by column, so that the per-cell work is C's (zip, map, set, dict) and Python
+    types each distinct value of a column once: a chunk of a million-row sheet holds few
+    distinct names, companies, zones and dates.
+    """
+    if not rows:
+        return [[] for _ in range(width)]
+    if len(set(map(len, rows))) == 1:
+        found = list(itertools.islice(zip(*rows, strict=True), width))
+    else:  # rows lengthened by formulas right of the reader's range
+        found = list(itertools.islice(itertools.zip_longest(*rows, fillvalue=""), width))
+    empty = ("",) * len(rows)
+    return [_typed_column(column) for column in found] + [empty] * (width - len(found))
+
+
+def _typed_column(values: tuple[Any, ...]) -> Sequence[str]:
+    """A column's typed cells. Equal texts and dates are one object, as pandas' CSV reader
+    shares them within a chunk: the mapping holds a few chunks at once, and the workbook's
+    took ~60% more memory than the CSV's without it. A column of mostly distinct texts
+    (phones, e-mails) is left as it is: sharing would only cost its hashing."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        sample = values[:_SAMPLE]
+        if len(set(sample)) * 2 > len(sample):
+            return values
+        shared: dict[str, str] = {}
+        return list(map(shared.setdefault, values, values))
+    if (bool in kinds and (int in kinds or float in kinds)) or cells.Formula in kinds:
+        # Values equal across types (True == 1, a formula's text == the same plain text):
+        # one lookup table would mix them up; cell by cell.
+        texts: dict[str, str] = {}
+        return [texts.setdefault(v, v) if type(v) is str else _typed(v) for v in values]
+    table = {value: value if type(value) is str else _typed(value) for value in set(values)}
+    return list(map(table.__getitem__, values))
 
 
 def _typed(value: Any) -> str:
@@ -411,7 +484,7 @@ def _whole_sheet(path: Path, name: str, scan: _Scan) -> _Sheet:
 # The sheet `open_xlsx` opened for the header (its scan done, its stream started) is
 # kept, the last one only, for the `xlsx_chunks` that follows, rather than scanned
 # twice. Keyed by the file's identity and stamp.
-_opened: dict[tuple[object, ...], tuple[_Sheet, Iterator[tuple[int, list[str]]]]] = {}
+_opened: dict[tuple[object, ...], tuple[_Sheet, Iterator[tuple[int, list[Any]]]]] = {}
 
 
 def _identity(path: Path, sheet: str) -> tuple[object, ...]:
@@ -424,12 +497,13 @@ def _identity(path: Path, sheet: str) -> tuple[object, ...]:
 
 def open_xlsx(path: Path, sheet: str | None) -> LeadsFile:
     opened = _sheet(path, sheet)
-    rows = opened.cells()
+    rows = opened.numbered()
     found = next(rows, None)
     if found is None:
         where = f'sheet "{sheet}"' if sheet else "the first sheet"
         raise LeadsFileError(f"{path}: {where} is empty (no header row)")
-    header_row, cells_ = found
+    header_row, raw = found
+    cells_ = [column[0] for column in _columns([raw], len(raw))]
     _opened.clear()
     _opened[_identity(path, opened.name)] = (opened, rows)
     headers = _clean_headers([str(cell) for cell in cells_])
@@ -447,36 +521,65 @@ def open_xlsx(path: Path, sheet: str | None) -> LeadsFile:
 def xlsx_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
     """The data rows of the sheet, `rows` at a time; a row with cells only right of the last
     header is kept (its cells under the headers are empty), so that no row vanishes."""
-    width = len(leads.headers)
     kept = _opened.pop(_identity(leads.path, leads.sheet or ""), None)
     opened, rows_of = kept if kept is not None else (None, None)
     if opened is None or rows_of is None:
         opened = _sheet(leads.path, leads.sheet)
-        rows_of = opened.cells()
-    buffer: list[list[str]] = []
+        rows_of = opened.numbered()
+    header_row = leads.header_row
+    rows_of = itertools.dropwhile(lambda found: found[0] <= header_row, rows_of)
+    while True:
+        with _collector_paused():
+            chunk = _next_chunk(rows_of, rows, leads.headers, opened.scan.unsaved)
+        if chunk is None:
+            return
+        yield chunk
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The garbage collector off while a chunk is read (back on while its reader works).
+
+    A chunk's raw rows are tens of thousands of lists held until they are typed, and
+    zip(*rows) makes an iterator per row: the collector counted them and walked them again
+    and again (~1 s of CPU a million rows) to find no cycle: none of them is in one, and
+    each is freed by its count as soon as the chunk is made.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _next_chunk(
+    rows_of: Iterator[tuple[int, list[Any]]], rows: int, headers: list[str], unsaved: dict[int, Any]
+) -> Chunk | None:
+    buffer: list[list[Any]] = []
     numbers: list[int] = []
     for number, row in rows_of:
-        if number <= leads.header_row:
-            continue
-        if len(row) < width:
-            row.extend([""] * (width - len(row)))
-        elif len(row) > width:
-            del row[width:]  # cells under no header are outside the table
         buffer.append(row)
         numbers.append(number)
         if len(buffer) >= rows:
-            yield _chunk(buffer, numbers, leads.headers, bool(opened.scan.unsaved))
-            buffer, numbers = [], []
-    if buffer:
-        yield _chunk(buffer, numbers, leads.headers, bool(opened.scan.unsaved))
+            break
+    return _chunk(buffer, numbers, headers, unsaved) if buffer else None
 
 
-def _chunk(rows: list[list[str]], numbers: list[int], headers: list[str], formulas: bool) -> Chunk:
-    frame = pd.DataFrame(rows, columns=pd.Index(headers), dtype=object)
-    frame.index = pd.Index([number - 2 for number in numbers], dtype="int64")
-    unsaved: dict[int, list[str]] = {}
-    for number, row in zip(numbers, rows, strict=True) if formulas else ():
-        named = [headers[i] for i, cell in enumerate(row) if type(cell) is cells.Formula]
-        if named:
-            unsaved[number - 2] = named
-    return Chunk(frame, unsaved=unsaved)
+def _chunk(rows: list[list[Any]], numbers: list[int], headers: list[str], unsaved: dict[int, Any]) -> Chunk:
+    """A chunk of raw rows: typed column by column, cells under no header left out."""
+    columns = _columns(rows, len(headers))
+    values = np.empty((len(headers), len(rows)), dtype=object)
+    for at, column in enumerate(columns):
+        values[at] = column
+    index = pd.Index([number - 2 for number in numbers], dtype="int64")
+    # A 2-D object array, its columns contiguous: pandas takes it as its block, uncopied.
+    frame = pd.DataFrame(values.T, index=index, columns=pd.Index(headers), dtype=object, copy=False)
+    named: dict[int, list[str]] = {}
+    for at, number in enumerate(numbers) if unsaved else ():
+        if number in unsaved:
+            found = [headers[i] for i, column in enumerate(columns) if type(column[at]) is cells.Formula]
+            if found:
+                named[number - 2] = found
+    return Chunk(frame, unsaved=named)

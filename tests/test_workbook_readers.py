@@ -5,6 +5,7 @@ before it has read the last."""
 
 from __future__ import annotations
 
+import gc
 import types
 import zipfile
 from datetime import date, datetime, time, timedelta
@@ -281,3 +282,45 @@ def test_equal_cells_are_one_object_as_in_pandas_csv_chunks(tmp_path: Path) -> N
     assert all(row[0] is rows[0][0] and row[2] is rows[0][2] for row in rows)
     assert type(rows[0][2]) is cells.Date and rows[0][2] == "2024-05-01"
     assert len({id(row[1]) for row in rows}) == 4
+
+
+def test_values_equal_across_types_keep_each_its_own_type(tmp_path: Path) -> None:
+    # A column is typed through one table of its distinct values, unless values of different
+    # types are equal (True == 1 == 1.0; a formula's text == the same plain text).
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Phone", "Flag", "Note", "N"])
+    sheet.append(["+14155550132", True, "=2*2", 1])
+    sheet.append(["+14155550133", 1, None, 1.0])
+    sheet.append(["+14155550134", 1.0, "x", 1.5])
+    sheet.append(["+14155550135", False, "=2*2", 0])
+    book.save(tmp_path / "mixed.xlsx")
+    chunk = next(open_leads(tmp_path / "mixed.xlsx").read())
+    flags = chunk.frame["Flag"].tolist()
+    assert flags == ["TRUE", "1", "1", "FALSE"]
+    assert [type(flag) for flag in flags] == [cells.Boolean, cells.Number, cells.Number, cells.Boolean]
+    notes = chunk.frame["Note"].tolist()
+    assert notes == ["=2*2", "", "x", "=2*2"] and type(notes[0]) is cells.Formula
+    assert chunk.unsaved == {0: ["Note"], 3: ["Note"]}
+    assert [type(n) for n in chunk.frame["N"].tolist()] == [cells.Number] * 4
+    assert chunk.frame["N"].tolist() == ["1", "1", "1.5", "0"]
+
+
+def test_the_collector_is_on_while_the_chunks_are_used(tmp_path: Path) -> None:
+    # The reader pauses the garbage collector while it makes a chunk, never while the
+    # caller works on one, nor after a read that failed.
+    path = tmp_path / "late.xlsx"
+    body = "".join(f'<row r="{n}"><c r="A{n}"><v>1415555{n:04d}</v></c></row>' for n in range(2, 40))
+    sheet = (
+        f'<worksheet xmlns="{MAIN}"><sheetData>'
+        f'<row r="1"><c r="A1" t="inlineStr"><is><t>Phone</t></is></c></row>{body}'
+        '<row r="40"><c r="A40" t="s"><v>99</v></c></row>'
+        "</sheetData></worksheet>"
+    )
+    with_sheet_xml(path, sheet)
+    seen = []
+    with pytest.raises(LeadsFileError):
+        for _ in open_leads(path).chunks(10):
+            seen.append(gc.isenabled())
+    assert seen == [True, True, True] and gc.isenabled()
