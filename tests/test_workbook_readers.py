@@ -6,6 +6,7 @@ before it has read the last."""
 from __future__ import annotations
 
 import gc
+import os
 import types
 import zipfile
 from datetime import date, datetime, time, timedelta
@@ -324,3 +325,91 @@ def test_the_collector_is_on_while_the_chunks_are_used(tmp_path: Path) -> None:
         for _ in open_leads(path).chunks(10):
             seen.append(gc.isenabled())
     assert seen == [True, True, True] and gc.isenabled()
+
+
+# --- a big sheet read by a process of its own ------------------------------------------
+
+
+def _chunks(path: Path, rows: int) -> list[Any]:
+    return [
+        (chunk.frame.index.tolist(), _typed_frame(chunk.frame), chunk.unsaved)
+        for chunk in open_leads(path).read(rows)
+    ]
+
+
+def _typed_frame(frame: Any) -> list[list[tuple[str, type]]]:
+    return [[(cell, type(cell)) for cell in row] for row in frame.to_numpy().tolist()]
+
+
+@pytest.mark.parametrize("make", [openpyxl_book, xlsxwriter_book, raw_book, prefixed_book])
+def test_the_reading_process_gives_the_chunks_this_one_gives(
+    tmp_path: Path, make: Any, monkeypatch: Any
+) -> None:
+    path = make(tmp_path / "varied.xlsx")
+    here = _chunks(path, 2)
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
+    monkeypatch.setattr(os, "fork", fork)
+    assert _chunks(path, 2) == here
+    assert len(forks) == 1 and not Path(f"/proc/{forks[0]}").exists()  # read there, and reaped
+
+
+def test_the_reading_process_names_the_formulas_with_no_saved_value(tmp_path: Path, monkeypatch: Any) -> None:
+    from tests.test_spreadsheets import scripted_workbook
+
+    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
+    chunk = next(open_leads(scripted_workbook(tmp_path / "leads.xlsx")).read())
+    assert chunk.unsaved == {0: ["Double"], 1: ["Phone"], 2: ["Name"], 3: ["Double"]}
+    assert type(chunk.frame.iloc[1, 1]) is cells.Formula
+
+
+def test_the_reading_process_reports_a_damaged_row_in_one_line(tmp_path: Path, monkeypatch: Any) -> None:
+    body = "".join(f'<row r="{n}"><c r="A{n}"><v>1415555{n:04d}</v></c></row>' for n in range(2, 2002))
+    sheet = (
+        f'<worksheet xmlns="{MAIN}"><sheetData>'
+        f'<row r="1"><c r="A1" t="inlineStr"><is><t>Phone</t></is></c></row>{body}'
+        '<row r="2002"><c r="A2002" t="s"><v>99</v></c></row>'
+        "</sheetData></worksheet>"
+    )
+    path = with_sheet_xml(tmp_path / "late.xlsx", sheet)
+    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
+    chunks = open_leads(path).chunks(500)
+    assert next(chunks)["Phone"].tolist()[:2] == ["14155550002", "14155550003"]
+    with pytest.raises(LeadsFileError) as error:
+        list(chunks)
+    assert str(error.value).startswith(f"{path}: cannot read the workbook: ")
+    assert "\n" not in str(error.value)
+
+
+def test_a_read_stopped_early_ends_its_reading_process(tmp_path: Path, monkeypatch: Any) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Name", "Phone"])
+    for i in range(3000):
+        sheet.append(["Ana", f"+1415555{i:04d}"])
+    book.save(tmp_path / "l.xlsx")
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
+    monkeypatch.setattr(os, "fork", fork)
+    chunks = open_leads(tmp_path / "l.xlsx").chunks(100)
+    assert len(next(chunks)) == 100
+    assert isinstance(chunks, types.GeneratorType)
+    chunks.close()
+    assert len(forks) == 1 and not Path(f"/proc/{forks[0]}").exists()
