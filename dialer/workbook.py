@@ -7,8 +7,15 @@ million rows of 7 cells). Rows start at the sheet's row 1 and column A, blank
 rows included, so a row's position is its spreadsheet row.
 `dialer.cells.typed` turns each cell's saved value (number, date, time,
 duration, boolean, text) into the text a person reads, keeping the type for the
-report. Cells holding an error show its text (`#N/A`, `#DIV/0!`), as Excel does;
-python-calamine gave them empty.
+report: a chunk's rows column by column, each distinct value of a column typed
+once (`_columns`). Cells holding an error show its text (`#N/A`, `#DIV/0!`), as
+Excel does; python-calamine gave them empty.
+
+The stream holds the GIL, so a thread beside it gains nothing: a big sheet's
+rows (`PROCESS_BYTES` of XML or more) are read and typed by a forked process of
+its own, which goes on with the stream the header was read from and hands each
+chunk's typed columns over a pipe (`_chunks_from_reader`), while this process
+maps the chunk before.
 
 A sheet the fork cannot stream (rows stored out of order, which no common
 writer does, or a sheet found some other way than the workbook's own list) is
@@ -20,7 +27,8 @@ row is read:
 
 - Bounds. A 4 MB "zip bomb" of repeated cells unpacks to gigabytes of XML. The
   zip members calamine will read (the chosen sheet and the shared strings, which
-  it holds) are streamed once through zlib, counting bytes and cells; a workbook
+  it holds) are streamed once through zlib, counting bytes and cells (one
+  search a tag: ~2 s of CPU for a million rows, zlib's ~0.7 s of it); a workbook
   over `MAX_XML_BYTES` or `MAX_CELLS` is refused with one line. The same pass
   checks that the rows are stored in order (else the sheet is read whole).
 - Formulas with no saved value (files written by scripts: openpyxl, xlsxwriter
@@ -44,8 +52,10 @@ import operator
 import os
 import pickle
 import posixpath
+import queue
 import re
 import signal
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -332,6 +342,8 @@ class _Sheet:
     first_column: int
     # python-calamine-plus's stream (else python-calamine's whole sheet)
     streamed: bool = False
+    # The process reading this sheet since before the bounds pass (then `rows` is not read here)
+    ahead: _Ahead | None = None
 
     def numbered(self) -> Iterator[tuple[int, list[Any]]]:
         """(spreadsheet row, raw values from column A) of each row that is not blank, the
@@ -464,7 +476,22 @@ def _sheet(path: Path, sheet: str | None) -> _Sheet:
     book = _open_book(path, python_calamine_plus)
     try:
         name = _pick_sheet(path, book, sheet)
-        scan = _inspect(path, name)
+        ahead = _read_ahead(path, book, name)
+        try:
+            scan = _inspect(path, name)
+        except BaseException:
+            if ahead is not None:
+                ahead.stop()
+            raise
+        if ahead is not None:
+            if scan.in_order and not scan.unsaved:
+                book.close()  # here only: the reading process has its own
+                return _Sheet(path, name, scan, iter(()), 0, streamed=True, ahead=ahead)
+            # Formulas to put in, or rows out of order: read as below, from a workbook
+            # opened again (the file offset of this one is the reading process's).
+            ahead.stop()
+            book.close()
+            book = _open_book(path, python_calamine_plus)
         if scan.in_order:
             with contextlib.suppress(python_calamine_plus.StreamingNotSupported):
                 stream = book.stream_sheet_by_name(name)
@@ -508,14 +535,24 @@ def _identity(path: Path, sheet: str) -> tuple[object, ...]:
 
 def open_xlsx(path: Path, sheet: str | None) -> LeadsFile:
     opened = _sheet(path, sheet)
-    rows = opened.numbered()
-    found = next(rows, None)
+    rows: Iterator[tuple[int, list[Any]]] = iter(())
+    if opened.ahead is not None:
+        try:
+            found = opened.ahead.header()
+        except BaseException:
+            opened.ahead.stop()
+            raise
+        if found is None:
+            opened.ahead.stop()
+    else:
+        rows = opened.numbered()
+        raw = next(rows, None)
+        found = None if raw is None else (raw[0], [column[0] for column in _columns([raw[1]], len(raw[1]))])
     if found is None:
         where = f'sheet "{sheet}"' if sheet else "the first sheet"
         raise LeadsFileError(f"{path}: {where} is empty (no header row)")
-    header_row, raw = found
-    cells_ = [column[0] for column in _columns([raw], len(raw))]
-    _opened.clear()
+    header_row, cells_ = found
+    _forget_opened()
     _opened[_identity(path, opened.name)] = (opened, rows)
     headers = _clean_headers([str(cell) for cell in cells_])
     return LeadsFile(
@@ -529,6 +566,13 @@ def open_xlsx(path: Path, sheet: str | None) -> LeadsFile:
     )
 
 
+def _forget_opened() -> None:
+    for opened, _ in _opened.values():
+        if opened.ahead is not None:
+            opened.ahead.stop()
+    _opened.clear()
+
+
 def xlsx_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
     """The data rows of the sheet, `rows` at a time; a row with cells only right of the last
     header is kept (its cells under the headers are empty), so that no row vanishes."""
@@ -537,6 +581,9 @@ def xlsx_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
     if opened is None or rows_of is None:
         opened = _sheet(leads.path, leads.sheet)
         rows_of = opened.numbered()
+    if opened.ahead is not None:
+        yield from _rechunked(opened.ahead, rows, leads.headers)
+        return
     header_row = leads.header_row
     rows_of = itertools.dropwhile(lambda found: found[0] <= header_row, rows_of)
     if opened.streamed and opened.scan.xml_bytes >= PROCESS_BYTES and hasattr(os, "fork"):
@@ -622,6 +669,165 @@ def _reader(
         message = ("error", str(_read_error(opened.path, exc)))
     with contextlib.suppress(OSError):  # BrokenPipeError: the caller stopped reading
         send.send_bytes(pickle.dumps(message))
+
+
+def _read_ahead(path: Path, book: Any, name: str) -> _Ahead | None:
+    """A process reading a big sheet from now on, while this one makes the bounds pass
+    (~2 s of CPU for a million rows: the rows read meanwhile are that much less to wait
+    for). None for a sheet under PROCESS_BYTES (its zip's own word for its size), or one
+    the fork cannot stream."""
+    import python_calamine_plus
+
+    if not hasattr(os, "fork"):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = _sheet_members(archive).get(name)
+            size = archive.getinfo(member).file_size if member is not None else 0
+    except (KeyError, zipfile.BadZipFile, OSError):
+        return None
+    if size < PROCESS_BYTES:
+        return None
+    try:
+        stream = book.stream_sheet_by_name(name)
+    except python_calamine_plus.StreamingNotSupported:
+        return None
+    receive, send = multiprocessing.Pipe(duplex=False)
+    pid = os.fork()
+    if pid == 0:  # the reader
+        code = 1
+        try:
+            receive.close()
+            _ahead_reader(_Sheet(path, name, _Scan(), stream, 0, streamed=True), send)
+            code = 0
+        finally:
+            os._exit(code)
+    send.close()
+    return _Ahead(path, pid, receive)
+
+
+# Rows a block that the reading-ahead process sends, and the blocks it may hold unsent
+# (~0.6 MB each pickled, ~20 MB in all: more than the bounds pass gives it time to read).
+_AHEAD_ROWS = 10_000
+_AHEAD_BLOCKS = 32
+
+
+def _ahead_reader(sheet: _Sheet, send: multiprocessing.connection.Connection) -> None:
+    """The reading-ahead process: its messages, pickled, wait in a queue for a thread that
+    writes them into the pipe as the other process reads them."""
+    gc.disable()  # short-lived, and it makes no cycle (see _collector_paused)
+    out: queue.Queue[bytes | None] = queue.Queue(maxsize=_AHEAD_BLOCKS)
+    thread = threading.Thread(target=_send_all, args=(out, send), name="xlsx-ahead", daemon=True)
+    thread.start()
+    for message in _ahead_messages(sheet):
+        out.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    out.put(None)
+    thread.join()
+
+
+def _send_all(out: queue.Queue[bytes | None], send: multiprocessing.connection.Connection) -> None:
+    broken = False
+    while (item := out.get()) is not None:
+        if not broken:
+            try:
+                send.send_bytes(item)
+            except OSError:  # the other process stopped reading: drain, send no more
+                broken = True
+
+
+def _ahead_messages(sheet: _Sheet) -> Iterator[tuple[Any, ...]]:
+    """The header's cells, every block of typed columns under it (the rows read before a
+    damaged one too), then "end" or one error line."""
+    batch: list[list[Any]] = []
+    numbers: list[int] = []
+    width: int | None = None  # until the header is read
+    last: tuple[str, ...] = ("end",)
+    try:
+        for number, raw in sheet.numbered():
+            if width is None:
+                cells_ = [column[0] for column in _columns([raw], len(raw))]
+                yield ("header", number, cells_)
+                width = len(_clean_headers([str(cell) for cell in cells_]))
+                continue
+            batch.append(raw)
+            numbers.append(number)
+            if len(batch) >= _AHEAD_ROWS:
+                yield ("rows", numbers, _columns(batch, width))
+                batch, numbers = [], []
+    except LeadsFileError as exc:
+        last = ("error", str(exc))
+    except Exception as exc:
+        last = ("error", str(_read_error(sheet.path, exc)))
+    if batch and width is not None:
+        yield ("rows", numbers, _columns(batch, width))
+    yield last
+
+
+@dataclass
+class _Ahead:
+    """This side of a reading-ahead process (see _read_ahead)."""
+
+    path: Path
+    pid: int
+    receive: multiprocessing.connection.Connection
+    ended: bool = False
+    stopped: bool = False
+
+    def _next(self) -> tuple[Any, ...]:
+        try:
+            message: tuple[Any, ...] = pickle.loads(self.receive.recv_bytes())
+        except (EOFError, OSError):
+            self.stop()
+            raise LeadsFileError(f"{self.path}: cannot read the workbook: its reader stopped") from None
+        if message[0] == "error":
+            self.ended = True
+            self.stop()
+            raise LeadsFileError(message[1])
+        if message[0] == "end":
+            self.ended = True
+        return message
+
+    def header(self) -> tuple[int, list[str]] | None:
+        """(spreadsheet row, typed cells) of the first row that is not blank; None if none."""
+        message = self._next()
+        return None if message[0] == "end" else (message[1], message[2])
+
+    def blocks(self) -> Iterator[tuple[list[int], list[Sequence[str]]]]:
+        """(spreadsheet rows, typed columns) of each block under the header."""
+        try:
+            while (message := self._next())[0] != "end":
+                if message[0] == "rows":  # not the header, when the sheet is read again
+                    yield message[1], message[2]
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """End the process (at once, if it is not done) and reap it."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.receive.close()
+        if not self.ended:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+
+
+def _rechunked(ahead: _Ahead, rows: int, headers: list[str]) -> Iterator[Chunk]:
+    """The reading-ahead process's blocks as chunks of `rows` rows."""
+    width = len(headers)
+    numbers: list[int] = []
+    columns: list[list[str]] = [[] for _ in range(width)]
+    for block_numbers, block_columns in ahead.blocks():
+        numbers += block_numbers
+        for column, block in zip(columns, block_columns, strict=True):
+            column += block
+        while len(numbers) >= rows:
+            yield _frame_chunk([column[:rows] for column in columns], numbers[:rows], headers, {})
+            numbers = numbers[rows:]
+            columns = [column[rows:] for column in columns]
+    if numbers:
+        yield _frame_chunk(list(columns), numbers, headers, {})
 
 
 @contextlib.contextmanager
