@@ -13,9 +13,11 @@ Excel does; python-calamine gave them empty.
 
 The stream holds the GIL, so a thread beside it gains nothing: a big sheet's
 rows (`PROCESS_BYTES` of XML or more) are read and typed by a forked process of
-its own, which goes on with the stream the header was read from and hands each
-chunk's typed columns over a pipe (`_chunks_from_reader`), while this process
-maps the chunk before.
+its own, forked as soon as the sheet is chosen: it reads ahead while this
+process makes the bounds pass below (`_read_ahead`), then hands blocks of typed
+columns over a pipe while this process maps the chunk before. A sheet the
+bounds pass finds formulas without saved values in, or rows out of order, is
+read as below (or, if big, forked after the bounds pass: `_chunks_from_reader`).
 
 A sheet the fork cannot stream (rows stored out of order, which no common
 writer does, or a sheet found some other way than the workbook's own list) is
