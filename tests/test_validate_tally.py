@@ -17,7 +17,7 @@ from dialer.load import open_leads
 from dialer.mapping import map_rows
 from dialer.model import Status
 from dialer.numbers import ForeignCallers
-from dialer.run import _alike_keys, _DueCheck, _Tally
+from dialer.run import _alike_keys, _DueCheck, _groups, _Tally
 from tests.mapped import campaign, mapped, write_csv
 
 SUNDAY_NOON = datetime(2026, 11, 29, 17, 0, tzinfo=UTC)
@@ -135,3 +135,20 @@ def test_first_rows_leave_the_big_arrays_alone_until_the_side_fills(monkeypatch:
     assert seen.claim([80, 70], [10, 11]).tolist() == [0, 0]  # four on the side: merged
     assert seen.numbers.tolist() == [10, 20, 30, 40, 50, 60, 70, 80]
     assert seen.rows.tolist() == [3, 4, 2, 5, 6, 8, 11, 10]
+
+
+def test_groups_of_keys_are_numpy_unique_s_in_order_of_first_appearance() -> None:
+    keys = np.array([7, 3, 7, 9, 3, 3, 2**40, 9, 7], dtype=np.int64)
+    first, group, sizes = _groups(keys)
+    assert first.tolist() == [0, 1, 3, 6]
+    assert group.tolist() == [0, 1, 0, 2, 1, 1, 3, 2, 0]
+    assert sizes.tolist() == [3, 3, 2, 1]
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, 50, 1_000)
+    first, group, sizes = _groups(keys)
+    distinct, at, inverse, counts = np.unique(
+        keys, return_index=True, return_inverse=True, return_counts=True
+    )
+    order = np.argsort(at)  # np.unique's groups, numbered in order of first appearance
+    assert first.tolist() == at[order].tolist() and sizes.tolist() == counts[order].tolist()
+    assert (keys[first][group] == keys).all()
