@@ -73,6 +73,7 @@ import pandas as pd
 from dialer import cells
 from dialer.cells import typed
 from dialer.errors import LeadsFileError
+from dialer.forked import prepare_child
 from dialer.load import Chunk, LeadsFile, _clean_headers, _one_line, written_headers
 
 # Excel's own sheet is 1,048,576 rows by 16,384 columns; a leads file of a million
@@ -612,10 +613,12 @@ def _chunks_from_reader(
     object); the pipe holds about one chunk, so the reader is never far ahead.
     """
     receive, send = multiprocessing.Pipe(duplex=False)
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the reader
         code = 1
         try:
+            prepare_child(parent)  # dies with this process, holds no copy of its flock
             receive.close()
             _reader(opened, rows_of, rows, headers, send)
             code = 0
@@ -695,10 +698,12 @@ def _read_ahead(path: Path, book: Any, name: str) -> _Ahead | None:
     except python_calamine_plus.StreamingNotSupported:
         return None
     receive, send = multiprocessing.Pipe(duplex=False)
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the reader
         code = 1
         try:
+            prepare_child(parent)  # dies with this process, holds no copy of its flock
             receive.close()
             _ahead_reader(_Sheet(path, name, _Scan(), stream, 0, streamed=True), send)
             code = 0
