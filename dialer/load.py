@@ -368,10 +368,37 @@ def _open_text(path: Path, head: bytes, encoding: str | None) -> LeadsFile:
 
 
 def _text_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
+    """The chunks of a text file; see _text_pass for the two ways it is read."""
+    width = max(len(leads.headers), leads.header_cells)
+    given = 0
+    try:
+        for chunk in _text_pass(leads, rows, width, slack=False):
+            yield chunk
+            given += 1
+        return
+    except _LongerRow:
+        pass
+    # The same records in the same chunks: skip those already given.
+    for at, chunk in enumerate(_text_pass(leads, rows, width + _SLACK_COLUMNS, slack=True)):
+        if at >= given:
+            yield chunk
+
+
+class _LongerRow(Exception):
+    """pandas met a row longer than the names it was given (or could not read the file)."""
+
+
+def _text_pass(leads: LeadsFile, rows: int, columns: int, *, slack: bool) -> Iterator[Chunk]:
+    """The chunks of a text file, read with `columns` positional names.
+
+    First with as many names as the header has cells: pandas builds a Python text for
+    every cell of every named column, and eight columns of nothing cost a quarter of the
+    read. A longer row (or any row pandas refuses) stops that pass with _LongerRow; the
+    file is then read again with slack names (`slack`): pandas pads short rows with ""
+    and accepts a few extra cells, flagged in Chunk.overflow, instead of stopping there.
+    """
     width = len(leads.headers)
-    # Positional names with slack: pandas then pads short rows with "" and
-    # accepts a few extra cells instead of stopping the whole file.
-    names = [str(i) for i in range(max(width, leads.header_cells) + _SLACK_COLUMNS)]
+    names = [str(i) for i in range(columns)]
     path = leads.path
     try:
         reader = pd.read_csv(
@@ -398,7 +425,7 @@ def _text_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
         while True:
             # The header (and any blank rows above it) come with the first chunk,
             # so that every chunk but the last holds `rows` rows.
-            frame = _next_frame(reader, rows + leads.header_row if not records else rows, leads)
+            frame = _next_frame(reader, rows + leads.header_row if not records else rows, leads, slack)
             if frame is None:
                 return
             # Record k (from 0) is spreadsheet row k + 1; a chunk's index is that row - 2.
@@ -412,8 +439,9 @@ def _text_chunks(leads: LeadsFile, rows: int) -> Iterator[Chunk]:
                 yield _text_chunk(frame, names, width, leads.headers)
 
 
-def _next_frame(reader: Any, rows: int, leads: LeadsFile) -> pd.DataFrame | None:
-    """The next `rows` records from pandas' reader; None at the end; one line for a bad file."""
+def _next_frame(reader: Any, rows: int, leads: LeadsFile, slack: bool = True) -> pd.DataFrame | None:
+    """The next `rows` records from pandas' reader; None at the end; one line for a bad file
+    (without `slack`, _LongerRow for a row pandas refuses: see _text_pass)."""
     path = leads.path
     try:
         frame: pd.DataFrame = reader.get_chunk(rows)
@@ -423,6 +451,8 @@ def _next_frame(reader: Any, rows: int, leads: LeadsFile) -> pd.DataFrame | None
         reason = getattr(exc, "reason", str(exc))
         raise LeadsFileError(f"{path}: cannot be read as {leads.encoding}: {reason}") from None
     except pd.errors.ParserError as exc:
+        if not slack:
+            raise _LongerRow from None
         raise LeadsFileError(f"{path}: {_parser_problem(exc, len(leads.headers), leads)}") from None
     except (OSError, ValueError) as exc:
         raise LeadsFileError(f"{path}: cannot read: {_one_line(exc)}") from None

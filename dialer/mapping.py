@@ -21,22 +21,23 @@ lists, which need to see every row in turn.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
 from dialer.law import parse_state
 from dialer.load import Chunk, LeadsFile
-from dialer.model import Lead, LeadRows, Status
+from dialer.model import DUPLICATE_CODE, INVALID_CODE, PENDING_CODE, SUPPRESSED_CODE, Lead, LeadRows
 from dialer.phones import (
     CHUNK_ROWS,
-    PhoneResult,
+    PhoneColumns,
     default_workers,
-    with_phones,
+    with_phone_columns,
 )
 from dialer.suppress import suppression_sources
 from dialer.zones import UNKNOWN_ZONES, zones_named
@@ -78,10 +79,10 @@ def map_rows(
     workers = default_workers() if workers is None else workers
     mapper = _Mapper(campaign, leads, columns, suppression_sources(campaign, workers))
     chunks = leads.read(chunk_rows or CHUNK_ROWS)
-    stream = with_phones(chunks, columns.phone, campaign.default_region, workers)
-    for chunk, phones, results in stream:
+    stream = with_phone_columns(chunks, columns.phone, campaign.default_region, workers)
+    for chunk, parsed in stream:
         if len(chunk.frame):
-            yield mapper.chunk(chunk, phones, results)
+            yield mapper.chunk(chunk, parsed)
 
 
 class _Mapper:
@@ -108,97 +109,102 @@ class _Mapper:
         self.first_rows = _FirstRows()  # the one memory that grows with the file
         self.zones: dict[str, tuple[str, ...] | None] = {}  # the time-zone column's texts, checked
 
-    def chunk(self, chunk: Chunk, phones: list[str], results: dict[str, PhoneResult]) -> LeadRows:
+    def chunk(self, chunk: Chunk, parsed: PhoneColumns) -> LeadRows:
         """The mapped rows of one chunk, in file order, column by column.
 
-        A list comprehension per column, and numpy masks for the checks, cost several
-        times less than the same work done row by row: only the rows a check refuses
-        (a few in a hundred) are looked at one by one.
+        numpy masks for the checks, and pandas' factorize for the columns checked once per
+        distinct text (zones, states), cost several times less than the same work done row
+        by row: only the rows a check refuses (a few in a hundred) are looked at one by one.
+        The columns no check reads (names, emails, every cell) are left to LeadRows to build
+        when they are asked for: validate never asks.
         """
         frame = chunk.frame
-        count = len(frame)
-        rows_at = (frame.index + 2).tolist()  # spreadsheet rows (blank rows leave gaps)
-        cells = [frame[h].tolist() for h in self.headers]
-        names = _join_names([cells[i] for i in self.name_at], count)
-        emails = _stripped(cells, self.email_at, count)
-        states = _stripped(cells, self.state_at, count)
-        verdicts = self._verdicts(chunk, rows_at, [results[phone] for phone in phones], names, cells, states)
+        columns: list[npt.NDArray[np.object_]] = [frame[h].to_numpy() for h in self.headers]
+        rows_at = frame.index.to_numpy() + 2  # spreadsheet rows (blank rows leave gaps)
+        e164s, zones = parsed.e164, parsed.zones
+        errors = np.array(parsed.errors, dtype=object)
+        states = self._states(columns)
+        codes, numbers = self._verdicts(chunk, rows_at, e164s, zones, errors, columns, states)
+        name_columns = [columns[i] for i in self.name_at]
+        email_column = columns[self.email_at] if self.email_at is not None else None
+        count = len(rows_at)
         return LeadRows(
-            row=rows_at,
-            cells=cells,
-            status=verdicts.status,
-            error=verdicts.error,
-            phone=verdicts.phone,
-            name=names,
-            email=emails,
-            timezones=verdicts.zones,
-            state=states,
+            rows=rows_at,
+            codes=codes,
+            numbers=numbers,
+            errors=errors,
+            phone=e164s,
+            timezones=zones,
+            state=states.trimmed if states is not None else [""] * count,
+            cells=lambda: [column.tolist() for column in columns],
+            name=lambda: _join_names([column.tolist() for column in name_columns], count),
+            email=lambda: list(map(str.strip, email_column)) if email_column is not None else [""] * count,
             variable_names=self.variable_names,
-            variable_cells=[cells[i] for i in self.variable_at],
+            variable_at=self.variable_at,
         )
 
     def _verdicts(
         self,
         chunk: Chunk,
-        rows_at: list[int],
-        parsed: list[PhoneResult],
-        names: list[str],
-        cells: list[list[str]],
-        states: list[str],
-    ) -> _Verdicts:
-        """Status, error, E.164 and zones of each row of a chunk, in the order of the module docstring.
+        rows_at: npt.NDArray[np.int64],
+        e164s: list[str],
+        zones: list[tuple[str, ...]],
+        errors: npt.NDArray[np.object_],
+        columns: list[npt.NDArray[np.object_]],
+        states: _States | None,
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64]]:
+        """Each row's status code and number (0 when not dialable), in the order of the module
+        docstring; `errors` and `zones` are filled in place.
 
         `ok` holds the rows no check has refused yet; each check looks only at those.
         An invalid row's zones are () (a Lead shows no zones it will not be called in)."""
-        count = len(parsed)
-        e164s = [result[0] for result in parsed]
-        zones = [result[1] for result in parsed]
-        errors = np.array([result[2] for result in parsed], dtype=object)
         ok = errors == ""
         if chunk.unsaved or chunk.overflow:  # 1. the row is whole
             for offset, error in self._refused_rows(chunk, rows_at).items():
                 errors[offset], ok[offset] = error, False
-        self._check_zones(ok, errors, e164s, zones, cells)  # 3. its time zone
+        self._check_zones(ok, errors, e164s, zones, columns)  # 3. its time zone
         if self.needs_name:  # 4. its name (checked before the state: its error comes first)
-            unnamed = ok & (np.array(names, dtype=object) == "")
+            unnamed = ok.copy()
+            for at in self.name_at:
+                unnamed &= _blank(columns[at])
             errors[unnamed], ok[unnamed] = _NO_NAME, False
-        if self.state_at is not None:  # 3. its state, when the file has a state column
-            for offset in np.flatnonzero(ok & (np.array(states, dtype=object) != "")).tolist():
-                error = self._state_error(states[offset])
-                if error:
-                    errors[offset], ok[offset] = error, False
-        status = np.empty(count, dtype=object)  # np.full of an object is ten times slower
-        status[:] = Status.PENDING
-        status[~ok] = Status.INVALID
-        self._dialable(ok, status, errors, e164s, rows_at)
-        for offset in np.flatnonzero(status == Status.INVALID).tolist():
+        if states is not None:  # 3. its state, when the file has a state column
+            self._check_states(ok, errors, states)
+        codes = np.where(ok, PENDING_CODE, INVALID_CODE).astype(np.int8)
+        numbers = self._dialable(ok, codes, errors, e164s, rows_at)
+        for offset in np.flatnonzero(codes == INVALID_CODE).tolist():
             zones[offset] = ()
-        return _Verdicts(status.tolist(), errors.tolist(), e164s, zones)
+        return codes, numbers
 
     def _dialable(
         self,
         ok: npt.NDArray[np.bool_],
-        status: npt.NDArray[np.object_],
+        codes: npt.NDArray[np.int8],
         errors: npt.NDArray[np.object_],
         e164s: list[str],
-        rows_at: list[int],
-    ) -> None:
-        """Steps 5 and 6 for the rows still `ok`: do-not-call lists, then duplicates."""
+        rows_at: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.int64]:
+        """Steps 5 and 6 for the rows still `ok`: do-not-call lists, then duplicates. The
+        numbers of the rows that pass both (and of their duplicates), 0 for the others."""
+        numbers = np.zeros(len(ok), dtype=np.int64)
+        phones = np.array(e164s, dtype=object)
         if self.suppressed:
-            for offset in np.flatnonzero(ok).tolist():
-                source = self.suppressed.get(e164s[offset])
-                if source is not None:
-                    status[offset], ok[offset] = Status.SUPPRESSED, False
-                    errors[offset] = f"on the do-not-call list {source}"
-        dialable = np.flatnonzero(ok).tolist()
-        if not dialable:
-            return
+            looked = np.flatnonzero(ok)
+            found = np.fromiter(map(self.suppressed.__contains__, phones[looked]), bool, len(looked))
+            for offset in looked[found].tolist():
+                codes[offset], ok[offset] = SUPPRESSED_CODE, False
+                errors[offset] = f"on the do-not-call list {self.suppressed[e164s[offset]]}"
+        dialable = np.flatnonzero(ok)
+        if not len(dialable):
+            return numbers
         # int() reads E.164's "+" as a sign: the digits as a number, without a slice per row.
-        numbers = list(map(int, [e164s[i] for i in dialable]))
-        firsts = self.first_rows.claim(numbers, [rows_at[i] for i in dialable])
-        for offset, first in zip(dialable, firsts, strict=True):
-            if first:
-                status[offset], errors[offset] = Status.DUPLICATE, f"same number as row {first}"
+        numbers[dialable] = np.fromiter(map(int, phones[dialable]), np.int64, len(dialable))
+        firsts = self.first_rows.claim(numbers[dialable], rows_at[dialable])
+        repeated = np.flatnonzero(firsts)
+        codes[dialable[repeated]] = DUPLICATE_CODE
+        for offset, first in zip(dialable[repeated].tolist(), firsts[repeated].tolist(), strict=True):
+            errors[offset] = f"same number as row {first}"
+        return numbers
 
     def _check_zones(
         self,
@@ -206,29 +212,54 @@ class _Mapper:
         errors: npt.NDArray[np.object_],
         e164s: list[str],
         zones: list[tuple[str, ...]],
-        cells: list[list[str]],
+        columns: list[npt.NDArray[np.object_]],
     ) -> None:
         """Step 3 for the rows still `ok`: the zone column's text (trimmed) when there is one,
-        else the zones inferred from the number; refused rows leave `ok`."""
+        else the zones inferred from the number; refused rows leave `ok`. Each distinct
+        text of the column is read once."""
         given = np.zeros(len(e164s), dtype=bool)
         if self.zone_at is not None:
-            texts = cells[self.zone_at]
-            given = np.array(texts, dtype=object) != ""
-            for offset in np.flatnonzero(ok & given).tolist():
-                text = texts[offset].strip()
-                if not text:  # spaces only: as an empty cell
+            texts = columns[self.zone_at]
+            given = texts != ""
+            looked = np.flatnonzero(ok & given)
+            at, distinct = pd.factorize(texts[looked])
+            trimmed = [text.strip() for text in distinct]
+            named = [self._zones_named(text) if text else None for text in trimmed]
+            for offset, j in zip(looked.tolist(), at.tolist(), strict=True):
+                found = named[j]
+                if found is not None:
+                    zones[offset] = found
+                elif not trimmed[j]:  # spaces only: as an empty cell
                     given[offset] = False
-                    continue
-                named = self._zones_named(text)
-                if named is None:
-                    errors[offset] = f'unknown time zone "{text}" (use an IANA name like America/New_York)'
-                    ok[offset] = False
                 else:
-                    zones[offset] = named
+                    errors[offset] = (
+                        f'unknown time zone "{trimmed[j]}" (use an IANA name like America/New_York)'
+                    )
+                    ok[offset] = False
         inferred = np.flatnonzero(ok & ~given).tolist()
         for offset in [i for i in inferred if zones[i] == UNKNOWN_ZONES]:
             errors[offset] = f"cannot infer a time zone for {e164s[offset]}; add a time zone column"
             ok[offset] = False
+
+    def _states(self, columns: list[npt.NDArray[np.object_]]) -> _States | None:
+        """The state column's cells, trimmed (each distinct text once); None without one."""
+        if self.state_at is None:
+            return None
+        at, distinct = pd.factorize(columns[self.state_at])
+        trimmed = np.array([text.strip() for text in distinct], dtype=object)
+        return _States(trimmed[at].tolist(), at, trimmed.tolist())
+
+    def _check_states(
+        self, ok: npt.NDArray[np.bool_], errors: npt.NDArray[np.object_], states: _States
+    ) -> None:
+        """Step 3's state for the rows still `ok`: each distinct text checked once."""
+        refused = [self._state_error(state) for state in states.distinct]
+        if not any(refused):
+            return
+        looked = np.flatnonzero(ok)
+        for offset, j in zip(looked.tolist(), states.at[looked].tolist(), strict=True):
+            if refused[j]:
+                errors[offset], ok[offset] = refused[j], False
 
     def _zones_named(self, text: str) -> tuple[str, ...] | None:
         """zones_named, once per distinct text of the zone column."""
@@ -238,20 +269,20 @@ class _Mapper:
             self.zones[text] = zones_named(text)
         return self.zones[text]
 
-    def _refused_rows(self, chunk: Chunk, rows_at: list[int]) -> dict[int, str]:
+    def _refused_rows(self, chunk: Chunk, rows_at: npt.NDArray[np.int64]) -> dict[int, str]:
         """Offset -> error of the rows refused whole (step 1 of the module docstring). A row whose
         formulas with no saved value are in neither the phone nor the name is not refused."""
         refused: dict[int, str] = {}
-        for offset, row in enumerate(rows_at):
-            if chunk.overflow and row - 2 in chunk.overflow:
-                refused[offset] = (
-                    f"the row has {chunk.overflow[row - 2]} cells but the header has "
-                    f"{len(self.headers)}: a value may hold an unquoted {self.delimiter!r}"
-                )
-            elif chunk.unsaved and row - 2 in chunk.unsaved:
-                error = self._unsaved(chunk.unsaved[row - 2])
-                if error:
-                    refused[offset] = error
+        for at, cells in chunk.overflow.items():
+            refused[_offset(rows_at, at + 2)] = (
+                f"the row has {cells} cells but the header has "
+                f"{len(self.headers)}: a value may hold an unquoted {self.delimiter!r}"
+            )
+        for at, formulas in chunk.unsaved.items():
+            error = self._unsaved(formulas)
+            if error and at not in chunk.overflow:
+                refused[_offset(rows_at, at + 2)] = error
+        refused.pop(-1, None)  # a row not in the chunk (none is)
         return refused
 
     def _unsaved(self, formulas: list[str]) -> str:
@@ -281,18 +312,25 @@ class _Mapper:
         return error
 
 
-class _Verdicts(NamedTuple):
-    """The verdict columns of a chunk."""
+class _States(NamedTuple):
+    """The state column of a chunk: each row's text trimmed, and its distinct texts."""
 
-    status: list[Status]
-    error: list[str]
-    phone: list[str]
-    zones: list[tuple[str, ...]]
+    trimmed: list[str]
+    at: npt.NDArray[np.intp]  # each row's index into `distinct`
+    distinct: list[str]
 
 
-def _stripped(cells: list[list[str]], at: int | None, count: int) -> list[str]:
-    """The column at `at`, each cell trimmed; "" for each row when there is no such column."""
-    return [v.strip() for v in cells[at]] if at is not None else [""] * count
+def _offset(rows_at: npt.NDArray[np.int64], row: int) -> int:
+    """The offset of spreadsheet row `row` in a chunk's (increasing) rows; -1 if not there."""
+    offset = int(np.searchsorted(rows_at, row))
+    return offset if offset < len(rows_at) and rows_at[offset] == row else -1
+
+
+def _blank(column: npt.NDArray[np.object_]) -> npt.NDArray[np.bool_]:
+    """Which cells of a column are empty or spaces only (as their trimmed text is empty)."""
+    blank: npt.NDArray[np.bool_] = np.fromiter(map(str.isspace, column), bool, len(column))
+    blank |= column == ""
+    return blank
 
 
 class _FirstRows:
@@ -307,28 +345,56 @@ class _FirstRows:
         self.numbers = np.empty(0, dtype=np.int64)
         self.rows = np.empty(0, dtype=np.int64)
 
-    def claim(self, numbers: Sequence[int], rows: Sequence[int]) -> list[int]:
-        """For each (number, row), in file order: 0 if it is the first with that number, else
-        the first row with it. The new numbers are remembered with their first row."""
+    def claim(self, numbers: npt.ArrayLike, rows: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """For each (number, row), rows in increasing order: 0 if it is the first with that
+        number, else the first row with it. The new numbers are remembered with their first row.
+
+        The chunk's numbers are sorted first: looked up in that order, the binary searches
+        walk the remembered numbers from left to right (several times faster than in file
+        order), and the new ones go in by one merge."""
         wanted = np.asarray(numbers, dtype=np.int64)
         at_rows = np.asarray(rows, dtype=np.int64)
         firsts = np.zeros(len(wanted), dtype=np.int64)
-        known = np.zeros(len(wanted), dtype=bool)
-        if len(self.numbers):
-            at = np.minimum(np.searchsorted(self.numbers, wanted), len(self.numbers) - 1)
-            known = self.numbers[at] == wanted
-            firsts[known] = self.rows[at[known]]
-        new = np.flatnonzero(~known)
-        if len(new):
-            # np.unique's index is each value's first occurrence: the earliest row.
-            unique, first_at, inverse = np.unique(wanted[new], return_index=True, return_inverse=True)
-            first_rows = at_rows[new][first_at]
-            owner = first_rows[inverse.ravel()]
-            firsts[new] = np.where(at_rows[new] == owner, 0, owner)
-            where = np.searchsorted(self.numbers, unique)
-            self.numbers = np.insert(self.numbers, where, unique)
-            self.rows = np.insert(self.rows, where, first_rows)
-        return [int(first) for first in firsts]
+        if not len(wanted):
+            return firsts
+        order = np.argsort(wanted)
+        ordered, ordered_rows = wanted[order], at_rows[order]
+        starts = np.ones(len(ordered), dtype=bool)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        run = np.cumsum(starts) - 1  # each number's run of equal numbers
+        unique = ordered[starts]
+        unique_rows = np.minimum.reduceat(ordered_rows, np.flatnonzero(starts))  # each run's first row
+        where = np.searchsorted(self.numbers, unique)
+        known = where < len(self.numbers)
+        known[known] = self.numbers[where[known]] == unique[known]
+        owner = unique_rows.copy()
+        owner[known] = self.rows[where[known]]
+        owners = owner[run]
+        firsts[order] = np.where(ordered_rows == owners, 0, owners)
+        new = ~known
+        self.numbers, self.rows = _merged(
+            (self.numbers, self.rows), where[new], (unique[new], unique_rows[new])
+        )
+        return firsts
+
+
+def _merged(
+    into: tuple[npt.NDArray[np.int64], ...],
+    where: npt.NDArray[np.intp],
+    values: tuple[npt.NDArray[np.int64], ...],
+) -> tuple[npt.NDArray[np.int64], ...]:
+    """np.insert(into[i], where, values[i]) of each array for an increasing `where`, with one
+    mask for all (np.insert sorts `where` again, for each array)."""
+    at = where + np.arange(len(where))
+    kept = np.ones(len(into[0]) + len(where), dtype=bool)
+    kept[at] = False
+    merged = []
+    for old, new in zip(into, values, strict=True):
+        both = np.empty(len(kept), dtype=np.int64)
+        both[at] = new
+        both[kept] = old
+        merged.append(both)
+    return tuple(merged)
 
 
 def _join_names(columns: list[list[str]], count: int) -> list[str]:

@@ -7,9 +7,15 @@ without pulling in another stage.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy is the mapping's: `status` and `report` never load it
+    import numpy as np
+    import numpy.typing as npt
 
 
 class Status(StrEnum):
@@ -75,29 +81,83 @@ class Lead:
     state: str = ""  # the state column's text as written ("" when none), for the law
 
 
-@dataclass(frozen=True, slots=True)
+# The verdicts of the mapping as small ints (LeadRows.codes): a chunk's statuses are then
+# counted and compared by numpy, not one Status object at a time.
+STATUS_CODES: tuple[Status, ...] = (Status.PENDING, Status.INVALID, Status.DUPLICATE, Status.SUPPRESSED)
+PENDING_CODE, INVALID_CODE, DUPLICATE_CODE, SUPPRESSED_CODE = range(len(STATUS_CODES))
+
+
 class LeadRows:
     """A chunk of mapped leads column by column: a Lead's fields, one list per field.
 
     What the mapping hands validate and the import, which take a million rows: a Python
     object per row cost them more than all their own work. `leads()` gives the same
     rows as Leads, for everything else.
+
+    The verdicts come as numpy arrays too (`codes`, `numbers`), for validate's counts.
+    The columns validate does not read (cells, names, emails) are built on first use:
+    `cells`, `name` and `email` call the functions the mapping gave, once.
     """
 
-    row: list[int]
-    cells: list[list[str]]  # one list per header, in header order: the rows' `values`
-    status: list[Status]
-    error: list[str]
-    phone: list[str]
-    name: list[str]
-    email: list[str]
-    timezones: list[tuple[str, ...]]
-    state: list[str]
-    variable_names: tuple[str, ...]
-    variable_cells: list[list[str]]  # one list per variable name
+    def __init__(
+        self,
+        *,
+        rows: npt.NDArray[np.int64],
+        codes: npt.NDArray[np.int8],
+        numbers: npt.NDArray[np.int64],
+        errors: npt.NDArray[np.object_],
+        phone: list[str],
+        timezones: list[tuple[str, ...]],
+        state: list[str],
+        cells: Callable[[], list[list[str]]],
+        name: Callable[[], list[str]],
+        email: Callable[[], list[str]],
+        variable_names: tuple[str, ...],
+        variable_at: list[int],
+    ) -> None:
+        self.rows = rows  # the spreadsheet rows, as `row`
+        self.codes = codes  # each row's status, an index into STATUS_CODES
+        self.numbers = numbers  # the E.164 digits as an integer; 0 for a row not dialable
+        self.errors = errors  # each row's `error`, as `error`
+        self.phone = phone
+        self.timezones = timezones
+        self.state = state
+        self.variable_names = variable_names
+        self._cells, self._name, self._email = cells, name, email
+        self._variable_at = variable_at
 
     def __len__(self) -> int:
-        return len(self.row)
+        return len(self.rows)
+
+    @cached_property
+    def row(self) -> list[int]:
+        return self.rows.tolist()  # type: ignore[no-any-return]
+
+    @cached_property
+    def status(self) -> list[Status]:
+        return list(map(STATUS_CODES.__getitem__, self.codes.tolist()))
+
+    @cached_property
+    def error(self) -> list[str]:
+        return self.errors.tolist()  # type: ignore[no-any-return]
+
+    @cached_property
+    def cells(self) -> list[list[str]]:
+        """One list per header, in header order: the rows' `values`."""
+        return self._cells()
+
+    @cached_property
+    def name(self) -> list[str]:
+        return self._name()
+
+    @cached_property
+    def email(self) -> list[str]:
+        return self._email()
+
+    @property
+    def variable_cells(self) -> list[list[str]]:
+        """One list per variable name."""
+        return [self.cells[i] for i in self._variable_at]
 
     def values(self) -> Iterator[tuple[str, ...]]:
         """Each row's cells, in header order (a Lead's `values`)."""
@@ -107,7 +167,7 @@ class LeadRows:
         """Each row's custom variables (a Lead's `variables`)."""
         names = self.variable_names
         if not names:
-            return [{} for _ in self.row]
+            return [{} for _ in self.rows]
         return [dict(zip(names, row, strict=True)) for row in zip(*self.variable_cells, strict=True)]
 
     def lead(self, offset: int) -> Lead:

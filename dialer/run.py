@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import json
 import logging
-import operator
 import re
 import signal
 import time
@@ -55,6 +54,8 @@ from dialer.transitions import iso, never_open_reason
 # `status` that took 3-4 s to start).
 if TYPE_CHECKING:
     import httpx
+    import numpy as np
+    import numpy.typing as npt
 
     from dialer.columns import ColumnMap
     from dialer.dispatch import Dispatcher
@@ -576,29 +577,52 @@ class _Tally:
         self.reasons: Counter[str] = Counter()
         self.examples: list[dict[str, Any]] = []
         self.problems: list[tuple[int, str, str]] = []
+        self._kinds: dict[str, str] = {}  # error -> _reason_kind(error), for errors that repeat
 
     def add(self, rows: LeadRows, want_examples: int) -> list[Lead]:
         """Count a chunk's rows; return its first `want_examples` dialable rows, as Leads."""
         import numpy as np  # here: `status` and `report` never load it (see the imports)
 
-        status, error = list(rows.status), list(rows.error)
-        self.counts.update(status)
-        pending = np.flatnonzero(np.array(status, dtype=object) == Status.PENDING).tolist()
+        from dialer.model import PENDING_CODE, STATUS_CODES
+
+        codes = rows.codes
+        for code, n in enumerate(np.bincount(codes, minlength=len(STATUS_CODES)).tolist()):
+            if n:
+                self.counts[STATUS_CODES[code]] += n
+        pending = np.flatnonzero(codes == PENDING_CODE)
         # As `run` will: a lead whose hours (zones, law) never open is not dialable.
-        for offset, never in self.due.check_rows(rows, pending).items():
-            status[offset], error[offset] = Status.INVALID, never
-            self.counts[Status.PENDING] -= 1
-            self.counts[Status.INVALID] += 1
-        not_dialed = np.flatnonzero(np.array(status, dtype=object) != Status.PENDING).tolist()
+        never = self.due.check_rows(rows, pending)
+        if never:
+            self.counts[Status.PENDING] -= len(never)
+            self.counts[Status.INVALID] += len(never)
+            dialed = np.ones(len(codes), dtype=bool)
+            dialed[list(never)] = False
+            not_dialed = np.flatnonzero((codes != PENDING_CODE) | ~dialed).tolist()
+            dialable = pending[dialed[pending]].tolist()
+        else:
+            not_dialed = np.flatnonzero(codes != PENDING_CODE).tolist()
+            dialable = pending.tolist()
+        errors, statuses = rows.errors, rows.codes
         for offset in not_dialed:
-            self.reasons[f"{status[offset]}: {_reason_kind(error[offset])}"] += 1
-        for offset in not_dialed[: 10 - len(self.problems)]:
-            self.problems.append((rows.row[offset], status[offset], error[offset]))
-        dialable = [i for i in pending if status[i] == Status.PENDING] if len(not_dialed) else pending
+            reason = never.get(offset)
+            status = Status.INVALID if reason is not None else STATUS_CODES[statuses[offset]]
+            error = reason if reason is not None else errors[offset]
+            self.reasons[f"{status}: {self._kind(error)}"] += 1
+            if len(self.problems) < 10:
+                self.problems.append((rows.row[offset], status, error))
         if self.foreign.active:
             for offset in dialable:
                 self.foreign.count(rows.phone[offset])
         return [rows.lead(i) for i in dialable[: max(0, want_examples)]]
+
+    def _kind(self, error: str) -> str:
+        """_reason_kind, once per distinct error text (bounded: numbers and rows vary)."""
+        kind = self._kinds.get(error)
+        if kind is None:
+            if len(self._kinds) >= 10_000:
+                self._kinds.clear()
+            kind = self._kinds[error] = _reason_kind(error)
+        return kind
 
 
 class _DueCheck:
@@ -611,37 +635,51 @@ class _DueCheck:
         self.laws: Counter[LawRules] = Counter()  # dialable rows under a state's rule
         # (zones, the law's states) -> (law, open now, "" or why the hours never open)
         self._groups: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[LawRules, bool, str]] = {}
+        # (zones, E.164's first 5 characters and length, state) -> what check() found for it
+        self._alike: dict[tuple[tuple[str, ...], str, int, str], tuple[LawRules, bool, str]] = {}
 
-    def check_rows(self, rows: LeadRows, pending: list[int]) -> dict[int, str]:
+    def check_rows(self, rows: LeadRows, pending: npt.NDArray[np.intp]) -> dict[int, str]:
         """Count the pending rows of a chunk; the offsets of those whose hours never open, and why.
 
         Rows are grouped by what decides their law (rules_for reads a number's first five
         characters and its length, and the state column) and their zones, each group
-        checked once."""
-        phone, zones, state = rows.phone, rows.timezones, rows.state
-        if len(pending) == len(phone):
-            phones, zone_sets, states = phone, zones, state
-        else:
-            phones, zone_sets = [phone[i] for i in pending], [zones[i] for i in pending]
-            states = [state[i] for i in pending]
-        # map() and zip() keep the per-row work in C: ~5 times less than a comprehension.
-        keys = list(
-            zip(zone_sets, map(operator.itemgetter(slice(5)), phones), map(len, phones), states, strict=True)
-        )
-        never: dict[tuple[tuple[str, ...], str, int, str], str] = {}
-        first = dict(zip(reversed(keys), reversed(pending), strict=True))  # each key's first row
-        for key, n in Counter(keys).items():
-            sample = first[key]
-            reason = self.check(zones[sample], phone[sample], state[sample], n)
-            if reason:
-                never[key] = reason
-        if not never:
-            return {}
-        return {i: never[k] for i, k in zip(pending, keys, strict=True) if k in never}
+        checked once: numpy finds the groups, from each row's number (its length and first
+        four digits: those five characters of its E.164) and ids for its zones and state."""
+        import numpy as np
 
-    def check(self, zones: tuple[str, ...], phone: str, state: str, n: int = 1) -> str:
-        """Count `n` pending leads alike; '' when they are dialable, else why their hours never open."""
-        law = rules_for(phone, state)  # the mapping checked the state column
+        if not len(pending):
+            return {}
+        keys = _alike_keys(rows, pending)
+        _, first, group, sizes = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+        never: list[str] = []
+        for sample, n in zip(pending[first].tolist(), sizes.tolist(), strict=True):
+            law, is_open, reason = self._verdict(
+                rows.timezones[sample], rows.phone[sample], rows.state[sample]
+            )
+            never.append(reason)
+            if reason:
+                continue
+            if law.states:
+                self.laws[law] += n
+            if is_open:
+                self.due_now += n
+        if not any(never):
+            return {}
+        refused = np.flatnonzero(np.array(never, dtype=bool)[group.ravel()])
+        return {int(pending[i]): never[group.ravel()[i]] for i in refused.tolist()}
+
+    def _verdict(self, zones: tuple[str, ...], phone: str, state: str) -> tuple[LawRules, bool, str]:
+        """check()'s answer for leads alike in zones, law and state, found once."""
+        key = (zones, phone[:5], len(phone), state)
+        found = self._alike.get(key)
+        if found is None:
+            if len(self._alike) >= 100_000:
+                self._alike.clear()  # a state column of free text (no such file seen)
+            law = rules_for(phone, state)  # the mapping checked the state column
+            found = self._alike[key] = (law, *self._group(zones, law)[1:])
+        return found
+
+    def _group(self, zones: tuple[str, ...], law: LawRules) -> tuple[LawRules, bool, str]:
         key = (zones, law.states)
         group = self._groups.get(key)
         if group is None:
@@ -650,11 +688,16 @@ class _DueCheck:
             if not is_open and self.hours.next_open(zones, self.now, law) is None:
                 never = self.hours.law_conflict(law) or never_open_reason(zones)
             group = self._groups[key] = (law, is_open, never)
-        if group[2]:
-            return group[2]
+        return group
+
+    def check(self, zones: tuple[str, ...], phone: str, state: str, n: int = 1) -> str:
+        """Count `n` pending leads alike; '' when they are dialable, else why their hours never open."""
+        law, is_open, never = self._verdict(zones, phone, state)
+        if never:
+            return never
         if law.states:
             self.laws[law] += n
-        if group[1]:
+        if is_open:
             self.due_now += n
         return ""
 
@@ -666,6 +709,35 @@ class _DueCheck:
         ]
         found = [m for m in moments if m is not None]
         return min(found) if found else None
+
+
+def _alike_keys(rows: LeadRows, pending: npt.NDArray[np.intp]) -> npt.NDArray[np.int64]:
+    """One integer per pending row, equal for rows alike in zones, law and state (_DueCheck).
+
+    A pending row's number is its E.164 digits (no leading zero: a country code never starts
+    with one), so its digit count and first four digits are its E.164's length and first
+    five characters. Zones and states get ids by equality, in this chunk."""
+    import numpy as np
+
+    numbers = rows.numbers[pending]
+    powers = 10 ** np.arange(19, dtype=np.int64)
+    digits = np.searchsorted(powers, numbers, side="right")  # 10**(d-1) <= n < 10**d
+    head = numbers // powers[np.maximum(digits - 4, 0)]  # the first four digits
+    law = digits * 10_000 + head  # < 2**19
+    zones, states = _ids(rows.timezones, pending), _ids(rows.state, pending)
+    alike = zones * (int(states.max()) + 1) + states
+    if int(alike.max()) >= 2**43:  # ~2**21 zones and states in a chunk: cannot be, but stay exact
+        alike = np.unique(alike, return_inverse=True)[1].ravel()
+    return alike * 2**19 + law
+
+
+def _ids(column: list[Any], pending: npt.NDArray[np.intp]) -> npt.NDArray[np.int64]:
+    """An id per pending row, equal for equal values of `column`: the offset of the value's first row."""
+    import numpy as np
+
+    ids: dict[Any, int] = {}
+    values = np.fromiter(map(ids.setdefault, column, itertools.count()), np.int64, len(column))
+    return values[pending]
 
 
 def _as_row(lead: Lead, headers: list[str]) -> JournalRow:

@@ -337,3 +337,19 @@ def test_frames_hold_python_strings_only(tmp_path: Path) -> None:
     assert not frame.isna().to_numpy().any()
     assert all(type(v) is str for v in frame.to_numpy().ravel())
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_a_longer_row_after_the_first_chunks_is_flagged_and_no_chunk_comes_twice(tmp_path: Path) -> None:
+    # Read first with as many columns as the header (faster), then again with slack columns
+    # from the row pandas refused: the chunks already given are not given again.
+    path = tmp_path / "late.csv"
+    path.write_text("Name,Phone\nA,1\nB,2\n\nC,3\nD,4,x\nE,5,,\nF,6\n", encoding="utf-8")
+    chunks = list(open_leads(path).read(2))
+    assert [chunk.frame.to_numpy().tolist() for chunk in chunks] == [
+        [["A", "1"], ["B", "2"]],
+        [["C", "3"]],  # the blank row is counted, not read
+        [["D", "4"], ["E", "5"]],
+        [["F", "6"]],
+    ]
+    assert [list(chunk.frame.index + 2) for chunk in chunks] == [[2, 3], [5], [6, 7], [8]]
+    assert [chunk.overflow for chunk in chunks] == [{}, {}, {4: 3}, {}]

@@ -193,6 +193,6 @@ def test_a_dead_worker_does_not_lose_rows(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_first_rows_are_remembered_across_chunks() -> None:
     seen = mapping._FirstRows()
-    assert seen.claim([14155550105, 14155550103, 14155550105], [2, 3, 4]) == [0, 0, 2]
-    assert seen.claim([14155550103, 19995550100, 19995550100, 11], [5, 6, 7, 8]) == [3, 0, 6, 0]
-    assert seen.claim([11, 14155550105], [9, 10]) == [8, 2]
+    assert seen.claim([14155550105, 14155550103, 14155550105], [2, 3, 4]).tolist() == [0, 0, 2]
+    assert seen.claim([14155550103, 19995550100, 19995550100, 11], [5, 6, 7, 8]).tolist() == [3, 0, 6, 0]
+    assert seen.claim([11, 14155550105], [9, 10]).tolist() == [8, 2]

@@ -5,6 +5,8 @@ before it has read the last."""
 
 from __future__ import annotations
 
+import gc
+import os
 import types
 import zipfile
 from datetime import date, datetime, time, timedelta
@@ -281,3 +283,202 @@ def test_equal_cells_are_one_object_as_in_pandas_csv_chunks(tmp_path: Path) -> N
     assert all(row[0] is rows[0][0] and row[2] is rows[0][2] for row in rows)
     assert type(rows[0][2]) is cells.Date and rows[0][2] == "2024-05-01"
     assert len({id(row[1]) for row in rows}) == 4
+
+
+def test_values_equal_across_types_keep_each_its_own_type(tmp_path: Path) -> None:
+    # A column is typed through one table of its distinct values, unless values of different
+    # types are equal (True == 1 == 1.0; a formula's text == the same plain text).
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Phone", "Flag", "Note", "N"])
+    sheet.append(["+14155550132", True, "=2*2", 1])
+    sheet.append(["+14155550133", 1, None, 1.0])
+    sheet.append(["+14155550134", 1.0, "x", 1.5])
+    sheet.append(["+14155550135", False, "=2*2", 0])
+    book.save(tmp_path / "mixed.xlsx")
+    chunk = next(open_leads(tmp_path / "mixed.xlsx").read())
+    flags = chunk.frame["Flag"].tolist()
+    assert flags == ["TRUE", "1", "1", "FALSE"]
+    assert [type(flag) for flag in flags] == [cells.Boolean, cells.Number, cells.Number, cells.Boolean]
+    notes = chunk.frame["Note"].tolist()
+    assert notes == ["=2*2", "", "x", "=2*2"] and type(notes[0]) is cells.Formula
+    assert chunk.unsaved == {0: ["Note"], 3: ["Note"]}
+    assert [type(n) for n in chunk.frame["N"].tolist()] == [cells.Number] * 4
+    assert chunk.frame["N"].tolist() == ["1", "1", "1.5", "0"]
+
+
+def test_the_collector_is_on_while_the_chunks_are_used(tmp_path: Path) -> None:
+    # The reader pauses the garbage collector while it makes a chunk, never while the
+    # caller works on one, nor after a read that failed.
+    path = tmp_path / "late.xlsx"
+    body = "".join(f'<row r="{n}"><c r="A{n}"><v>1415555{n:04d}</v></c></row>' for n in range(2, 40))
+    sheet = (
+        f'<worksheet xmlns="{MAIN}"><sheetData>'
+        f'<row r="1"><c r="A1" t="inlineStr"><is><t>Phone</t></is></c></row>{body}'
+        '<row r="40"><c r="A40" t="s"><v>99</v></c></row>'
+        "</sheetData></worksheet>"
+    )
+    with_sheet_xml(path, sheet)
+    seen = []
+    with pytest.raises(LeadsFileError):
+        for _ in open_leads(path).chunks(10):
+            seen.append(gc.isenabled())
+    assert seen == [True, True, True] and gc.isenabled()
+
+
+# --- a big sheet read by a process of its own ------------------------------------------
+
+
+def _chunks(path: Path, rows: int) -> list[Any]:
+    return [
+        (chunk.frame.index.tolist(), _typed_frame(chunk.frame), chunk.unsaved)
+        for chunk in open_leads(path).read(rows)
+    ]
+
+
+def _typed_frame(frame: Any) -> list[list[tuple[str, type]]]:
+    return [[(cell, type(cell)) for cell in row] for row in frame.to_numpy().tolist()]
+
+
+@pytest.mark.parametrize("make", [openpyxl_book, xlsxwriter_book, raw_book, prefixed_book])
+def test_the_reading_process_gives_the_chunks_this_one_gives(
+    tmp_path: Path, make: Any, monkeypatch: Any
+) -> None:
+    path = make(tmp_path / "varied.xlsx")
+    here = _chunks(path, 2)
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
+    monkeypatch.setattr(os, "fork", fork)
+    assert _chunks(path, 2) == here
+    # Read there (two processes for a sheet with formulas with no saved value: the one
+    # started before the bounds pass found them is stopped), and every one reaped.
+    assert forks and not any(Path(f"/proc/{pid}").exists() for pid in forks)
+
+
+def test_the_reading_process_names_the_formulas_with_no_saved_value(tmp_path: Path, monkeypatch: Any) -> None:
+    from tests.test_spreadsheets import scripted_workbook
+
+    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
+    chunk = next(open_leads(scripted_workbook(tmp_path / "leads.xlsx")).read())
+    assert chunk.unsaved == {0: ["Double"], 1: ["Phone"], 2: ["Name"], 3: ["Double"]}
+    assert type(chunk.frame.iloc[1, 1]) is cells.Formula
+
+
+def test_the_reading_process_reports_a_damaged_row_in_one_line(tmp_path: Path, monkeypatch: Any) -> None:
+    body = "".join(f'<row r="{n}"><c r="A{n}"><v>1415555{n:04d}</v></c></row>' for n in range(2, 2002))
+    sheet = (
+        f'<worksheet xmlns="{MAIN}"><sheetData>'
+        f'<row r="1"><c r="A1" t="inlineStr"><is><t>Phone</t></is></c></row>{body}'
+        '<row r="2002"><c r="A2002" t="s"><v>99</v></c></row>'
+        "</sheetData></worksheet>"
+    )
+    path = with_sheet_xml(tmp_path / "late.xlsx", sheet)
+    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
+    chunks = open_leads(path).chunks(500)
+    assert next(chunks)["Phone"].tolist()[:2] == ["14155550002", "14155550003"]
+    with pytest.raises(LeadsFileError) as error:
+        list(chunks)
+    assert str(error.value).startswith(f"{path}: cannot read the workbook: ")
+    assert "\n" not in str(error.value)
+
+
+def test_a_read_stopped_early_ends_its_reading_process(tmp_path: Path, monkeypatch: Any) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Name", "Phone"])
+    for i in range(3000):
+        sheet.append(["Ana", f"+1415555{i:04d}"])
+    book.save(tmp_path / "l.xlsx")
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
+    monkeypatch.setattr(os, "fork", fork)
+    chunks = open_leads(tmp_path / "l.xlsx").chunks(100)
+    assert len(next(chunks)) == 100
+    assert isinstance(chunks, types.GeneratorType)
+    chunks.close()
+    assert len(forks) == 1 and not Path(f"/proc/{forks[0]}").exists()
+
+
+@pytest.fixture
+def forked(monkeypatch: Any) -> list[int]:
+    """Every sheet read by a process of its own; the pids of those processes."""
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
+    monkeypatch.setattr(os, "fork", fork)
+    return forks
+
+
+def _reaped(forks: list[int]) -> bool:
+    return bool(forks) and not any(Path(f"/proc/{pid}").exists() for pid in forks)
+
+
+def test_the_bounds_still_refuse_a_sheet_read_ahead(
+    tmp_path: Path, monkeypatch: Any, forked: list[int]
+) -> None:
+    monkeypatch.setattr(workbook, "MAX_CELLS", 1000)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for i in range(300):
+        sheet.append(["Ana", f"+1415555{i:04d}", "x", "y"])
+    book.save(tmp_path / "bomb.xlsx")
+    with pytest.raises(LeadsFileError, match="holds more than 1,000 cells"):
+        open_leads(tmp_path / "bomb.xlsx")
+    assert _reaped(forked)
+
+
+def test_rows_out_of_order_read_ahead_are_read_whole_instead(tmp_path: Path, forked: list[int]) -> None:
+    frame = next(open_leads(out_of_order_book(tmp_path / "shuffled.xlsx")).chunks())
+    assert frame.to_numpy().tolist() == [["14155550132", "Ana"], ["14155550133", "Bo"]]
+    assert frame.index.tolist() == [0, 1]
+    assert _reaped(forked)
+
+
+def test_a_sheet_opened_again_ends_the_last_ones_reading_process(tmp_path: Path, forked: list[int]) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in (["Name", "Phone"], ["Ana", "+14155550132"], ["Bo", "+14155550133"]):
+        sheet.append(row)
+    book.save(tmp_path / "l.xlsx")
+    leads = open_leads(tmp_path / "l.xlsx")  # read ahead, never read
+    assert len(forked) == 1
+    again = open_leads(tmp_path / "l.xlsx")
+    assert _reaped(forked[:1])
+    rows = [row for frame in again.chunks(1) for row in frame.to_numpy().tolist()]
+    assert rows == [["Ana", "+14155550132"], ["Bo", "+14155550133"]]
+    assert [row for frame in leads.chunks() for row in frame.to_numpy().tolist()] == rows  # read again
+    assert _reaped(forked) and len(forked) == 3
+
+
+def test_an_empty_sheet_read_ahead_is_one_line(tmp_path: Path, forked: list[int]) -> None:
+    openpyxl.Workbook().save(tmp_path / "empty.xlsx")
+    with pytest.raises(LeadsFileError, match="is empty"):
+        open_leads(tmp_path / "empty.xlsx")
+    assert _reaped(forked)

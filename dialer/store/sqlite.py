@@ -23,7 +23,7 @@ from dialer.store import calls, figures
 from dialer.store.base import LiveSlots, RateGate
 from dialer.store.calls import CallFigures, LiveCall
 from dialer.store.db import connect, sql_list, transaction
-from dialer.store.importing import ImportSummary, first_import, lead_records, reimport
+from dialer.store.importing import ImportSummary, first_import, lead_columns, lead_records, reimport
 from dialer.store.meta import MetaReads
 from dialer.store.migrations import migrate
 from dialer.store.writer import JournalWriter
@@ -185,9 +185,11 @@ class Journal(MetaReads):
         `duplicate`. One transaction: a crash mid-import leaves the journal as it was.
         """
         now = utc_now_iso()
-        records = lead_records(leads, now)
         with transaction(self.conn) as conn:
-            summary = reimport(conn, records, now) if self.is_imported else first_import(conn, records)
+            if self.is_imported:
+                summary = reimport(conn, lead_records(leads, now), now)
+            else:
+                summary = first_import(conn, lead_columns(leads), now)
             self.set_meta("headers", json.dumps(list(headers), ensure_ascii=False))
             self.set_meta("columns", json.dumps(columns.describe(), ensure_ascii=False))
             self.set_meta("signature", json.dumps(signature))
