@@ -8,6 +8,9 @@
              `Follower`, which holds its live-call slot until the call ends
     follower polls the live calls (those of earlier runs too) until they end; once every
              row is dialed the run waits for them, unless --no-wait
+    no slot  a shared live-call limit full for good (every slot filling it held for a call
+             that may be live and that nothing this run waits for can settle: a look-up
+             failed): no more rows taken; the run ends with them left (`_no_room`)
     stop     a signal, a refused key or an internal error: idle workers and those waiting
              for a send slot go at once (their rows stay as they were); requests in flight
              may finish within drain_seconds, so their answers are saved
@@ -42,6 +45,7 @@ from dialer.settle import Settler
 from dialer.store import JournalStore, Write, outcome
 from dialer.store.callerdays import shared_days
 from dialer.store.claims import Claims
+from dialer.store.liveslots import NoRoom
 from dialer.transitions import CAPPED, Next, redial_waits
 
 log = structlog.get_logger("dialer")
@@ -126,6 +130,7 @@ class Dispatcher:
             self.follower.load(live)
             if self.shared_live is not None:
                 self.shared_live.watch_orphans(self._take_over)
+                self.shared_live.watch_unsettled(self._may_settle, self._no_room)
         self.sender = Sender(
             self.run_state,
             campaign,
@@ -153,6 +158,9 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._settlers: set[asyncio.Task[None]] = set()
         self._said_waiting = -math.inf  # when the feeder last said it waits for other runs' rows
+        self._feeder: asyncio.Task[None] | None = None
+        self._lookup_failed: set[int] = set()  # rows this run could not look up: a later run's
+        self._out_of_slots = False  # a live-call limit full for good: no more rows taken
 
     # -- the run ----------------------------------------------------------------
 
@@ -160,7 +168,7 @@ class Dispatcher:
         """Settle what earlier runs left `unknown`, then dial every due row."""
         # Four workers per lane: while some wait on the journal, others send.
         workers = [asyncio.create_task(self._worker()) for _ in range(4 * self.limits.concurrency)]
-        feeder = asyncio.create_task(self._feed())
+        feeder = self._feeder = asyncio.create_task(self._feed())
         renewer = asyncio.create_task(self._renew_claims())
         follower = asyncio.create_task(self.follower.follow()) if self.follower else None
         ticker = asyncio.create_task(self._tick_progress())
@@ -307,7 +315,11 @@ class Dispatcher:
         if not self._within_limit(row):
             return False
         self._enter(row)
-        await self._queue.put(row)
+        try:
+            await self._queue.put(row)
+        except asyncio.CancelledError:
+            self._leave(row)  # never queued (the feeder cancelled): not owned, or the run never idles
+            raise
         return True
 
     async def _feed_claimed(self, claims: Claims) -> None:
@@ -395,7 +407,7 @@ class Dispatcher:
             self._busy.add(me)
             handed_on = False
             try:
-                if self.stop.is_set():
+                if self.stop.is_set() or self._out_of_slots:
                     continue  # never started: the row stays as the journal has it
                 handed_on = await self.dial(row)
             except Exception as exc:  # a refused key, or an internal error: stop the run
@@ -429,6 +441,37 @@ class Dispatcher:
             if call.call_id in wanted:
                 self.follower.track(call.lead_id, call.call_id, call.placed_at, take_slot=True)
 
+    def _may_settle(self, lead_id: int) -> bool:
+        """May this run still decide the lead of an unbound live-call slot of the campaign?
+        Its own row in hand (in flight, being looked up), or, several runs sharing the
+        campaign, a row some run may still take to look up; not a row whose look-up failed
+        here (this run never looks it up again)."""
+        if lead_id in self._owned:
+            return True
+        return self.claims is not None and lead_id not in self._lookup_failed
+
+    def _no_room(self, why: NoRoom) -> None:
+        """A live-call limit is full for good, of calls that may be live and that nothing
+        this run waits for can settle: waiting would be for ever. The run takes no more
+        rows (the queued ones, and the waiting one whose task this is, stay as the journal
+        has them), finishes what it has in hand and ends with rows left, for a later run."""
+        if not self._out_of_slots:
+            self._out_of_slots = True
+            log.warning(
+                "run.no_live_slot",
+                limit=why.limit,
+                slots=why.slots,
+                reason="the live-call limit is full of calls that may be live whose look-up failed"
+                " (or that no run holds now); no more rows this run: a later run looks them up",
+            )
+            if self._feeder is not None:
+                self._feeder.cancel()
+            while not self._queue.empty():
+                self._leave(self._queue.get_nowait())
+        waiting = asyncio.current_task()
+        if waiting is not None:
+            waiting.cancel()  # a take's wait, as a stop cancels it: its row goes back as it was
+
     # -- look-ups -------------------------------------------------------------------
 
     def _settle_later(self, row: JournalRow, intent_at: float) -> None:
@@ -449,7 +492,11 @@ class Dispatcher:
             elif self.shared_live is not None:
                 if settled.status != Status.UNKNOWN:
                     self.shared_live.give_back(row.id)  # no call: the unanswered POST's slot is free
-                elif self.claims is not None:
+                    return
+                # Its slot stays held (the call may be live), and this run never looks the row
+                # up again: a full limit of such slots is not waited for (`_no_room`).
+                self._lookup_failed.add(row.id)
+                if self.claims is not None:
                     # Still unknown, the row given back (a failed look-up): the run whose
                     # look-up decides it gets the slot with it.
                     self.shared_live.hand_over(row.id)
@@ -462,8 +509,8 @@ class Dispatcher:
     async def _redial(self, row: JournalRow) -> bool:
         """A look-up found no call: dial the row again, still owned, so the feeder cannot
         queue it a second time."""
-        if not self._within_limit(row):
+        if self._out_of_slots or not self._within_limit(row):
             self.run_state.count(Status.PENDING, row)
-            return False  # --limit reached: a later run dials it
+            return False  # --limit reached, or no live-call slot to be had: a later run dials it
         await self._queue.put(self.journal.row(row.id))
         return True

@@ -60,7 +60,7 @@ import signal
 import threading
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -73,6 +73,7 @@ import pandas as pd
 from dialer import cells
 from dialer.cells import typed
 from dialer.errors import LeadsFileError
+from dialer.forked import prepare_child
 from dialer.load import Chunk, LeadsFile, _clean_headers, _one_line, written_headers
 
 # Excel's own sheet is 1,048,576 rows by 16,384 columns; a leads file of a million
@@ -611,17 +612,7 @@ def _chunks_from_reader(
     typed columns, pickled (~15 ms a chunk of 50,000 rows to unpickle; equal cells stay one
     object); the pipe holds about one chunk, so the reader is never far ahead.
     """
-    receive, send = multiprocessing.Pipe(duplex=False)
-    pid = os.fork()
-    if pid == 0:  # the reader
-        code = 1
-        try:
-            receive.close()
-            _reader(opened, rows_of, rows, headers, send)
-            code = 0
-        finally:
-            os._exit(code)
-    send.close()
+    pid, receive = _fork_reader(lambda send: _reader(opened, rows_of, rows, headers, send))
     ended = False
     try:
         while True:
@@ -643,6 +634,29 @@ def _chunks_from_reader(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def _fork_reader(
+    read: Callable[[multiprocessing.connection.Connection], None],
+) -> tuple[int, multiprocessing.connection.Connection]:
+    """A forked process running `read` into a pipe: its pid and the pipe's end to read.
+
+    The child dies with this process and holds no copy of its flock (dialer/forked.py),
+    and ends with os._exit: it runs none of this process's clean-up."""
+    receive, send = multiprocessing.Pipe(duplex=False)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the reader
+        code = 1
+        try:
+            prepare_child(parent)
+            receive.close()
+            read(send)
+            code = 0
+        finally:
+            os._exit(code)
+    send.close()
+    return pid, receive
 
 
 def _reader(
@@ -694,17 +708,9 @@ def _read_ahead(path: Path, book: Any, name: str) -> _Ahead | None:
         stream = book.stream_sheet_by_name(name)
     except python_calamine_plus.StreamingNotSupported:
         return None
-    receive, send = multiprocessing.Pipe(duplex=False)
-    pid = os.fork()
-    if pid == 0:  # the reader
-        code = 1
-        try:
-            receive.close()
-            _ahead_reader(_Sheet(path, name, _Scan(), stream, 0, streamed=True), send)
-            code = 0
-        finally:
-            os._exit(code)
-    send.close()
+    pid, receive = _fork_reader(
+        lambda send: _ahead_reader(_Sheet(path, name, _Scan(), stream, 0, streamed=True), send)
+    )
     return _Ahead(path, pid, receive)
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,100 @@ def test_a_worker_holds_no_copy_of_the_parents_flock(tmp_path: Path) -> None:
             os.close(other)
     finally:
         os.close(fd)
+
+
+# A big workbook is read by a forked process of its own (dialer/workbook.py); this reads
+# one that way (PROCESS_BYTES 0), stops after its first chunk, and waits to be killed.
+READ_WORKBOOK_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from dialer import workbook
+from dialer.load import open_leads
+workbook.PROCESS_BYTES = 0
+workbook._AHEAD_ROWS, workbook._AHEAD_BLOCKS = 100, 1  # the reader soon waits on a full pipe
+chunks = open_leads(Path(sys.argv[1])).read(100)
+next(chunks)
+Path(sys.argv[2]).write_text("read")
+time.sleep(3600)  # until killed
+"""
+
+
+def _workbook(path: Path, rows: int) -> Path:
+    import xlsxwriter
+
+    book = xlsxwriter.Workbook(str(path))
+    sheet = book.add_worksheet("Leads")
+    sheet.write_row(0, 0, ["Name", "Phone"])
+    for i in range(rows):
+        sheet.write_row(i + 1, 0, [f"Lead {i}", f"+1 212 555 {i:04d}"])
+    book.close()
+    return path
+
+
+def test_a_workbooks_reading_process_dies_with_its_parent(tmp_path: Path) -> None:
+    path = _workbook(tmp_path / "leads.xlsx", 20_000)
+    marker = tmp_path / "read"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READ_WORKBOOK_AND_WAIT, str(path), str(marker)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for(lambda: marker.exists() or reader.poll() is not None, "the first chunk")
+        assert reader.poll() is None, reader.stderr.read() if reader.stderr else ""
+        children = _children(reader.pid)
+        assert children, "the workbook was read without a process of its own: nothing was tested"
+        os.kill(reader.pid, signal.SIGKILL)
+        reader.wait(timeout=30)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+        if reader.stderr:
+            reader.stderr.close()
+    try:
+        # Blocked on a full pipe nobody reads, an orphan would wait there for ever.
+        _wait_for(lambda: not any(_alive(c) for c in children), "the reader to die with its parent", 10.0)
+    finally:
+        for child in children:
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)
+
+
+def test_a_workbooks_reading_process_holds_no_copy_of_the_parents_flock(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import fcntl
+
+    from dialer import workbook
+    from dialer.load import open_leads
+
+    path = _workbook(tmp_path / "leads.xlsx", 20_000)
+    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
+    fd = os.open(tmp_path / "c.sqlite.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as `dialer run` holds the campaign's
+        chunks = open_leads(path).read(100)
+        assert isinstance(chunks, Generator)
+        next(chunks)
+        children = _children(os.getpid())
+        assert children, "the workbook was read without a process of its own: nothing was tested"
+        try:
+            # A copy of the descriptor in a reader would keep the campaign locked after a
+            # kill -9 until the reader ended: the next run would exit 75.
+            held = [c for c in children if _locks_of(c)]
+            assert held == []
+        finally:
+            chunks.close()
+    finally:
+        os.close(fd)
+
+
+def _locks_of(pid: int) -> list[str]:
+    found = []
+    for name in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            text = Path(f"/proc/{pid}/fdinfo/{name}").read_text()
+        except OSError:
+            continue
+        found += [line for line in text.splitlines() if line.startswith("lock:") and "FLOCK" in line]
+    return found

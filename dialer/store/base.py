@@ -10,7 +10,7 @@ which one lags.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dialer.columns import ColumnMap
 from dialer.config import Campaign
@@ -20,6 +20,9 @@ from dialer.store.claims import Claims
 from dialer.store.figures import PageFigures
 from dialer.store.importing import ImportSummary
 from dialer.store.writes import Write
+
+if TYPE_CHECKING:
+    from dialer.store.liveslots import NoRoom
 
 
 class Writer(Protocol):
@@ -68,6 +71,8 @@ class LiveSlots(Protocol):
     async def refused(self) -> None: ...
 
     def watch_orphans(self, take_over: Callable[[list[str]], None]) -> None: ...
+
+    def watch_unsettled(self, settles: Callable[[int], bool], no_room: Callable[[NoRoom], None]) -> None: ...
 
     async def close(self) -> None: ...
 

@@ -87,6 +87,16 @@ class LiveLimit:
 
 
 @dataclass(frozen=True)
+class NoRoom:
+    """A full limit that cannot have room while this run waits: `slots` of its `max_live`
+    are held for calls that may be live and that nothing under way can settle."""
+
+    limit: str
+    max_live: int
+    slots: int
+
+
+@dataclass(frozen=True)
 class LeadState:
     """What a campaign's journal says of a lead, for judging a slot left by a dead run."""
 
@@ -178,6 +188,18 @@ class SharedLiveSlots:
         self._renewer: asyncio.Task[None] | None = None
         self._judged = -math.inf
         self._on_orphans: Callable[[list[str]], None] | None = None
+        self._settles: Callable[[int], bool] | None = None
+        self._on_no_room: Callable[[NoRoom], None] | None = None
+        # What the last judging of a full limit found: why it cannot have room, or None.
+        self.no_room: NoRoom | None = None
+
+    def watch_unsettled(self, settles: Callable[[int], bool], no_room: Callable[[NoRoom], None]) -> None:
+        """`settles(lead_id)`: may this run still decide a lead of its campaign whose slot
+        is unbound (its POST in flight, its look-up under way or to come)? `no_room(why)`:
+        called by a `take` (in the waiting task) that found a limit full for good; the run
+        cancels that task (its row goes back as it was) and takes no more rows."""
+        self._settles = settles
+        self._on_no_room = no_room
 
     def watch_orphans(self, take_over: Callable[[list[str]], None]) -> None:
         """`take_over(call_ids)`: live calls of this campaign whose run stopped, seen while
@@ -216,6 +238,8 @@ class SharedLiveSlots:
                 self._keep(looking)
                 if await asyncio.shield(looking):
                     return
+                if self.no_room is not None and self._on_no_room is not None:
+                    self._on_no_room(self.no_room)
                 self.waits += 1
                 self._freed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -228,22 +252,56 @@ class SharedLiveSlots:
             await self._prepare()
         async with self.backend.transaction():
             now = await self.backend.now()
-            if not await self._room(now):
+            if await self._full(now):
                 if now - self._judged < JUDGE_EVERY:
-                    return False
+                    return False  # `no_room` as the last judging found it
                 self._judged = now
                 await self._judge(now)
-                if not await self._room(now):
+                full = await self._full(now)
+                if full:
+                    self.no_room = await self._for_good(full, now)
                     return False
+            self.no_room = None
             await self._insert(lead_id, None, now)
             return True
 
-    async def _room(self, now: float) -> bool:
-        """Every limit below its ceiling (probed up first); read under the limits' lock."""
-        for key, ceiling, _max_live, _probe_at in await self._ceilings(now):
+    async def _full(self, now: float) -> list[tuple[str, int]]:
+        """(key, max_live) of each limit at its ceiling (probed up first); read under the
+        limits' lock. Empty: there is room."""
+        full = []
+        for key, ceiling, max_live, _probe_at in await self._ceilings(now):
             if await self._held(key) >= ceiling:
-                return False
-        return True
+                full.append((key, max_live))
+        return full
+
+    async def _for_good(self, full: list[tuple[str, int]], now: float) -> NoRoom | None:
+        """The first full limit whose slots nothing under way can free fill it even at its
+        highest ceiling (a 429's lowered one probes back up), or None: worth waiting."""
+        if self._settles is None:
+            return None
+        slots = await self.backend.rows(
+            f"SELECT campaign_key, account_key, holder, journal, lead_id, call_id, lease_until"
+            f" FROM {self._t('live_slots')} WHERE campaign_key IN ({_marks(self.keys)})"
+            f" OR account_key IN ({_marks(self.keys)})",
+            (*self.keys, *self.keys),
+        )
+        for key, max_live in full:
+            stuck = sum(1 for slot in slots if key in (slot[0], slot[1]) and self._unsettled(slot[2:], now))
+            if stuck >= max_live:
+                return NoRoom(key, max_live, stuck)
+        return None
+
+    def _unsettled(self, slot: Sequence[Any], now: float) -> bool:
+        """Is the slot (judged still held) one nothing under way will free?"""
+        holder, journal, lead_id, call_id, lease_until = slot
+        if holder != self.holder and lease_until >= now:
+            return False  # a live run's: it settles it, or hands it over when it ends
+        if journal != self.journal:
+            return True  # lapsed, another campaign's: no run of it holds it now
+        if call_id:
+            return False  # a call this run follows, or takes over now (`watch_orphans`)
+        assert self._settles is not None
+        return not self._settles(int(lead_id))
 
     async def _ceilings(self, now: float) -> list[tuple[str, int, int, float | None]]:
         rows = await self.backend.rows(
