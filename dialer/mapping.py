@@ -334,16 +334,27 @@ def _blank(column: npt.NDArray[np.object_]) -> npt.NDArray[np.bool_]:
 
 
 class _FirstRows:
-    """Each E.164 number seen so far with the row that claimed it: two sorted numpy arrays.
+    """Each E.164 number seen so far with the row that claimed it: sorted numpy arrays.
 
     16 bytes a number where a dict of strings takes ~170, so that memory stays
     flat as the file grows (16 MB for a million distinct numbers). Numbers are
     the E.164 digits as integers (15 digits at most: they fit in 64 bits).
+
+    Two levels: the new numbers of each chunk go into a small sorted side (`recent`),
+    and the side goes into the big arrays only when it holds a quarter as many (at
+    least _RECENT_ROWS), so that the big arrays are copied a few times for a file
+    rather than once per chunk. A number is in one level or the other, never both.
     """
 
     def __init__(self) -> None:
         self.numbers = np.empty(0, dtype=np.int64)
         self.rows = np.empty(0, dtype=np.int64)
+        self.recent = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+
+    def remembered(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Every number seen and its first row, sorted by number (both levels merged)."""
+        self._fold()
+        return self.numbers, self.rows
 
     def claim(self, numbers: npt.ArrayLike, rows: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """For each (number, row), rows in increasing order: 0 if it is the first with that
@@ -364,18 +375,35 @@ class _FirstRows:
         run = np.cumsum(starts) - 1  # each number's run of equal numbers
         unique = ordered[starts]
         unique_rows = np.minimum.reduceat(ordered_rows, np.flatnonzero(starts))  # each run's first row
-        where = np.searchsorted(self.numbers, unique)
-        known = where < len(self.numbers)
-        known[known] = self.numbers[where[known]] == unique[known]
         owner = unique_rows.copy()
-        owner[known] = self.rows[where[known]]
+        new = np.ones(len(unique), dtype=bool)
+        for level_numbers, level_rows in ((self.numbers, self.rows), self.recent):
+            where = np.searchsorted(level_numbers, unique)
+            known = where < len(level_numbers)
+            known[known] = level_numbers[where[known]] == unique[known]
+            owner[known] = level_rows[where[known]]
+            new &= ~known
         owners = owner[run]
         firsts[order] = np.where(ordered_rows == owners, 0, owners)
-        new = ~known
-        self.numbers, self.rows = _merged(
-            (self.numbers, self.rows), where[new], (unique[new], unique_rows[new])
-        )
+        added = np.searchsorted(self.recent[0], unique[new])
+        recent_numbers, recent_rows = _merged(self.recent, added, (unique[new], unique_rows[new]))
+        self.recent = (recent_numbers, recent_rows)
+        if len(recent_numbers) >= max(_RECENT_ROWS, len(self.numbers) // 4):
+            self._fold()
         return firsts
+
+    def _fold(self) -> None:
+        """The recent numbers into the big arrays, by one merge."""
+        if not len(self.recent[0]):
+            return
+        where = np.searchsorted(self.numbers, self.recent[0])
+        self.numbers, self.rows = _merged((self.numbers, self.rows), where, self.recent)
+        self.recent = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+
+
+# The side of _FirstRows goes into its big arrays when it holds this many numbers
+# (or a quarter as many as they do, when more).
+_RECENT_ROWS = 20_000
 
 
 def _merged(

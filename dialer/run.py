@@ -649,8 +649,7 @@ class _DueCheck:
 
         if not len(pending):
             return {}
-        keys = _alike_keys(rows, pending)
-        _, first, group, sizes = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+        first, group, sizes = _groups(_alike_keys(rows, pending))
         never: list[str] = []
         for sample, n in zip(pending[first].tolist(), sizes.tolist(), strict=True):
             law, is_open, reason = self._verdict(
@@ -665,8 +664,8 @@ class _DueCheck:
                 self.due_now += n
         if not any(never):
             return {}
-        refused = np.flatnonzero(np.array(never, dtype=bool)[group.ravel()])
-        return {int(pending[i]): never[group.ravel()[i]] for i in refused.tolist()}
+        refused = np.flatnonzero(np.array(never, dtype=bool)[group])
+        return {int(pending[i]): never[group[i]] for i in refused.tolist()}
 
     def _verdict(self, zones: tuple[str, ...], phone: str, state: str) -> tuple[LawRules, bool, str]:
         """check()'s answer for leads alike in zones, law and state, found once."""
@@ -729,6 +728,24 @@ def _alike_keys(rows: LeadRows, pending: npt.NDArray[np.intp]) -> npt.NDArray[np
     if int(alike.max()) >= 2**43:  # ~2**21 zones and states in a chunk: cannot be, but stay exact
         alike = np.unique(alike, return_inverse=True)[1].ravel()
     return alike * 2**19 + law
+
+
+def _groups(
+    keys: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Each distinct key's first offset and count, and each key's group: np.unique's
+    return_index, return_inverse and return_counts, with the groups in order of first
+    appearance. By hashing (pandas' factorize), about twice as fast as np.unique's sort
+    on a chunk of keys."""
+    import numpy as np
+    import pandas as pd
+
+    group, _ = pd.factorize(keys)
+    # factorize numbers the groups as they first appear: a group starts where the codes rise.
+    highest = np.maximum.accumulate(group)
+    starts = np.ones(len(group), dtype=bool)
+    starts[1:] = highest[1:] > highest[:-1]
+    return np.flatnonzero(starts), group, np.bincount(group)
 
 
 def _ids(column: list[Any], pending: npt.NDArray[np.intp]) -> npt.NDArray[np.int64]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dialer import mapping
 from dialer.columns import resolve_columns
@@ -16,7 +17,7 @@ from dialer.load import open_leads
 from dialer.mapping import map_rows
 from dialer.model import Status
 from dialer.numbers import ForeignCallers
-from dialer.run import _alike_keys, _DueCheck, _Tally
+from dialer.run import _alike_keys, _DueCheck, _groups, _Tally
 from tests.mapped import campaign, mapped, write_csv
 
 SUNDAY_NOON = datetime(2026, 11, 29, 17, 0, tzinfo=UTC)
@@ -99,7 +100,11 @@ def test_validate_builds_no_names_cells_or_emails_beyond_its_examples(tmp_path: 
     assert rows.name == ["Ana", ""] and rows.email == ["a@example.com", ""]
 
 
-def test_first_rows_agree_with_a_dict_over_chunks_of_repeats() -> None:
+@pytest.mark.parametrize("side_rows", [8, 20_000])  # the side merged often, or never
+def test_first_rows_agree_with_a_dict_over_chunks_of_repeats(
+    side_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mapping, "_RECENT_ROWS", side_rows)
     rng = random.Random(3)
     seen, first = mapping._FirstRows(), dict[int, int]()
     row = 2
@@ -112,4 +117,38 @@ def test_first_rows_agree_with_a_dict_over_chunks_of_repeats() -> None:
             expected.append(first.get(number, 0))
             first.setdefault(number, at)
         assert seen.claim(numbers, rows).tolist() == expected
-    assert seen.numbers.tolist() == sorted(first) and seen.rows.tolist() == [first[n] for n in sorted(first)]
+    known, first_rows = seen.remembered()
+    assert known.tolist() == sorted(first) and first_rows.tolist() == [first[n] for n in sorted(first)]
+
+
+def test_first_rows_leave_the_big_arrays_alone_until_the_side_fills(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Copying every number seen into new arrays for each chunk was the bulk of the
+    # duplicate check's time on a million rows (issue 15).
+    monkeypatch.setattr(mapping, "_RECENT_ROWS", 4)
+    seen = mapping._FirstRows()
+    assert seen.claim([30, 10, 20, 40], [2, 3, 4, 5]).tolist() == [0, 0, 0, 0]  # the side fills: merged
+    big = seen.numbers
+    assert big.tolist() == [10, 20, 30, 40]
+    assert seen.claim([50, 10], [6, 7]).tolist() == [0, 3]
+    assert seen.claim([60, 50], [8, 9]).tolist() == [0, 6]
+    assert seen.numbers is big  # two new numbers: on the side, the big arrays not copied
+    assert seen.claim([80, 70], [10, 11]).tolist() == [0, 0]  # four on the side: merged
+    assert seen.numbers.tolist() == [10, 20, 30, 40, 50, 60, 70, 80]
+    assert seen.rows.tolist() == [3, 4, 2, 5, 6, 8, 11, 10]
+
+
+def test_groups_of_keys_are_numpy_unique_s_in_order_of_first_appearance() -> None:
+    keys = np.array([7, 3, 7, 9, 3, 3, 2**40, 9, 7], dtype=np.int64)
+    first, group, sizes = _groups(keys)
+    assert first.tolist() == [0, 1, 3, 6]
+    assert group.tolist() == [0, 1, 0, 2, 1, 1, 3, 2, 0]
+    assert sizes.tolist() == [3, 3, 2, 1]
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, 50, 1_000)
+    first, group, sizes = _groups(keys)
+    distinct, at, inverse, counts = np.unique(
+        keys, return_index=True, return_inverse=True, return_counts=True
+    )
+    order = np.argsort(at)  # np.unique's groups, numbered in order of first appearance
+    assert first.tolist() == at[order].tolist() and sizes.tolist() == counts[order].tolist()
+    assert (keys[first][group] == keys).all()
