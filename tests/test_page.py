@@ -31,11 +31,12 @@ from click.testing import CliRunner
 
 from dialer.cli import main
 from dialer.config import Campaign, load_campaign
-from dialer.run import RunOptions, _reason_kind, report_campaign, run_campaign
+from dialer.run import RunOptions, report_campaign, run_campaign
 from dialer.sandbox import read_events
 from dialer.store import journal_url
 from dialer.store.pgdb import pg_sql
 from dialer.store.pgurl import schema_name
+from dialer.validate import _reason_kind
 from tests.pg import PASSWORD, SUPERUSER
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from dialer.load import open_leads
 from dialer.mapping import map_rows
 from dialer.model import Status
 from dialer.numbers import ForeignCallers
-from dialer.run import _alike_keys, _DueCheck, _groups, _Tally
+from dialer.validate import _alike_keys, _DueCheck, _groups, _Tally
 from tests.mapped import campaign, mapped, write_csv
 
 SUNDAY_NOON = datetime(2026, 11, 29, 17, 0, tzinfo=UTC)
