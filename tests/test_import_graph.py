@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).parent.parent / "dialer"
 
 # Earlier stages first; modules on one line share a stage and may not import each other.
 STAGES: list[set[str]] = [
-    {"model", "errors"},
+    {"model", "errors", "forked"},  # forked: what a forked child does first (imports nothing)
     {"cells"},
     {"config"},
     {"load"},
@@ -34,7 +34,7 @@ STAGES: list[set[str]] = [
     {"bookkeeping"},
     {"send", "settle", "follow"},
     {"dispatch"},
-    {"report", "page"},
+    {"report", "page", "validate"},
     {"run", "progress"},
     {"cli"},
     {"entry"},
