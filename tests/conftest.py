@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,3 +138,19 @@ def ended_at_once(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return httpx.Response(200, json=body)
 
     return handle
+
+
+def in_thread(run: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """`run()` started in a thread of its own: the thread, and a list that gets its result
+    (or the exception it raised) when it ends."""
+    results: list[Any] = []
+
+    def target() -> None:
+        try:
+            results.append(run())
+        except BaseException as exc:  # shown by the assertion, not lost in the thread
+            results.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, results

@@ -31,7 +31,7 @@ from dialer.store.claims import Claims
 from dialer.store.pgurl import schema_name
 from dialer.store.postgres import PgJournal
 from dialer.transitions import lookup_backoff
-from tests.conftest import posts, write_leads
+from tests.conftest import in_thread, posts, write_leads
 from tests.test_campaign import ALL_DAY, KEY, numbered_leads
 from tests.test_journal import _import, _lead
 from tests.test_postgres import pg_campaign
@@ -115,20 +115,6 @@ def one_row_each(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Claims, "claim_dialable", one)
 
 
-def _in_thread(run: Any) -> tuple[threading.Thread, list[Any]]:
-    results: list[Any] = []
-
-    def target() -> None:
-        try:
-            results.append(run())
-        except BaseException as exc:  # shown by the assertion, not lost in the thread
-            results.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, results
-
-
 def _claims(url: str) -> list[tuple[str, str | None, float | None]]:
     """(status, claimed_by, claim_until) of each lead, in file order."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -141,7 +127,7 @@ def _both(run: Callable[[str], RunResult], url: str, lookups: Lookups) -> tuple[
     """Runs A and B at once; their results. Runs that have not ended by HANG are freed by hand
     (look-ups up, every claim and live-call slot let go: then they end) and the test fails,
     saying what the runs held."""
-    (a, a_result), (b, b_result) = _in_thread(lambda: run("A")), _in_thread(lambda: run("B"))
+    (a, a_result), (b, b_result) = in_thread(lambda: run("A")), in_thread(lambda: run("B"))
     deadline = time.monotonic() + HANG
     for thread in (a, b):
         thread.join(max(0.0, deadline - time.monotonic()))

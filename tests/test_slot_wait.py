@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from dialer.config import Campaign, load_campaign
 from dialer.run import RunOptions, RunResult, run_campaign
 from dialer.store import liveslots
 from dialer.store.liveslots import SharedLiveSlots
-from tests.conftest import posts, write_leads
+from tests.conftest import in_thread, posts, write_leads
 from tests.stores import Store
 from tests.test_campaign import KEY, numbered_leads
 from tests.test_journal import _import, _lead
@@ -73,16 +72,7 @@ def _campaign(
 
 def _run_within(run: Any, free: Any) -> RunResult:
     """The run's result, if it ends by HANG; else the slots are freed by hand and the test fails."""
-    results: list[Any] = []
-
-    def target() -> None:
-        try:
-            results.append(run())
-        except BaseException as exc:  # shown by the assertion, not lost in the thread
-            results.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
+    thread, results = in_thread(run)
     thread.join(HANG)
     if thread.is_alive():
         free()
