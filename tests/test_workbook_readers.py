@@ -343,25 +343,17 @@ def _typed_frame(frame: Any) -> list[list[tuple[str, type]]]:
 
 @pytest.mark.parametrize("make", [openpyxl_book, xlsxwriter_book, raw_book, prefixed_book])
 def test_the_reading_process_gives_the_chunks_this_one_gives(
-    tmp_path: Path, make: Any, monkeypatch: Any
+    tmp_path: Path, make: Any, monkeypatch: Any, forked: list[int]
 ) -> None:
     path = make(tmp_path / "varied.xlsx")
-    here = _chunks(path, 2)
-    forks: list[int] = []
-    real_fork = os.fork
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            forks.append(pid)
-        return pid
-
-    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
-    monkeypatch.setattr(os, "fork", fork)
+    with monkeypatch.context() as here_only:
+        here_only.setattr(workbook, "PROCESS_BYTES", 1 << 62)  # read in this process
+        here = _chunks(path, 2)
+    assert not forked
     assert _chunks(path, 2) == here
     # Read there (two processes for a sheet with formulas with no saved value: the one
     # started before the bounds pass found them is stopped), and every one reaped.
-    assert forks and not any(Path(f"/proc/{pid}").exists() for pid in forks)
+    assert _reaped(forked)
 
 
 def test_the_reading_process_names_the_formulas_with_no_saved_value(tmp_path: Path, monkeypatch: Any) -> None:
@@ -391,7 +383,7 @@ def test_the_reading_process_reports_a_damaged_row_in_one_line(tmp_path: Path, m
     assert "\n" not in str(error.value)
 
 
-def test_a_read_stopped_early_ends_its_reading_process(tmp_path: Path, monkeypatch: Any) -> None:
+def test_a_read_stopped_early_ends_its_reading_process(tmp_path: Path, forked: list[int]) -> None:
     book = openpyxl.Workbook()
     sheet = book.active
     assert sheet is not None
@@ -399,22 +391,11 @@ def test_a_read_stopped_early_ends_its_reading_process(tmp_path: Path, monkeypat
     for i in range(3000):
         sheet.append(["Ana", f"+1415555{i:04d}"])
     book.save(tmp_path / "l.xlsx")
-    forks: list[int] = []
-    real_fork = os.fork
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            forks.append(pid)
-        return pid
-
-    monkeypatch.setattr(workbook, "PROCESS_BYTES", 0)
-    monkeypatch.setattr(os, "fork", fork)
     chunks = open_leads(tmp_path / "l.xlsx").chunks(100)
     assert len(next(chunks)) == 100
     assert isinstance(chunks, types.GeneratorType)
     chunks.close()
-    assert len(forks) == 1 and not Path(f"/proc/{forks[0]}").exists()
+    assert len(forked) == 1 and _reaped(forked)
 
 
 @pytest.fixture
